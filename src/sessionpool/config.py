@@ -1,0 +1,80 @@
+"""Engine and pool settings as plain dataclasses.
+
+The server reads TOML, flags and environment variables and builds these; the engine below it
+knows nothing about where a setting came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+BackendName = Literal["jail", "unsafe"]
+
+DEFAULT_PRELOAD: tuple[str, ...] = ("numpy", "pandas", "matplotlib.pyplot", "IPython")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-session resource limits."""
+
+    memory_bytes: int = 2 * GiB
+    pids: int = 256
+    #: CPU bandwidth in cores (1.0 = one full core)
+    cpus: float = 1.0
+    open_files: int = 1024
+    #: size of the session's /mnt/data (enforced by the kernel: it is a sized tmpfs)
+    disk_bytes: int = 1 * GiB
+    #: largest single file accepted by the file API
+    file_bytes: int = 128 * 1000 * 1000
+    #: size of the session's private /tmp and /dev/shm, each
+    tmp_bytes: int = 256 * MiB
+    #: stdout+stderr kept per execution; the rest is dropped and reported
+    output_bytes: int = 1 * MiB
+    #: largest single image (PNG) kept from one execution, and how many
+    image_bytes: int = 16 * MiB
+    images_per_execution: int = 32
+
+
+def default_max_sessions() -> int:
+    """Size the pool to the machine: one slot per 16 MiB of RAM, Azure's 600 as a floor cap."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # pragma: no cover - non-Linux
+        return 600
+    return max(16, pages // (16 * MiB))
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str = "default"
+    #: modules imported once in the zygote and shared copy-on-write by every session
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    max_sessions: int = field(default_factory=default_max_sessions)
+    ready_sessions: int = 8
+    cooldown_seconds: float = 300.0
+    execution_timeout_seconds: float = 220.0
+    #: after SIGINT at the deadline, how long the cell may take to stop before the kill
+    interrupt_grace_seconds: float = 2.0
+    limits: Limits = field(default_factory=Limits)
+    #: only "disabled" exists for now: sessions get a private loopback and nothing else
+    network: Literal["disabled"] = "disabled"
+    #: a zygote is retired after forking this many live sessions (fork cost grows with them)
+    zygote_max_children: int = 200
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    backend: BackendName = "jail"
+    #: workspaces, the jail's mount point and caches live here
+    data_dir: Path = Path("/var/lib/sessionpool")
+    #: host uids for sessions are uid_base .. uid_base+uid_count-1, one per live session
+    uid_base: int = 1_000_000_000
+    uid_count: int = 65536
+    #: refuse new sessions when MemAvailable would drop below this
+    memory_reserve_bytes: int = 512 * MiB

@@ -1,0 +1,60 @@
+"""The engine: one sandbox backend and the configured pools. The server's single entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sessionpool import errors
+from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.pool import Pool
+from sessionpool.sandbox.backend import Backend, make_backend
+
+log = logging.getLogger("sessionpool.engine")
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, pools: list[PoolConfig] | None = None) -> None:
+        self.config = config
+        pool_configs = pools or [PoolConfig()]
+        names = [p.name for p in pool_configs]
+        if len(set(names)) != len(names):
+            raise errors.ConfigError(f"pool names must be unique, got {names}")
+        self.backend: Backend = make_backend(config)
+        self.pools: dict[str, Pool] = {
+            p.name: Pool(p, self.backend, config.memory_reserve_bytes) for p in pool_configs
+        }
+        self.started = False
+
+    async def start(self) -> None:
+        """Check the host (fail closed), start zygotes and the first warm sessions."""
+        await self.backend.start()
+        try:
+            for pool in self.pools.values():
+                await pool.start()
+        except errors.SessionpoolError:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()
+            if self.backend.isolated:
+                raise errors.SandboxUnavailable([f"a jailed session could not start: {exc}"]) from exc
+            raise
+        self.started = True
+
+    def pool(self, name: str) -> Pool:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise errors.PoolNotFound(name) from None
+
+    def ready(self) -> bool:
+        return self.started and all(p.is_ready() for p in self.pools.values())
+
+    async def close(self, deadline_s: float = 10.0) -> None:
+        """Let executions in flight finish up to the deadline, then end every session."""
+        await asyncio.gather(
+            *(p.close(deadline_s) for p in self.pools.values()), return_exceptions=True
+        )
+        await self.backend.close()
+        self.started = False

@@ -1,0 +1,121 @@
+"""Reading what a dynamic-sessions request names: API version, session identifier, file paths.
+
+Clients build their URLs by hand and disagree on encoding: some send the identifier raw, others
+percent-encode it, and query parameters come in any order. Everything here is lenient about form
+and strict about meaning.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from urllib.parse import unquote
+
+from starlette.requests import Request
+
+from sessionpool.server.errors import HttpError
+
+MOUNT = "/mnt/data"
+
+#: the oldest version of the "executions" family; anything older speaks the "properties" family
+EXECUTIONS_SINCE = "2024-10-02"
+PROPERTIES_VERSION = "2024-02-02-preview"
+KNOWN_VERSIONS = (
+    PROPERTIES_VERSION,
+    "2024-10-02-preview",
+    "2025-02-02-preview",
+    "2025-10-02-preview",
+)
+_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(?:-preview)?")
+
+#: the union of every published identifier rule (1-256 characters; the 2025-10-02-preview
+#: character set, which contains the older ones), so one session can be named under every version
+_IDENTIFIER = re.compile(r"""[A-Za-z0-9_|{}\[\]:";'<>?/.,@#$%^&*()\-+=!~`]{1,256}""")
+
+
+class Family(enum.Enum):
+    #: 2024-02-02-preview: ``code/execute``, ``files/upload``, the ``properties`` envelope
+    PROPERTIES = "properties"
+    #: 2024-10-02-preview and later: ``executions``, flat resources, ``?path=``
+    EXECUTIONS = "executions"
+
+
+def query(request: Request) -> dict[str, str]:
+    """Query parameters, first occurrence wins; ``+`` stays ``+`` (no client encodes a space so)."""
+    cached = request.scope.get("sessionpool.query")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    params: dict[str, str] = {}
+    raw: bytes = request.scope.get("query_string", b"")
+    for item in raw.decode("latin-1").split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        params.setdefault(unquote(key), unquote(value))
+    request.scope["sessionpool.query"] = params
+    return params
+
+
+def family(request: Request) -> Family:
+    version = query(request).get("api-version")
+    if version is None:
+        return Family.PROPERTIES
+    m = _VERSION.fullmatch(version.strip())
+    if m is None:
+        raise HttpError(
+            400,
+            "UnsupportedApiVersion",
+            f"api-version {version!r} is not a version; supported: {', '.join(KNOWN_VERSIONS)}",
+        )
+    return Family.EXECUTIONS if m.group(1) >= EXECUTIONS_SINCE else Family.PROPERTIES
+
+
+def version_at_least(request: Request, date: str) -> bool:
+    version = query(request).get("api-version") or PROPERTIES_VERSION
+    return version[:10] >= date
+
+
+def identifier(request: Request) -> str:
+    value = query(request).get("identifier")
+    if not value:
+        raise HttpError(
+            400,
+            "MissingIdentifier",
+            "the 'identifier' query parameter is required: it names the session",
+        )
+    if not _IDENTIFIER.fullmatch(value):
+        raise HttpError(
+            400,
+            "InvalidIdentifier",
+            "an identifier is 1-256 characters of letters, digits and "
+            "_ - | { } [ ] : \" ; ' < > ? / . , @ # $ % ^ & * ( ) + = ! ~ `",
+        )
+    return value
+
+
+def relative(path: str) -> str:
+    """A client's file name or directory as a path relative to /mnt/data.
+
+    Accepts ``/mnt/data``, ``/mnt/data/x`` and plain relative names. Anything else absolute is
+    passed on unchanged for the engine to refuse.
+    """
+    if path == MOUNT or path == MOUNT + "/":
+        return ""
+    if path.startswith(MOUNT + "/"):
+        return path[len(MOUNT) + 1 :]
+    return path
+
+
+def joined(directory: str | None, name: str) -> str:
+    """``name`` inside ``directory`` (the ``?path=`` parameter), both relative to /mnt/data."""
+    if name.startswith(MOUNT + "/") or not directory:
+        return relative(name)
+    base = relative(directory).strip("/")
+    return posixpath.join(base, name) if base else name
+
+
+def absolute_dir(rel_path: str) -> str:
+    """The /mnt/data directory holding ``rel_path``."""
+    parent = posixpath.dirname(rel_path)
+    return f"{MOUNT}/{parent}" if parent else MOUNT

@@ -1,0 +1,676 @@
+"""The dynamic-sessions routes, both API families, mounted under every pool endpoint shape.
+
+A pool endpoint is ``/pools/<pool>``, or any path ending in ``/sessionPools/<pool>`` (the shape of
+an Azure endpoint, so a client's configured URL keeps working with only the host changed). The
+operation is appended to it; the ``api-version`` query parameter picks the family where one path
+means different things (``GET files``, uploads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import importlib.metadata
+import logging
+import platform
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from sessionpool import errors
+from sessionpool.engine import Engine
+from sessionpool.faces.aca import models, translate
+from sessionpool.faces.aca.params import (
+    Family,
+    family,
+    identifier,
+    joined,
+    query,
+    relative,
+    version_at_least,
+)
+from sessionpool.faces.aca.uploads import (
+    DRAIN_LIMIT,
+    FRAMING_ALLOWANCE,
+    open_multipart,
+)
+from sessionpool.server.errors import HttpError
+from sessionpool.types import FileInfo
+
+logger = logging.getLogger("sessionpool.faces.aca")
+
+#: largest JSON request body (an execute call carries code, not data: upload data as files)
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: sessions per page of ``GET listSessions``
+PAGE_SIZE = 100
+#: finished executions remembered for ``GET executions/<id>``, oldest forgotten first
+EXECUTIONS_KEPT = 10_000
+
+M = TypeVar("M", bound=BaseModel)
+
+_IDENTIFIER_PARAM = {
+    "name": "identifier",
+    "in": "query",
+    "required": True,
+    "description": "The session: allocated on first use, kept until it cools down",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+_VERSION_PARAM = {
+    "name": "api-version",
+    "in": "query",
+    "required": False,
+    "description": "2024-02-02-preview, 2024-10-02-preview, 2025-02-02-preview or "
+    "2025-10-02-preview (default 2024-02-02-preview)",
+    "schema": {"type": "string"},
+}
+_PATH_PARAM = {
+    "name": "path",
+    "in": "query",
+    "required": False,
+    "description": "Directory under /mnt/data (executions family)",
+    "schema": {"type": "string"},
+}
+
+
+def _params(*extra: dict[str, Any], session: bool = True) -> dict[str, Any]:
+    params = [_IDENTIFIER_PARAM] if session else []
+    return {"parameters": [*params, _VERSION_PARAM, *extra]}
+
+
+def _multipart_body() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                }
+            },
+        }
+    }
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def _merge(*parts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update(part)
+    return out
+
+
+def json_response(
+    model: models._Wire, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        content=model.json_bytes(),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The body as ``model``, refusing more than MAX_JSON_BYTES without reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise HttpError(
+            413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
+        )
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise HttpError(
+                    413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
+                )
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    try:
+        return model.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise HttpError(400, "InvalidRequestBody", f"invalid request body: {problems}") from None
+
+
+def decode_code(input_type: str, code: str) -> str:
+    kind = input_type.strip().lower()
+    if kind in ("inline", "inlinetext", ""):
+        return code
+    if kind == "inlinebase64":
+        try:
+            return base64.b64decode(code, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise HttpError(400, "InvalidCode", f"code is not valid base64 UTF-8: {exc}") from None
+    raise HttpError(
+        400,
+        "UnsupportedCodeInputType",
+        f"codeInputType {input_type!r} is not supported; use 'inline' or 'inlineBase64'",
+    )
+
+
+@dataclass
+class _Execution:
+    pool: str
+    identifier: str
+    resource: models._Wire
+    task: asyncio.Task[None] | None = None
+
+
+class AcaFace:
+    """The face's routes and the little state it keeps (executions for ``GET executions/<id>``)."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._executions: collections.OrderedDict[str, _Execution] = collections.OrderedDict()
+        self._metadata: models.Metadata | None = None
+        self._started_at = time.time()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def bind(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def close(self) -> None:
+        """Cancel asynchronous executions still running (the engine is closing their sessions)."""
+        tasks = [
+            e.task for e in self._executions.values() if e.task is not None and not e.task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def install(self, app: FastAPI) -> None:
+        router = self.router()
+        app.include_router(router, prefix="/pools/{pool}", tags=["dynamic sessions"])
+        app.include_router(router, prefix="/sessionPools/{pool}", include_in_schema=False)
+        app.include_router(
+            router, prefix="/{endpoint_base:path}/sessionPools/{pool}", include_in_schema=False
+        )
+
+    def router(self) -> APIRouter:
+        r = APIRouter()
+        r.add_api_route(
+            "/code/execute",
+            self.code_execute,
+            methods=["POST"],
+            summary="Run Python code (2024-02-02-preview)",
+            response_model=models.ExecuteResponse,
+            openapi_extra=_merge(_params(), _json_body(models.ExecuteRequest)),
+        )
+        r.add_api_route(
+            "/executions",
+            self.create_execution,
+            methods=["POST"],
+            summary="Run Python code or a shell command (2024-10-02-preview and later)",
+            response_model=models.CodeExecutionResource | models.ShellExecutionResource,
+            openapi_extra=_merge(_params(), _json_body(models.ExecutionRequest)),
+        )
+        r.add_api_route(
+            "/executions/{execution_id}",
+            self.get_execution,
+            methods=["GET"],
+            summary="An execution's status and result",
+            response_model=models.CodeExecutionResource | models.ShellExecutionResource,
+            openapi_extra=_params(),
+        )
+        r.add_api_route(
+            "/files/upload",
+            self.upload,
+            methods=["POST"],
+            summary="Upload files into /mnt/data (2024-02-02-preview)",
+            response_model=models.FileList,
+            openapi_extra=_merge(_params(_PATH_PARAM), _multipart_body()),
+        )
+        r.add_api_route(
+            "/files",
+            self.upload,
+            methods=["POST"],
+            summary="Upload a file into /mnt/data (2024-10-02-preview and later)",
+            response_model=models.SessionResourceFile,
+            openapi_extra=_merge(_params(_PATH_PARAM), _multipart_body()),
+        )
+        r.add_api_route(
+            "/files",
+            self.list_files,
+            methods=["GET"],
+            summary="List files; the item shape follows api-version",
+            response_model=models.FileList | models.SessionResourceFileList,
+            openapi_extra=_params(
+                _PATH_PARAM,
+                {
+                    "name": "recursive",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean"},
+                },
+            ),
+        )
+        r.add_api_route(
+            "/files/{file_path:path}",
+            self.get_file,
+            methods=["GET"],
+            summary="A file: content (files/content/<name>, files/<name>/content) or metadata",
+            response_model=models.SessionResourceFile,
+            openapi_extra=_params(_PATH_PARAM),
+        )
+        r.add_api_route(
+            "/files/{file_path:path}",
+            self.delete_file,
+            methods=["DELETE"],
+            status_code=204,
+            summary="Delete a file",
+            openapi_extra=_params(_PATH_PARAM),
+        )
+        r.add_api_route(
+            "/session",
+            self.get_session,
+            methods=["GET"],
+            summary="A session's timestamps",
+            response_model=models.SessionResource,
+            openapi_extra=_params(),
+        )
+        r.add_api_route(
+            "/session",
+            self.delete_session,
+            methods=["DELETE"],
+            status_code=204,
+            summary="Destroy a session and its files (idempotent)",
+            openapi_extra=_params(),
+        )
+        r.add_api_route(
+            "/listSessions",
+            self.list_sessions,
+            methods=["GET"],
+            summary="Sessions allocated in the pool",
+            response_model=models.SessionList,
+            openapi_extra=_params(
+                {"name": "skip", "in": "query", "required": False, "schema": {"type": "integer"}},
+                session=False,
+            ),
+        )
+        r.add_api_route(
+            "/metadata",
+            self.metadata,
+            methods=["GET"],
+            summary="Runtime and preinstalled packages",
+            response_model=models.Metadata,
+            openapi_extra=_params(session=False),
+        )
+        return r
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
+        return self._engine
+
+    def _effective_timeout(self, pool_default: float, requested: float | None) -> float:
+        return pool_default if requested is None else min(requested, pool_default)
+
+    def _remember(self, execution_id: str, record: _Execution) -> None:
+        self._executions[execution_id] = record
+        self._executions.move_to_end(execution_id)
+        while len(self._executions) > EXECUTIONS_KEPT:
+            _, old = self._executions.popitem(last=False)
+            if old.task is not None and not old.task.done():  # pragma: no cover - very old
+                old.task.cancel()
+
+    def _forget_session(self, pool: str, ident: str) -> None:
+        for key in [
+            k for k, e in self._executions.items() if e.pool == pool and e.identifier == ident
+        ]:
+            self._executions.pop(key, None)
+
+    # --- 2024-02-02-preview --------------------------------------------------------------------
+
+    async def code_execute(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        body = await read_json(request, models.ExecuteRequest)
+        props = body.properties
+        code = decode_code(props.codeInputType, props.code)
+        timeout = self._effective_timeout(
+            p.config.execution_timeout_seconds, props.timeoutInSeconds
+        )
+        session = await p.acquire(ident)
+        try:
+            res = await session.execute(code, timeout=props.timeoutInSeconds)
+        except errors.SessionLost as exc:
+            return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
+        return json_response(translate.execute_response(res, timeout))
+
+    # --- files (both families) -----------------------------------------------------------------
+
+    async def upload(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        fam = family(request)
+        limit = p.config.limits.file_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + FRAMING_ALLOWANCE + DRAIN_LIMIT:
+            raise HttpError(
+                413,
+                "FileTooLarge",
+                f"the upload is larger than the per-file limit of {limit} bytes",
+                headers={"connection": "close"},
+            )
+        session = await p.acquire(ident)
+        directory = query(request).get("path")
+        stored: list[FileInfo] = []
+        try:
+            reader = await open_multipart(
+                request.headers.get("content-type"), request.stream(), limit
+            )
+            try:
+                while (part := await reader.next_part()) is not None:
+                    if part.filename is None:
+                        continue  # a plain form field
+                    if not part.filename.strip():
+                        raise HttpError(400, "MissingFileName", "a file part needs a file name")
+                    target = joined(directory, part.filename)
+                    stored.append(await session.write_file(target, part.chunks()))
+            except (errors.SessionpoolError, HttpError):
+                await reader.drain()
+                raise
+        except ClientDisconnect as exc:
+            raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc
+        if not stored:
+            raise HttpError(
+                400, "MissingFile", "the multipart body has no file part (field 'file')"
+            )
+        if fam is Family.PROPERTIES:
+            return json_response(
+                models.FileList.numbered([translate.file_properties(i) for i in stored])
+            )
+        return json_response(translate.resource_file(stored[0]))
+
+    async def list_files(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        fam = family(request)
+        q = query(request)
+        session = await p.acquire(ident)
+        directory = relative(q.get("path", "")).strip("/")
+        if fam is Family.PROPERTIES:
+            # one flat list of files, sub-paths included, as uploads name them
+            infos = await session.list_files(directory, recursive=True)
+            return json_response(
+                models.FileList.numbered(
+                    [translate.file_properties(i) for i in infos if not i.is_dir]
+                )
+            )
+        recursive = q.get("recursive", "").strip().lower() in ("true", "1", "yes")
+        infos = await session.list_files(directory, recursive=recursive)
+        return json_response(
+            models.SessionResourceFileList(value=[translate.resource_file(i) for i in infos])
+        )
+
+    async def get_file(self, request: Request, pool: str, file_path: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        fam = family(request)
+        directory = query(request).get("path")
+        if file_path.startswith("content/") and (
+            fam is Family.PROPERTIES or not file_path.endswith("/content")
+        ):
+            name, download = file_path[len("content/") :], True
+        elif file_path.endswith("/content"):
+            name, download = file_path[: -len("/content")], True
+        else:
+            name, download = file_path, False
+        target = joined(directory, name)
+        session = await p.acquire(ident)
+        if download:
+            info, chunks = session.open_file(target)
+            return StreamingResponse(
+                chunks,
+                media_type="application/octet-stream",
+                headers={"content-length": str(info.size)},
+            )
+        info = await session.stat_file(target)
+        if fam is Family.PROPERTIES:
+            props = translate.file_properties(info)
+            props.id_ = "2"
+            return json_response(models.FileItem(**{"$id": "1"}, properties=props))
+        return json_response(translate.resource_file(info))
+
+    async def delete_file(self, request: Request, pool: str, file_path: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        target = joined(query(request).get("path"), file_path)
+        session = await p.acquire(ident)
+        await session.delete_file(target)
+        return Response(status_code=204)
+
+    # --- executions family ---------------------------------------------------------------------
+
+    def _operation_location(self, request: Request, execution_id: str, ident: str) -> str:
+        path = request.url.path
+        path = path[: path.rindex("/executions")] if "/executions" in path else path
+        version = query(request).get("api-version", "")
+        return str(
+            request.url.replace(
+                path=f"{path}/executions/{quote(execution_id, safe='')}",
+                query=f"identifier={quote(ident, safe='')}&api-version={quote(version, safe='')}",
+            )
+        )
+
+    async def create_execution(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        req = await read_json(request, models.ExecutionRequest)
+        execution_id = request.headers.get("operation-id") or str(uuid.uuid4())
+        timeout = self._effective_timeout(p.config.execution_timeout_seconds, req.timeoutInSeconds)
+        session = await p.acquire(ident)
+        headers = {
+            "operation-id": execution_id,
+            "Operation-Location": self._operation_location(request, execution_id, ident),
+        }
+        # 2024-10-02-preview answers 202 to every execute; later versions 200 when it is done
+        done_status = 200 if version_at_least(request, "2025-02-02") else 202
+
+        if req.shellCommand is not None:
+            shell = await session.run_shell(req.shellCommand, timeout=req.timeoutInSeconds)
+            resource: models._Wire = translate.shell_resource(
+                shell, execution_id=execution_id, identifier=ident, timeout_s=timeout
+            )
+            self._remember(execution_id, _Execution(pool, ident, resource))
+            return json_response(resource, done_status, headers)
+
+        assert req.code is not None
+        code = decode_code(req.codeInputType, req.code)
+        asynchronous = req.executionType.strip().lower() == "asynchronous"
+        execution_type: Literal["Synchronous", "Asynchronous"] = (
+            "Asynchronous" if asynchronous else "Synchronous"
+        )
+
+        async def run() -> models.CodeExecutionResource:
+            try:
+                res = await session.execute(code, timeout=req.timeoutInSeconds)
+            except errors.SessionpoolError as exc:
+                return models.CodeExecutionResource(
+                    id=execution_id,
+                    identifier=ident,
+                    executionType=execution_type,
+                    status="Failed",
+                    error=models.ErrorEnvelope(
+                        error=models.ErrorDetail(code=exc.code, message=exc.message)
+                    ),
+                )
+            return translate.execution_resource(
+                res,
+                execution_id=execution_id,
+                identifier=ident,
+                execution_type=execution_type,
+                timeout_s=timeout,
+                max_length=req.outputStreamsMaxLength,
+            )
+
+        if not asynchronous:
+            resource = await run()
+            self._remember(execution_id, _Execution(pool, ident, resource))
+            return json_response(resource, done_status, headers)
+
+        record = _Execution(
+            pool,
+            ident,
+            models.CodeExecutionResource(
+                id=execution_id, identifier=ident, executionType="Asynchronous", status="Running"
+            ),
+        )
+        record.task = asyncio.create_task(self._finish(record, run))
+        self._remember(execution_id, record)
+        return json_response(record.resource, 202, headers)
+
+    async def _finish(
+        self, record: _Execution, run: Callable[[], Awaitable[models.CodeExecutionResource]]
+    ) -> None:
+        try:
+            record.resource = await run()
+        except Exception:  # pragma: no cover - run() turns engine errors into results
+            logger.exception("asynchronous execution failed")
+            running = record.resource
+            assert isinstance(running, models.CodeExecutionResource)
+            record.resource = running.model_copy(
+                update={
+                    "status": "Failed",
+                    "error": models.ErrorEnvelope(
+                        error=models.ErrorDetail(code="InternalError", message="execution failed")
+                    ),
+                }
+            )
+
+    async def get_execution(self, request: Request, pool: str, execution_id: str) -> Response:
+        self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        record = self._executions.get(execution_id)
+        if record is None or record.pool != pool or record.identifier != ident:
+            raise HttpError(
+                404,
+                "ExecutionNotFound",
+                f"no execution {execution_id!r} for this session (executions are kept a while, "
+                "and forgotten when the session is deleted)",
+            )
+        return json_response(record.resource)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def get_session(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        session = p.get(ident)
+        if session is None:
+            raise errors.SessionNotFound(pool, ident)
+        return json_response(
+            translate.session_resource(
+                pool, ident, session.created_at, session.last_used, session.expires_at
+            )
+        )
+
+    async def delete_session(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        family(request)
+        await p.delete(ident)
+        self._forget_session(pool, ident)
+        return Response(status_code=204)
+
+    async def list_sessions(self, request: Request, pool: str) -> Response:
+        p = self.engine.pool(pool)
+        family(request)
+        raw_skip = query(request).get("skip", "0") or "0"
+        if not raw_skip.isdigit():
+            raise HttpError(400, "InvalidSkip", "skip must be a non-negative integer")
+        skip = int(raw_skip)
+        sessions = sorted(p.sessions(), key=lambda s: (s.created_at, s.identifier))
+        page = sessions[skip : skip + PAGE_SIZE]
+        next_link = None
+        if skip + PAGE_SIZE < len(sessions):
+            params = {k: v for k, v in query(request).items() if k != "skip"}
+            params["skip"] = str(skip + PAGE_SIZE)
+            next_link = str(
+                request.url.replace(
+                    query="&".join(
+                        f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items()
+                    )
+                )
+            )
+        return json_response(
+            models.SessionList(
+                sessions=[
+                    translate.session_resource(
+                        pool, s.identifier, s.created_at, s.last_used, s.expires_at
+                    )
+                    for s in page
+                ],
+                nextLink=next_link,
+            )
+        )
+
+    async def metadata(self, request: Request, pool: str) -> Response:
+        self.engine.pool(pool)
+        family(request)
+        if self._metadata is None:
+            self._metadata = await asyncio.to_thread(self._build_metadata)
+        return json_response(self._metadata)
+
+    def _build_metadata(self) -> models.Metadata:
+        """What sessions run: they share this interpreter and its installed packages."""
+        packages: dict[str, str] = {}
+        for dist in importlib.metadata.distributions():
+            name = dist.metadata["Name"]
+            if name:
+                packages.setdefault(name, dist.version)
+        try:
+            ipython = importlib.metadata.version("ipython")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - kernel extra missing
+            ipython = "unknown"
+        stamp = translate.timestamp(self._started_at)
+        return models.Metadata(
+            runtimes=[models.NameVersion(name="python", version=platform.python_version())],
+            preInstalledPackages=[
+                models.NameVersion(name=n, version=v)
+                for n, v in sorted(packages.items(), key=lambda kv: kv[0].lower())
+            ],
+            createdAt=stamp,
+            lastUpdatedAt=stamp,
+            jupyterKernel=models.KernelInfo(
+                name="python3",
+                version=ipython,
+                projectUrl="https://ipython.org",
+                description="IPython semantics: the last expression is the result; display() "
+                "output and matplotlib figures come back as images",
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Code that runs inside the sandbox. Imports nothing from the server."""

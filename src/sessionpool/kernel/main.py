@@ -1,0 +1,186 @@
+"""The kernel's serve loop: read a request from the session socket, run it, send the reply.
+
+Runs inside the sandbox as the session's pid 1, after the jail is built. Imports nothing from
+the server. See docs/protocol.md for the messages.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import select
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any, NoReturn
+
+from sessionpool import protocol
+from sessionpool.kernel.shell import CellOutput, SessionShell, reseed_after_fork
+
+#: largest request (code or command) the kernel accepts
+MAX_REQUEST = 16 * 1024 * 1024
+
+
+class Kernel:
+    def __init__(self, shell: SessionShell) -> None:
+        self.shell = shell
+        self.sock: socket.socket | None = None
+        self.busy = False
+        self._pipes: dict[int, tuple[str, Any]] = {}
+        self._drain_lock = threading.Lock()
+
+    # -- setup after fork ---------------------------------------------------------------------
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # A deadline interrupt that lands between cells must not kill the loop.
+        if self.busy:
+            raise KeyboardInterrupt
+
+    def _capture_fds(self) -> None:
+        """Point fds 1 and 2 at pipes so output of C code and subprocesses is captured too."""
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self._pipes[r] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+        threading.Thread(target=self._drain_forever, name="fd-drain", daemon=True).start()
+
+    def _drain_once(self) -> None:
+        with self._drain_lock:
+            for r, (name, decoder) in self._pipes.items():
+                while True:
+                    try:
+                        chunk = os.read(r, 65536)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        break
+                    out = self.shell.current
+                    text = decoder.decode(chunk)
+                    if out is not None and text:
+                        out.write(name, text)
+
+    def _drain_forever(self) -> None:
+        """Keep fd pipes empty (a subprocess must never block on a full pipe) and exit when the
+        server goes away, even in the middle of a cell."""
+        poller = select.poll()
+        for r in self._pipes:
+            poller.register(r, select.POLLIN)
+        assert self.sock is not None
+        poller.register(self.sock.fileno(), select.POLLRDHUP)
+        while True:
+            events = poller.poll()
+            for fd, ev in events:
+                if fd == self.sock.fileno() and ev & (select.POLLRDHUP | select.POLLHUP):
+                    os._exit(0)
+            self._drain_once()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def serve(self, sock: socket.socket) -> NoReturn:
+        self.sock = sock
+        reseed_after_fork()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        self._capture_fds()
+        protocol.send_message(sock, {"op": "ready", "pid": os.getpid(), "uid": os.getuid()})
+        while True:
+            try:
+                request, _ = protocol.recv_message(sock, max_blob=MAX_REQUEST)
+            except (EOFError, OSError, protocol.FrameError):
+                os._exit(0)
+            op = request.get("op")
+            if op == "execute":
+                header, blobs = self.execute(request)
+            elif op == "shell":
+                header, blobs = self.run_shell(request), []
+            elif op == "ping":
+                header, blobs = {"op": "pong"}, []
+            elif op == "exit":
+                os._exit(0)
+            else:
+                header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
+            header["id"] = request.get("id")
+            try:
+                protocol.send_message(sock, header, blobs)
+            except OSError:
+                os._exit(0)
+
+    def execute(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        code = request.get("code")
+        if not isinstance(code, str):
+            return {"op": "bad-request", "detail": "code must be a string"}, []
+        self.busy = True
+        try:
+            return self.shell.run(
+                code,
+                output_limit=int(request.get("output_limit", 1 << 20)),
+                image_limit=int(request.get("image_limit", 16 << 20)),
+                max_images=int(request.get("max_images", 32)),
+                after=self._drain_once,
+                store_history=not request.get("silent", False),
+            )
+        finally:
+            self.busy = False
+
+    def run_shell(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if not isinstance(command, str):
+            return {"op": "bad-request", "detail": "command must be a string"}
+        out = CellOutput(int(request.get("output_limit", 1 << 20)), 0, 0)
+        start = time.perf_counter()
+        interrupted = False
+        self.busy = True
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # one process group: a timeout kills all of it
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            sel = selectors.DefaultSelector()
+            decoders = {}
+            for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+                sel.register(stream, selectors.EVENT_READ, name)
+                decoders[name] = codecs.getincrementaldecoder("utf-8")("replace")
+            while sel.get_map():
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    out.write(key.data, decoders[key.data].decode(chunk))
+            proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.busy = False
+            if proc is not None:
+                if proc.returncode is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+        rc = proc.returncode if proc is not None else 127
+        stdout, stderr, truncated = out.finish()
+        return {
+            "op": "shell_result",
+            "exit_code": 128 - rc if rc is not None and rc < 0 else rc,
+            "stdout": stdout,
+            "stderr": stderr,
+            "truncated": truncated,
+            "interrupted": interrupted,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+        }

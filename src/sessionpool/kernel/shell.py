@@ -1,0 +1,360 @@
+"""The interpreter of one session: IPython's InteractiveShell with captured outputs.
+
+Runs inside the sandbox. Imports only the standard library, IPython and (lazily) matplotlib:
+never anything from the server.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import io
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _malloc_trim() -> None:
+    """Hand freed heap pages back to the kernel so a session that plotted shrinks again."""
+    _libc.malloc_trim(ctypes.c_size_t(0))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+TRUNCATION_NOTE = "\n[output truncated: {dropped} more bytes were dropped; limit {limit} bytes]\n"
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+@dataclass
+class CellOutput:
+    """Everything one execution produced, bounded by the limits it was started with."""
+
+    output_limit: int
+    image_limit: int
+    max_images: int
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    used: int = 0
+    dropped: int = 0
+    result: dict[str, Any] | None = None
+    displays: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def write(self, name: str, text: str) -> None:
+        with self.lock:
+            size = len(text.encode("utf-8", "replace")) if not text.isascii() else len(text)
+            room = self.output_limit - self.used
+            if size <= room:
+                (self.stdout if name == "stdout" else self.stderr).append(text)
+                self.used += size
+                return
+            if room > 0:
+                head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+                (self.stdout if name == "stdout" else self.stderr).append(head)
+                self.used = self.output_limit
+                size -= room
+            self.dropped += size
+
+    def add_display(self, data: dict[str, Any]) -> None:
+        kept: dict[str, Any] = {}
+        for mime, value in data.items():
+            if isinstance(value, bytes):
+                if len(value) <= self.image_limit:
+                    kept[mime] = value
+                else:
+                    self.dropped += len(value)
+            elif isinstance(value, str):
+                if len(value) <= self.output_limit:
+                    kept[mime] = value
+                else:
+                    kept[mime] = value[: self.output_limit]
+                    self.dropped += len(value) - self.output_limit
+            # other JSON-able payloads (application/json as dicts) are kept as they are small
+            else:
+                kept[mime] = value
+        if not kept:
+            return
+        if sum(isinstance(v, bytes) for d in self.displays for v in d.values()) >= self.max_images:
+            self.dropped += sum(len(v) for v in kept.values() if isinstance(v, bytes))
+            kept = {k: v for k, v in kept.items() if not isinstance(v, bytes)}
+            if not kept:
+                return
+        self.displays.append(kept)
+
+    def finish(self) -> tuple[str, str, bool]:
+        stdout, stderr = "".join(self.stdout), "".join(self.stderr)
+        if self.dropped:
+            stderr += TRUNCATION_NOTE.format(dropped=self.dropped, limit=self.output_limit)
+        return stdout, stderr, bool(self.dropped)
+
+
+class CaptureStream(io.TextIOBase):
+    """sys.stdout / sys.stderr replacement that routes writes to the running cell's output."""
+
+    def __init__(self, kernel: SessionShell, name: str, fd: int) -> None:
+        self._kernel = kernel
+        self._name = name
+        self._fd = fd
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        # C code and subprocesses write to the real descriptor, which a drain thread captures
+        return self._fd
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        out = self._kernel.current
+        if out is not None:
+            out.write(self._name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Publisher(DisplayPublisher):
+    """display() lands in the running cell's output instead of a frontend."""
+
+    def publish(  # type: ignore[override]
+        self, data: dict[str, Any], metadata: Any = None, source: Any = None, **kwargs: Any
+    ) -> None:
+        out = self.shell.session_output if self.shell is not None else None
+        if out is not None:
+            out.add_display(dict(data))
+
+    def clear_output(self, wait: bool = False) -> None:
+        out = self.shell.session_output if self.shell is not None else None
+        if out is not None:
+            out.displays.clear()
+
+
+class _DisplayHook(DisplayHook):
+    """The last expression's value becomes the cell's result; nothing is printed."""
+
+    def __call__(self, result: Any = None) -> None:
+        self.check_for_underscore()
+        if result is None or self.quiet():
+            return
+        format_dict, _ = self.compute_format_data(result)
+        self.update_user_ns(result)
+        self.fill_exec_result(result)
+        out = self.shell.session_output
+        if out is not None and format_dict:
+            bounded: dict[str, Any] = {}
+            for mime, value in format_dict.items():
+                if isinstance(value, str) and len(value) > out.output_limit:
+                    out.dropped += len(value) - out.output_limit
+                    value = value[: out.output_limit]
+                bounded[mime] = value
+            out.result = bounded
+
+
+class _Shell(InteractiveShell):
+    displayhook_class = _DisplayHook
+    display_pub_class = _Publisher
+    session_output: CellOutput | None = None
+
+    def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+        text = strip_ansi(self.InteractiveTB.stb2text(stb))
+        out = self.session_output
+        if out is not None:
+            name = getattr(etype, "__name__", str(etype))
+            out.error = {"ename": name, "evalue": str(evalue), "traceback": text}
+
+
+class SessionShell:
+    """One IPython shell plus the glue that captures a cell's stdout, stderr, result and figures.
+
+    Built once in the zygote (so its pages are shared by every session) and used by the child
+    after fork.
+    """
+
+    def __init__(self) -> None:
+        from traitlets.config import Config
+
+        config = Config()
+        config.HistoryManager.enabled = False  # no sqlite thread, no history file
+        config.InteractiveShell.colors = "nocolor"
+        config.InteractiveShell.cache_size = 0  # no Out[] cache keeping figures alive
+        config.InteractiveShell.autoindent = False
+        self.shell: _Shell = _Shell.instance(config=config)
+        self.current: CellOutput | None = None
+        self._shown_figures: set[int] = set()
+        self._pyplot: Any = None
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def enable_matplotlib(self) -> None:
+        """Agg backend; figures are collected after each cell and display(fig) renders PNG."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from matplotlib import pyplot
+            from matplotlib.figure import Figure
+        except ImportError:
+            return
+        self._pyplot = pyplot
+        png = self.shell.display_formatter.formatters["image/png"]
+
+        def render(fig: Any) -> bytes | None:
+            self._shown_figures.add(id(fig))
+            return self._render_png(fig)
+
+        png.for_type(Figure, render)
+
+    def warm_up(self) -> None:
+        """Touch the code paths of a typical first cell so the zygote pays for them once."""
+        self.run("1 + 1", output_limit=1 << 20, image_limit=1 << 24, max_images=4)
+        code = (
+            "import pandas as _pd\n"
+            "_df = _pd.DataFrame({'a': range(3), 'b': [0.5, 1.5, 2.5]})\n"
+            "repr(_df); _df.describe(); _df._repr_html_()\n"
+            "del _df, _pd\n"
+        )
+        self.run(code, output_limit=1 << 20, image_limit=1 << 24, max_images=4)
+        if self._pyplot is not None:
+            self.run(
+                "import matplotlib.pyplot as _plt\n_plt.plot([1, 2, 3])\ndel _plt\n",
+                output_limit=1 << 20,
+                image_limit=1 << 24,
+                max_images=4,
+            )
+        self.shell.execution_count = 1
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        output_limit: int,
+        image_limit: int,
+        max_images: int,
+        after: Callable[[], None] | None = None,
+        store_history: bool = True,
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Run one cell and return the reply header and its blobs (PNG bytes)."""
+        out = CellOutput(output_limit, image_limit, max_images)
+        self.current = out
+        self.shell.session_output = out
+        self._shown_figures.clear()
+        saved = sys.stdout, sys.stderr
+        sys.stdout = CaptureStream(self, "stdout", 1)
+        sys.stderr = CaptureStream(self, "stderr", 2)
+        start = time.perf_counter()
+        interrupted = False
+        try:
+            try:
+                result = self.shell.run_cell(code, store_history=store_history)
+                interrupted = isinstance(result.error_in_exec, KeyboardInterrupt)
+            except KeyboardInterrupt:  # arrived outside user code (e.g. in the displayhook)
+                interrupted = True
+                if out.error is None:
+                    out.error = {
+                        "ename": "KeyboardInterrupt",
+                        "evalue": "",
+                        "traceback": "KeyboardInterrupt",
+                    }
+            self._collect_figures(out)
+            if after is not None:
+                after()  # pick up what C code and subprocesses wrote to fds 1 and 2
+        finally:
+            sys.stdout, sys.stderr = saved
+            self.current = None
+            self.shell.session_output = None
+        duration = (time.perf_counter() - start) * 1000
+        return self._reply(out, interrupted, duration)
+
+    def _render_png(self, fig: Any) -> bytes | None:
+        from IPython.core.pylabtools import print_figure
+
+        data = print_figure(fig, "png", bbox_inches="tight")
+        return data if isinstance(data, bytes) else None
+
+    def _collect_figures(self, out: CellOutput) -> None:
+        plt = self._pyplot
+        if plt is None or not plt.get_fignums():
+            return
+        try:
+            for num in plt.get_fignums():
+                fig = plt.figure(num)
+                if id(fig) in self._shown_figures:
+                    continue
+                try:
+                    png = self._render_png(fig)
+                except Exception as exc:  # a broken figure must not break the session
+                    out.write("stderr", f"could not render figure {num}: {exc!r}\n")
+                    continue
+                if png is not None:
+                    out.add_display({"image/png": png, "text/plain": f"<Figure {num}>"})
+        finally:
+            plt.close("all")
+            # figures live in reference cycles; free them now rather than at some later gc
+            gc.collect()
+            _malloc_trim()
+
+    @staticmethod
+    def _reply(
+        out: CellOutput, interrupted: bool, duration: float
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        blobs: list[bytes] = []
+
+        def pack(bundle: dict[str, Any]) -> dict[str, Any]:
+            packed: dict[str, Any] = {}
+            for mime, value in bundle.items():
+                if isinstance(value, bytes):
+                    packed[mime] = {"$blob": len(blobs)}
+                    blobs.append(value)
+                elif isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+                    packed[mime] = value
+            return packed
+
+        stdout, stderr, truncated = out.finish()
+        header: dict[str, Any] = {
+            "op": "result",
+            "status": "error" if out.error is not None else "ok",
+            "stdout": stdout,
+            "stderr": stderr,
+            "truncated": truncated,
+            "result": pack(out.result) if out.result else None,
+            "displays": [pack(d) for d in out.displays],
+            "error": out.error,
+            "interrupted": interrupted,
+            "duration_ms": round(duration, 3),
+        }
+        return header, blobs
+
+
+def reseed_after_fork() -> None:
+    """Give this process its own random state: every session was forked from one zygote."""
+    import random
+
+    random.seed(os.urandom(32))
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(int.from_bytes(os.urandom(4), "little"))

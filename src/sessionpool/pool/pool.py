@@ -1,0 +1,206 @@
+"""One pool: identifier -> session, a warm ready queue, refill, limits and the cooldown reaper.
+
+Allocation is a queue pop when a warm session is ready (the kernel is forked, jailed, attached
+to its cgroups and has run a throwaway cell); an empty queue falls back to an on-demand fork.
+Everything slow (forks, cgroup attaches, teardown) happens in background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+from sessionpool import errors
+from sessionpool.config import PoolConfig
+from sessionpool.sandbox.backend import Backend
+from sessionpool.session import Session
+
+log = logging.getLogger("sessionpool.pool")
+
+MAX_IDENTIFIER = 256
+REFILL_RETRY_SECONDS = 1.0
+
+
+def validate_identifier(pool: str, identifier: str) -> None:
+    if not identifier or len(identifier) > MAX_IDENTIFIER:
+        raise errors.InvalidIdentifier(
+            pool, identifier[:64], f"identifiers are 1 to {MAX_IDENTIFIER} characters long"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in identifier):
+        raise errors.InvalidIdentifier(
+            pool, identifier[:64].encode("unicode_escape").decode(), "control characters"
+        )
+
+
+def mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class Pool:
+    def __init__(self, config: PoolConfig, backend: Backend, memory_reserve: int) -> None:
+        self.config = config
+        self.name = config.name
+        self.backend = backend
+        self.memory_reserve = memory_reserve
+        self._sessions: dict[str, Session] = {}
+        self._allocating: dict[str, asyncio.Future[Session]] = {}
+        self._ready: deque[Session] = deque()
+        self._refill_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._filling = 0
+        self.last_refill_error: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the zygote and the first ready session; a jail failure surfaces here."""
+        if self.config.ready_sessions > 0:
+            self._ready.append(await Session.create(self.config, self.backend))
+        self._tasks.append(asyncio.create_task(self._refill_loop(), name=f"refill:{self.name}"))
+        self._tasks.append(asyncio.create_task(self._reaper_loop(), name=f"reaper:{self.name}"))
+
+    async def close(self, deadline_s: float = 10.0) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        end = time.monotonic() + deadline_s
+        while any(s.busy for s in self._sessions.values()) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        sessions = list(self._sessions.values()) + list(self._ready)
+        self._sessions.clear()
+        self._ready.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def is_ready(self) -> bool:
+        return len(self._ready) >= self.config.ready_sessions
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    # -- allocation -----------------------------------------------------------------------------
+
+    def get(self, identifier: str) -> Session | None:
+        session = self._sessions.get(identifier)
+        if session is not None:
+            session.touch()
+        return session
+
+    async def acquire(self, identifier: str) -> Session:
+        """The session named ``identifier``, allocating it on first use."""
+        validate_identifier(self.name, identifier)
+        session = self.get(identifier)
+        if session is not None:
+            return session
+        if self._closing:
+            raise errors.PoolClosed(self.name)
+        pending = self._allocating.get(identifier)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if len(self._sessions) + len(self._allocating) >= self.config.max_sessions:
+            raise errors.PoolExhausted(
+                self.name, f"max_sessions ({self.config.max_sessions}) sessions are allocated"
+            )
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._allocating[identifier] = future
+        try:
+            session = await self._take()
+            session.identifier = identifier
+            session.touch()
+            self._sessions[identifier] = session
+            future.set_result(session)
+            return session
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: other waiters re-raise it themselves
+            raise
+        finally:
+            del self._allocating[identifier]
+            self._refill_wakeup.set()
+
+    async def _take(self) -> Session:
+        while self._ready:
+            session = self._ready.popleft()
+            if session.kernel is not None and session.kernel.alive():
+                return session
+            asyncio.create_task(session.close())
+        self._admit()
+        try:
+            return await Session.create(self.config, self.backend)
+        except errors.SessionpoolError:
+            raise
+        except Exception as exc:
+            raise errors.PoolExhausted(self.name, f"a new session could not start: {exc}") from exc
+
+    def _admit(self) -> None:
+        """Refuse a new session before the machine runs out of memory, not after."""
+        available = mem_available()
+        if available is not None and available < self.memory_reserve:
+            raise errors.PoolExhausted(
+                self.name,
+                f"only {available // (1024 * 1024)} MiB of memory is available (reserve "
+                f"{self.memory_reserve // (1024 * 1024)} MiB)",
+            )
+
+    async def delete(self, identifier: str) -> bool:
+        session = self._sessions.pop(identifier, None)
+        if session is None:
+            return False
+        await session.close()
+        self._refill_wakeup.set()
+        return True
+
+    # -- background -----------------------------------------------------------------------------
+
+    async def _refill_loop(self) -> None:
+        while not self._closing:
+            while len(self._ready) < self.config.ready_sessions and not self._closing:
+                try:
+                    self._admit()
+                    session = await Session.create(self.config, self.backend)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.last_refill_error = str(exc)
+                    log.warning("pool %s: refill failed: %s", self.name, exc)
+                    await asyncio.sleep(REFILL_RETRY_SECONDS)
+                    continue
+                self.last_refill_error = None
+                if self._closing:
+                    await session.close()
+                    return
+                self._ready.append(session)
+            self._refill_wakeup.clear()
+            await self._refill_wakeup.wait()
+
+    async def _reaper_loop(self) -> None:
+        interval = max(0.2, min(5.0, self.config.cooldown_seconds / 4))
+        while not self._closing:
+            await asyncio.sleep(interval)
+            now = time.time()
+            expired = [
+                ident
+                for ident, s in self._sessions.items()
+                if not s.busy and s.expires_at <= now
+            ]
+            for ident in expired:
+                log.info("pool %s: session %s cooled down", self.name, ident)
+                with contextlib.suppress(Exception):
+                    await self.delete(ident)

@@ -1,0 +1,1 @@
+"""Sandbox backends: the zygote, the jail, cgroups and workspaces."""

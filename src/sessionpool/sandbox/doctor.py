@@ -1,0 +1,136 @@
+"""Which parts of the jail this host can provide, line by line.
+
+``sessionpool doctor`` prints the report; the jail backend runs the same checks at start and
+refuses to start (fail closed) if any required one fails. Namespace and seccomp probes run in a
+throwaway child process (``--probe``) so the caller's own process is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sessionpool.sandbox import linux
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+_NS = {
+    "user namespace": linux.CLONE_NEWUSER,
+    "mount namespace": linux.CLONE_NEWNS,
+    "pid namespace": linux.CLONE_NEWPID,
+    "network namespace": linux.CLONE_NEWNET,
+    "ipc namespace": linux.CLONE_NEWIPC,
+    "uts namespace": linux.CLONE_NEWUTS,
+    "cgroup namespace": linux.CLONE_NEWCGROUP,
+}
+
+
+def _probe() -> dict[str, str]:
+    """Runs in a child: try each namespace, seccomp and no_new_privs; 'ok' or the error."""
+    results: dict[str, str] = {}
+    for name, flag in _NS.items():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                linux.unshare(flag)
+                os._exit(0)
+            except OSError as exc:
+                os._exit(exc.errno or 1)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        results[name] = "ok" if code == 0 else os.strerror(code)
+    try:
+        from sessionpool.sandbox.seccomp import build_filter_bpf
+
+        bpf = build_filter_bpf()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+                linux.load_seccomp_bpf(bpf)
+                os._exit(0)
+            except OSError as exc:
+                os._exit(exc.errno or 1)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        results["seccomp filter (libseccomp)"] = (
+            f"ok ({len(bpf) // 8} BPF instructions)" if code == 0 else os.strerror(code)
+        )
+    except Exception as exc:
+        results["seccomp filter (libseccomp)"] = f"cannot build: {exc!r}"
+    return results
+
+
+def check_host(data_dir: Path) -> list[Check]:
+    checks: list[Check] = []
+    is_root = os.geteuid() == 0
+    checks.append(
+        Check(
+            "running as root",
+            is_root,
+            "yes" if is_root else "the jail maps each session to its own host uid: run as root",
+        )
+    )
+    if sys.platform != "linux":
+        checks.append(Check("Linux", False, f"unsupported platform {sys.platform}"))
+        return checks
+    try:
+        out = subprocess.run(
+            [sys.executable, "-I", "-m", "sessionpool.sandbox.doctor", "--probe"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        probed = json.loads(out.stdout or "{}")
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError) as exc:
+        probed = {}
+        checks.append(Check("namespace probe", False, repr(exc)))
+    for name in [*_NS, "seccomp filter (libseccomp)"]:
+        detail = probed.get(name, "not probed")
+        checks.append(Check(name, detail.startswith("ok"), detail))
+    if is_root:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                linux.mount("tmpfs", tmp, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=1m")
+                linux.umount2(tmp, linux.MNT_DETACH)
+            checks.append(Check("tmpfs mounts (sized workspaces)", True, "ok"))
+        except OSError as exc:
+            checks.append(Check("tmpfs mounts (sized workspaces)", False, str(exc)))
+        from sessionpool.sandbox.cgroups import Cgroups
+
+        try:
+            cg = Cgroups.detect(f"sessionpool-doctor-{os.getpid()}")
+            cg.remove_base()
+            checks.append(
+                Check("cgroups (memory, pids, cpu)", True, f"ok (cgroup v{cg.version})")
+            )
+        except OSError as exc:
+            checks.append(Check("cgroups (memory, pids, cpu)", False, str(exc)))
+    return checks
+
+
+def format_report(checks: list[Check]) -> str:
+    lines = [f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}" for c in checks]
+    verdict = (
+        "this host can run the jail backend"
+        if all(c.ok for c in checks)
+        else "the jail backend will refuse to start on this host"
+    )
+    return "\n".join([*lines, verdict])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--probe"]:
+        print(json.dumps(_probe()))

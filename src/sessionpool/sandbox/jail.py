@@ -1,0 +1,202 @@
+"""Building the jail inside a freshly forked child, before any user code runs.
+
+The child arrives here as host root and pid 1 of a new pid namespace (the zygote unshared
+CLONE_NEWPID before forking). In order:
+
+1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket;
+2. a private mount namespace; a tmpfs root holding read-only binds of what Python needs, a
+   curated /etc, a minimal /dev, fresh /proc, size-capped /tmp and /dev/shm, and the session's
+   own workspace on /mnt/data; the tmpfs root is then made read-only;
+3. pivot_root into the new root and detach the host's tree;
+4. drop to the session's unique host uid, then unshare user, mount, net, ipc, uts and cgroup
+   namespaces, mapping root inside to that uid only; hostname; loopback up;
+5. rlimits; every capability dropped and root locked out (securebits); no_new_privs; seccomp.
+
+Any failure raises; the caller reports it on the socket and exits, so a half-built jail never
+runs code. ``JailSpec`` is plain data so the zygote can build it from a JSON request.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from sessionpool.sandbox import linux
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+
+_PASSWD = "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+_HOSTS = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+_NSSWITCH = "passwd: files\ngroup: files\nhosts: files\n"
+
+#: host files under /etc that are safe and that programs commonly need
+ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "mime.types", "ssl")
+
+
+@dataclass
+class JailSpec:
+    uid: int  # the session's unique host uid (root inside maps to it)
+    workspace: str  # host path of the session's /mnt/data
+    root: str  # an empty host directory to build the new root on
+    ro_binds: list[str]  # host paths bound read-only at the same path inside
+    hostname: str = "sandbox"
+    tmp_bytes: int = 256 * 1024 * 1024
+    open_files: int = 1024
+    file_bytes: int = 1 << 30
+    nproc: int = 256
+    seccomp_bpf: bytes = b""
+    cap_last: int = 40
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _bind_ro(src: str, dst: str) -> None:
+    linux.mount(src, dst, None, linux.MS_BIND | linux.MS_REC)
+    linux.mount(
+        None,
+        dst,
+        None,
+        linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
+    )
+
+
+def _mkpoint(path: str, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def _build_root(spec: JailSpec) -> None:
+    root = spec.root
+    nosuid_nodev = linux.MS_NOSUID | linux.MS_NODEV
+    linux.mount("tmpfs", root, "tmpfs", nosuid_nodev, "size=4m,nr_inodes=4096,mode=0755")
+    # merged-/usr hosts have /bin -> usr/bin etc.; mirror links, bind real directories
+    for top in ("bin", "sbin", "lib", "lib64", "lib32"):
+        host = "/" + top
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}/{top}")
+        elif os.path.isdir(host) and host not in spec.ro_binds:
+            spec.ro_binds.append(host)
+    for src in spec.ro_binds:
+        if not os.path.exists(src):
+            continue
+        dst = root + src
+        _mkpoint(dst, os.path.isdir(src))
+        _bind_ro(src, dst)
+    # /etc: generated identity files plus a few harmless host files; never shadow, never keys
+    etc = f"{root}/etc"
+    os.makedirs(etc, exist_ok=True)
+    _write(f"{etc}/passwd", _PASSWD)
+    _write(f"{etc}/group", _GROUP)
+    _write(f"{etc}/hosts", _HOSTS)
+    _write(f"{etc}/hostname", spec.hostname + "\n")
+    _write(f"{etc}/nsswitch.conf", _NSSWITCH)
+    _write(f"{etc}/resolv.conf", "")
+    if os.path.islink("/etc/localtime"):
+        os.symlink(os.readlink("/etc/localtime"), f"{etc}/localtime")
+    for name in ETC_BINDS:
+        src = f"/etc/{name}"
+        if os.path.exists(src):
+            _mkpoint(f"{etc}/{name}", os.path.isdir(src))
+            _bind_ro(src, f"{etc}/{name}")
+    # /dev: a handful of harmless nodes bound from the host, private shm
+    dev = f"{root}/dev"
+    os.makedirs(dev)
+    for node in DEV_NODES:
+        _mkpoint(f"{dev}/{node}", False)
+        linux.mount(f"/dev/{node}", f"{dev}/{node}", None, linux.MS_BIND)
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+    os.symlink("/proc/self/fd", f"{dev}/fd")
+    tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
+    os.makedirs(f"{dev}/shm")
+    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
+    os.makedirs(f"{root}/tmp")
+    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
+    # the session's workspace
+    os.makedirs(f"{root}/mnt/data")
+    linux.mount(spec.workspace, f"{root}/mnt/data", None, linux.MS_BIND)
+    linux.mount(
+        None, f"{root}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev
+    )
+    # /proc of the new pid namespace: the session sees only its own processes
+    os.makedirs(f"{root}/proc")
+    linux.mount("proc", f"{root}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
+    # the skeleton is complete: nothing in it may change from now on
+    linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | nosuid_nodev)
+
+
+def _loopback_up() -> None:
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
+
+
+def enter(spec: JailSpec, keep_fd: int) -> None:
+    """Turn the calling process into a jailed session. Raises on any failure."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    linux.close_fds_except({0, 1, 2, keep_fd})
+
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    _build_root(spec)
+
+    # Pivot as host root, before the user namespace: mounts copied into a less privileged
+    # namespace are locked, and pivot_root refuses a locked new root.
+    linux.mount(spec.root, spec.root, None, linux.MS_BIND | linux.MS_REC)
+    os.chdir(spec.root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)  # the host's tree is gone from this namespace
+    os.chdir("/")
+
+    uid = spec.uid
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    linux.prctl(linux.PR_SET_DUMPABLE, 1)  # so we may write our own uid_map
+    linux.unshare(
+        linux.CLONE_NEWUSER
+        | linux.CLONE_NEWNS
+        | linux.CLONE_NEWNET
+        | linux.CLONE_NEWIPC
+        | linux.CLONE_NEWUTS
+        | linux.CLONE_NEWCGROUP
+    )
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"0 {uid} 1\n")
+    _write("/proc/self/gid_map", f"0 {uid} 1\n")
+
+    socket.sethostname(spec.hostname)
+    _loopback_up()
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (spec.open_files, spec.open_files))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (spec.file_bytes, spec.file_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (spec.nproc, spec.nproc))
+
+    linux.drop_all_capabilities(spec.cap_last)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if spec.seccomp_bpf:
+        linux.load_seccomp_bpf(spec.seccomp_bpf)
+
+    os.chdir("/mnt/data")
+    os.environ.clear()
+    os.environ.update(spec.env)
+    os.umask(0o022)

@@ -1,0 +1,257 @@
+"""Host-side handles: the zygote process, and each kernel process it forked.
+
+Everything read from a kernel is untrusted: sizes are checked before buffering, JSON only.
+Signals go through pidfds, so a recycled pid can never be hit by mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sessionpool import protocol
+
+log = logging.getLogger("sessionpool.sandbox")
+
+ZYGOTE_START_TIMEOUT = 120.0
+
+
+class KernelDied(Exception):
+    """The kernel's socket closed: the process is gone (or going)."""
+
+
+class KernelProcess:
+    """One running kernel: its pid, a pidfd for signals, and the framed socket to it."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.sock = sock
+        self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.inner_uid: int | None = None
+
+    async def connect(self, max_header: int, timeout: float) -> None:
+        """Attach asyncio streams and wait for the kernel's ``ready`` (or ``failed``)."""
+        self.sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_unix_connection(
+            sock=self.sock, limit=1 << 20
+        )
+        header, _ = await asyncio.wait_for(self.read(max_header, 0, max_header), timeout)
+        if header.get("op") == "failed":
+            raise RuntimeError(f"the sandbox could not be built: {header.get('error')}")
+        if header.get("op") != "ready":
+            raise protocol.FrameError(f"expected ready, got {header.get('op')!r}")
+        self.inner_uid = header.get("uid")
+
+    async def read(
+        self, max_header: int, max_blob: int, max_total: int
+    ) -> tuple[protocol.Message, list[bytes]]:
+        assert self.reader is not None
+        try:
+            return await protocol.read_message(self.reader, max_header, max_blob, max_total)
+        except (EOFError, ConnectionError) as exc:
+            raise KernelDied(str(exc)) from None
+
+    async def send(self, header: protocol.Message) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.write(protocol.encode(header))
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise KernelDied(str(exc)) from None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def alive(self) -> bool:
+        """True until the process has exited (the pidfd turns readable at exit)."""
+        import select
+
+        try:
+            r, _, _ = select.select([self.pidfd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not r
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """Exit status (negative: killed by that signal) once the zygote reports it."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exit_status), timeout)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        """Kill the kernel (its whole pid namespace dies with it) and release descriptors."""
+        self.signal(signal.SIGKILL)
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+        self.pidfd = -1
+
+
+class ZygoteHandle:
+    """The host's end of one zygote: start it, ask for forks, hear about exits."""
+
+    def __init__(self, config: dict[str, Any], env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ctl: socket.socket | None = None
+        self.pid = 0
+        self.spawned = 0
+        self.live: dict[int, KernelProcess] = {}
+        self.preloaded: list[str] = []
+        self.failed_modules: dict[str, str] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, socket.socket, int]]] = {}
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._next_req = 0
+        self.dead = False
+        self.on_death: Callable[[ZygoteHandle], None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {**self.config, "control_fd": theirs.fileno()}
+        payload = base64.b64encode(json.dumps(config).encode()).decode()
+        # exec, not fork: the zygote starts from a clean interpreter holding no server state
+        cmd = [sys.executable, "-I", "-m", "sessionpool.sandbox.zygote", payload]
+
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
+            pass_fds=(theirs.fileno(),),
+            cwd="/",
+        )
+        theirs.close()
+        ours.setblocking(False)
+        self.ctl = ours
+        self.pid = self.proc.pid
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_readable)
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), ZYGOTE_START_TIMEOUT)
+        except BaseException:
+            self.kill()
+            raise
+        self.preloaded = list(ready.get("preloaded", []))
+        self.failed_modules = dict(ready.get("failed", {}))
+
+    def _on_readable(self) -> None:
+        assert self.ctl is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.ctl, 1 << 20, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                self._die("control socket closed")
+                return
+            try:
+                msg = json.loads(data)
+            except json.JSONDecodeError:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            self._dispatch(msg, fds)
+
+    def _dispatch(self, msg: dict[str, Any], fds: list[int]) -> None:
+        op = msg.get("op")
+        if op == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(msg)
+        elif op == "spawned":
+            fut = self._pending.pop(msg.get("req", -1), None)
+            if fut is None or len(fds) != 2 or fut.done():
+                for fd in fds:
+                    os.close(fd)
+                return
+            sock = socket.socket(fileno=fds[0])
+            fut.set_result((int(msg["pid"]), sock, fds[1]))
+        elif op == "spawn-failed":
+            fut = self._pending.pop(msg.get("req", -1), None)
+            if fut is not None and not fut.done():
+                fut.set_exception(RuntimeError(f"zygote could not fork: {msg.get('error')}"))
+        elif op == "exited":
+            kernel = self.live.pop(int(msg.get("pid", 0)), None)
+            if kernel is not None and not kernel.exit_status.done():
+                kernel.exit_status.set_result(int(msg.get("status", -1)))
+        else:
+            for fd in fds:
+                os.close(fd)
+
+    def _die(self, reason: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        log.warning("zygote %s died: %s", self.pid, reason)
+        if self.ctl is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.ctl.fileno())
+            self.ctl.close()
+        err = RuntimeError(f"zygote {self.pid} died: {reason}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(err)
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.poll()
+        if self.on_death is not None:
+            self.on_death(self)
+
+    async def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> KernelProcess:
+        if self.dead or self.ctl is None:
+            raise RuntimeError("zygote is not running")
+        self._next_req += 1
+        req = self._next_req
+        fut: asyncio.Future[tuple[int, socket.socket, int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[req] = fut
+        self.ctl.send(json.dumps({**request, "op": "spawn", "req": req}).encode())
+        try:
+            pid, sock, pidfd = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(req, None)
+        self.spawned += 1
+        kernel = KernelProcess(pid, pidfd, sock)
+        self.live[pid] = kernel
+        return kernel
+
+    def retire(self) -> None:
+        """Fork no more; the zygote exits by itself once its last child has gone."""
+        if self.ctl is not None and not self.dead:
+            with contextlib.suppress(OSError):
+                self.ctl.send(json.dumps({"op": "retire"}).encode())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        self._die("killed")

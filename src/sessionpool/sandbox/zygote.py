@@ -1,0 +1,224 @@
+"""The zygote: a preloaded interpreter that forks one child per session.
+
+Started by the host with exec and a scrubbed environment (it never holds the server's secrets),
+it imports the template's modules, builds the IPython shell, warms up, precompiles the seccomp
+filter and freezes the GC so pages stay shared after fork. Then it serves requests on a
+SOCK_SEQPACKET control socket (its fd number is in the config):
+
+    host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
+                      "workspace": path, "env": {...}}
+    zygote -> host   {"op": "spawned", "req": n, "pid": pid}   + fds [session socket, pidfd]
+                     {"op": "spawn-failed", "req": n, "error": "..."}
+                     {"op": "exited", "pid": pid, "status": code or -signal}
+    host -> zygote   {"op": "retire"}   fork no more; exit once every child has exited
+
+Each child becomes pid 1 of a new pid namespace with a single fork: the zygote unshares
+CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any, NoReturn
+
+MAX_CONTROL_MESSAGE = 1 << 20
+
+
+def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(msg).encode()
+    if fds:
+        socket.send_fds(ctl, [data], fds)
+    else:
+        ctl.send(data)
+
+
+class Zygote:
+    def __init__(self, config: dict[str, Any]) -> None:
+        from sessionpool.kernel.main import Kernel
+        from sessionpool.kernel.shell import SessionShell
+        from sessionpool.sandbox import linux
+
+        self.linux = linux
+        self.ctl = socket.socket(fileno=int(config["control_fd"]))
+        self.jail = bool(config.get("jail"))
+        self.preloaded: list[str] = []
+        self.failed: dict[str, str] = {}
+        for name in config.get("preload", []):
+            try:
+                importlib.import_module(name)
+                self.preloaded.append(name)
+            except Exception as exc:  # a missing module must not stop the pool; report it
+                self.failed[name] = repr(exc)
+        shell = SessionShell()
+        shell.enable_matplotlib()
+        shell.warm_up()
+        self.kernel = Kernel(shell)
+        self.seccomp_bpf = b""
+        self.pidns_fd = -1
+        if self.jail:
+            from sessionpool.sandbox.seccomp import build_filter_bpf
+
+            self.seccomp_bpf = build_filter_bpf()
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.cap_last = linux.cap_last_cap()
+        self.children: set[int] = set()
+        self.retired = False
+        # Every allocation from here on would be copied into each child on first write; the
+        # freeze keeps the collector from touching (and so copying) the preloaded objects.
+        gc.collect()
+        gc.freeze()
+
+    def serve(self) -> NoReturn:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        sel = selectors.DefaultSelector()
+        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        sel.register(rfd, selectors.EVENT_READ, "sig")
+        _send(
+            self.ctl,
+            {
+                "op": "ready",
+                "pid": os.getpid(),
+                "preloaded": self.preloaded,
+                "failed": self.failed,
+            },
+        )
+        while True:
+            for key, _ in sel.select():
+                if key.data == "sig":
+                    try:
+                        os.read(rfd, 4096)
+                    except BlockingIOError:
+                        pass
+                    self._reap()
+                else:
+                    try:
+                        data = self.ctl.recv(MAX_CONTROL_MESSAGE)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        # the host is gone: children notice on their own sockets
+                        os._exit(0)
+                    self._handle(json.loads(data))
+            if self.retired and not self.children:
+                os._exit(0)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            try:
+                _send(self.ctl, {"op": "exited", "pid": pid, "status": code})
+            except OSError:
+                pass
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "retire":
+            self.retired = True
+        elif op == "spawn" and not self.retired:
+            try:
+                pid, parent_end = self._spawn(msg)
+            except Exception as exc:
+                _send(
+                    self.ctl,
+                    {"op": "spawn-failed", "req": msg.get("req"), "error": traceback.format_exc(limit=4)},
+                )
+                return
+            pidfd = os.pidfd_open(pid)
+            try:
+                _send(
+                    self.ctl,
+                    {"op": "spawned", "req": msg.get("req"), "pid": pid},
+                    [parent_end.fileno(), pidfd],
+                )
+            finally:
+                parent_end.close()
+                os.close(pidfd)
+
+    def _spawn(self, msg: dict[str, Any]) -> tuple[int, socket.socket]:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.jail:
+            self.linux.unshare(self.linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if self.jail:
+                self.linux.setns(self.pidns_fd, self.linux.CLONE_NEWPID)
+            raise
+        if pid == 0:
+            parent_end.close()
+            self._child(msg, child_end)
+        if self.jail:
+            # back to our own pid namespace for children, or the next fork would join this one
+            self.linux.setns(self.pidns_fd, self.linux.CLONE_NEWPID)
+        child_end.close()
+        self.children.add(pid)
+        return pid, parent_end
+
+    def _child(self, msg: dict[str, Any], sock: socket.socket) -> NoReturn:
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.ctl.close()
+            if self.jail:
+                from sessionpool.sandbox.jail import JailSpec, enter
+
+                spec = JailSpec(**msg["jail"])
+                spec.seccomp_bpf = self.seccomp_bpf
+                spec.cap_last = self.cap_last
+                spec.env = msg["env"]
+                enter(spec, sock.fileno())
+            else:
+                self._enter_unsafe(msg, sock.fileno())
+        except BaseException:
+            try:
+                err = traceback.format_exc(limit=6)
+                from sessionpool import protocol
+
+                protocol.send_message(sock, {"op": "failed", "error": err})
+            finally:
+                os._exit(70)
+        self.kernel.serve(sock)
+
+    def _enter_unsafe(self, msg: dict[str, Any], keep_fd: int) -> None:
+        """Development backend: a plain forked process, no isolation at all."""
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        self.linux.close_fds_except({0, 1, 2, keep_fd})
+        os.chdir(msg["workspace"])
+        os.environ.clear()
+        os.environ.update(msg["env"])
+
+
+def main() -> NoReturn:
+    sys.dont_write_bytecode = True
+    from sessionpool.sandbox import linux
+
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
+    config = json.loads(base64.b64decode(sys.argv[1]))
+    zygote = Zygote(config)
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The ASGI application: faces, authentication, error rendering, health probes and lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sessionpool import __version__
+from sessionpool.engine import Engine
+from sessionpool.errors import ConfigError
+from sessionpool.faces.aca import AcaFace
+from sessionpool.server.auth import ApiKeyMiddleware
+from sessionpool.server.errors import install_error_handlers
+from sessionpool.server.settings import ServerSettings
+
+logger = logging.getLogger("sessionpool.server")
+
+#: reachable without a key: probes, and the API description (it holds no secrets)
+PUBLIC_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+
+
+class NormalizePath:
+    """Collapse repeated slashes and drop a trailing one before routing.
+
+    Clients join the configured endpoint and the operation by hand, so ``pool//code/execute``
+    and ``files/`` arrive; a redirect would not help (few clients follow one for a POST).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if "//" in path or (len(path) > 1 and path.endswith("/")):
+                while "//" in path:
+                    path = path.replace("//", "/")
+                if len(path) > 1:
+                    path = path.rstrip("/") or "/"
+                scope = {**scope, "path": path}
+        await self.app(scope, receive, send)
+
+
+class ShutdownClock:
+    """When the stop signal came, so the engine gets what is left of the shutdown deadline."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.stop_requested_at: float | None = None
+
+    def remaining(self) -> float:
+        if self.stop_requested_at is None:
+            return self.deadline_s
+        return max(0.5, self.deadline_s - (time.monotonic() - self.stop_requested_at))
+
+
+def create_app(
+    settings: ServerSettings,
+    engine: Engine | None = None,
+    *,
+    clock: ShutdownClock | None = None,
+    on_closed: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The application for ``settings``.
+
+    With ``engine`` given (already started), the app takes it over and closes it on shutdown;
+    without, the lifespan builds and starts one from the settings. ``settings.api_keys`` must
+    hold the resolved keys unless ``no_auth`` is set: the app is never open by default.
+    """
+    if not settings.no_auth and not settings.api_keys:
+        raise ConfigError("no API key configured (resolve or generate one before create_app)")
+    face = AcaFace()
+    clock = clock or ShutdownClock(settings.shutdown_deadline_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        eng = engine
+        if eng is None:
+            eng = Engine(settings.engine_config(), list(settings.pools))
+            await eng.start()
+        app.state.engine = eng
+        face.bind(eng)
+        try:
+            yield
+        finally:
+            deadline = clock.remaining()
+            logger.info("closing sessions (deadline %.1f s)", deadline)
+            await face.close()
+            await eng.close(deadline_s=deadline)
+            if on_closed is not None:
+                on_closed()
+
+    app = FastAPI(
+        title="sessionpool",
+        version=__version__,
+        summary="Self-hosted dynamic sessions: stateful, sandboxed Python for LLM agents",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> JSONResponse:
+        return JSONResponse({"name": "sessionpool", "version": __version__, "docs": "/docs"})
+
+    @app.get("/healthz", tags=["probes"], summary="The process is alive")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["probes"], summary="Every pool has its ready sessions")
+    async def readyz() -> JSONResponse:
+        eng = getattr(app.state, "engine", None)
+        if eng is None or not eng.ready():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    face.install(app)
+    if not settings.no_auth:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=PUBLIC_PATHS)
+    app.add_middleware(NormalizePath)
+    return app

@@ -1,0 +1,264 @@
+"""``sessionpool serve``: settings, keys, TLS, then the engine and uvicorn on one event loop.
+
+The engine starts before the listening socket accepts anything, so a host that cannot build the
+jail makes ``serve`` exit with the reason instead of serving errors. Uvicorn owns the signals: on
+SIGTERM or Ctrl-C it stops accepting, lets requests in flight finish up to the shutdown deadline,
+and the app's lifespan then closes every session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import uvicorn
+
+from sessionpool.engine import Engine
+from sessionpool.errors import ConfigError, SessionpoolError
+from sessionpool.server.app import ShutdownClock, create_app
+from sessionpool.server.auth import load_or_create_key
+from sessionpool.server.settings import LOG_LEVELS, ServerSettings, load_settings
+from sessionpool.server.tls import TlsFiles, ensure_self_signed
+
+#: the line a supervisor (or a test) can wait for; the URL follows it
+LISTENING = "sessionpool listening on "
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``serve``; each also has a SESSIONPOOL_* variable and a [server] TOML key."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file with [server] and [pools.<name>] tables (SESSIONPOOL_CONFIG)",
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind; 0 picks a free one (default 8080)")
+    parser.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        metavar="KEY",
+        help="accepted API key; repeat for several (SESSIONPOOL_API_KEYS, comma-separated)",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="keys, one per line; a key is generated here when none is configured "
+        "(default <data-dir>/api-key)",
+    )
+    parser.add_argument(
+        "--no-auth",
+        action="store_const",
+        const=True,
+        default=None,
+        help="development only: no authentication; refused unless the host is loopback",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain: serve https"
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-self-signed",
+        type=Path,
+        metavar="DIR",
+        help="create (or reuse) a local CA and a localhost certificate in DIR and serve https; "
+        "clients trust DIR/ca.pem",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("jail", "unsafe"),
+        help="sandbox backend (default jail; unsafe runs code WITHOUT isolation)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="workspaces and state (default /var/lib/sessionpool)",
+    )
+    parser.add_argument(
+        "--shutdown-deadline",
+        dest="shutdown_deadline_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="how long executions in flight may finish after a stop signal (default 10)",
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not log every request",
+    )
+
+
+_FLAG_SETTINGS = (
+    "host",
+    "port",
+    "api_keys",
+    "api_key_file",
+    "no_auth",
+    "tls_cert",
+    "tls_key",
+    "tls_self_signed",
+    "backend",
+    "data_dir",
+    "shutdown_deadline_seconds",
+    "log_level",
+    "access_log",
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in _FLAG_SETTINGS}
+    if overrides["api_keys"] is not None:
+        overrides["api_keys"] = tuple(overrides["api_keys"])
+    return load_settings(overrides, config_file=getattr(args, "config", None))
+
+
+def resolve_keys(settings: ServerSettings, out: TextIO) -> tuple[ServerSettings, str]:
+    """Settings with the keys to enforce (configured ones, or the key file's, made if missing),
+    and a line saying where they come from."""
+    if settings.no_auth:
+        return settings, "OFF (--no-auth, loopback only)"
+    if settings.api_keys:
+        return settings, "the configured API key(s)"
+    keys, generated = load_or_create_key(settings.key_file)
+    if generated:
+        print(
+            f"Generated an API key (shown once; kept in {settings.key_file}, mode 0600):\n"
+            f"  {keys[0]}",
+            file=out,
+        )
+    return dataclasses.replace(settings, api_keys=tuple(keys)), f"the key in {settings.key_file}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = "127.0.0.1" if host == "0.0.0.0" else ("::1" if host == "::" else host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{scheme}://{shown}:{port}"
+
+
+def _banner(
+    url: str, settings: ServerSettings, keys: str, tls: TlsFiles | None, out: TextIO
+) -> None:
+    lines = [LISTENING + url]
+    lines += [f"  pool {p.name!r}: {url}/pools/{p.name}" for p in settings.pools]
+    if settings.no_auth:
+        lines.append(f"  authentication: {keys}")
+    else:
+        lines.append(
+            f"  authentication: 'Authorization: Bearer <key>' or 'api-key: <key>' with {keys}"
+        )
+    if tls is not None and tls.ca is not None:
+        lines.append(f"  TLS: self-signed; clients trust {tls.ca} (e.g. SSL_CERT_FILE={tls.ca})")
+    lines.append(f"  API docs: {url}/docs")
+    print("\n".join(lines), file=out, flush=True)
+
+
+class _Server(uvicorn.Server):
+    """Records when a stop was asked for, so shutdown keeps to one overall deadline."""
+
+    def __init__(self, config: uvicorn.Config, clock: ShutdownClock) -> None:
+        super().__init__(config)
+        self.clock = clock
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.clock.stop_requested_at is None:
+            self.clock.stop_requested_at = time.monotonic()
+        super().handle_exit(sig, frame)
+
+
+async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out: TextIO) -> None:
+    sock = _bind(settings.host, settings.port)
+    engine = Engine(settings.engine_config(), list(settings.pools))
+    closed = False
+
+    def mark_closed() -> None:
+        nonlocal closed
+        closed = True
+
+    try:
+        await engine.start()
+        clock = ShutdownClock(settings.shutdown_deadline_seconds)
+        app = create_app(settings, engine, clock=clock, on_closed=mark_closed)
+        config = uvicorn.Config(
+            app,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=int(max(1, settings.shutdown_deadline_seconds)),
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+            server_header=False,
+        )
+        server = _Server(config, clock)
+        port = sock.getsockname()[1]
+        _banner(_url("https" if tls else "http", settings.host, port), settings, keys, tls, out)
+        await server.serve(sockets=[sock])
+    finally:
+        if not closed:  # startup failed or shutdown was forced: leave nothing behind
+            await engine.close(deadline_s=0)
+        sock.close()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run the server until a stop signal; returns the process exit status."""
+    out = sys.stdout
+    try:
+        settings, keys = resolve_keys(settings_from_args(args), out)
+        tls: TlsFiles | None = None
+        if settings.tls_self_signed is not None:
+            tls = ensure_self_signed(settings.tls_self_signed, settings.host)
+        elif settings.tls_cert is not None and settings.tls_key is not None:
+            tls = TlsFiles(cert=settings.tls_cert, key=settings.tls_key)
+    except SessionpoolError as exc:
+        print(f"sessionpool serve: {exc.message}", file=sys.stderr)
+        return 2
+    # a stop before uvicorn takes over the signals still closes the engine (SystemExit unwinds)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        asyncio.run(_serve(settings, keys, tls, out))
+    except SessionpoolError as exc:
+        print(f"sessionpool serve: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sessionpool serve", description=__doc__)
+    add_serve_arguments(parser)
+    return serve_command(parser.parse_args(argv))

@@ -1,0 +1,392 @@
+"""Server settings: built-in defaults, then a TOML file, then environment variables, then flags.
+
+Each later source overrides the earlier ones, setting by setting. Pools are configured in the
+TOML file (``[pools.<name>]`` tables); ``SESSIONPOOL_POOL_<SETTING>`` variables give every pool a
+default that its own table may override. The result is plain dataclasses: the engine never learns
+where a value came from, and ``docs/configuration.md`` lists every name used here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from sessionpool.config import BackendName, EngineConfig, Limits, PoolConfig
+from sessionpool.errors import ConfigError
+
+ENV_PREFIX = "SESSIONPOOL_"
+POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: accepted API keys; empty means "use or generate the key in api_key_file"
+    api_keys: tuple[str, ...] = ()
+    #: where the generated key lives (default: <data_dir>/api-key)
+    api_key_file: Path | None = None
+    #: development only, refused unless host is a loopback address
+    no_auth: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: directory for a local CA and a localhost certificate; serves https with them
+    tls_self_signed: Path | None = None
+    backend: BackendName = "jail"
+    data_dir: Path = EngineConfig.data_dir
+    #: after a stop signal, how long requests in flight may run before everything is killed
+    shutdown_deadline_seconds: float = 10.0
+    log_level: str = "info"
+    access_log: bool = True
+    pools: tuple[PoolConfig, ...] = field(default_factory=lambda: (PoolConfig(),))
+    #: the TOML file these settings were read from, if any
+    config_file: Path | None = None
+
+    @property
+    def key_file(self) -> Path:
+        return self.api_key_file or self.data_dir / "api-key"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None or self.tls_self_signed is not None
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(backend=self.backend, data_dir=self.data_dir)
+
+    def check(self) -> None:
+        """Refuse combinations that are unsafe or cannot work, naming the setting to change."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range (0-65535)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if self.tls_cert is not None and self.tls_self_signed is not None:
+            raise ConfigError("choose either tls_cert/tls_key or tls_self_signed, not both")
+        if self.no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing --no-auth on {self.host!r}: without authentication anyone who can "
+                "reach the port can run code. Bind to 127.0.0.1 (or ::1), or configure an API key."
+            )
+        if self.shutdown_deadline_seconds < 0:
+            raise ConfigError("shutdown_deadline_seconds must not be negative")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not self.pools:
+            raise ConfigError("no pools configured")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pool names must be unique: {names}")
+        for pool in self.pools:
+            check_pool(pool)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_pool(pool: PoolConfig) -> None:
+    where = f"pool {pool.name!r}"
+    if not _POOL_NAME.fullmatch(pool.name):
+        raise ConfigError(
+            f"{where}: a pool name is 1-63 characters of letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (it appears in URLs)"
+        )
+    if pool.max_sessions < 1:
+        raise ConfigError(f"{where}: max_sessions must be at least 1")
+    if pool.ready_sessions < 0:
+        raise ConfigError(f"{where}: ready_sessions must not be negative")
+    if pool.ready_sessions > pool.max_sessions:
+        raise ConfigError(f"{where}: ready_sessions ({pool.ready_sessions}) exceeds max_sessions")
+    if pool.cooldown_seconds <= 0 or pool.execution_timeout_seconds <= 0:
+        raise ConfigError(f"{where}: cooldown_seconds and execution_timeout_seconds must be > 0")
+    for f in dataclasses.fields(Limits):
+        value = getattr(pool.limits, f.name)
+        if value <= 0:
+            raise ConfigError(f"{where}: limits.{f.name} must be positive")
+
+
+# --- value parsing -----------------------------------------------------------------------------
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", re.IGNORECASE)
+_SIZE_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(value: object, name: str) -> int:
+    """Bytes from an integer or a string such as ``"128MB"``, ``"2GiB"`` or ``"512k"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a size, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
+        base = 1024 if m.group(3) else 1000
+        return int(float(m.group(1)) * base ** _SIZE_POWER[m.group(2).lower()])
+    raise ConfigError(
+        f"{name}: expected a size such as 134217728, '128MB' or '2GiB', got {value!r}"
+    )
+
+
+def parse_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def parse_int(value: object, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{name}: expected an integer, got {value!r}")
+
+
+def parse_float(value: object, name: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{name}: expected a number, got {value!r}")
+
+
+def parse_str_list(value: object, name: str) -> tuple[str, ...]:
+    """A TOML list of strings, or a comma-separated string (environment variables)."""
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+
+
+def _parse_str(value: object, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{name}: expected a string, got {value!r}")
+
+
+def _parse_path(value: object, name: str) -> Path:
+    return Path(_parse_str(value, name)).expanduser()
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[object, str], str]:
+    def parse(value: object, name: str) -> str:
+        text = _parse_str(value, name).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+# --- server settings ---------------------------------------------------------------------------
+
+#: every server setting: its TOML key in [server] (= attribute), and how to parse a value
+SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
+    "host": _parse_str,
+    "port": parse_int,
+    "api_keys": parse_str_list,
+    "api_key_file": _parse_path,
+    "no_auth": parse_bool,
+    "tls_cert": _parse_path,
+    "tls_key": _parse_path,
+    "tls_self_signed": _parse_path,
+    "backend": _parse_choice(("jail", "unsafe")),
+    "data_dir": _parse_path,
+    "shutdown_deadline_seconds": parse_float,
+    "log_level": _parse_choice(LOG_LEVELS),
+    "access_log": parse_bool,
+}
+
+
+def server_env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+# --- pool settings -----------------------------------------------------------------------------
+
+
+def _converter(hint: Any, name: str) -> Callable[[object, str], object]:
+    origin = get_origin(hint)
+    if hint is bool:
+        return parse_bool
+    if hint is int:
+        return parse_size if name.endswith("_bytes") else parse_int
+    if hint is float:
+        return parse_float
+    if hint is str:
+        return _parse_str
+    if origin is tuple:
+        return parse_str_list
+    if origin is typing.Literal:
+        return _parse_choice(tuple(str(a) for a in get_args(hint)))
+    raise TypeError(f"no converter for {name}: {hint!r}")  # pragma: no cover - programming error
+
+
+def _field_converters(cls: type[Any]) -> dict[str, Callable[[object, str], object]]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: _converter(hints[f.name], f.name)
+        for f in dataclasses.fields(cls)
+        if f.name not in ("name", "limits")
+    }
+
+
+#: pool settings (top level of a [pools.<name>] table) and limits ([pools.<name>.limits])
+POOL_FIELDS = _field_converters(PoolConfig)
+LIMIT_FIELDS = _field_converters(Limits)
+
+
+def pool_env_name(setting: str) -> str:
+    return POOL_ENV_PREFIX + setting.upper()
+
+
+def _pool_env_defaults(environ: Mapping[str, str]) -> tuple[dict[str, object], dict[str, object]]:
+    pool: dict[str, object] = {}
+    limits: dict[str, object] = {}
+    for key, parse in POOL_FIELDS.items():
+        env = pool_env_name(key)
+        if env in environ:
+            pool[key] = parse(environ[env], env)
+    for key, parse in LIMIT_FIELDS.items():
+        env = pool_env_name(key)
+        if env in environ:
+            limits[key] = parse(environ[env], env)
+    return pool, limits
+
+
+def build_pool(
+    name: str,
+    table: Mapping[str, object],
+    defaults: Mapping[str, object] = {},
+    limit_defaults: Mapping[str, object] = {},
+) -> PoolConfig:
+    """One PoolConfig from its TOML table over the environment's pool defaults."""
+    where = f"[pools.{name}]"
+    values: dict[str, object] = dict(defaults)
+    limits: dict[str, object] = dict(limit_defaults)
+    for key, raw in table.items():
+        if key == "limits":
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{where} limits: expected a table")
+            for lkey, lraw in raw.items():
+                if lkey not in LIMIT_FIELDS:
+                    raise ConfigError(
+                        f"{where}.limits: unknown setting {lkey!r}; known: "
+                        + ", ".join(LIMIT_FIELDS)
+                    )
+                limits[lkey] = LIMIT_FIELDS[lkey](lraw, f"{where}.limits.{lkey}")
+        elif key in POOL_FIELDS:
+            values[key] = POOL_FIELDS[key](raw, f"{where} {key}")
+        else:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; known: {', '.join([*POOL_FIELDS, 'limits'])}"
+            )
+    try:
+        return PoolConfig(name=name, limits=Limits(**limits), **values)  # type: ignore[arg-type]
+    except TypeError as exc:  # pragma: no cover - a converter/field mismatch
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def load_settings(
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> ServerSettings:
+    """Merge defaults < TOML < environment < ``overrides`` (already-typed flag values).
+
+    ``config_file`` falls back to ``SESSIONPOOL_CONFIG``. Overrides whose value is None are
+    treated as not given, so argparse namespaces can be passed through as they are.
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+
+    values: dict[str, object] = {}
+    pool_tables: dict[str, Mapping[str, object]] | None = None
+    if config_file is not None:
+        doc = read_toml(config_file)
+        unknown = set(doc) - {"server", "pools"}
+        if unknown:
+            raise ConfigError(
+                f"{config_file}: unknown table(s) {sorted(unknown)}; "
+                "use [server] and [pools.<name>]"
+            )
+        server = doc.get("server", {})
+        if not isinstance(server, dict):
+            raise ConfigError(f"{config_file}: [server] must be a table")
+        for key, raw in server.items():
+            if key not in SERVER_FIELDS:
+                raise ConfigError(
+                    f"{config_file} [server]: unknown setting {key!r}; known: "
+                    + ", ".join(SERVER_FIELDS)
+                )
+            values[key] = SERVER_FIELDS[key](raw, f"[server] {key}")
+        if "pools" in doc:
+            pools = doc["pools"]
+            if not isinstance(pools, dict) or not all(isinstance(t, dict) for t in pools.values()):
+                raise ConfigError(f"{config_file}: pools must be tables, e.g. [pools.default]")
+            pool_tables = pools
+
+    for key, parse in SERVER_FIELDS.items():
+        name = server_env_name(key)
+        if name in env:
+            values[key] = parse(env[name], name)
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in SERVER_FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = value
+
+    pool_defaults, limit_defaults = _pool_env_defaults(env)
+    if pool_tables is None:
+        pool_tables = {"default": {}}
+    pools = tuple(
+        build_pool(name, table, pool_defaults, limit_defaults)
+        for name, table in pool_tables.items()
+    )
+    settings = ServerSettings(
+        pools=pools,
+        config_file=config_file,
+        **values,  # type: ignore[arg-type]
+    )
+    settings.check()
+    return settings

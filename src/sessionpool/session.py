@@ -1,0 +1,347 @@
+"""One session: a workspace, a slot of host resources, and the kernel currently serving it.
+
+Executions are serialised (one at a time; later calls queue on a lock). A kernel that dies or
+must be killed at a timeout is replaced on next use in the same slot, so the session keeps its
+uid, cgroup and files; only the interpreter state is lost, and the caller is told so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from sessionpool import errors, protocol
+from sessionpool.config import PoolConfig
+from sessionpool.sandbox.backend import Backend, Slot
+from sessionpool.sandbox.process import KernelDied, KernelProcess
+from sessionpool.types import (
+    DisplayData,
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    FileInfo,
+    ShellResult,
+)
+
+log = logging.getLogger("sessionpool.session")
+
+_ids = itertools.count(1)
+WARMUP_CODE = "1 + 1"
+
+
+class Session:
+    def __init__(self, pool: PoolConfig, backend: Backend, slot: Slot) -> None:
+        self.pool_config = pool
+        self.pool_name = pool.name
+        self.backend = backend
+        self.slot = slot
+        self.identifier = ""
+        self.created_at = time.time()
+        self.last_used = self.created_at
+        self.kernel: KernelProcess | None = None
+        self.closed = False
+        self.busy = False
+        self.kernels_started = 0
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, pool: PoolConfig, backend: Backend) -> Session:
+        """Reserve a slot, fork a kernel into it and warm it up (used to fill the ready pool)."""
+        slot = await backend.create_slot(pool)
+        session = cls(pool, backend, slot)
+        try:
+            await session._start_kernel()
+            await session._run_warmup()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _start_kernel(self) -> KernelProcess:
+        self.kernel = await self.backend.spawn(self.pool_config, self.slot)
+        self.kernels_started += 1
+        return self.kernel
+
+    async def _run_warmup(self) -> None:
+        """Run one throwaway cell so the first user cell does not pay the copy-on-write faults."""
+        kernel = self.kernel
+        assert kernel is not None
+        await kernel.send({"op": "execute", "id": 0, "code": WARMUP_CODE, "silent": True})
+        await kernel.read(1 << 20, 0, 1 << 20)
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_used + self.pool_config.cooldown_seconds
+
+    def touch(self) -> None:
+        self.last_used = time.time()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        kernel, self.kernel = self.kernel, None
+        if kernel is not None:
+            kernel.close()
+            await kernel.wait_exit(2.0)
+        await asyncio.to_thread(self.backend.release_slot, self.slot)
+
+    def _error(self, message: str) -> errors.SessionLost:
+        return errors.SessionLost(self.pool_name, self.identifier or "(unassigned)", message)
+
+    async def _ensure_kernel(self) -> KernelProcess:
+        if self.closed:
+            raise errors.SessionNotFound(self.pool_name, self.identifier)
+        if self.kernel is not None and self.kernel.alive():
+            return self.kernel
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
+        try:
+            return await self._start_kernel()
+        except Exception as exc:
+            raise self._error(f"a new interpreter could not be started: {exc}") from exc
+
+    async def _kill_kernel(self, kernel: KernelProcess) -> str:
+        kernel.close()
+        status = await kernel.wait_exit(1.0)
+        if self.kernel is kernel:
+            self.kernel = None
+        return self.backend.describe_exit(self.slot, status)
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def _limits(self) -> tuple[int, int, int]:
+        limits = self.pool_config.limits
+        max_header = 8 * limits.output_bytes + (1 << 20)
+        max_total = max_header + limits.images_per_execution * limits.image_bytes
+        return max_header, limits.image_bytes, max_total
+
+    def _deadline(self, timeout: float | None) -> float:
+        default = self.pool_config.execution_timeout_seconds
+        if timeout is None or timeout <= 0:
+            return default
+        return min(timeout, default)
+
+    async def _roundtrip(
+        self, request: dict[str, Any], timeout: float | None
+    ) -> tuple[str, dict[str, Any], list[bytes], str]:
+        """Send one request; returns (outcome, header, blobs, note).
+
+        outcome: "ok" (reply in time), "interrupted" (reply after SIGINT, state kept),
+        "killed" (no reply after SIGINT: the kernel was killed), "died" (it ended by itself).
+        """
+        kernel = await self._ensure_kernel()
+        request = {**request, "id": next(_ids)}
+        max_header, max_blob, max_total = self._limits()
+        deadline = self._deadline(timeout)
+        try:
+            await kernel.send(request)
+        except KernelDied:
+            return "died", {}, [], await self._kill_kernel(kernel)
+        reply = asyncio.ensure_future(kernel.read(max_header, max_blob, max_total))
+        try:
+            try:
+                header, blobs = await asyncio.wait_for(asyncio.shield(reply), deadline)
+                return "ok", header, blobs, ""
+            except TimeoutError:
+                kernel.signal(signal.SIGINT)
+                grace = self.pool_config.interrupt_grace_seconds
+                try:
+                    header, blobs = await asyncio.wait_for(asyncio.shield(reply), grace)
+                    return "interrupted", header, blobs, f"timed out after {deadline:g} s"
+                except TimeoutError:
+                    reason = await self._kill_kernel(kernel)
+                    return (
+                        "killed",
+                        {},
+                        [],
+                        f"timed out after {deadline:g} s and did not stop within "
+                        f"{grace:g} s of the interrupt; the interpreter was killed ({reason})",
+                    )
+        except KernelDied:
+            return "died", {}, [], await self._kill_kernel(kernel)
+        except protocol.FrameError as exc:
+            await self._kill_kernel(kernel)
+            return "died", {}, [], f"the interpreter sent a malformed reply ({exc}) and was killed"
+        finally:
+            if not reply.done():
+                reply.cancel()
+                with contextlib.suppress(BaseException):
+                    await reply
+
+    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+        async with self._lock:
+            self.touch()
+            self.busy = True
+            limits = self.pool_config.limits
+            try:
+                outcome, header, blobs, note = await self._roundtrip(
+                    {
+                        "op": "execute",
+                        "code": code,
+                        "output_limit": limits.output_bytes,
+                        "image_limit": limits.image_bytes,
+                        "max_images": limits.images_per_execution,
+                    },
+                    timeout,
+                )
+            finally:
+                self.busy = False
+                self.touch()
+        if outcome in ("killed", "died"):
+            status = ExecutionStatus.TIMEOUT if outcome == "killed" else ExecutionStatus.LOST
+            message = (
+                f"{note}. Variables and imports of this session are lost; files in /mnt/data "
+                "are kept. The next call starts a fresh interpreter."
+            )
+            return ExecutionResult(
+                status=status,
+                stdout="",
+                stderr=message + "\n",
+                result=None,
+                error=ErrorInfo(
+                    "TimeoutError" if outcome == "killed" else "SessionLost", note, message
+                ),
+                state_lost=True,
+            )
+        return self._to_result(outcome, header, blobs, note)
+
+    def _to_result(
+        self, outcome: str, header: dict[str, Any], blobs: list[bytes], note: str
+    ) -> ExecutionResult:
+        if header.get("op") != "result":
+            detail = header.get("detail", header.get("op"))
+            raise errors.ProtocolError(self.pool_name, self.identifier, f"bad reply: {detail}")
+        try:
+            raw_result = protocol.resolve_blobs(header.get("result"), blobs)
+            raw_displays = protocol.resolve_blobs(header.get("displays") or [], blobs)
+        except protocol.FrameError as exc:
+            raise errors.ProtocolError(self.pool_name, self.identifier, str(exc)) from None
+        result = _bundle(raw_result)
+        displays = [d for d in (_bundle(x) for x in raw_displays) if d is not None]
+        raw_error = header.get("error")
+        error = None
+        if isinstance(raw_error, dict):
+            error = ErrorInfo(
+                str(raw_error.get("ename", "")),
+                str(raw_error.get("evalue", "")),
+                str(raw_error.get("traceback", "")),
+            )
+        stderr = _text(header.get("stderr"))
+        if outcome == "interrupted":
+            status = ExecutionStatus.TIMEOUT
+            stderr += (
+                f"\nExecution {note} and was interrupted (KeyboardInterrupt); the session's "
+                "variables are kept.\n"
+            )
+        elif error is not None:
+            status = ExecutionStatus.ERROR
+        else:
+            status = ExecutionStatus.OK
+        duration = header.get("duration_ms", 0.0)
+        return ExecutionResult(
+            status=status,
+            stdout=_text(header.get("stdout")),
+            stderr=stderr,
+            result=result,
+            displays=displays,
+            error=error,
+            truncated=bool(header.get("truncated")),
+            duration_ms=float(duration) if isinstance(duration, (int, float)) else 0.0,
+        )
+
+    async def run_shell(self, command: str, timeout: float | None = None) -> ShellResult:
+        async with self._lock:
+            self.touch()
+            self.busy = True
+            try:
+                outcome, header, _, note = await self._roundtrip(
+                    {
+                        "op": "shell",
+                        "command": command,
+                        "output_limit": self.pool_config.limits.output_bytes,
+                    },
+                    timeout,
+                )
+            finally:
+                self.busy = False
+                self.touch()
+        if outcome in ("killed", "died"):
+            return ShellResult(
+                exit_code=137, stdout="", stderr=note + "\n", timed_out=outcome == "killed"
+            )
+        if header.get("op") != "shell_result":
+            raise errors.ProtocolError(self.pool_name, self.identifier, "bad shell reply")
+        code = header.get("exit_code")
+        stderr = _text(header.get("stderr"))
+        if outcome == "interrupted":
+            stderr += f"\ncommand {note} and was killed\n"
+        duration = header.get("duration_ms", 0.0)
+        return ShellResult(
+            exit_code=code if isinstance(code, int) else 1,
+            stdout=_text(header.get("stdout")),
+            stderr=stderr,
+            truncated=bool(header.get("truncated")),
+            timed_out=outcome == "interrupted",
+            duration_ms=float(duration) if isinstance(duration, (int, float)) else 0.0,
+        )
+
+    async def interrupt(self) -> None:
+        """Send KeyboardInterrupt to the running cell (no effect when idle)."""
+        if self.kernel is not None:
+            self.kernel.signal(signal.SIGINT)
+
+    # -- files (served by the host, never through the kernel) ----------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise errors.SessionNotFound(self.pool_name, self.identifier)
+        self.touch()
+
+    async def write_file(self, path: str, data: bytes | AsyncIterator[bytes]) -> FileInfo:
+        self._check_open()
+        return await self.slot.workspace.write(path, data)
+
+    async def read_file(self, path: str) -> bytes:
+        self._check_open()
+        return await asyncio.to_thread(self.slot.workspace.read, path)
+
+    def open_file(self, path: str) -> tuple[FileInfo, Iterator[bytes]]:
+        """Stat and open now, stream later (for large downloads)."""
+        self._check_open()
+        return self.slot.workspace.iter_read(path)
+
+    async def stat_file(self, path: str) -> FileInfo:
+        self._check_open()
+        return self.slot.workspace.stat(path)
+
+    async def list_files(self, path: str = "", recursive: bool = False) -> list[FileInfo]:
+        self._check_open()
+        return await asyncio.to_thread(self.slot.workspace.list, path, recursive)
+
+    async def delete_file(self, path: str) -> None:
+        self._check_open()
+        await asyncio.to_thread(self.slot.workspace.delete, path)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _bundle(raw: Any) -> DisplayData | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    data: dict[str, str | bytes] = {}
+    for mime, value in raw.items():
+        if isinstance(value, (str, bytes)):
+            data[str(mime)] = value
+    return DisplayData(data) if data else None

@@ -1,0 +1,79 @@
+"""Internal value types shared by the layers above the kernel.
+
+Faces translate these to their wire formats; the session layer builds them from kernel replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ExecutionStatus(str, Enum):
+    OK = "ok"  # the cell ran to the end
+    ERROR = "error"  # an uncaught exception; the session is intact
+    TIMEOUT = "timeout"  # interrupted at the deadline; state kept unless ``state_lost``
+    LOST = "lost"  # the interpreter died during the cell (OOM, segfault, os._exit, kill)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    ename: str
+    evalue: str
+    traceback: str  # plain text, no ANSI codes
+
+
+@dataclass(frozen=True)
+class DisplayData:
+    """One rich output: text MIME types as str, binary ones (image/png ...) as bytes."""
+
+    data: dict[str, str | bytes]
+
+    @property
+    def png(self) -> bytes | None:
+        value = self.data.get("image/png")
+        return value if isinstance(value, bytes) else None
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    status: ExecutionStatus
+    stdout: str
+    stderr: str
+    #: MIME bundle of the last expression's value (``text/plain`` at least), or None
+    result: DisplayData | None
+    #: display() calls and figures left open, in order
+    displays: list[DisplayData] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    #: output past the per-execution cap was dropped
+    truncated: bool = False
+    duration_ms: float = 0.0
+    #: the interpreter was replaced during this call (timeout escalation or death)
+    state_lost: bool = False
+
+    @property
+    def images(self) -> list[bytes]:
+        return [png for d in self.displays if (png := d.png) is not None]
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    truncated: bool = False
+    timed_out: bool = False
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    #: path relative to /mnt/data, "/"-separated
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
