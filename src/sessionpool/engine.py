@@ -38,7 +38,8 @@ class Engine:
         except Exception as exc:
             await self.close()
             if self.backend.isolated:
-                raise errors.SandboxUnavailable([f"a jailed session could not start: {exc}"]) from exc
+                missing = [f"a jailed session could not start: {exc}"]
+                raise errors.SandboxUnavailable(missing) from exc
             raise
         self.started = True
 

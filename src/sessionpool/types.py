@@ -6,10 +6,10 @@ Faces translate these to their wire formats; the session layer builds them from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     OK = "ok"  # the cell ran to the end
     ERROR = "error"  # an uncaught exception; the session is intact
     TIMEOUT = "timeout"  # interrupted at the deadline; state kept unless ``state_lost``

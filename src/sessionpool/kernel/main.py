@@ -170,9 +170,9 @@ class Kernel:
                     except ProcessLookupError:
                         pass
                     proc.wait()
-                for stream in (proc.stdout, proc.stderr):
-                    if stream is not None:
-                        stream.close()
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
         rc = proc.returncode if proc is not None else 127
         stdout, stderr, truncated = out.finish()
         return {

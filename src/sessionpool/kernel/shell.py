@@ -15,8 +15,8 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -125,7 +125,7 @@ class CaptureStream(io.TextIOBase):
         # C code and subprocesses write to the real descriptor, which a drain thread captures
         return self._fd
 
-    def write(self, text: str) -> int:  # type: ignore[override]
+    def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         out = self._kernel.current
@@ -140,7 +140,7 @@ class CaptureStream(io.TextIOBase):
 class _Publisher(DisplayPublisher):
     """display() lands in the running cell's output instead of a frontend."""
 
-    def publish(  # type: ignore[override]
+    def publish(
         self, data: dict[str, Any], metadata: Any = None, source: Any = None, **kwargs: Any
     ) -> None:
         out = self.shell.session_output if self.shell is not None else None
@@ -163,7 +163,7 @@ class _DisplayHook(DisplayHook):
         format_dict, _ = self.compute_format_data(result)
         self.update_user_ns(result)
         self.fill_exec_result(result)
-        out = self.shell.session_output
+        out = self.shell.session_output if self.shell is not None else None
         if out is not None and format_dict:
             bounded: dict[str, Any] = {}
             for mime, value in format_dict.items():
@@ -220,7 +220,9 @@ class SessionShell:
         except ImportError:
             return
         self._pyplot = pyplot
-        png = self.shell.display_formatter.formatters["image/png"]
+        formatter = self.shell.display_formatter
+        assert formatter is not None
+        png = formatter.formatters["image/png"]
 
         def render(fig: Any) -> bytes | None:
             self._shown_figures.add(id(fig))

@@ -140,7 +140,7 @@ class Pool:
             session = self._ready.popleft()
             if session.kernel is not None and session.kernel.alive():
                 return session
-            asyncio.create_task(session.close())
+            await session.close()
         self._admit()
         try:
             return await Session.create(self.config, self.backend)

@@ -316,12 +316,11 @@ class JailBackend(Backend):
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         text = super().describe_exit(slot, status)
-        if self.cgroups is not None and slot.cgroup is not None:
-            if self.cgroups.oom_kills(slot.cgroup):
-                return (
-                    f"{text}: out of memory (the session's limit is "
-                    f"{slot.limits.memory_bytes // (1024 * 1024)} MiB)"
-                )
+        if self.cgroups and slot.cgroup and self.cgroups.oom_kills(slot.cgroup):
+            return (
+                f"{text}: out of memory (the session's limit is "
+                f"{slot.limits.memory_bytes // (1024 * 1024)} MiB)"
+            )
         return text
 
     async def close(self) -> None:

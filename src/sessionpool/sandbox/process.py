@@ -218,8 +218,9 @@ class ZygoteHandle:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(err)
         if self.proc is not None:
-            with contextlib.suppress(Exception):
-                self.proc.poll()
+            # EOF on the control socket means the process is exiting: reap it now
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(1.0)
         if self.on_death is not None:
             self.on_death(self)
 

@@ -10,6 +10,7 @@ quota for session code and uploads alike, and hard links into it from elsewhere 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -175,7 +176,7 @@ class Workspace:
         return fd, st, clean
 
     def read(self, path: str) -> bytes:
-        fd, st, _ = self._open_regular(path)
+        fd, _, _ = self._open_regular(path)
         with os.fdopen(fd, "rb") as f:
             return f.read()
 
@@ -222,7 +223,9 @@ class Workspace:
         out.sort(key=lambda f: f.path)
         return out
 
-    def _scan(self, fd: int, prefix: str, recursive: bool, depth: int, out: list[FileInfo]) -> None:
+    def _scan(
+        self, fd: int, prefix: str, recursive: bool, depth: int, out: builtins.list[FileInfo]
+    ) -> None:
         with os.scandir(fd) as it:
             entries = list(it)
         for entry in entries:

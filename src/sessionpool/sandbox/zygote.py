@@ -136,10 +136,14 @@ class Zygote:
         elif op == "spawn" and not self.retired:
             try:
                 pid, parent_end = self._spawn(msg)
-            except Exception as exc:
+            except Exception:
                 _send(
                     self.ctl,
-                    {"op": "spawn-failed", "req": msg.get("req"), "error": traceback.format_exc(limit=4)},
+                    {
+                        "op": "spawn-failed",
+                        "req": msg.get("req"),
+                        "error": traceback.format_exc(limit=4),
+                    },
                 )
                 return
             pidfd = os.pidfd_open(pid)

@@ -1,0 +1,5 @@
+import sys
+
+from sessionpool.cli import main
+
+sys.exit(main())

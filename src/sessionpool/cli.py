@@ -1,0 +1,45 @@
+"""The ``sessionpool`` command: ``serve`` (the HTTP server) and ``doctor`` (host checks)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from sessionpool.sandbox.doctor import check_host, format_report
+
+    checks = check_host(Path(args.data_dir))
+    print(format_report(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionpool",
+        description="Secure, stateful Python code-interpreter sessions (Azure dynamic-sessions "
+        "compatible).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from sessionpool.server.cli import add_serve_arguments, serve_command
+
+    serve = sub.add_parser("serve", help="run the HTTP server with its session pools")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_command)
+
+    doctor = sub.add_parser("doctor", help="report which parts of the jail this host supports")
+    doctor.add_argument("--data-dir", default="/var/lib/sessionpool")
+    doctor.set_defaults(func=_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Pool behaviour with real jailed sessions: allocation, limits, cooldown, zygote faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sessionpool import errors
+from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.engine import Engine
+from sessionpool.types import ExecutionStatus
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail backend needs root")
+
+
+@pytest.fixture(scope="module")
+async def small(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
+    eng = Engine(
+        EngineConfig(data_dir=Path(tmp_path_factory.mktemp("pool"))),
+        [
+            PoolConfig(name="small", max_sessions=3, ready_sessions=1, cooldown_seconds=600),
+            PoolConfig(name="cool", ready_sessions=0, cooldown_seconds=0.5),
+            PoolConfig(name="rotate", ready_sessions=0, zygote_max_children=2),
+        ],
+    )
+    await eng.start()
+    yield eng
+    await eng.close()
+
+
+async def _ready(pool_name: str, eng: Engine, count: int) -> None:
+    pool = eng.pool(pool_name)
+    for _ in range(200):
+        if pool.ready_count >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"pool {pool_name} never reached {count} ready sessions")
+
+
+async def test_same_identifier_same_session(small: Engine) -> None:
+    pool = small.pool("small")
+    a = await pool.acquire("same")
+    await a.execute("v = 'kept'")
+    b = await pool.acquire("same")
+    assert a is b
+    r = await b.execute("v")
+    assert r.result is not None and r.result.data["text/plain"] == "'kept'"
+    await pool.delete("same")
+
+
+async def test_concurrent_first_use_allocates_once(small: Engine) -> None:
+    pool = small.pool("small")
+    sessions = await asyncio.gather(*(pool.acquire("racy") for _ in range(5)))
+    assert all(s is sessions[0] for s in sessions)
+    await pool.delete("racy")
+
+
+async def test_ready_queue_is_refilled_after_allocation(small: Engine) -> None:
+    await _ready("small", small, 1)
+    pool = small.pool("small")
+    s = await pool.acquire("refill")
+    assert s.kernels_started == 1
+    await _ready("small", small, 1)
+    await pool.delete("refill")
+
+
+async def test_max_sessions_refuses_cleanly_and_harms_no_one(small: Engine) -> None:
+    pool = small.pool("small")
+    held = [await pool.acquire(f"held-{i}") for i in range(3)]
+    await held[0].execute("mark = 1")
+    with pytest.raises(errors.PoolExhausted, match="max_sessions"):
+        await pool.acquire("one-too-many")
+    r = await held[0].execute("mark + 1")
+    assert r.result is not None and r.result.data["text/plain"] == "2"
+    for i in range(3):
+        await pool.delete(f"held-{i}")
+    assert (await pool.acquire("after")).identifier == "after"
+    await pool.delete("after")
+
+
+async def test_delete_is_idempotent_and_destroys_files(small: Engine) -> None:
+    pool = small.pool("small")
+    s = await pool.acquire("doomed")
+    await s.write_file("a.txt", b"x")
+    workspace = s.slot.workspace.path
+    assert await pool.delete("doomed") is True
+    assert await pool.delete("doomed") is False
+    assert not workspace.exists()
+    fresh = await pool.acquire("doomed")
+    assert await fresh.list_files() == []
+    await pool.delete("doomed")
+
+
+@pytest.mark.parametrize("ident", ["", "x" * 257, "bad\x00id", "tab\there"])
+async def test_invalid_identifiers_are_refused(small: Engine, ident: str) -> None:
+    with pytest.raises(errors.InvalidIdentifier):
+        await small.pool("small").acquire(ident)
+
+
+async def test_unknown_pool(small: Engine) -> None:
+    with pytest.raises(errors.PoolNotFound):
+        small.pool("nope")
+
+
+async def test_idle_sessions_cool_down_and_calls_reset_the_timer(small: Engine) -> None:
+    pool = small.pool("cool")
+    busy = await pool.acquire("kept-alive")
+    idle = await pool.acquire("left-alone")
+    pid = idle.kernel.pid if idle.kernel else 0
+    for _ in range(8):
+        await asyncio.sleep(0.2)
+        await busy.execute("1")
+    assert pool.get("left-alone") is None
+    assert pool.get("kept-alive") is busy
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone, or a zombie
+    await pool.delete("kept-alive")
+
+
+async def test_zygote_is_rotated_after_max_children(small: Engine) -> None:
+    pool = small.pool("rotate")
+    sessions = [await pool.acquire(f"rot-{i}") for i in range(3)]
+    zygotes = small.backend._zygotes[(pool.config.preload, 2)]
+    assert len(zygotes.retired) == 1  # the first zygote forked 2 live sessions, then retired
+    for s in sessions:
+        r = await s.execute("6 * 7")
+        assert r.result is not None and r.result.data["text/plain"] == "42"
+    for i in range(3):
+        await pool.delete(f"rot-{i}")
+
+
+async def test_killing_the_zygote_spares_sessions_and_is_repaired(small: Engine) -> None:
+    pool = small.pool("small")
+    s = await pool.acquire("survivor")
+    await s.execute("alive = True")
+    zygote = small.backend._zygotes[(pool.config.preload, pool.config.zygote_max_children)]
+    assert zygote.current is not None
+    os.kill(zygote.current.pid, signal.SIGKILL)
+    for _ in range(100):
+        if zygote.current is None or zygote.current.dead:
+            break
+        await asyncio.sleep(0.02)
+    r = await s.execute("alive")
+    assert r.result is not None and r.result.data["text/plain"] == "True"
+    fresh = await pool.acquire("after-zygote-death")  # forks from a new zygote if needed
+    assert (await fresh.execute("1 + 1")).status is ExecutionStatus.OK
+    await pool.delete("survivor")
+    await pool.delete("after-zygote-death")
+
+
+def test_jail_backend_fails_closed_without_privileges(tmp_path: Path) -> None:
+    """Without root the host cannot build the jail: start must refuse, loudly.
+
+    The engine runs in a fresh user namespace with no uid mapping, where it is not root.
+    """
+    data = tmp_path / "data"
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from sessionpool import errors
+        from sessionpool.config import EngineConfig, PoolConfig
+        from sessionpool.engine import Engine
+        async def main():
+            eng = Engine(EngineConfig(data_dir=Path({str(data)!r})), [PoolConfig(ready_sessions=1)])
+            try:
+                await eng.start()
+            except errors.SandboxUnavailable as exc:
+                print("REFUSED:", exc)
+                return
+            print("STARTED")
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run(
+        ["unshare", "--user", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "REFUSED:" in out.stdout, out.stdout + out.stderr
+    assert "running as root" in out.stdout
+    assert "unsafe" in out.stdout  # the message names the explicit way out
