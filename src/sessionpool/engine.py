@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
@@ -28,6 +29,10 @@ class Engine:
 
     async def start(self) -> None:
         """Check the host (fail closed), start zygotes and the first warm sessions."""
+        # every session holds a socket, a pidfd and a uid lock: allow thousands of descriptors
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         await self.backend.start()
         try:
             for pool in self.pools.values():

@@ -57,6 +57,53 @@ def _thread_env() -> dict[str, str]:
     }
 
 
+class UidClaims:
+    """Hands out session uids so that no two live sessions on this host ever share one.
+
+    Within a process a set suffices; across processes (two servers with the same uid range) an
+    exclusive flock on /run/sessionpool/uids/<uid> decides, held for the session's life.
+    """
+
+    LOCK_DIR = Path("/run/sessionpool/uids")
+
+    def __init__(self) -> None:
+        self._held: dict[int, int] = {}  # uid -> lock fd
+        self._next = 0
+
+    def claim(self, base: int, count: int) -> int | None:
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            self.LOCK_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for step in range(count):
+            index = (self._next + step) % count
+            uid = base + index
+            if uid in self._held:
+                continue
+            try:
+                fd = os.open(self.LOCK_DIR / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                fd = -1  # no lock directory (unsafe mode, non-root): in-process only
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+            self._held[uid] = fd
+            self._next = index + 1
+            return index
+        return None
+
+    def release(self, base: int, index: int) -> None:
+        fd = self._held.pop(base + index, -1)
+        if fd >= 0:
+            os.close(fd)
+
+
+_UIDS = UidClaims()
+
+
 class ZygoteSet:
     """The zygote of one template (preload list): rotated after N children, restarted on death."""
 
@@ -112,7 +159,7 @@ class Backend(ABC):
         self.data_dir = config.data_dir.resolve() if config.data_dir.exists() else config.data_dir
         self.workspaces = self.data_dir / "workspaces"
         self._zygotes: dict[tuple[tuple[str, ...], int], ZygoteSet] = {}
-        self._free_uids = list(range(config.uid_count - 1, -1, -1))
+        self.instance = f"sessionpool-{os.getpid()}-{secrets.token_hex(3)}"
 
     # -- called by the engine -------------------------------------------------------------------
 
@@ -202,9 +249,10 @@ class Backend(ABC):
         (self.data_dir / "cache" / "matplotlib").mkdir(parents=True, exist_ok=True)
 
     def _take_uid(self) -> int:
-        if not self._free_uids:
-            raise errors.PoolExhausted("*", "no free session uid left (uid_count)")
-        return self._free_uids.pop()
+        index = _UIDS.claim(self.config.uid_base, self.config.uid_count)
+        if index is None:
+            raise errors.PoolExhausted("*", "no free session uid left (raise uid_count)")
+        return index
 
     def _new_workspace_path(self) -> Path:
         return self.workspaces / secrets.token_hex(8)
@@ -230,7 +278,7 @@ class JailBackend(Backend):
         self.jail_root = self.data_dir / "jail-root"
         self.jail_root.mkdir(exist_ok=True, mode=0o755)
         try:
-            self.cgroups = Cgroups.detect(f"sessionpool-{os.getpid()}")
+            self.cgroups = Cgroups.detect(self.instance)
         except OSError as exc:
             raise errors.SandboxUnavailable([f"cgroups: {exc}"]) from None
         binds: list[str] = []
@@ -267,14 +315,14 @@ class JailBackend(Backend):
                 self._new_workspace_path(), uid, limits.disk_bytes, limits.file_bytes, True
             )
         except BaseException:
-            self._free_uids.append(index)
+            _UIDS.release(self.config.uid_base, index)
             raise
         name = f"s{index}"
         try:
             self.cgroups.create(name, CgroupLimits(limits.memory_bytes, limits.pids, limits.cpus))
         except BaseException:
             ws.destroy()
-            self._free_uids.append(index)
+            _UIDS.release(self.config.uid_base, index)
             raise
         return Slot(name, uid, ws, limits, cgroup=name)
 
@@ -283,7 +331,7 @@ class JailBackend(Backend):
         if slot.cgroup is not None and self.cgroups is not None:
             self.cgroups.remove(slot.cgroup)
         if slot.uid is not None:
-            self._free_uids.append(slot.uid - self.config.uid_base)
+            _UIDS.release(self.config.uid_base, slot.uid - self.config.uid_base)
 
     def _spawn_request(self, slot: Slot) -> dict[str, Any]:
         assert slot.uid is not None
