@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install serve test lint typecheck check bench-engine doctor clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/clients.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -e '.[kernel,dev]'
+	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
+	# because one of them caps pydantic below our pin (see requirements/clients.txt)
+	$(PY) -m pip install --quiet --no-deps -r requirements/clients.txt
 	touch $(STAMP)
 
 install: $(STAMP)
