@@ -142,3 +142,30 @@ p = subprocess.run([sys.executable, '-c', 'print(6*7)'], capture_output=True, te
     r = await session.execute(code)
     assert r.status is ExecutionStatus.OK, r.stderr + (r.error.traceback if r.error else "")
     assert r.result is not None and r.result.data["text/plain"] == "(1, 2.0, '42')"
+
+
+async def test_pid1_reaps_orphans_but_not_owned_children(session: Session) -> None:
+    # a shell whose background child outlives it leaves an orphan that becomes pid 1's zombie
+    await session.execute("import subprocess\nsubprocess.run(['sh', '-c', '(sleep 0.05 &)'])")
+    await session.execute("import time; time.sleep(0.3)")
+    code = """
+import os, subprocess
+owned = subprocess.Popen(['sh', '-c', 'exit 5'])
+import time; time.sleep(0.2)
+zombies = []
+for p in os.listdir('/proc'):
+    if p.isdigit():
+        stat = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()
+        if stat[0] == 'Z':
+            zombies.append(int(p))
+zombies == [owned.pid]
+"""
+    await session.execute(code)
+    # the owned child's status survives the reaping that runs after every cell
+    r = await session.execute("owned.wait()")
+    assert r.result is not None and r.result.data["text/plain"] == "5"
+    left = await session.execute(
+        "import os\nsum(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z'"
+        " for p in os.listdir('/proc') if p.isdigit())"
+    )
+    assert left.result is not None and left.result.data["text/plain"] == "0"

@@ -13,8 +13,10 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import weakref
 from typing import Any, NoReturn
 
 from sessionpool import protocol
@@ -22,6 +24,49 @@ from sessionpool.kernel.shell import CellOutput, SessionShell, reseed_after_fork
 
 #: largest request (code or command) the kernel accepts
 MAX_REQUEST = 16 * 1024 * 1024
+
+#: every subprocess.Popen user code creates, so orphan reaping never steals its exit status
+_popens: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
+
+
+def _track_popens() -> None:
+    original = subprocess.Popen.__init__
+
+    def init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _popens.add(self)
+
+    subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+
+
+def reap_orphans() -> int:
+    """As pid 1 of the session, collect zombies whose parents died (they would pile up until
+    the pids limit). Children that user code still owns (a live Popen or multiprocessing
+    child) are left alone so their exit status stays with their owner."""
+    owned = {p.pid for p in list(_popens) if p.returncode is None}
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None:
+        owned |= {p.pid for p in mp.active_children() if p.pid is not None}
+    reaped = 0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in names:
+        if not name.isdigit() or int(name) in owned or name == "1":
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == b"Z" and fields[1] == b"1":
+            try:
+                if os.waitpid(int(name), os.WNOHANG)[0]:
+                    reaped += 1
+            except ChildProcessError:
+                pass
+    return reaped
 
 
 class Kernel:
@@ -87,6 +132,7 @@ class Kernel:
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        _track_popens()
         self._capture_fds()
         protocol.send_message(sock, {"op": "ready", "pid": os.getpid(), "uid": os.getuid()})
         while True:
@@ -106,6 +152,8 @@ class Kernel:
             else:
                 header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
             header["id"] = request.get("id")
+            if os.getpid() == 1 and op in ("execute", "shell"):
+                reap_orphans()
             try:
                 protocol.send_message(sock, header, blobs)
             except OSError:
