@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import signal
@@ -48,6 +49,7 @@ class Session:
         self.closed = False
         self.busy = False
         self.kernels_started = 0
+        self._replaced_note = ""
         self._lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -97,16 +99,18 @@ class Session:
     def _error(self, message: str) -> errors.SessionLost:
         return errors.SessionLost(self.pool_name, self.identifier or "(unassigned)", message)
 
-    async def _ensure_kernel(self) -> KernelProcess:
+    async def _ensure_kernel(self) -> tuple[KernelProcess, str]:
+        """The live kernel, or a fresh one; the note says why state was lost, if it was."""
         if self.closed:
             raise errors.SessionNotFound(self.pool_name, self.identifier)
         if self.kernel is not None and self.kernel.alive():
-            return self.kernel
+            return self.kernel, ""
+        note = ""
         if self.kernel is not None:
-            self.kernel.close()
-            self.kernel = None
+            # it ended between calls (a background thread exited, an OOM kill ...)
+            note = await self._kill_kernel(self.kernel)
         try:
-            return await self._start_kernel()
+            return await self._start_kernel(), note
         except Exception as exc:
             raise self._error(f"a new interpreter could not be started: {exc}") from exc
 
@@ -139,7 +143,8 @@ class Session:
         outcome: "ok" (reply in time), "interrupted" (reply after SIGINT, state kept),
         "killed" (no reply after SIGINT: the kernel was killed), "died" (it ended by itself).
         """
-        kernel = await self._ensure_kernel()
+        kernel, replaced = await self._ensure_kernel()
+        self._replaced_note = replaced
         request = {**request, "id": next(_ids)}
         max_header, max_blob, max_total = self._limits()
         deadline = self._deadline(timeout)
@@ -213,7 +218,15 @@ class Session:
                 ),
                 state_lost=True,
             )
-        return self._to_result(outcome, header, blobs, note)
+        result = self._to_result(outcome, header, blobs, note)
+        if self._replaced_note:
+            message = (
+                f"note: the previous interpreter of this session had ended "
+                f"({self._replaced_note}); this code ran in a fresh one. Earlier variables and "
+                "imports are lost; files in /mnt/data are kept.\n"
+            )
+            result = dataclasses.replace(result, stderr=message + result.stderr, state_lost=True)
+        return result
 
     def _to_result(
         self, outcome: str, header: dict[str, Any], blobs: list[bytes], note: str

@@ -1,0 +1,72 @@
+"""Session behaviour: queueing, interrupts, replacement after death, files kept across it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from sessionpool.session import Session
+from sessionpool.types import ExecutionStatus
+
+
+async def test_executions_queue_one_at_a_time(session: Session) -> None:
+    await session.execute("order = []")
+    slow = asyncio.create_task(session.execute("import time; time.sleep(0.3); order.append(1)"))
+    await asyncio.sleep(0.05)
+    fast = await session.execute("order.append(2); order")
+    await slow
+    assert fast.result is not None and fast.result.data["text/plain"] == "[1, 2]"
+
+
+async def test_interrupt_stops_a_cell_and_keeps_state(session: Session) -> None:
+    await session.execute("kept = 'yes'")
+    running = asyncio.create_task(session.execute("import time\nwhile True: time.sleep(0.01)"))
+    await asyncio.sleep(0.3)
+    await session.interrupt()
+    r = await asyncio.wait_for(running, 5)
+    assert r.status is ExecutionStatus.ERROR
+    assert r.error is not None and r.error.ename == "KeyboardInterrupt"
+    after = await session.execute("kept")
+    assert after.result is not None and after.result.data["text/plain"] == "'yes'"
+
+
+async def test_death_between_calls_is_reported_on_the_next_call(session: Session) -> None:
+    await session.execute("v = 1")
+    await session.write_file("keep.txt", b"still here")
+    assert session.kernel is not None
+    os.kill(session.kernel.pid, signal.SIGKILL)
+    await asyncio.sleep(0.1)
+    r = await session.execute("open('keep.txt').read()")
+    assert r.state_lost
+    assert "previous interpreter" in r.stderr
+    assert r.result is not None and r.result.data["text/plain"] == "'still here'"
+    gone = await session.execute("v")
+    assert gone.status is ExecutionStatus.ERROR and not gone.state_lost
+
+
+async def test_death_during_a_call_is_reported_and_replaced(session: Session) -> None:
+    r = await session.execute("import os; os._exit(3)")
+    assert r.status is ExecutionStatus.LOST
+    assert r.state_lost
+    assert "exited with status 3" in r.stderr
+    again = await session.execute("1 + 1")
+    assert again.status is ExecutionStatus.OK
+    assert session.kernels_started == 2
+
+
+async def test_timeout_interrupts_and_keeps_state(tight_session: Session) -> None:
+    await tight_session.execute("counter = 7")
+    r = await tight_session.execute("while True: pass", timeout=0.5)
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert not r.state_lost
+    assert "timed out after 0.5 s" in r.stderr
+    after = await tight_session.execute("counter")
+    assert after.result is not None and after.result.data["text/plain"] == "7"
+
+
+async def test_timeout_is_capped_by_the_pool(tight_session: Session) -> None:
+    # the tight pool allows 3 s; asking for more does not lift the cap
+    r = await tight_session.execute("import time; time.sleep(30)", timeout=100)
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert "timed out after 3 s" in r.stderr
