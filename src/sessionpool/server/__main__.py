@@ -2,6 +2,6 @@
 
 import sys
 
-from sessionpool.server.cli import main
+from sessionpool.cli import main
 
-sys.exit(main())
+sys.exit(main(["serve", *sys.argv[1:]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,24 +50,66 @@ class NormalizePath:
         await self.app(scope, receive, send)
 
 
-class ShutdownClock:
-    """When the stop signal came, so the engine gets what is left of the shutdown deadline."""
+class Shutdown:
+    """One deadline for the whole stop, and one close of the engine, whoever asks first.
+
+    When the stop signal comes (``begin``), requests in flight have ``deadline_s`` to finish;
+    then the engine is closed, which ends the executions still running, so their requests answer
+    (503) before the server exits instead of being cancelled mid-flight. The lifespan's own close
+    joins the same task.
+    """
 
     def __init__(self, deadline_s: float) -> None:
         self.deadline_s = deadline_s
-        self.stop_requested_at: float | None = None
+        self.requested_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._engine: Engine | None = None
+        self._face: AcaFace | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def attach(self, engine: Engine, face: AcaFace) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._engine, self._face = engine, face
+
+    def begin(self) -> None:
+        """The stop signal came (called in the event loop's thread, from a signal handler)."""
+        if self.requested_at is not None:
+            return
+        self.requested_at = time.monotonic()
+        if self._face is not None:
+            self._face.shutting_down = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, self.deadline_s, self._expire)
 
     def remaining(self) -> float:
-        if self.stop_requested_at is None:
+        if self.requested_at is None:
             return self.deadline_s
-        return max(0.5, self.deadline_s - (time.monotonic() - self.stop_requested_at))
+        return max(0.0, self.deadline_s - (time.monotonic() - self.requested_at))
+
+    def _expire(self) -> None:
+        if self._closing is None:
+            logger.info("shutdown deadline reached: ending executions still running")
+            self._closing = asyncio.ensure_future(self._close(0.0))
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(self.remaining()))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, deadline_s: float) -> None:
+        if self._face is not None:
+            self._face.shutting_down = True
+            await self._face.close()
+        if self._engine is not None:
+            logger.info("closing sessions (deadline %.1f s)", deadline_s)
+            await self._engine.close(deadline_s=deadline_s)
 
 
 def create_app(
     settings: ServerSettings,
     engine: Engine | None = None,
     *,
-    clock: ShutdownClock | None = None,
+    shutdown: Shutdown | None = None,
     on_closed: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The application for ``settings``.
@@ -78,7 +121,7 @@ def create_app(
     if not settings.no_auth and not settings.api_keys:
         raise ConfigError("no API key configured (resolve or generate one before create_app)")
     face = AcaFace()
-    clock = clock or ShutdownClock(settings.shutdown_deadline_seconds)
+    stopper = shutdown or Shutdown(settings.shutdown_deadline_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,13 +131,11 @@ def create_app(
             await eng.start()
         app.state.engine = eng
         face.bind(eng)
+        stopper.attach(eng, face)
         try:
             yield
         finally:
-            deadline = clock.remaining()
-            logger.info("closing sessions (deadline %.1f s)", deadline)
-            await face.close()
-            await eng.close(deadline_s=deadline)
+            await stopper.close()
             if on_closed is not None:
                 on_closed()
 

@@ -13,8 +13,8 @@ import asyncio
 import dataclasses
 import signal
 import socket
+import ssl
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -23,7 +23,7 @@ import uvicorn
 
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError, SessionpoolError
-from sessionpool.server.app import ShutdownClock, create_app
+from sessionpool.server.app import Shutdown, create_app
 from sessionpool.server.auth import load_or_create_key
 from sessionpool.server.settings import LOG_LEVELS, ServerSettings, load_settings
 from sessionpool.server.tls import TlsFiles, ensure_self_signed
@@ -148,7 +148,9 @@ def resolve_keys(settings: ServerSettings, out: TextIO) -> tuple[ServerSettings,
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets that say so,
+    # and without it every response waits out a delayed ACK (about 40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
@@ -185,15 +187,14 @@ def _banner(
 
 
 class _Server(uvicorn.Server):
-    """Records when a stop was asked for, so shutdown keeps to one overall deadline."""
+    """Starts the shutdown deadline at the stop signal, so the whole stop keeps to it."""
 
-    def __init__(self, config: uvicorn.Config, clock: ShutdownClock) -> None:
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
         super().__init__(config)
-        self.clock = clock
+        self.shutdown_deadline = shutdown
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.clock.stop_requested_at is None:
-            self.clock.stop_requested_at = time.monotonic()
+        self.shutdown_deadline.begin()
         super().handle_exit(sig, frame)
 
 
@@ -208,18 +209,19 @@ async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out:
 
     try:
         await engine.start()
-        clock = ShutdownClock(settings.shutdown_deadline_seconds)
-        app = create_app(settings, engine, clock=clock, on_closed=mark_closed)
+        shutdown = Shutdown(settings.shutdown_deadline_seconds)
+        app = create_app(settings, engine, shutdown=shutdown, on_closed=mark_closed)
         config = uvicorn.Config(
             app,
             log_level=settings.log_level,
             access_log=settings.access_log,
-            timeout_graceful_shutdown=int(max(1, settings.shutdown_deadline_seconds)),
+            # a safety net: the engine ends executions at the deadline, so requests finish first
+            timeout_graceful_shutdown=int(settings.shutdown_deadline_seconds) + 5,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             server_header=False,
         )
-        server = _Server(config, clock)
+        server = _Server(config, shutdown)
         port = sock.getsockname()[1]
         _banner(_url("https" if tls else "http", settings.host, port), settings, keys, tls, out)
         await server.serve(sockets=[sock])
@@ -227,6 +229,16 @@ async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out:
         if not closed:  # startup failed or shutdown was forced: leave nothing behind
             await engine.close(deadline_s=0)
         sock.close()
+
+
+def check_tls(tls: TlsFiles) -> None:
+    """Load the certificate and key once, so a bad pair stops ``serve`` with a clear reason."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot use the TLS certificate {tls.cert} with key {tls.key}: {exc}"
+        ) from None
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -243,22 +255,21 @@ def serve_command(args: argparse.Namespace) -> int:
             tls = ensure_self_signed(settings.tls_self_signed, settings.host)
         elif settings.tls_cert is not None and settings.tls_key is not None:
             tls = TlsFiles(cert=settings.tls_cert, key=settings.tls_key)
+        if tls is not None:
+            check_tls(tls)
     except SessionpoolError as exc:
         print(f"sessionpool serve: {exc.message}", file=sys.stderr)
         return 2
     # a stop before uvicorn takes over the signals still closes the engine (SystemExit unwinds)
     signal.signal(signal.SIGTERM, _terminate)
+    # the event loop uvicorn would pick itself (uvloop when installed)
+    loop_factory = uvicorn.Config(app="", loop="auto").get_loop_factory()
     try:
-        asyncio.run(_serve(settings, keys, tls, out))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(settings, keys, tls, out))
     except SessionpoolError as exc:
         print(f"sessionpool serve: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sessionpool serve", description=__doc__)
-    add_serve_arguments(parser)
-    return serve_command(parser.parse_args(argv))

@@ -44,6 +44,11 @@ class ServerSettings:
     tls_self_signed: Path | None = None
     backend: BackendName = "jail"
     data_dir: Path = EngineConfig.data_dir
+    #: host uids for sessions: uid_base .. uid_base + uid_count - 1
+    uid_base: int = EngineConfig.uid_base
+    uid_count: int = EngineConfig.uid_count
+    #: refuse new sessions when the host's available memory would drop below this
+    memory_reserve_bytes: int = EngineConfig.memory_reserve_bytes
     #: after a stop signal, how long requests in flight may run before everything is killed
     shutdown_deadline_seconds: float = 10.0
     log_level: str = "info"
@@ -61,7 +66,13 @@ class ServerSettings:
         return self.tls_cert is not None or self.tls_self_signed is not None
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(backend=self.backend, data_dir=self.data_dir)
+        return EngineConfig(
+            backend=self.backend,
+            data_dir=self.data_dir,
+            uid_base=self.uid_base,
+            uid_count=self.uid_count,
+            memory_reserve_bytes=self.memory_reserve_bytes,
+        )
 
     def check(self) -> None:
         """Refuse combinations that are unsafe or cannot work, naming the setting to change."""
@@ -76,6 +87,10 @@ class ServerSettings:
                 f"refusing --no-auth on {self.host!r}: without authentication anyone who can "
                 "reach the port can run code. Bind to 127.0.0.1 (or ::1), or configure an API key."
             )
+        if self.uid_base < 1 or self.uid_count < 1:
+            raise ConfigError("uid_base and uid_count must be positive")
+        if self.memory_reserve_bytes < 0:
+            raise ConfigError("memory_reserve_bytes must not be negative")
         if self.shutdown_deadline_seconds < 0:
             raise ConfigError("shutdown_deadline_seconds must not be negative")
         if self.log_level not in LOG_LEVELS:
@@ -216,6 +231,9 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "tls_self_signed": _parse_path,
     "backend": _parse_choice(("jail", "unsafe")),
     "data_dir": _parse_path,
+    "uid_base": parse_int,
+    "uid_count": parse_int,
+    "memory_reserve_bytes": parse_size,
     "shutdown_deadline_seconds": parse_float,
     "log_level": _parse_choice(LOG_LEVELS),
     "access_log": parse_bool,

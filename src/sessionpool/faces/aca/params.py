@@ -111,7 +111,8 @@ def joined(directory: str | None, name: str) -> str:
     """``name`` inside ``directory`` (the ``?path=`` parameter), both relative to /mnt/data."""
     if name.startswith(MOUNT + "/") or not directory:
         return relative(name)
-    base = relative(directory).strip("/")
+    # an absolute directory outside /mnt/data stays absolute, for the engine to refuse
+    base = relative(directory).rstrip("/")
     return posixpath.join(base, name) if base else name
 
 

@@ -45,7 +45,7 @@ from sessionpool.faces.aca.uploads import (
     open_multipart,
 )
 from sessionpool.server.errors import HttpError
-from sessionpool.types import FileInfo
+from sessionpool.types import ExecutionStatus, FileInfo
 
 logger = logging.getLogger("sessionpool.faces.aca")
 
@@ -53,8 +53,9 @@ logger = logging.getLogger("sessionpool.faces.aca")
 MAX_JSON_BYTES = 16 * 1024 * 1024
 #: sessions per page of ``GET listSessions``
 PAGE_SIZE = 100
-#: finished executions remembered for ``GET executions/<id>``, oldest forgotten first
+#: executions remembered for ``GET executions/<id>``, oldest forgotten first past either bound
 EXECUTIONS_KEPT = 10_000
+EXECUTIONS_KEPT_BYTES = 64 * 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -179,6 +180,18 @@ class _Execution:
     identifier: str
     resource: models._Wire
     task: asyncio.Task[None] | None = None
+    #: approximate bytes held (the outputs dominate)
+    weight: int = 0
+    execution_id: str = ""
+
+
+def _weight(resource: models._Wire) -> int:
+    result = getattr(resource, "result", None)
+    if result is None:
+        return 256
+    value = getattr(result, "executionResult", "")
+    held = len(value) if isinstance(value, str) else len(value.base64_data)
+    return 256 + len(result.stdout) + len(result.stderr) + held
 
 
 class AcaFace:
@@ -186,9 +199,14 @@ class AcaFace:
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
-        self._executions: collections.OrderedDict[str, _Execution] = collections.OrderedDict()
+        self._executions: collections.OrderedDict[tuple[str, str, str], _Execution] = (
+            collections.OrderedDict()
+        )
+        self._executions_bytes = 0
         self._metadata: models.Metadata | None = None
         self._started_at = time.time()
+        #: set when the server stops: executions ended by the shutdown answer 503, not a result
+        self.shutting_down = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -331,22 +349,45 @@ class AcaFace:
             raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
         return self._engine
 
+    def _stopped(self) -> HttpError:
+        return HttpError(
+            503,
+            "ServerShuttingDown",
+            "the server shut down while this was running; the session and its files are gone",
+        )
+
     def _effective_timeout(self, pool_default: float, requested: float | None) -> float:
         return pool_default if requested is None else min(requested, pool_default)
 
     def _remember(self, execution_id: str, record: _Execution) -> None:
-        self._executions[execution_id] = record
-        self._executions.move_to_end(execution_id)
-        while len(self._executions) > EXECUTIONS_KEPT:
-            _, old = self._executions.popitem(last=False)
-            if old.task is not None and not old.task.done():  # pragma: no cover - very old
-                old.task.cancel()
+        record.execution_id = execution_id
+        key = (record.pool, record.identifier, execution_id)
+        old = self._executions.pop(key, None)
+        if old is not None:
+            self._executions_bytes -= old.weight
+        record.weight = _weight(record.resource)
+        self._executions[key] = record
+        self._executions_bytes += record.weight
+        while len(self._executions) > 1 and (
+            len(self._executions) > EXECUTIONS_KEPT
+            or self._executions_bytes > EXECUTIONS_KEPT_BYTES
+        ):
+            _, evicted = self._executions.popitem(last=False)
+            self._executions_bytes -= evicted.weight
+            if evicted.task is not None and not evicted.task.done():
+                evicted.task.cancel()
+
+    def _reweigh(self, record: _Execution) -> None:
+        key = (record.pool, record.identifier, record.execution_id)
+        if self._executions.get(key) is not record:
+            return  # forgotten meanwhile
+        weight = _weight(record.resource)
+        self._executions_bytes += weight - record.weight
+        record.weight = weight
 
     def _forget_session(self, pool: str, ident: str) -> None:
-        for key in [
-            k for k, e in self._executions.items() if e.pool == pool and e.identifier == ident
-        ]:
-            self._executions.pop(key, None)
+        for key in [k for k in self._executions if k[0] == pool and k[1] == ident]:
+            self._executions_bytes -= self._executions.pop(key).weight
 
     # --- 2024-02-02-preview --------------------------------------------------------------------
 
@@ -363,8 +404,14 @@ class AcaFace:
         session = await p.acquire(ident)
         try:
             res = await session.execute(code, timeout=props.timeoutInSeconds)
-        except errors.SessionLost as exc:
-            return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
+        except errors.SessionpoolError as exc:
+            if self.shutting_down:
+                raise self._stopped() from exc
+            if isinstance(exc, errors.SessionLost):
+                return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
+            raise
+        if self.shutting_down and res.status is ExecutionStatus.LOST:
+            raise self._stopped()
         return json_response(translate.execute_response(res, timeout))
 
     # --- files (both families) -----------------------------------------------------------------
@@ -418,7 +465,7 @@ class AcaFace:
         fam = family(request)
         q = query(request)
         session = await p.acquire(ident)
-        directory = relative(q.get("path", "")).strip("/")
+        directory = relative(q.get("path", "")).rstrip("/")
         if fam is Family.PROPERTIES:
             # one flat list of files, sub-paths included, as uploads name them
             infos = await session.list_files(directory, recursive=True)
@@ -500,7 +547,14 @@ class AcaFace:
         done_status = 200 if version_at_least(request, "2025-02-02") else 202
 
         if req.shellCommand is not None:
-            shell = await session.run_shell(req.shellCommand, timeout=req.timeoutInSeconds)
+            try:
+                shell = await session.run_shell(req.shellCommand, timeout=req.timeoutInSeconds)
+            except errors.SessionpoolError as exc:
+                if self.shutting_down:
+                    raise self._stopped() from exc
+                raise
+            if self.shutting_down and shell.exit_code == 137:
+                raise self._stopped()
             resource: models._Wire = translate.shell_resource(
                 shell, execution_id=execution_id, identifier=ident, timeout_s=timeout
             )
@@ -538,6 +592,8 @@ class AcaFace:
 
         if not asynchronous:
             resource = await run()
+            if self.shutting_down and resource.status == "Failed":
+                raise self._stopped()
             self._remember(execution_id, _Execution(pool, ident, resource))
             return json_response(resource, done_status, headers)
 
@@ -557,6 +613,7 @@ class AcaFace:
     ) -> None:
         try:
             record.resource = await run()
+            self._reweigh(record)
         except Exception:  # pragma: no cover - run() turns engine errors into results
             logger.exception("asynchronous execution failed")
             running = record.resource
@@ -574,8 +631,8 @@ class AcaFace:
         self.engine.pool(pool)
         ident = identifier(request)
         family(request)
-        record = self._executions.get(execution_id)
-        if record is None or record.pool != pool or record.identifier != ident:
+        record = self._executions.get((pool, ident, execution_id))
+        if record is None:
             raise HttpError(
                 404,
                 "ExecutionNotFound",

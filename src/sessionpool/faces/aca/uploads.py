@@ -74,6 +74,8 @@ class MultipartReader:
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[str, str] = {}
+        # headers of parts announced but not yet handed out (one chunk may hold several parts)
+        self._pending_headers: collections.deque[dict[str, str]] = collections.deque()
         try:
             self._parser = MultipartParser(
                 boundary,
@@ -109,6 +111,7 @@ class MultipartReader:
         self._header_value.clear()
 
     def _on_headers_finished(self) -> None:
+        self._pending_headers.append(self._headers)
         self._events.append(("begin", b""))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -158,13 +161,14 @@ class MultipartReader:
         kind, _ = self._events.popleft()
         if kind != "begin":  # pragma: no cover - the parser always announces a part first
             raise _bad("malformed multipart body")
-        _, options = parse_options_header(self._headers.get("content-disposition", ""))
+        headers = self._pending_headers.popleft()
+        _, options = parse_options_header(headers.get("content-disposition", ""))
         name = options.get(b"name")
         filename = options.get(b"filename")
         self._current = Part(
             name=name.decode("utf-8", "replace") if name is not None else None,
             filename=filename.decode("utf-8", "replace") if filename is not None else None,
-            content_type=self._headers.get("content-type"),
+            content_type=headers.get("content-type"),
             _reader=self,
         )
         return self._current

@@ -1,0 +1,63 @@
+"""Real servers for the client conformance tests: jailed sessions on loopback.
+
+``server`` speaks plain http (llama-index, LangChain, AutoGen accept it); ``tls_server`` serves
+https with ``--tls-self-signed`` for Semantic Kernel, which refuses anything but https. Both are
+started once per test run, and only when a test asks for them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessionpool.server.testing import ServerProcess
+from sessionpool.server.tls import CA_CERT
+
+CONFIG = """
+[pools.default]
+ready_sessions = 2
+max_sessions = 40
+execution_timeout_seconds = 60
+"""
+
+WRONG_KEY = "not-the-key-at-all"
+
+# a PNG from matplotlib: the image path the clients know (``result`` becomes an image dict)
+PLOT = """
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3], [3, 1, 2])
+plt.show()
+"""
+
+# bytes that break text-mode handling: NUL, CR/LF, invalid UTF-8, high bytes
+PAYLOAD = bytes(range(256)) * 16 + b"\r\n\x00\xff\xfe end"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(Path(tmp_path_factory.mktemp("clients-http")), config=CONFIG) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    workdir = Path(tmp_path_factory.mktemp("clients-https"))
+    args = ["--tls-self-signed", str(workdir / "tls")]
+    with ServerProcess(workdir, config=CONFIG, args=args) as srv:
+        assert srv.url.startswith("https://")
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def ca_pem(tls_server: ServerProcess) -> str:
+    return str(tls_server.workdir / "tls" / CA_CERT)
+
+
+@pytest.fixture
+def session_id() -> str:
+    return f"client-{uuid.uuid4()}"
