@@ -122,6 +122,7 @@ class ZygoteHandle:
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._next_req = 0
         self.dead = False
+        self.retired = False
         self.on_death: Callable[[ZygoteHandle], None] | None = None
 
     async def start(self) -> None:
@@ -205,7 +206,8 @@ class ZygoteHandle:
         if self.dead:
             return
         self.dead = True
-        log.warning("zygote %s died: %s", self.pid, reason)
+        if reason != "killed" and not self.retired:  # ours to expect: not news
+            log.warning("zygote %s died: %s", self.pid, reason)
         if self.ctl is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self.ctl.fileno())
@@ -245,6 +247,7 @@ class ZygoteHandle:
 
     def retire(self) -> None:
         """Fork no more; the zygote exits by itself once its last child has gone."""
+        self.retired = True
         if self.ctl is not None and not self.dead:
             with contextlib.suppress(OSError):
                 self.ctl.send(json.dumps({"op": "retire"}).encode())
