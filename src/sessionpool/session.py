@@ -180,8 +180,8 @@ class Session:
         finally:
             if not reply.done():
                 reply.cancel()
-                with contextlib.suppress(BaseException):
-                    await reply
+            with contextlib.suppress(BaseException):
+                await reply  # always collect its outcome, even an error nobody needs
 
     async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
         async with self._lock:

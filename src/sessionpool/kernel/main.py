@@ -7,6 +7,7 @@ the server. See docs/protocol.md for the messages.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import select
 import selectors
@@ -25,6 +26,9 @@ from sessionpool.kernel.shell import CellOutput, SessionShell, reseed_after_fork
 #: largest request (code or command) the kernel accepts
 MAX_REQUEST = 16 * 1024 * 1024
 
+#: how often the drain thread looks for orphaned zombies while a cell runs
+REAP_INTERVAL_MS = 250
+
 #: every subprocess.Popen user code creates, so orphan reaping never steals its exit status
 _popens: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 
@@ -39,19 +43,27 @@ def _track_popens() -> None:
     subprocess.Popen.__init__ = init  # type: ignore[method-assign]
 
 
-def reap_orphans() -> int:
+def reap_orphans(seen_before: set[int] | None = None) -> set[int]:
     """As pid 1 of the session, collect zombies whose parents died (they would pile up until
     the pids limit). Children that user code still owns (a live Popen or multiprocessing
-    child) are left alone so their exit status stays with their owner."""
-    owned = {p.pid for p in list(_popens) if p.returncode is None}
-    mp = sys.modules.get("multiprocessing")
-    if mp is not None:
-        owned |= {p.pid for p in mp.active_children() if p.pid is not None}
-    reaped = 0
+    child) are left alone so their exit status stays with their owner.
+
+    With ``seen_before`` (used while a cell runs, from another thread) a zombie is reaped only
+    if it was already a zombie at the previous scan: a child that user code has just forked
+    is registered long before that. Returns the zombies left for the next scan.
+    """
+    try:
+        owned = {p.pid for p in list(_popens) if p.returncode is None}
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None and seen_before is None:
+            owned |= {p.pid for p in mp.active_children() if p.pid is not None}
+    except RuntimeError:  # the set changed under us (another thread): try next time
+        return set()
+    waiting: set[int] = set()
     try:
         names = os.listdir("/proc")
     except OSError:
-        return 0
+        return set()
     for name in names:
         if not name.isdigit() or int(name) in owned or name == "1":
             continue
@@ -61,12 +73,15 @@ def reap_orphans() -> int:
         except OSError:
             continue
         if fields[0] == b"Z" and fields[1] == b"1":
+            pid = int(name)
+            if seen_before is not None and pid not in seen_before:
+                waiting.add(pid)
+                continue
             try:
-                if os.waitpid(int(name), os.WNOHANG)[0]:
-                    reaped += 1
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-    return reaped
+    return waiting
 
 
 class Kernel:
@@ -76,6 +91,7 @@ class Kernel:
         self.busy = False
         self._pipes: dict[int, tuple[str, Any]] = {}
         self._drain_lock = threading.Lock()
+        self._chld_r = -1
 
     # -- setup after fork ---------------------------------------------------------------------
 
@@ -92,6 +108,14 @@ class Kernel:
             os.close(w)
             os.set_blocking(r, False)
             self._pipes[r] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+        # SIGCHLD wakes the drain thread (through the signal wakeup fd): an idle session costs
+        # no periodic wakeups, and a long cell that orphans children cannot fill the pids limit.
+        # Signal handlers can only be set from the main thread, hence here.
+        self._chld_r, chld_w = os.pipe()
+        os.set_blocking(self._chld_r, False)
+        os.set_blocking(chld_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(chld_w, warn_on_full_buffer=False)
         threading.Thread(target=self._drain_forever, name="fd-drain", daemon=True).start()
 
     def _drain_once(self) -> None:
@@ -117,12 +141,20 @@ class Kernel:
             poller.register(r, select.POLLIN)
         assert self.sock is not None
         poller.register(self.sock.fileno(), select.POLLRDHUP)
+        chld_r = self._chld_r
+        poller.register(chld_r, select.POLLIN)
+        zombies: set[int] = set()
         while True:
-            events = poller.poll()
+            events = poller.poll(REAP_INTERVAL_MS if zombies else -1)
             for fd, ev in events:
                 if fd == self.sock.fileno() and ev & (select.POLLRDHUP | select.POLLHUP):
                     os._exit(0)
+                if fd == chld_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(chld_r, 4096)
             self._drain_once()
+            if os.getpid() == 1 and (zombies or any(fd == chld_r for fd, _ in events)):
+                zombies = reap_orphans(zombies)
 
     # -- the loop -----------------------------------------------------------------------------
 

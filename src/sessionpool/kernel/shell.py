@@ -6,6 +6,7 @@ never anything from the server.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -15,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,13 @@ class _Shell(InteractiveShell):
     displayhook_class = _DisplayHook
     display_pub_class = _Publisher
     session_output: CellOutput | None = None
+
+    @contextlib.contextmanager
+    def _tee(self, channel: str) -> Iterator[None]:
+        # IPython copies every write into the history manager, even with history disabled,
+        # and never frees it: a session that prints 1 GB would hold 1 GB. Our capture is
+        # already bounded, so no copy is kept.
+        yield
 
     def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
         text = strip_ansi(self.InteractiveTB.stb2text(stb))

@@ -41,6 +41,8 @@ class Slot:
     workspace: Workspace
     limits: Limits
     cgroup: str | None = None
+    #: the cgroup's OOM-kill count when the current kernel started (deaths before don't count)
+    oom_baseline: int = 0
 
 
 def _thread_env() -> dict[str, str]:
@@ -209,16 +211,17 @@ class Backend(ABC):
     # -- backend specifics ----------------------------------------------------------------------
 
     def _zygote_config(self) -> dict[str, Any]:
-        return {"jail": self.isolated}
+        cache = self.data_dir / "cache"
+        # set by the zygote at run time, so they never show in a session's /proc/self/environ
+        env = {"HOME": str(cache), "MPLCONFIGDIR": str(cache / "matplotlib")}
+        return {"jail": self.isolated, "env": env}
 
     def _zygote_env(self) -> dict[str, str]:
-        cache = self.data_dir / "cache"
         return {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "HOME": str(cache),
+            "HOME": "/",
             "MPLBACKEND": "Agg",
-            "MPLCONFIGDIR": str(cache / "matplotlib"),
             **_thread_env(),
         }
 
@@ -354,6 +357,7 @@ class JailBackend(Backend):
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         # The cgroup attach (slow on v1) overlaps with the child building its jail.
         assert self.cgroups is not None and slot.cgroup is not None
+        slot.oom_baseline = self.cgroups.oom_kills(slot.cgroup)
         attach = asyncio.create_task(
             asyncio.to_thread(self.cgroups.attach, slot.cgroup, kernel.pid)
         )
@@ -364,7 +368,7 @@ class JailBackend(Backend):
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         text = super().describe_exit(slot, status)
-        if self.cgroups and slot.cgroup and self.cgroups.oom_kills(slot.cgroup):
+        if self.cgroups and slot.cgroup and self.cgroups.oom_kills(slot.cgroup) > slot.oom_baseline:
             return (
                 f"{text}: out of memory (the session's limit is "
                 f"{slot.limits.memory_bytes // (1024 * 1024)} MiB)"

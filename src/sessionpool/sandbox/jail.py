@@ -113,7 +113,7 @@ def _build_root(spec: JailSpec) -> None:
             _bind_ro(src, f"{etc}/{name}")
     # /dev: a handful of harmless nodes bound from the host, private shm
     dev = f"{root}/dev"
-    os.makedirs(dev)
+    os.makedirs(dev, exist_ok=True)
     for node in DEV_NODES:
         _mkpoint(f"{dev}/{node}", False)
         linux.mount(f"/dev/{node}", f"{dev}/{node}", None, linux.MS_BIND)
@@ -121,18 +121,18 @@ def _build_root(spec: JailSpec) -> None:
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", f"{dev}/fd")
     tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
-    os.makedirs(f"{dev}/shm")
+    os.makedirs(f"{dev}/shm", exist_ok=True)
     linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
-    os.makedirs(f"{root}/tmp")
+    os.makedirs(f"{root}/tmp", exist_ok=True)
     linux.mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     # the session's workspace
-    os.makedirs(f"{root}/mnt/data")
+    os.makedirs(f"{root}/mnt/data", exist_ok=True)
     linux.mount(spec.workspace, f"{root}/mnt/data", None, linux.MS_BIND)
     linux.mount(
         None, f"{root}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev
     )
     # /proc of the new pid namespace: the session sees only its own processes
-    os.makedirs(f"{root}/proc")
+    os.makedirs(f"{root}/proc", exist_ok=True)
     linux.mount("proc", f"{root}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
     # the skeleton is complete: nothing in it may change from now on
     linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | nosuid_nodev)

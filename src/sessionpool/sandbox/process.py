@@ -7,7 +7,6 @@ Signals go through pidfds, so a recycled pid can never be hit by mistake.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -128,10 +127,10 @@ class ZygoteHandle:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = {**self.config, "control_fd": theirs.fileno()}
-        payload = base64.b64encode(json.dumps(config).encode()).decode()
-        # exec, not fork: the zygote starts from a clean interpreter holding no server state
-        cmd = [sys.executable, "-I", "-m", "sessionpool.sandbox.zygote", payload]
+        # exec, not fork: the zygote starts from a clean interpreter holding no server state.
+        # Its configuration (host paths included) arrives on the socket, not in argv or the
+        # environment, which every session inherits in /proc/self/{cmdline,environ}.
+        cmd = [sys.executable, "-I", "-m", "sessionpool.sandbox.zygote", str(theirs.fileno())]
 
         self.proc = subprocess.Popen(
             cmd,
@@ -143,6 +142,7 @@ class ZygoteHandle:
             cwd="/",
         )
         theirs.close()
+        ours.send(json.dumps(self.config).encode())
         ours.setblocking(False)
         self.ctl = ours
         self.pid = self.proc.pid

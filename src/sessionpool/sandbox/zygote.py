@@ -3,7 +3,8 @@
 Started by the host with exec and a scrubbed environment (it never holds the server's secrets),
 it imports the template's modules, builds the IPython shell, warms up, precompiles the seccomp
 filter and freezes the GC so pages stay shared after fork. Then it serves requests on a
-SOCK_SEQPACKET control socket (its fd number is in the config):
+SOCK_SEQPACKET control socket (its fd number is argv[1]; the first message from the host is
+the configuration):
 
     host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
                       "workspace": path, "env": {...}}
@@ -18,7 +19,6 @@ CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 
 from __future__ import annotations
 
-import base64
 import gc
 import importlib
 import json
@@ -42,13 +42,13 @@ def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None)
 
 
 class Zygote:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, ctl: socket.socket, config: dict[str, Any]) -> None:
         from sessionpool.kernel.main import Kernel
         from sessionpool.kernel.shell import SessionShell
         from sessionpool.sandbox import linux
 
         self.linux = linux
-        self.ctl = socket.socket(fileno=int(config["control_fd"]))
+        self.ctl = ctl
         self.jail = bool(config.get("jail"))
         self.preloaded: list[str] = []
         self.failed: dict[str, str] = {}
@@ -219,8 +219,10 @@ def main() -> NoReturn:
     from sessionpool.sandbox import linux
 
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server
-    config = json.loads(base64.b64decode(sys.argv[1]))
-    zygote = Zygote(config)
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    config = json.loads(ctl.recv(MAX_CONTROL_MESSAGE))
+    os.environ.update(config.get("env", {}))  # host paths: not in the exec-time environment
+    zygote = Zygote(ctl, config)
     zygote.serve()
 
 
