@@ -55,13 +55,16 @@ class Session:
     # -- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, pool: PoolConfig, backend: Backend) -> Session:
-        """Reserve a slot, fork a kernel into it and warm it up (used to fill the ready pool)."""
+    async def create(cls, pool: PoolConfig, backend: Backend, warm_up: bool = True) -> Session:
+        """Reserve a slot and fork a kernel into it. Sessions for the ready pool also run a
+        throwaway cell, so the user's first cell does not pay the copy-on-write faults; an
+        on-demand session skips it (the user's cell would wait for it anyway)."""
         slot = await backend.create_slot(pool)
         session = cls(pool, backend, slot)
         try:
             await session._start_kernel()
-            await session._run_warmup()
+            if warm_up:
+                await session._run_warmup()
         except BaseException:
             await session.close()
             raise

@@ -184,8 +184,6 @@ class Kernel:
             else:
                 header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
             header["id"] = request.get("id")
-            if os.getpid() == 1 and op in ("execute", "shell"):
-                reap_orphans()
             try:
                 protocol.send_message(sock, header, blobs)
             except OSError:

@@ -22,6 +22,8 @@ log = logging.getLogger("sessionpool.pool")
 
 MAX_IDENTIFIER = 256
 REFILL_RETRY_SECONDS = 1.0
+#: the longest a refill waits for running cells before forking anyway (no starvation)
+REFILL_YIELD_SECONDS = 0.05
 
 
 def validate_identifier(pool: str, identifier: str) -> None:
@@ -143,7 +145,7 @@ class Pool:
             await session.close()
         self._admit()
         try:
-            return await Session.create(self.config, self.backend)
+            return await Session.create(self.config, self.backend, warm_up=False)
         except errors.SessionpoolError:
             raise
         except Exception as exc:
@@ -169,9 +171,17 @@ class Pool:
 
     # -- background -----------------------------------------------------------------------------
 
+    async def _yield_to_users(self) -> None:
+        """Forking a refill competes for the CPU with the cell a user is waiting for (two
+        cores): wait, briefly, until no session of this pool is running code."""
+        deadline = time.monotonic() + REFILL_YIELD_SECONDS
+        while time.monotonic() < deadline and any(s.busy for s in self._sessions.values()):
+            await asyncio.sleep(0.002)
+
     async def _refill_loop(self) -> None:
         while not self._closing:
             while len(self._ready) < self.config.ready_sessions and not self._closing:
+                await self._yield_to_users()
                 try:
                     self._admit()
                     session = await Session.create(self.config, self.backend)

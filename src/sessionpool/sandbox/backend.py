@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,13 @@ class UidClaims:
     def __init__(self) -> None:
         self._held: dict[int, int] = {}  # uid -> lock fd
         self._next = 0
+        self._lock = threading.Lock()  # slots are made and released in worker threads
 
     def claim(self, base: int, count: int) -> int | None:
+        with self._lock:
+            return self._claim(base, count)
+
+    def _claim(self, base: int, count: int) -> int | None:
         import fcntl
 
         with contextlib.suppress(OSError):
@@ -98,7 +104,8 @@ class UidClaims:
         return None
 
     def release(self, base: int, index: int) -> None:
-        fd = self._held.pop(base + index, -1)
+        with self._lock:
+            fd = self._held.pop(base + index, -1)
         if fd >= 0:
             os.close(fd)
 
@@ -309,6 +316,10 @@ class JailBackend(Backend):
                     os.rmdir(point)
 
     async def create_slot(self, pool: PoolConfig) -> Slot:
+        # a mount and a dozen cgroup file writes: ~1 ms the event loop should not wait for
+        return await asyncio.to_thread(self._create_slot, pool)
+
+    def _create_slot(self, pool: PoolConfig) -> Slot:
         assert self.cgroups is not None
         index = self._take_uid()
         uid = self.config.uid_base + index

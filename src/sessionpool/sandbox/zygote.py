@@ -65,6 +65,7 @@ class Zygote:
         self.seccomp_bpf = b""
         self.pidns_fd = -1
         if self.jail:
+            from sessionpool.sandbox import jail  # noqa: F401 - imported once, not per fork
             from sessionpool.sandbox.seccomp import build_filter_bpf
 
             self.seccomp_bpf = build_filter_bpf()
