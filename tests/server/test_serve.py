@@ -118,6 +118,16 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+def _cgroups_of(pid: int) -> list[str]:
+    """Cgroup directories the server with this pid created (its tree is named after it)."""
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(root, d) for d in dirs if d.startswith(f"sessionpool-{pid}-")]
+        if root.count("/") > 6:
+            dirs.clear()
+    return found
+
+
 def _mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
         return [line for line in fh if str(path) in line]
@@ -135,6 +145,7 @@ def test_graceful_shutdown_finishes_executions_and_leaves_nothing(tmp_path: Path
         assert r.status_code == 200
         children = _descendants(server.process.pid)
         assert children, "sessions run in child processes"
+        assert _cgroups_of(server.process.pid), "sessions are confined by cgroups"
 
         outcome: dict[str, httpx.Response] = {}
 
@@ -161,6 +172,7 @@ def test_graceful_shutdown_finishes_executions_and_leaves_nothing(tmp_path: Path
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, f"left behind: {alive}"
     assert _mounts_under(server.data_dir) == []
+    assert _cgroups_of(server.process.pid) == []
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/healthz", timeout=2)
 
