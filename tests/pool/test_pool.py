@@ -29,6 +29,7 @@ async def small(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engin
             PoolConfig(name="small", max_sessions=3, ready_sessions=1, cooldown_seconds=600),
             PoolConfig(name="cool", ready_sessions=0, cooldown_seconds=0.5),
             PoolConfig(name="rotate", ready_sessions=0, zygote_max_children=2),
+            PoolConfig(name="burst", ready_sessions=0, cooldown_seconds=600),
         ],
     )
     await eng.start()
@@ -190,3 +191,13 @@ def test_jail_backend_fails_closed_without_privileges(tmp_path: Path) -> None:
     assert "REFUSED:" in out.stdout, out.stdout + out.stderr
     assert "running as root" in out.stdout
     assert "unsafe" in out.stdout  # the message names the explicit way out
+
+
+async def test_a_burst_of_on_demand_sessions_all_succeed(small: Engine) -> None:
+    """More forks at once than the zygote's control queue holds (10): none may fail."""
+    pool = small.pool("burst")  # no ready sessions: every allocation forks on demand
+    idents = [f"burst-{i}" for i in range(120)]
+    sessions = await asyncio.gather(*(pool.acquire(i) for i in idents))
+    results = await asyncio.gather(*(s.execute("print(1)") for s in sessions))
+    assert [r.stdout for r in results] == ["1\n"] * len(idents)
+    await asyncio.gather(*(pool.delete(i) for i in idents))

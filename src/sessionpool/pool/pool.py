@@ -80,6 +80,9 @@ class Pool:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         end = time.monotonic() + deadline_s
+        # allocations in flight finish (and close themselves, seeing _closing) first
+        while self._allocating and time.monotonic() < end:
+            await asyncio.sleep(0.01)
         while any(s.busy for s in self._sessions.values()) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         sessions = list(self._sessions.values()) + list(self._ready)
@@ -124,6 +127,9 @@ class Pool:
         self._allocating[identifier] = future
         try:
             session = await self._take()
+            if self._closing:  # the pool closed while this session was being made
+                await session.close()
+                raise errors.PoolClosed(self.name)
             session.identifier = identifier
             session.touch()
             self._sessions[identifier] = session

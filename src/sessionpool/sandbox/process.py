@@ -23,6 +23,8 @@ from sessionpool import protocol
 log = logging.getLogger("sessionpool.sandbox")
 
 ZYGOTE_START_TIMEOUT = 120.0
+#: fork requests sent to one zygote before earlier ones are answered (its queue holds 10)
+MAX_SPAWNS_IN_FLIGHT = 4
 
 
 class KernelDied(Exception):
@@ -120,6 +122,7 @@ class ZygoteHandle:
         self._pending: dict[int, asyncio.Future[tuple[int, socket.socket, int]]] = {}
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._next_req = 0
+        self._in_flight = asyncio.Semaphore(MAX_SPAWNS_IN_FLIGHT)
         self.dead = False
         self.retired = False
         self.on_death: Callable[[ZygoteHandle], None] | None = None
@@ -234,12 +237,18 @@ class ZygoteHandle:
         fut: asyncio.Future[tuple[int, socket.socket, int]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._pending[req] = fut
-        self.ctl.send(json.dumps({**request, "op": "spawn", "req": req}).encode())
-        try:
-            pid, sock, pidfd = await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(req, None)
+        # The zygote forks one child at a time, and a SOCK_SEQPACKET queue holds only
+        # net.unix.max_dgram_qlen (10) messages: more requests in flight would fail with
+        # EAGAIN under a burst. Queue them here instead.
+        async with self._in_flight:
+            if self.dead:
+                raise RuntimeError("zygote is not running")
+            self._pending[req] = fut
+            try:
+                self.ctl.send(json.dumps({**request, "op": "spawn", "req": req}).encode())
+                pid, sock, pidfd = await asyncio.wait_for(fut, timeout)
+            finally:
+                self._pending.pop(req, None)
         self.spawned += 1
         kernel = KernelProcess(pid, pidfd, sock)
         self.live[pid] = kernel
