@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -70,3 +71,15 @@ async def test_timeout_is_capped_by_the_pool(tight_session: Session) -> None:
     r = await tight_session.execute("import time; time.sleep(30)", timeout=100)
     assert r.status is ExecutionStatus.TIMEOUT
     assert "timed out after 3 s" in r.stderr
+
+
+async def test_an_abandoned_call_never_hands_its_reply_to_the_next(session: Session) -> None:
+    await session.execute("kept = 'state'")
+    caller = asyncio.create_task(session.execute("import time\ntime.sleep(30)\n'stale'"))
+    await asyncio.sleep(0.3)
+    caller.cancel()  # the client went away (disconnect, client-side timeout)
+    with contextlib.suppress(asyncio.CancelledError):
+        await caller
+    r = await asyncio.wait_for(session.execute("'fresh', kept"), 10)
+    assert r.result is not None and r.result.data["text/plain"] == "('fresh', 'state')"
+    assert not r.state_lost  # the abandoned cell was interrupted, not killed

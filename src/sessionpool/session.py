@@ -8,7 +8,6 @@ uid, cgroup and files; only the interpreter state is lost, and the caller is tol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -50,6 +49,7 @@ class Session:
         self.busy = False
         self.kernels_started = 0
         self._replaced_note = ""
+        self._abandoned: asyncio.Future[tuple[dict[str, Any], list[bytes]]] | None = None
         self._lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -145,46 +145,88 @@ class Session:
 
         outcome: "ok" (reply in time), "interrupted" (reply after SIGINT, state kept),
         "killed" (no reply after SIGINT: the kernel was killed), "died" (it ended by itself).
+        The deadline is two timers (SIGINT, then SIGKILL after the grace period), so the
+        common path awaits the reply and nothing else.
         """
+        await self._settle_abandoned()
         kernel, replaced = await self._ensure_kernel()
         self._replaced_note = replaced
-        request = {**request, "id": next(_ids)}
-        max_header, max_blob, max_total = self._limits()
+        rid = next(_ids)
         deadline = self._deadline(timeout)
+        grace = self.pool_config.interrupt_grace_seconds
         try:
-            await kernel.send(request)
+            await kernel.send({**request, "id": rid})
         except KernelDied:
             return "died", {}, [], await self._kill_kernel(kernel)
-        reply = asyncio.ensure_future(kernel.read(max_header, max_blob, max_total))
+        loop = asyncio.get_running_loop()
+        phase = "running"
+        kill_timer: asyncio.TimerHandle | None = None
+
+        def kill() -> None:
+            nonlocal phase
+            phase = "killed"
+            kernel.signal(signal.SIGKILL)  # the reader then sees EOF
+
+        def interrupt() -> None:
+            nonlocal phase, kill_timer
+            phase = "interrupted"
+            kernel.signal(signal.SIGINT)
+            kill_timer = loop.call_later(grace, kill)
+
+        timer = loop.call_later(deadline, interrupt)
+        reply = asyncio.ensure_future(self._read_reply(kernel, rid))
         try:
-            try:
-                header, blobs = await asyncio.wait_for(asyncio.shield(reply), deadline)
-                return "ok", header, blobs, ""
-            except TimeoutError:
-                kernel.signal(signal.SIGINT)
-                grace = self.pool_config.interrupt_grace_seconds
-                try:
-                    header, blobs = await asyncio.wait_for(asyncio.shield(reply), grace)
-                    return "interrupted", header, blobs, f"timed out after {deadline:g} s"
-                except TimeoutError:
-                    reason = await self._kill_kernel(kernel)
-                    return (
-                        "killed",
-                        {},
-                        [],
-                        f"timed out after {deadline:g} s and did not stop within "
-                        f"{grace:g} s of the interrupt; the interpreter was killed ({reason})",
-                    )
+            header, blobs = await asyncio.shield(reply)
         except KernelDied:
-            return "died", {}, [], await self._kill_kernel(kernel)
+            reason = await self._kill_kernel(kernel)
+            if phase == "killed":
+                return (
+                    "killed",
+                    {},
+                    [],
+                    f"timed out after {deadline:g} s and did not stop within {grace:g} s of "
+                    f"the interrupt; the interpreter was killed ({reason})",
+                )
+            return "died", {}, [], reason
         except protocol.FrameError as exc:
             await self._kill_kernel(kernel)
             return "died", {}, [], f"the interpreter sent a malformed reply ({exc}) and was killed"
+        except asyncio.CancelledError:
+            # Nobody waits for this cell any more: interrupt it, and let the next call collect
+            # its reply first, so replies never reach the wrong caller.
+            kernel.signal(signal.SIGINT)
+            self._abandoned = reply
+            raise
         finally:
-            if not reply.done():
-                reply.cancel()
-            with contextlib.suppress(BaseException):
-                await reply  # always collect its outcome, even an error nobody needs
+            timer.cancel()
+            if kill_timer is not None:
+                kill_timer.cancel()
+        if phase == "interrupted":
+            return "interrupted", header, blobs, f"timed out after {deadline:g} s"
+        return "ok", header, blobs, ""
+
+    async def _read_reply(
+        self, kernel: KernelProcess, rid: int
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        max_header, max_blob, max_total = self._limits()
+        while True:
+            header, blobs = await kernel.read(max_header, max_blob, max_total)
+            if header.get("id") == rid:
+                return header, blobs
+            # a late reply to a call whose caller went away: drop it
+
+    async def _settle_abandoned(self) -> None:
+        """Collect the reply of an abandoned call (or kill its kernel if it will not stop)."""
+        reply, self._abandoned = self._abandoned, None
+        if reply is None or reply.done():
+            if reply is not None and not reply.cancelled():
+                reply.exception()  # retrieved: nobody needs it
+            return
+        try:
+            await asyncio.wait_for(reply, self.pool_config.interrupt_grace_seconds)
+        except BaseException:
+            if self.kernel is not None:
+                await self._kill_kernel(self.kernel)
 
     async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
         async with self._lock:
