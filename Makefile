@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck check bench-engine doctor clean
+.PHONY: install serve test lint typecheck doctor bench-engine bench-http clean
 
 $(STAMP): pyproject.toml requirements/clients.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ serve: install
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
@@ -35,8 +36,12 @@ typecheck: install
 doctor: install
 	$(VENV)/bin/sessionpool doctor
 
+# benchmarks are scripts that report figures (results/ gets the JSON); not part of make test
 bench-engine: install
 	$(PY) benchmarks/engine.py
+
+bench-http: install
+	$(PY) benchmarks/http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

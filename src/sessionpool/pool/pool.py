@@ -212,9 +212,7 @@ class Pool:
             await asyncio.sleep(interval)
             now = time.time()
             expired = [
-                ident
-                for ident, s in self._sessions.items()
-                if not s.busy and s.expires_at <= now
+                ident for ident, s in self._sessions.items() if not s.busy and s.expires_at <= now
             ]
             for ident in expired:
                 log.info("pool %s: session %s cooled down", self.name, ident)

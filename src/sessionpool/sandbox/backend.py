@@ -116,8 +116,13 @@ _UIDS = UidClaims()
 class ZygoteSet:
     """The zygote of one template (preload list): rotated after N children, restarted on death."""
 
-    def __init__(self, preload: tuple[str, ...], max_children: int, config: dict[str, Any],
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        preload: tuple[str, ...],
+        max_children: int,
+        config: dict[str, Any],
+        env: dict[str, str],
+    ) -> None:
         self.preload = preload
         self.max_children = max_children
         self.config = {**config, "preload": list(preload)}

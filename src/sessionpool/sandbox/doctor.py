@@ -113,9 +113,7 @@ def check_host(data_dir: Path) -> list[Check]:
         try:
             cg = Cgroups.detect(f"sessionpool-doctor-{os.getpid()}")
             cg.remove_base()
-            checks.append(
-                Check("cgroups (memory, pids, cpu)", True, f"ok (cgroup v{cg.version})")
-            )
+            checks.append(Check("cgroups (memory, pids, cpu)", True, f"ok (cgroup v{cg.version})"))
         except OSError as exc:
             checks.append(Check("cgroups (memory, pids, cpu)", False, str(exc)))
         checks.append(_favordynmods())

@@ -128,9 +128,7 @@ def _build_root(spec: JailSpec) -> None:
     # the session's workspace
     os.makedirs(f"{root}/mnt/data", exist_ok=True)
     linux.mount(spec.workspace, f"{root}/mnt/data", None, linux.MS_BIND)
-    linux.mount(
-        None, f"{root}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev
-    )
+    linux.mount(None, f"{root}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
     # /proc of the new pid namespace: the session sees only its own processes
     os.makedirs(f"{root}/proc", exist_ok=True)
     linux.mount("proc", f"{root}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)

@@ -46,9 +46,7 @@ class KernelProcess:
     async def connect(self, max_header: int, timeout: float) -> None:
         """Attach asyncio streams and wait for the kernel's ``ready`` (or ``failed``)."""
         self.sock.setblocking(False)
-        self.reader, self.writer = await asyncio.open_unix_connection(
-            sock=self.sock, limit=1 << 20
-        )
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=self.sock, limit=1 << 20)
         header, _ = await asyncio.wait_for(self.read(max_header, 0, max_header), timeout)
         if header.get("op") == "failed":
             raise RuntimeError(f"the sandbox could not be built: {header.get('error')}")
