@@ -89,7 +89,15 @@ def _build_root(spec: JailSpec) -> None:
             os.symlink(os.readlink(host), f"{root}/{top}")
         elif os.path.isdir(host) and host not in spec.ro_binds:
             spec.ro_binds.append(host)
-    for src in spec.ro_binds:
+    # private, size-capped /tmp and /dev/shm first: a bind below them (a virtualenv under
+    # /tmp, say) must land on top of the tmpfs, not be hidden by it
+    tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
+    dev = f"{root}/dev"
+    os.makedirs(f"{dev}/shm")
+    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
+    os.makedirs(f"{root}/tmp")
+    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
+    for src in sorted(spec.ro_binds):
         if not os.path.exists(src):
             continue
         dst = root + src
@@ -111,20 +119,13 @@ def _build_root(spec: JailSpec) -> None:
         if os.path.exists(src):
             _mkpoint(f"{etc}/{name}", os.path.isdir(src))
             _bind_ro(src, f"{etc}/{name}")
-    # /dev: a handful of harmless nodes bound from the host, private shm
-    dev = f"{root}/dev"
-    os.makedirs(dev, exist_ok=True)
+    # /dev: a handful of harmless nodes bound from the host
     for node in DEV_NODES:
         _mkpoint(f"{dev}/{node}", False)
         linux.mount(f"/dev/{node}", f"{dev}/{node}", None, linux.MS_BIND)
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", f"{dev}/fd")
-    tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
-    os.makedirs(f"{dev}/shm", exist_ok=True)
-    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
-    os.makedirs(f"{root}/tmp", exist_ok=True)
-    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     # the session's workspace
     os.makedirs(f"{root}/mnt/data", exist_ok=True)
     linux.mount(spec.workspace, f"{root}/mnt/data", None, linux.MS_BIND)
