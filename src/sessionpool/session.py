@@ -13,7 +13,7 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from sessionpool import errors, protocol
@@ -139,7 +139,10 @@ class Session:
         return min(timeout, default)
 
     async def _roundtrip(
-        self, request: dict[str, Any], timeout: float | None
+        self,
+        request: dict[str, Any],
+        timeout: float | None,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> tuple[str, dict[str, Any], list[bytes], str]:
         """Send one request; returns (outcome, header, blobs, note).
 
@@ -174,7 +177,7 @@ class Session:
             kill_timer = loop.call_later(grace, kill)
 
         timer = loop.call_later(deadline, interrupt)
-        reply = asyncio.ensure_future(self._read_reply(kernel, rid))
+        reply = asyncio.ensure_future(self._read_reply(kernel, rid, on_output))
         try:
             header, blobs = await asyncio.shield(reply)
         except KernelDied:
@@ -206,11 +209,29 @@ class Session:
         return "ok", header, blobs, ""
 
     async def _read_reply(
-        self, kernel: KernelProcess, rid: int
+        self,
+        kernel: KernelProcess,
+        rid: int,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         max_header, max_blob, max_total = self._limits()
+        #: streamed output forwarded, bounded like the output the reply carries
+        budget = self.pool_config.limits.output_bytes
         while True:
             header, blobs = await kernel.read(max_header, max_blob, max_total)
+            if header.get("op") == "chunk":
+                name, text = header.get("name"), header.get("text")
+                if (
+                    on_output is not None
+                    and header.get("id") == rid
+                    and name in ("stdout", "stderr")
+                    and isinstance(text, str)
+                    and budget > 0
+                ):
+                    text = text[:budget]
+                    budget -= len(text)
+                    on_output(name, text)
+                continue  # streamed output of this call, or a late chunk of an earlier one
             if header.get("id") == rid:
                 return header, blobs
             # a late reply to a call whose caller went away: drop it
@@ -228,7 +249,17 @@ class Session:
             if self.kernel is not None:
                 await self._kill_kernel(self.kernel)
 
-    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+    async def execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> ExecutionResult:
+        """Run ``code``. ``on_output(name, text)``, if given, is called (in the event loop) with
+        stdout and stderr as the cell writes them; the result still carries all of it."""
+        request: dict[str, Any] = {}
+        if on_output is not None:
+            request["stream"] = True
         async with self._lock:
             self.touch()
             self.busy = True
@@ -241,8 +272,10 @@ class Session:
                         "output_limit": limits.output_bytes,
                         "image_limit": limits.image_bytes,
                         "max_images": limits.images_per_execution,
+                        **request,
                     },
                     timeout,
+                    on_output,
                 )
             finally:
                 self.busy = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import queue
 import select
 import selectors
 import signal
@@ -92,6 +93,15 @@ class Kernel:
         self._pipes: dict[int, tuple[str, Any]] = {}
         self._drain_lock = threading.Lock()
         self._chld_r = -1
+        #: streaming: output chunks (or a flush Event) for the sender thread, in order. A
+        #: SimpleQueue because put() is one C call: a SIGINT cannot leave it half done, and
+        #: user code (print) never blocks on the socket
+        self._chunks: queue.SimpleQueue[tuple[int, str, str] | threading.Event] = (
+            queue.SimpleQueue()
+        )
+        self._send_lock = threading.Lock()
+        #: started by the first streaming cell: a session that never streams keeps two threads
+        self._sender: threading.Thread | None = None
 
     # -- setup after fork ---------------------------------------------------------------------
 
@@ -156,6 +166,49 @@ class Kernel:
             if os.getpid() == 1 and (zombies or any(fd == chld_r for fd, _ in events)):
                 zombies = reap_orphans(zombies)
 
+    # -- streaming ----------------------------------------------------------------------------
+
+    def _send_chunks_forever(self) -> None:
+        """Send queued output chunks as ``chunk`` messages, merging neighbours (one frame per
+        burst, not per print). An Event in the queue is set once everything before it is sent."""
+        assert self.sock is not None
+        pending: list[tuple[int, str, str] | threading.Event] = []
+        while True:
+            pending.append(self._chunks.get())
+            while len(pending) < 256:
+                try:
+                    pending.append(self._chunks.get_nowait())
+                except queue.Empty:
+                    break
+            merged: list[list[Any]] = []
+            flushed: list[threading.Event] = []
+            for item in pending:
+                if isinstance(item, threading.Event):
+                    flushed.append(item)
+                    continue
+                rid, name, text = item
+                if merged and merged[-1][0] == rid and merged[-1][1] == name:
+                    merged[-1][2] += text
+                else:
+                    merged.append([rid, name, text])
+            pending.clear()
+            try:
+                for rid, name, text in merged:
+                    with self._send_lock:
+                        protocol.send_message(
+                            self.sock, {"op": "chunk", "id": rid, "name": name, "text": text}
+                        )
+            except OSError:
+                os._exit(0)
+            for event in flushed:
+                event.set()
+
+    def _flush_chunks(self) -> None:
+        """Wait until every chunk queued so far is on the socket (before the reply goes out)."""
+        done = threading.Event()
+        self._chunks.put(done)
+        done.wait()
+
     # -- the loop -----------------------------------------------------------------------------
 
     def serve(self, sock: socket.socket) -> NoReturn:
@@ -184,8 +237,11 @@ class Kernel:
             else:
                 header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
             header["id"] = request.get("id")
+            if op == "execute" and request.get("stream"):
+                self._flush_chunks()  # every chunk of the cell reaches the host before its reply
             try:
-                protocol.send_message(sock, header, blobs)
+                with self._send_lock:
+                    protocol.send_message(sock, header, blobs)
             except OSError:
                 os._exit(0)
 
@@ -193,6 +249,20 @@ class Kernel:
         code = request.get("code")
         if not isinstance(code, str):
             return {"op": "bad-request", "detail": "code must be a string"}, []
+        sink = None
+        if request.get("stream"):
+            if self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_chunks_forever, name="chunks", daemon=True
+                )
+                self._sender.start()
+            rid = request.get("id")
+            rid = rid if isinstance(rid, int) else -1
+            put = self._chunks.put
+
+            def sink(name: str, text: str) -> None:
+                put((rid, name, text))
+
         self.busy = True
         try:
             return self.shell.run(
@@ -202,6 +272,7 @@ class Kernel:
                 max_images=int(request.get("max_images", 32)),
                 after=self._drain_once,
                 store_history=not request.get("silent", False),
+                sink=sink,
             )
         finally:
             self.busy = False

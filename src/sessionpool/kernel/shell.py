@@ -55,6 +55,8 @@ class CellOutput:
     displays: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: streaming: called with every piece of output that is kept (never blocks; see main.py)
+    sink: Callable[[str, str], None] | None = None
 
     def write(self, name: str, text: str) -> None:
         with self.lock:
@@ -63,12 +65,16 @@ class CellOutput:
             if size <= room:
                 (self.stdout if name == "stdout" else self.stderr).append(text)
                 self.used += size
+                if self.sink is not None and text:
+                    self.sink(name, text)
                 return
             if room > 0:
                 head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
                 (self.stdout if name == "stdout" else self.stderr).append(head)
                 self.used = self.output_limit
                 size -= room
+                if self.sink is not None and head:
+                    self.sink(name, head)
             self.dropped += size
 
     def add_display(self, data: dict[str, Any]) -> None:
@@ -267,9 +273,13 @@ class SessionShell:
         max_images: int,
         after: Callable[[], None] | None = None,
         store_history: bool = True,
+        sink: Callable[[str, str], None] | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """Run one cell and return the reply header and its blobs (PNG bytes)."""
-        out = CellOutput(output_limit, image_limit, max_images)
+        """Run one cell and return the reply header and its blobs (PNG bytes).
+
+        ``sink``, if given, also receives the output as it is written (streaming).
+        """
+        out = CellOutput(output_limit, image_limit, max_images, sink=sink)
         self.current = out
         self.shell.session_output = out
         self._shown_figures.clear()
