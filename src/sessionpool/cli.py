@@ -1,4 +1,6 @@
-"""The ``sessionpool`` command: ``serve`` (the HTTP server) and ``doctor`` (host checks)."""
+"""The ``sessionpool`` command: ``serve`` (the HTTP server), ``doctor`` (host checks), the client
+commands ``exec``, ``run``, ``files``, ``sessions``, ``repl`` (sessionpool.client._cli) and ``mcp``
+(sessionpool.mcp)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="report which parts of the jail this host supports")
     doctor.add_argument("--data-dir", default="/var/lib/sessionpool")
     doctor.set_defaults(func=_doctor)
+
+    from sessionpool.client._cli import add_client_commands
+
+    add_client_commands(sub)
+
+    from sessionpool.mcp._stdio import add_mcp_command
+
+    add_mcp_command(sub)
     return parser
 
 

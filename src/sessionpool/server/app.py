@@ -16,6 +16,8 @@ from sessionpool import __version__
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError
 from sessionpool.faces.aca import AcaFace
+from sessionpool.faces.stream import install_stream
+from sessionpool.mcp._http import install_mcp
 from sessionpool.server.auth import ApiKeyMiddleware
 from sessionpool.server.errors import install_error_handlers
 from sessionpool.server.settings import ServerSettings
@@ -163,6 +165,8 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     face.install(app)
+    install_mcp(app, None if settings.no_auth else next(iter(settings.api_keys)))
+    install_stream(app)
     if not settings.no_auth:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=PUBLIC_PATHS)
     app.add_middleware(NormalizePath)

@@ -1,0 +1,94 @@
+"""Every quickstart in docs/integrations/examples runs, as a user would run it, against a server.
+
+Each script reads only SESSIONPOOL_ENDPOINT and SESSIONPOOL_API_KEY (plus SESSIONPOOL_CA for the
+https recipe) and prints what the matching docs page says to expect.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sessionpool.server.testing import ServerProcess
+
+pytestmark = pytest.mark.jail
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "examples"
+
+
+def run_example(name: str, server: ServerProcess, cwd: Path, *args: str, **extra: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPOOL_")}
+    env.update(
+        SESSIONPOOL_ENDPOINT=server.endpoint(),
+        SESSIONPOOL_API_KEY=server.api_key or "",
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        **extra,
+    )
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
+def test_langchain(server: ServerProcess, tmp_path: Path) -> None:
+    (line,) = run_example("langchain_tool.py", server, tmp_path)
+    assert ast.literal_eval(line) == {
+        "result": "120",
+        "stdout": "hello from the sandbox\n",
+        "stderr": "",
+    }
+
+
+def test_llamaindex(server: ServerProcess, tmp_path: Path) -> None:
+    lines = run_example("llamaindex_tool.py", server, tmp_path)
+    assert lines[0] == "Success [1, 2, 3]"
+    assert lines[1] == "['notes.txt']"
+    assert lines[2] == "'uploaded with llama-index'"
+    assert lines[3] == "['code_interpreter', 'list_files']"
+
+
+def test_semantic_kernel_over_https(tls_server: ServerProcess, ca_pem: str, tmp_path: Path) -> None:
+    lines = run_example("semantic_kernel_tool.py", tls_server, tmp_path, SESSIONPOOL_CA=ca_pem)
+    assert "\n".join(lines).startswith("Status:\nSuccess\nResult:\n42")
+
+
+def test_autogen(server: ServerProcess, tmp_path: Path) -> None:
+    lines = run_example("autogen_executor.py", server, tmp_path)
+    assert lines[0] == "exit code 0"
+    assert lines[1] == str(sys.version_info[:2])
+
+
+def test_openai_function_calling(server: ServerProcess, tmp_path: Path) -> None:
+    python, shell = run_example("openai_functions.py", server, tmp_path)
+    assert json.loads(python) == {"stdout": "", "stderr": "", "result": "45"}
+    assert json.loads(shell) == {"stdout": "ok\n", "stderr": "", "exit_code": 0}
+    # the schema is what the OpenAI API accepts for strict function tools
+    tools = json.loads("\n".join(run_example("openai_functions.py", server, tmp_path, "--schema")))
+    assert [t["function"]["name"] for t in tools] == ["run_python", "run_shell"]
+    for tool in tools:
+        fn = tool["function"]
+        assert tool["type"] == "function" and fn["strict"] is True
+        params = fn["parameters"]
+        assert params["type"] == "object" and params["additionalProperties"] is False
+        assert set(params["required"]) == set(params["properties"])
+
+
+def test_mcp_desktop_config(server: ServerProcess, tmp_path: Path) -> None:
+    tools, result = run_example("mcp_desktop.py", server, tmp_path)
+    assert "runPythonCodeInRemoteEnvironment" in tools and "launchShell" in tools
+    assert json.loads(result)["result"] == "1024"
+    http = json.loads((EXAMPLES / "mcp_http.json").read_text())["servers"]["sessionpool"]
+    assert http["url"].endswith("/mcp")
+    assert http["headers"]["Authorization"].startswith("Bearer ")
