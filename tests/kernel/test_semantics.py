@@ -169,3 +169,9 @@ zombies == [owned.pid]
         " for p in os.listdir('/proc') if p.isdigit())"
     )
     assert left.result is not None and left.result.data["text/plain"] == "0"
+
+
+async def test_subprocess_and_python_output_keep_their_order(session: Session) -> None:
+    code = "import os\nfor i in range(15):\n    os.system(f'echo sub{i}')\n    print(f'py{i}')\n"
+    r = await session.execute(code)
+    assert r.stdout == "".join(f"sub{i}\npy{i}\n" for i in range(15))

@@ -126,6 +126,7 @@ class Kernel:
         os.set_blocking(chld_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(chld_w, warn_on_full_buffer=False)
+        self.shell.before_write = self._drain_once
         threading.Thread(target=self._drain_forever, name="fd-drain", daemon=True).start()
 
     def _drain_once(self) -> None:

@@ -135,8 +135,17 @@ class CaptureStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        out = self._kernel.current
+        kernel = self._kernel
+        out = kernel.current
         if out is not None:
+            # Output a subprocess or C code wrote to the fd pipes comes first: collect it
+            # before this write, so sequential code keeps its order. At most once a
+            # millisecond, so a tight print loop pays nothing (a fork alone takes longer).
+            if kernel.before_write is not None:
+                now = time.monotonic()
+                if now - kernel.last_collect > 0.001:
+                    kernel.last_collect = now
+                    kernel.before_write()
             out.write(self._name, text)
         return len(text)
 
@@ -218,6 +227,9 @@ class SessionShell:
         config.InteractiveShell.autoindent = False
         self.shell: _Shell = _Shell.instance(config=config)
         self.current: CellOutput | None = None
+        #: collects pending fd-level output (set by the kernel once its fd pipes exist)
+        self.before_write: Callable[[], None] | None = None
+        self.last_collect = 0.0
         self._shown_figures: set[int] = set()
         self._pyplot: Any = None
 
