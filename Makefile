@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck doctor bench-engine bench-http clean
+.PHONY: install serve test lint typecheck doctor bench-engine bench-http soak clean
 
 $(STAMP): pyproject.toml requirements/clients.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-engine: install
 
 bench-http: install
 	$(PY) benchmarks/http.py
+
+# soak: 100 sessions of random work against a real server; 10 minutes (MINUTES=2 to shorten)
+soak: install
+	$(PY) benchmarks/soak.py $(if $(MINUTES),--minutes $(MINUTES))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,29 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
+def _sweep_stale(parent: Path, tag: str) -> None:
+    """Remove the trees of servers that died without cleaning up (SIGKILL, OOM, power loss).
+
+    Trees are named ``sessionpool-<pid>-<random>``; one whose server pid no longer exists is
+    removed, leaves first. rmdir refuses a group that still holds a process, so a tree still in
+    use (a pid reused by a live server) is never harmed.
+    """
+    prefix = tag.split("-", 1)[0] + "-"
+    with contextlib.suppress(OSError):
+        for tree in parent.iterdir():
+            if not tree.name.startswith(prefix) or tree.name == tag or not tree.is_dir():
+                continue
+            pid = tree.name[len(prefix) :].split("-", 1)[0]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            for child in tree.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        os.rmdir(child)
+            with contextlib.suppress(OSError):
+                os.rmdir(tree)
+
+
 class Cgroups:
     """Creates, fills and removes per-session cgroups. ``version`` is 1 or 2."""
 
@@ -52,6 +75,7 @@ class Cgroups:
         if len(v1) == len(CONTROLLERS):
             bases = {c: v1[c] / own.get(c, "/").lstrip("/") / tag for c in CONTROLLERS}
             for base in bases.values():
+                _sweep_stale(base.parent, tag)
                 base.mkdir(parents=True, exist_ok=True)
             return cls(1, bases)
         unified = root if (root / "cgroup.controllers").exists() else root / "unified"
@@ -63,6 +87,7 @@ class Cgroups:
                 raise OSError(f"cgroup v2 lacks controllers {missing}")
             parent = unified / own.get("", "/").lstrip("/")
             base = parent / tag
+            _sweep_stale(parent, tag)
             base.mkdir(parents=True, exist_ok=True)
             # v2: processes may only live in leaves; controllers are enabled for the children
             (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in CONTROLLERS))

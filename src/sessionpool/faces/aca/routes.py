@@ -105,11 +105,34 @@ def _multipart_body() -> dict[str, Any]:
     }
 
 
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with pydantic's ``#/$defs/...`` references replaced by their definitions.
+
+    Inside an OpenAPI document such a reference resolves against the document's root, where no
+    ``$defs`` exists: left in place it is a dangling reference (fuzzers and client generators
+    then cannot build a body at all). The request models are not recursive.
+    """
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref[len("#/$defs/") :]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
+
+
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline_defs(model.model_json_schema())}},
         }
     }
 
@@ -261,7 +284,8 @@ class AcaFace:
             self.upload,
             methods=["POST"],
             summary="Upload files into /mnt/data (2024-02-02-preview)",
-            response_model=models.FileList,
+            # both upload paths answer in the shape of the api-version's family
+            response_model=models.FileList | models.SessionResourceFile,
             openapi_extra=_merge(_params(_PATH_PARAM), _multipart_body()),
         )
         r.add_api_route(
@@ -269,7 +293,7 @@ class AcaFace:
             self.upload,
             methods=["POST"],
             summary="Upload a file into /mnt/data (2024-10-02-preview and later)",
-            response_model=models.SessionResourceFile,
+            response_model=models.SessionResourceFile | models.FileList,
             openapi_extra=_merge(_params(_PATH_PARAM), _multipart_body()),
         )
         r.add_api_route(

@@ -106,7 +106,10 @@ class MultipartReader:
 
     def _on_header_end(self) -> None:
         name = bytes(self._header_field).decode("latin-1").strip().lower()
-        self._headers[name] = bytes(self._header_value).decode("utf-8", "replace").strip()
+        # latin-1 is lossless here: parse_options_header re-encodes to latin-1, and a file name
+        # is decoded as UTF-8 from the original bytes afterwards (a UTF-8 name such as
+        # "données.csv" or "数据.csv" must not make the header parser raise)
+        self._headers[name] = bytes(self._header_value).decode("latin-1").strip()
         self._header_field.clear()
         self._header_value.clear()
 
