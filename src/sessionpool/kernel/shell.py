@@ -139,13 +139,14 @@ class CaptureStream(io.TextIOBase):
         out = kernel.current
         if out is not None:
             # Output a subprocess or C code wrote to the fd pipes comes first: collect it
-            # before this write, so sequential code keeps its order. At most once a
-            # millisecond, so a tight print loop pays nothing (a fork alone takes longer).
+            # before this write, so sequential code keeps its order. Only after a pause in
+            # writing (anything that runs a process takes far longer than 100 us), so a tight
+            # print loop pays no system calls.
             if kernel.before_write is not None:
                 now = time.monotonic()
-                if now - kernel.last_collect > 0.001:
-                    kernel.last_collect = now
+                if now - kernel.last_write > 0.0001:
                     kernel.before_write()
+                kernel.last_write = now
             out.write(self._name, text)
         return len(text)
 
@@ -227,9 +228,11 @@ class SessionShell:
         config.InteractiveShell.autoindent = False
         self.shell: _Shell = _Shell.instance(config=config)
         self.current: CellOutput | None = None
+        self.stdout = CaptureStream(self, "stdout", 1)
+        self.stderr = CaptureStream(self, "stderr", 2)
         #: collects pending fd-level output (set by the kernel once its fd pipes exist)
         self.before_write: Callable[[], None] | None = None
-        self.last_collect = 0.0
+        self.last_write = 0.0
         self._shown_figures: set[int] = set()
         self._pyplot: Any = None
 
@@ -295,9 +298,11 @@ class SessionShell:
         self.current = out
         self.shell.session_output = out
         self._shown_figures.clear()
-        saved = sys.stdout, sys.stderr
-        sys.stdout = CaptureStream(self, "stdout", 1)
-        sys.stderr = CaptureStream(self, "stderr", 2)
+        # The same two stream objects for the life of the process, never swapped back: a thread
+        # that is inside print() holds only a borrowed reference to sys.stdout, and freeing the
+        # object under it (while a write has released the GIL) crashes the interpreter.
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
         start = time.perf_counter()
         interrupted = False
         try:
@@ -316,7 +321,6 @@ class SessionShell:
             if after is not None:
                 after()  # pick up what C code and subprocesses wrote to fds 1 and 2
         finally:
-            sys.stdout, sys.stderr = saved
             self.current = None
             self.shell.session_output = None
         duration = (time.perf_counter() - start) * 1000
