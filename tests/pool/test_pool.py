@@ -201,3 +201,25 @@ async def test_a_burst_of_on_demand_sessions_all_succeed(small: Engine) -> None:
     results = await asyncio.gather(*(s.execute("print(1)") for s in sessions))
     assert [r.stdout for r in results] == ["1\n"] * len(idents)
     await asyncio.gather(*(pool.delete(i) for i in idents))
+
+
+async def test_requests_queued_for_a_retiring_zygote_go_to_its_successor(small: Engine) -> None:
+    """Fork requests still waiting their turn when their zygote retires must not be lost (each
+    used to wait out its 30 s timeout): they go to the successor at once."""
+    pool = small.pool("rotate")
+    await pool.acquire("rot-first")  # the zygote exists
+    zygotes = small.backend._zygotes[(pool.config.preload, pool.config.zygote_max_children)]
+    old = zygotes.current
+    assert old is not None
+    slots = [await small.backend.create_slot(pool.config) for _ in range(8)]
+    spawns = [asyncio.create_task(small.backend.spawn(pool.config, s)) for s in slots]
+    for _ in range(5):
+        await asyncio.sleep(0)  # the first requests are sent, the rest wait their turn
+    old.retire()
+    kernels = await asyncio.wait_for(asyncio.gather(*spawns), 20)
+    assert len({k.pid for k in kernels}) == 8
+    for kernel, slot in zip(kernels, slots, strict=True):
+        kernel.close()
+        await kernel.wait_exit(2)
+        small.backend.release_slot(slot)
+    await pool.delete("rot-first")

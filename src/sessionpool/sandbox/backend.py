@@ -25,7 +25,7 @@ from sessionpool import errors
 from sessionpool.config import EngineConfig, Limits, PoolConfig
 from sessionpool.sandbox.cgroups import CgroupLimits, Cgroups
 from sessionpool.sandbox.doctor import check_host
-from sessionpool.sandbox.process import KernelProcess, ZygoteHandle
+from sessionpool.sandbox.process import KernelProcess, ZygoteHandle, ZygoteRetired
 from sessionpool.sandbox.workspace import Workspace
 
 log = logging.getLogger("sessionpool.sandbox")
@@ -133,11 +133,11 @@ class ZygoteSet:
 
     async def get(self) -> ZygoteHandle:
         z = self.current
-        if z is not None and not z.dead and len(z.live) < self.max_children:
+        if z is not None and not z.dead and not z.retired and len(z.live) < self.max_children:
             return z
         if z is not None:
             self.current = None
-            if not z.dead:
+            if not z.dead and not z.retired:
                 z.retire()
                 self.retired.append(z)
         if self._starting is None:
@@ -204,8 +204,15 @@ class Backend(ABC):
             zs = self._zygotes[key] = ZygoteSet(
                 pool.preload, pool.zygote_max_children, self._zygote_config(), self._zygote_env()
             )
-        zygote = await zs.get()
-        kernel = await zygote.spawn(self._spawn_request(slot))
+        for _ in range(8):
+            zygote = await zs.get()
+            try:
+                kernel = await zygote.spawn(self._spawn_request(slot))
+                break
+            except ZygoteRetired:
+                continue  # rotated under a burst: the next get() returns its successor
+        else:
+            raise RuntimeError("zygotes kept retiring before forking; raise zygote_max_children")
         try:
             await self._after_fork(slot, kernel)
         except BaseException:

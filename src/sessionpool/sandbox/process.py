@@ -27,6 +27,10 @@ ZYGOTE_START_TIMEOUT = 120.0
 MAX_SPAWNS_IN_FLIGHT = 4
 
 
+class ZygoteRetired(Exception):
+    """The zygote stopped forking before this request's turn came: ask its successor."""
+
+
 class KernelDied(Exception):
     """The kernel's socket closed: the process is gone (or going)."""
 
@@ -194,7 +198,10 @@ class ZygoteHandle:
         elif op == "spawn-failed":
             fut = self._pending.pop(msg.get("req", -1), None)
             if fut is not None and not fut.done():
-                fut.set_exception(RuntimeError(f"zygote could not fork: {msg.get('error')}"))
+                if msg.get("retired"):
+                    fut.set_exception(ZygoteRetired(f"zygote {self.pid} is retired"))
+                else:
+                    fut.set_exception(RuntimeError(f"zygote could not fork: {msg.get('error')}"))
         elif op == "exited":
             kernel = self.live.pop(int(msg.get("pid", 0)), None)
             if kernel is not None and not kernel.exit_status.done():
@@ -239,6 +246,8 @@ class ZygoteHandle:
         # net.unix.max_dgram_qlen (10) messages: more requests in flight would fail with
         # EAGAIN under a burst. Queue them here instead.
         async with self._in_flight:
+            if self.retired:  # retired while this request waited its turn
+                raise ZygoteRetired(f"zygote {self.pid} is retired")
             if self.dead:
                 raise RuntimeError("zygote is not running")
             self._pending[req] = fut

@@ -134,7 +134,10 @@ class Zygote:
         op = msg.get("op")
         if op == "retire":
             self.retired = True
-        elif op == "spawn" and not self.retired:
+        elif op == "spawn" and self.retired:
+            # a request queued before the retirement: say so, the host asks the new zygote
+            _send(self.ctl, {"op": "spawn-failed", "req": msg.get("req"), "retired": True})
+        elif op == "spawn":
             try:
                 pid, parent_end = self._spawn(msg)
             except Exception:
