@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck doctor bench-engine bench-http soak clean
+.PHONY: install serve test lint typecheck doctor bench bench-quick bench-engine bench-http soak clean
 
 $(STAMP): pyproject.toml requirements/clients.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ typecheck: install
 doctor: install
 	$(VENV)/bin/sessionpool doctor
 
-# benchmarks are scripts that report figures (results/ gets the JSON); not part of make test
+# benchmarks are scripts that report figures (results/ gets the JSON); not part of make test.
+# bench: the whole suite beside the peers (installed into .bench/peers); writes
+# benchmarks/results/<date>.{json,md,*.png} (docs/benchmarks.md explains them)
+bench: install
+	$(PY) benchmarks/suite.py
+
+bench-quick: install
+	$(PY) benchmarks/suite.py --quick
+
 bench-engine: install
 	$(PY) benchmarks/engine.py
 

@@ -17,6 +17,21 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    return _run_suite(list(args.suite_args))
+
+
+def _run_suite(suite_args: list[str]) -> int:
+    """Run benchmarks/suite.py of a source checkout (the suite is not part of the package)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "suite.py"
+    if not script.exists():
+        print(f"sessionpool bench needs a source checkout: {script} not found", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, str(script), *suite_args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionpool",
@@ -35,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--data-dir", default="/var/lib/sessionpool")
     doctor.set_defaults(func=_doctor)
 
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (benchmarks/suite.py; --quick for a short run)",
+        add_help=False,
+    )
+    bench.add_argument("suite_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+
     from sessionpool.client._cli import add_client_commands
 
     add_client_commands(sub)
@@ -46,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every option goes to the suite, --help included
+        return _run_suite(argv[1:])
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
