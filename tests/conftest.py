@@ -7,8 +7,11 @@ limit tests finish quickly. Tests that need a session take ``session`` (a fresh 
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import itertools
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +32,22 @@ TIGHT_LIMITS = Limits(
     tmp_bytes=16 * MiB,
     output_bytes=64 * 1024,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Detach session workspaces that an interrupted earlier run left mounted under pytest's
+    temporary root: pytest cannot delete its old directories through a mount point."""
+    if os.geteuid() != 0:
+        return
+    from sessionpool.sandbox import linux
+
+    root = str(Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted(points, reverse=True):
+        if point.startswith(root):
+            with contextlib.suppress(OSError):
+                linux.umount2(point, linux.MNT_DETACH)
 
 
 def jail_possible() -> bool:
