@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -130,6 +131,14 @@ async def test_exception_is_reported_as_failure(make_executor: Factory) -> None:
     assert (again.exit_code, again.output) == (0, "2")
 
 
+# The executor raises on a 401 without releasing aiohttp's connection (a leak in the client
+# library, not the server); collect it here, inside this test's filter, rather than let the
+# garbage collector report it during whichever test runs next.
+@pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning")
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function Connection.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 async def test_wrong_key_is_refused(make_executor: Factory, tmp_path: Path) -> None:
     from autogen_core import CancellationToken
 
@@ -141,6 +150,7 @@ async def test_wrong_key_is_refused(make_executor: Factory, tmp_path: Path) -> N
     (tmp_path / "refused.txt").write_bytes(b"no")
     with pytest.raises(ConnectionError, match="uploading files"):
         await ex.upload_files(["refused.txt"], CancellationToken())
+    gc.collect()
 
 
 async def test_restart_starts_a_new_session(make_executor: Factory) -> None:
