@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from sessionpool import protocol
@@ -45,7 +44,6 @@ class KernelProcess:
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.inner_uid: int | None = None
 
     async def connect(self, max_header: int, timeout: float) -> None:
         """Attach asyncio streams and wait for the kernel's ``ready`` (or ``failed``)."""
@@ -56,7 +54,6 @@ class KernelProcess:
             raise RuntimeError(f"the sandbox could not be built: {header.get('error')}")
         if header.get("op") != "ready":
             raise protocol.FrameError(f"expected ready, got {header.get('op')!r}")
-        self.inner_uid = header.get("uid")
 
     async def read(
         self, max_header: int, max_blob: int, max_total: int
@@ -127,7 +124,6 @@ class ZygoteHandle:
         self._in_flight = asyncio.Semaphore(MAX_SPAWNS_IN_FLIGHT)
         self.dead = False
         self.retired = False
-        self.on_death: Callable[[ZygoteHandle], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -231,8 +227,6 @@ class ZygoteHandle:
             # EOF on the control socket means the process is exiting: reap it now
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(1.0)
-        if self.on_death is not None:
-            self.on_death(self)
 
     async def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> KernelProcess:
         if self.dead or self.ctl is None:
