@@ -57,6 +57,8 @@ class CellOutput:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: streaming: called with every piece of output that is kept (never blocks; see main.py)
     sink: Callable[[str, str], None] | None = None
+    #: streaming: the unfinished last line of each stream, held until its newline
+    partial: dict[str, str] = field(default_factory=dict)
 
     def write(self, name: str, text: str) -> None:
         with self.lock:
@@ -66,7 +68,7 @@ class CellOutput:
                 (self.stdout if name == "stdout" else self.stderr).append(text)
                 self.used += size
                 if self.sink is not None and text:
-                    self.sink(name, text)
+                    self._stream(name, text)
                 return
             if room > 0:
                 head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
@@ -74,8 +76,26 @@ class CellOutput:
                 self.used = self.output_limit
                 size -= room
                 if self.sink is not None and head:
-                    self.sink(name, head)
+                    self._stream(name, head)
             self.dropped += size
+
+    def _stream(self, name: str, text: str) -> None:
+        """Streaming is line-buffered, as a terminal is: print() writes its text and its newline
+        separately, and a line must not reach the client in two pieces depending on timing.
+        A partial line goes out on flush() or when the cell ends."""
+        pending = self.partial.get(name, "") + text
+        cut = pending.rfind("\n") + 1
+        if cut:
+            assert self.sink is not None
+            self.sink(name, pending[:cut])
+        self.partial[name] = pending[cut:]
+
+    def flush_stream(self) -> None:
+        with self.lock:
+            for name, rest in self.partial.items():
+                if rest and self.sink is not None:
+                    self.sink(name, rest)
+            self.partial.clear()
 
     def add_display(self, data: dict[str, Any]) -> None:
         kept: dict[str, Any] = {}
@@ -151,7 +171,9 @@ class CaptureStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        pass
+        out = self._kernel.current
+        if out is not None and out.sink is not None:
+            out.flush_stream()
 
 
 class _Publisher(DisplayPublisher):
@@ -320,6 +342,8 @@ class SessionShell:
             self._collect_figures(out)
             if after is not None:
                 after()  # pick up what C code and subprocesses wrote to fds 1 and 2
+            if out.sink is not None:
+                out.flush_stream()  # a last line without its newline
         finally:
             self.current = None
             self.shell.session_output = None
