@@ -22,6 +22,10 @@ about HTTP.
         ├── NotARegularFile       a symlink, FIFO, device or directory where a file was expected
         ├── FileTooLarge          one file over the per-file limit
         └── QuotaExceeded         the session's workspace is full
+    AgentsError                   concerns the agents service (assistants, threads, responses)
+    ├── ObjectNotFound            no agent, thread, run, file, container ... with that id
+    ├── InvalidRequest            a well-formed request that cannot be carried out as asked
+    └── Conflict                  the object is busy (a run is already active on the thread)
 """
 
 from __future__ import annotations
@@ -171,3 +175,31 @@ class QuotaExceeded(FileError):
             f"the session's workspace is full (quota {quota} bytes); delete files first. "
             "Nothing partial was kept.",
         )
+
+
+class AgentsError(SessionpoolError):
+    code = "AgentsError"
+
+
+class ObjectNotFound(AgentsError):
+    code = "not_found"
+
+    def __init__(self, kind: str, object_id: str) -> None:
+        self.kind = kind
+        self.object_id = object_id
+        super().__init__(
+            f"no {kind} with id {object_id!r}; it was never created, was deleted, or expired. "
+            f"List the {kind}s to see which exist."
+        )
+
+
+class InvalidRequest(AgentsError):
+    code = "invalid_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class Conflict(AgentsError):
+    code = "conflict"

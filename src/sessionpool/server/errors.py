@@ -54,6 +54,9 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.SessionpoolError], int], ...] = (
     (errors.FileTooLarge, 413),
     (errors.QuotaExceeded, 413),
     (errors.SandboxUnavailable, 503),
+    (errors.ObjectNotFound, 404),
+    (errors.InvalidRequest, 400),
+    (errors.Conflict, 409),
 )
 
 _CODE_BY_STATUS = {

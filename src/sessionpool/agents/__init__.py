@@ -1,0 +1,13 @@
+"""The agents service: agent definitions, conversations, runs and containers on sessionpool.
+
+One internal model (``types``) behind two HTTP faces (Assistants v2, and Responses with
+Conversations and Containers). The agent loop (``loop``) sends a conversation to any
+OpenAI-compatible chat-completions endpoint with the code interpreter offered as a function,
+runs each call in the conversation's container (a sessionpool session), and records the steps.
+Everything except live interpreter state is kept in SQLite or PostgreSQL (``store``).
+"""
+
+from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.service import AgentService
+
+__all__ = ["AgentService", "AgentsConfig"]
