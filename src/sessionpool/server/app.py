@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionpool import __version__
+from sessionpool.agents import AgentService
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError
 from sessionpool.faces.aca import AcaFace
@@ -20,6 +21,7 @@ from sessionpool.faces.stream import install_stream
 from sessionpool.mcp._http import install_mcp
 from sessionpool.server.auth import ApiKeyMiddleware
 from sessionpool.server.errors import install_error_handlers
+from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
 
 logger = logging.getLogger("sessionpool.server")
@@ -67,11 +69,12 @@ class Shutdown:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: Engine | None = None
         self._face: AcaFace | None = None
+        self._agents: AgentService | None = None
         self._closing: asyncio.Task[None] | None = None
 
-    def attach(self, engine: Engine, face: AcaFace) -> None:
+    def attach(self, engine: Engine, face: AcaFace, agents: AgentService | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._engine, self._face = engine, face
+        self._engine, self._face, self._agents = engine, face, agents
 
     def begin(self) -> None:
         """The stop signal came (called in the event loop's thread, from a signal handler)."""
@@ -102,6 +105,8 @@ class Shutdown:
         if self._face is not None:
             self._face.shutting_down = True
             await self._face.close()
+        if self._agents is not None:
+            await self._agents.close()  # runs in flight end "failed", before their sessions go
         if self._engine is not None:
             logger.info("closing sessions (deadline %.1f s)", deadline_s)
             await self._engine.close(deadline_s=deadline_s)
@@ -133,7 +138,16 @@ def create_app(
             await eng.start()
         app.state.engine = eng
         face.bind(eng)
-        stopper.attach(eng, face)
+        agents = None
+        if settings.agents.enabled:
+            agents = AgentService(settings.agents, eng)
+            try:
+                await agents.start()
+            except BaseException:
+                await eng.close()
+                raise
+            app.state.agents = agents
+        stopper.attach(eng, face, agents)
         try:
             yield
         finally:
@@ -167,7 +181,29 @@ def create_app(
     face.install(app)
     install_mcp(app, None if settings.no_auth else next(iter(settings.api_keys)))
     install_stream(app)
+    public = set(PUBLIC_PATHS)
+    if settings.agents.enabled:
+        install_agent_faces(app)
+        if settings.agents.managed_identity:
+            install_msi(app, settings.api_keys, settings.no_auth)
+            public.add(MSI_PATH)  # it checks the identity header itself
     if not settings.no_auth:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=PUBLIC_PATHS)
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=public)
     app.add_middleware(NormalizePath)
     return app
+
+
+def install_agent_faces(app: FastAPI) -> None:
+    """The Assistants v2 face and the Responses/Conversations/Containers face."""
+    try:  # TEMPORARY while the faces are written; removed before merge
+        from sessionpool.faces.assistants import install_assistants
+    except ImportError:
+        pass
+    else:
+        install_assistants(app)
+    try:
+        from sessionpool.faces.responses import install_responses
+    except ImportError:
+        pass
+    else:
+        install_responses(app)

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+from sessionpool.agents.config import AgentsConfig
 from sessionpool.config import BackendName, EngineConfig, Limits, PoolConfig
 from sessionpool.errors import ConfigError
 
 ENV_PREFIX = "SESSIONPOOL_"
 POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
+AGENTS_ENV_PREFIX = "SESSIONPOOL_AGENTS_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -54,6 +56,8 @@ class ServerSettings:
     log_level: str = "info"
     access_log: bool = True
     pools: tuple[PoolConfig, ...] = field(default_factory=lambda: (PoolConfig(),))
+    #: the agents service ([agents] table); its data_dir is this server's
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     #: the TOML file these settings were read from, if any
     config_file: Path | None = None
 
@@ -102,6 +106,35 @@ class ServerSettings:
             raise ConfigError(f"pool names must be unique: {names}")
         for pool in self.pools:
             check_pool(pool)
+        check_agents(self.agents, names)
+
+
+def check_agents(agents: AgentsConfig, pools: list[str]) -> None:
+    if not agents.enabled:
+        return
+    if agents.pool not in pools:
+        raise ConfigError(
+            f"[agents] pool {agents.pool!r} is not a configured pool ({', '.join(pools)}); "
+            "name one of them or add [pools.<name>]"
+        )
+    for name in ("max_steps", "container_expiry_minutes", "max_file_bytes"):
+        if getattr(agents, name) < 1:
+            raise ConfigError(f"[agents] {name} must be at least 1")
+    for name in ("model_timeout_seconds", "run_timeout_seconds", "tool_timeout_seconds"):
+        if getattr(agents, name) <= 0:
+            raise ConfigError(f"[agents] {name} must be greater than 0")
+    for entry in agents.model_map:
+        if "=" not in entry:
+            raise ConfigError(
+                f"[agents] model_map entry {entry!r}: expected 'requested=served', "
+                "e.g. 'gpt-4o-mini=llama3.1'"
+            )
+    url = agents.database
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+")):
+        raise ConfigError(
+            f"[agents] database_url {url!r}: expected sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DB"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -264,18 +297,44 @@ def _converter(hint: Any, name: str) -> Callable[[object, str], object]:
     raise TypeError(f"no converter for {name}: {hint!r}")  # pragma: no cover - programming error
 
 
-def _field_converters(cls: type[Any]) -> dict[str, Callable[[object, str], object]]:
+def _field_converters(
+    cls: type[Any], skip: tuple[str, ...] = ("name", "limits")
+) -> dict[str, Callable[[object, str], object]]:
     hints = typing.get_type_hints(cls)
     return {
         f.name: _converter(hints[f.name], f.name)
         for f in dataclasses.fields(cls)
-        if f.name not in ("name", "limits")
+        if f.name not in skip
     }
 
 
 #: pool settings (top level of a [pools.<name>] table) and limits ([pools.<name>.limits])
 POOL_FIELDS = _field_converters(PoolConfig)
 LIMIT_FIELDS = _field_converters(Limits)
+#: agents settings ([agents] table, SESSIONPOOL_AGENTS_<SETTING>)
+AGENTS_FIELDS = _field_converters(AgentsConfig, skip=("data_dir",))
+
+
+def agents_env_name(setting: str) -> str:
+    return AGENTS_ENV_PREFIX + setting.upper()
+
+
+def build_agents(
+    table: Mapping[str, object], environ: Mapping[str, str], data_dir: Path
+) -> AgentsConfig:
+    """The [agents] table, then SESSIONPOOL_AGENTS_* variables over it."""
+    values: dict[str, object] = {}
+    for key, raw in table.items():
+        if key not in AGENTS_FIELDS:
+            raise ConfigError(
+                f"[agents]: unknown setting {key!r}; known: {', '.join(AGENTS_FIELDS)}"
+            )
+        values[key] = AGENTS_FIELDS[key](raw, f"[agents] {key}")
+    for key, parse in AGENTS_FIELDS.items():
+        env = agents_env_name(key)
+        if env in environ:
+            values[key] = parse(environ[env], env)
+    return AgentsConfig(data_dir=data_dir, **values)  # type: ignore[arg-type]
 
 
 def pool_env_name(setting: str) -> str:
@@ -358,14 +417,18 @@ def load_settings(
 
     values: dict[str, object] = {}
     pool_tables: dict[str, Mapping[str, object]] | None = None
+    agents_table: Mapping[str, object] = {}
     if config_file is not None:
         doc = read_toml(config_file)
-        unknown = set(doc) - {"server", "pools"}
+        unknown = set(doc) - {"server", "pools", "agents"}
         if unknown:
             raise ConfigError(
                 f"{config_file}: unknown table(s) {sorted(unknown)}; "
-                "use [server] and [pools.<name>]"
+                "use [server], [pools.<name>] and [agents]"
             )
+        agents_table = doc.get("agents", {})
+        if not isinstance(agents_table, dict):
+            raise ConfigError(f"{config_file}: [agents] must be a table")
         server = doc.get("server", {})
         if not isinstance(server, dict):
             raise ConfigError(f"{config_file}: [server] must be a table")
@@ -401,8 +464,11 @@ def load_settings(
         build_pool(name, table, pool_defaults, limit_defaults)
         for name, table in pool_tables.items()
     )
+    data_dir = values.get("data_dir", ServerSettings.data_dir)
+    assert isinstance(data_dir, Path)
     settings = ServerSettings(
         pools=pools,
+        agents=build_agents(agents_table, env, data_dir),
         config_file=config_file,
         **values,  # type: ignore[arg-type]
     )

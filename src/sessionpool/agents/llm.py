@@ -1,0 +1,179 @@
+"""A client of any OpenAI-compatible chat-completions endpoint (a hosted model, vLLM, llama.cpp,
+Ollama ...): one non-streaming call per agent step, with the code interpreter as a function."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.types import Usage
+
+#: the function offered to the model; its calls run as cells in the conversation's container
+PYTHON_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "python",
+        "description": (
+            "Run Python code in a stateful Jupyter-like sandbox: variables and imports persist "
+            "between calls, the working directory is /mnt/data (the user's files are there; save "
+            "files you create there), numpy, pandas and matplotlib are installed, figures left "
+            "open are shown to the user, and there is no internet access. Returns stdout, stderr, "
+            "the last expression's value and any error."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+class ModelError(Exception):
+    """The model endpoint failed; ``code`` goes to the run's ``last_error``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def code(self) -> str:
+        """The code to run: the ``code`` argument, or the raw arguments when they are not JSON
+        (some local models send the code itself)."""
+        try:
+            args = json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
+        if isinstance(args, dict) and isinstance(args.get("code"), str):
+            return str(args["code"])
+        if isinstance(args, str):
+            return args
+        return self.arguments
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    content: str | None
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    #: the assistant message as sent back to the model on the next step
+    raw_message: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatModel:
+    def __init__(self, config: AgentsConfig) -> None:
+        self.config = config
+        verify: str | bool = config.model_ca_file or True
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.model_timeout_seconds, connect=10.0), verify=verify
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        tools: bool = True,
+    ) -> ChatReply:
+        base = self.config.model_base_url.rstrip("/")
+        if not base:
+            raise ModelError(
+                "server_error",
+                "no model endpoint is configured: set agents.model_base_url (and model_api_key, "
+                "default_model) in the server's configuration, see docs/agents.md",
+            )
+        body: dict[str, Any] = {"model": self.config.mapped_model(model), "messages": messages}
+        if tools:
+            body["tools"] = [PYTHON_TOOL]
+            body["tool_choice"] = "auto"
+        if temperature is not None:
+            body["temperature"] = temperature
+        if top_p is not None:
+            body["top_p"] = top_p
+        headers = {}
+        if self.config.model_api_key:
+            headers["Authorization"] = f"Bearer {self.config.model_api_key}"
+        url = f"{base}/chat/completions"
+        try:
+            response = await self._client.post(url, json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise ModelError(
+                "server_error",
+                f"the model endpoint {url} did not answer within "
+                f"{self.config.model_timeout_seconds:g} s (agents.model_timeout_seconds)",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ModelError(
+                "server_error", f"the model endpoint {url} could not be reached: {exc}"
+            ) from None
+        if response.status_code == 429:
+            raise ModelError(
+                "rate_limit_exceeded", f"the model endpoint {url} is rate limiting (HTTP 429)"
+            )
+        if response.status_code >= 400:
+            raise ModelError(
+                "server_error",
+                f"the model endpoint {url} answered HTTP {response.status_code}: "
+                f"{_error_text(response)}",
+            )
+        try:
+            return parse_reply(response.json())
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ModelError(
+                "server_error", f"the model endpoint {url} sent a malformed reply: {exc}"
+            ) from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        doc = response.json()
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            return str(doc["error"].get("message") or doc["error"])[:500]
+    except ValueError:
+        pass
+    return response.text[:500]
+
+
+def parse_reply(doc: Any) -> ChatReply:
+    message = doc["choices"][0]["message"]
+    calls = [
+        ToolCallRequest(
+            id=str(c.get("id") or f"call_{i}"),
+            name=str(c["function"].get("name") or "python"),
+            arguments=str(c["function"].get("arguments") or ""),
+        )
+        for i, c in enumerate(message.get("tool_calls") or [])
+    ]
+    usage = doc.get("usage") or {}
+    raw: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if calls:
+        raw["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return ChatReply(
+        content=message.get("content"),
+        tool_calls=calls,
+        usage=Usage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        ),
+        raw_message=raw,
+    )

@@ -1,0 +1,446 @@
+"""The agent loop: model -> code in the container -> model ... -> answer, every step recorded.
+
+One run is one background task. Each model reply either asks for code (a ``tool_calls`` step:
+the code runs in the conversation's container and its output goes back to the model) or
+answers (the assistant message, with the figures shown and links to files the code wrote).
+Every way a run can go wrong ends in a terminal status with ``last_error``; none hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from sessionpool import errors
+from sessionpool.agents.llm import ModelError
+from sessionpool.agents.types import (
+    Annotation,
+    CodeCall,
+    Container,
+    FilePurpose,
+    ImagePart,
+    Message,
+    MessageStatus,
+    Run,
+    RunError,
+    RunEvent,
+    RunStatus,
+    Step,
+    StepStatus,
+    StoredFile,
+    TextPart,
+    ToolOutput,
+    Usage,
+    new_id,
+    now,
+)
+from sessionpool.session import Session
+from sessionpool.types import ExecutionResult, ExecutionStatus
+
+if TYPE_CHECKING:
+    from sessionpool.agents.service import AgentService
+
+log = logging.getLogger("sessionpool.agents")
+
+#: a link the model writes to a file in the container: ``sandbox:/mnt/data/chart.png``
+SANDBOX_LINK = re.compile(r"sandbox:/mnt/data/[^\s)\]\"'<>]+")
+
+#: the tool output the model sees is cut here (the step keeps the cell's full logs)
+MODEL_OUTPUT_CHARS = 20_000
+
+HINT = (
+    "You can run Python with the `python` tool: a stateful sandbox whose working directory is "
+    "/mnt/data. Files you save there can be offered to the user as links of the form "
+    "sandbox:/mnt/data/<name>. Figures left open are shown to the user."
+)
+
+
+class _Stop(Exception):
+    """End the run with this status and error."""
+
+    def __init__(self, status: RunStatus, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = RunError(code=code, message=message)
+
+
+async def execute_run(service: AgentService, run: Run) -> None:
+    """Carry ``run`` to a terminal status. Never raises."""
+    loop = _Loop(service, run)
+    try:
+        try:
+            async with asyncio.timeout(service.config.run_timeout_seconds):
+                await loop.run()
+        except TimeoutError:
+            raise _Stop(
+                RunStatus.FAILED,
+                "timeout",
+                f"the run did not finish within {service.config.run_timeout_seconds:g} s "
+                "(agents.run_timeout_seconds)",
+            ) from None
+    except _Stop as stop:
+        await loop.finish(stop.status, stop.error)
+    except ModelError as exc:
+        await loop.finish(RunStatus.FAILED, RunError(code=exc.code, message=exc.message))
+    except asyncio.CancelledError:
+        await loop.interrupt()
+        if service.cancel_requested(run.id):
+            await loop.finish(RunStatus.CANCELLED, None)
+        else:
+            await loop.finish(
+                RunStatus.FAILED,
+                RunError(
+                    code="server_error",
+                    message="the server shut down while this run was in progress; start it again",
+                ),
+            )
+    except errors.SessionpoolError as exc:
+        await loop.finish(
+            RunStatus.FAILED,
+            RunError(code="session_error", message=f"the code interpreter failed: {exc.message}"),
+        )
+    except Exception:
+        log.exception("run %s failed unexpectedly", run.id)
+        await loop.finish(
+            RunStatus.FAILED,
+            RunError(
+                code="server_error",
+                message="an unexpected error ended the run; the server log has the details",
+            ),
+        )
+
+
+class _Loop:
+    def __init__(self, service: AgentService, run: Run) -> None:
+        self.service = service
+        self.run_ = run
+        self.usage = Usage()
+        self.container: Container | None = None
+        self.session: Session | None = None
+        self.open_steps: list[Step] = []
+        self.images: list[str] = []
+
+    # --- state changes ------------------------------------------------------------------------
+
+    def emit(self, event: RunEvent) -> None:
+        self.service._emit(self.run_.id, event)
+
+    async def set_run(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.run_, key, value)
+        await self.service._save("run", self.run_)
+        self.emit(RunEvent(kind="run", run=self.run_.model_copy(deep=True)))
+
+    async def save_step(self, step: Step, new: bool = False) -> None:
+        if new:
+            await self.service._insert("step", step, self.run_.id)
+        else:
+            await self.service._save("step", step)
+        self.emit(RunEvent(kind="step", step=step.model_copy(deep=True)))
+
+    async def interrupt(self) -> None:
+        if self.session is not None:
+            try:
+                await self.session.interrupt()
+            except Exception:  # the session may already be gone
+                log.debug("interrupt of run %s's session failed", self.run_.id, exc_info=True)
+
+    async def finish(self, status: RunStatus, error: RunError | None) -> None:
+        """Record the terminal state (shielded: a second cancel cannot leave it half-written)."""
+        try:
+            await asyncio.shield(self._finish(status, error))
+        except asyncio.CancelledError:
+            pass
+
+    async def _finish(self, status: RunStatus, error: RunError | None) -> None:
+        t = now()
+        step_status = {
+            RunStatus.CANCELLED: StepStatus.CANCELLED,
+            RunStatus.EXPIRED: StepStatus.EXPIRED,
+        }.get(status, StepStatus.FAILED)
+        try:
+            for step in self.open_steps:
+                step.status = step_status
+                if step_status == StepStatus.CANCELLED:
+                    step.cancelled_at = t
+                else:
+                    step.failed_at = t
+                    step.last_error = error
+                for call in step.tool_calls:
+                    if call.status in ("in_progress", "interpreting"):
+                        call.status = "incomplete" if status == RunStatus.CANCELLED else "failed"
+                await self.save_step(step)
+            self.open_steps.clear()
+            stamp = {
+                RunStatus.COMPLETED: "completed_at",
+                RunStatus.CANCELLED: "cancelled_at",
+                RunStatus.FAILED: "failed_at",
+                RunStatus.EXPIRED: "failed_at",
+            }.get(status)
+            changes: dict[str, Any] = {"status": status, "last_error": error, "usage": self.usage}
+            if stamp:
+                changes[stamp] = t
+            await self.set_run(**changes)
+            if status == RunStatus.FAILED and error is not None:
+                log.info("run %s failed: %s: %s", self.run_.id, error.code, error.message)
+        except Exception:
+            log.exception("could not record the end of run %s", self.run_.id)
+        finally:
+            self.emit(RunEvent(kind="done"))
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        run = self.run_
+        await asyncio.sleep(0)  # let the caller subscribe to events before the first change
+        await self.set_run(status=RunStatus.IN_PROGRESS, started_at=now())
+        if not run.model:
+            raise _Stop(
+                RunStatus.FAILED,
+                "invalid_request",
+                "no model was named and agents.default_model is not set; name a model in the "
+                "request or the agent, or configure a default (docs/agents.md)",
+            )
+        chat = await self.prepare()
+        for _ in range(run.max_steps):
+            reply = await self.service.model.complete(
+                run.model, chat, temperature=run.temperature, top_p=run.top_p
+            )
+            self.usage = self.usage.add(reply.usage)
+            if not reply.tool_calls:
+                await self.answer(reply.content or "", reply.usage)
+                await self.finish(RunStatus.COMPLETED, None)
+                return
+            chat.append(reply.raw_message)
+            step = Step(
+                id=new_id("step_"),
+                run_id=run.id,
+                conversation_id=run.conversation_id,
+                agent_id=run.agent_id,
+                type="tool_calls",
+                tool_calls=[
+                    CodeCall(code=call.code, container_id=self.container_id)
+                    for call in reply.tool_calls
+                ],
+                usage=reply.usage,
+            )
+            self.open_steps.append(step)
+            await self.save_step(step, new=True)
+            for call, request in zip(step.tool_calls, reply.tool_calls, strict=True):
+                if request.name != "python":
+                    text = f"error: there is no tool named {request.name!r}; use `python`"
+                    call.outputs = [ToolOutput(type="logs", logs=text)]
+                    call.status = "failed"
+                else:
+                    call.status = "interpreting"
+                    await self.save_step(step)
+                    text = await self.execute(call)
+                chat.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": request.id,
+                        "content": text[:MODEL_OUTPUT_CHARS] or "(no output)",
+                    }
+                )
+            step.status = StepStatus.COMPLETED
+            step.completed_at = now()
+            self.open_steps.remove(step)
+            await self.save_step(step)
+        raise _Stop(
+            RunStatus.FAILED,
+            "max_steps_exceeded",
+            f"the model asked to run code {run.max_steps} times without giving an answer; "
+            "ask for less per turn, or raise max_steps (agents.max_steps)",
+        )
+
+    @property
+    def container_id(self) -> str | None:
+        return self.container.id if self.container else None
+
+    async def prepare(self) -> list[dict[str, Any]]:
+        """Bind the container, stage the input files, and build the chat transcript."""
+        service, run = self.service, self.run_
+        if run.container_id:
+            await service.bind_container(run.conversation_id, run.container_id)
+        self.container = await service.container_for(run.conversation_id)
+        if run.container_id != self.container.id:
+            await self.set_run(container_id=self.container.id)
+        self.session = await service.session_for(self.container)
+        messages = await service.all_messages(run.conversation_id)
+        conversation = await service.get_conversation(run.conversation_id)
+        inputs: list[str] = list(conversation.file_ids)
+        if run.agent_id:
+            try:
+                inputs = (await service.get_agent(run.agent_id)).file_ids + inputs
+            except errors.ObjectNotFound:
+                pass
+        for message in messages:
+            inputs += message.attachments
+        staged = {f.origin_id for f in await service.container_files(self.container.id)}
+        for fid in dict.fromkeys(inputs):
+            if fid in staged:
+                continue
+            try:
+                source = await service.get_file(fid)
+            except errors.ObjectNotFound:
+                continue  # deleted since it was attached
+            await service.copy_into_container(self.container, source, self.session)
+        files = [f.path for f in await service.container_files(self.container.id) if f.path]
+        system = [run.instructions or "", HINT]
+        if files:
+            system.append("Files in /mnt/data: " + ", ".join(sorted(files)))
+        chat: list[dict[str, Any]] = [
+            {"role": "system", "content": "\n\n".join(s for s in system if s)}
+        ]
+        for message in messages:
+            if message.text:
+                chat.append({"role": message.role, "content": message.text})
+        return chat
+
+    async def execute(self, call: CodeCall) -> str:
+        """Run one code call; fill its outputs; the text the model gets back."""
+        assert self.container is not None
+        service = self.service
+        self.session = await service.session_for(self.container)
+        before = await _snapshot(self.session)
+        result = await self.session.execute(call.code, timeout=service.config.tool_timeout_seconds)
+        logs = format_logs(result)
+        call.outputs = [ToolOutput(type="logs", logs=logs)] if logs else []
+        for index, png in enumerate(result.images):
+            image = StoredFile(
+                id=new_id("file-"),
+                filename=f"{call.id}-{index}.png",
+                bytes=len(png),
+                purpose=FilePurpose.OUTPUT,
+                source="assistant",
+            )
+            await service._db(service.store.put_blob, image.id, png)
+            await service._insert("file", image, tag=image.purpose)
+            call.outputs.append(ToolOutput(type="image", file_id=image.id))
+            self.images.append(image.id)
+        written = await self.capture(before)
+        call.file_ids = [f.id for f in written]
+        call.status = "completed"
+        text = logs
+        if written:
+            text += "\n[files written: " + ", ".join(str(f.path) for f in written) + "]"
+        if result.images:
+            text += f"\n[{len(result.images)} figure(s) shown to the user]"
+        return text
+
+    async def capture(self, before: dict[str, tuple[int, float]]) -> list[StoredFile]:
+        """Record files the cell created or changed under /mnt/data as container files."""
+        assert self.container is not None and self.session is not None
+        after = await _snapshot(self.session)
+        written = []
+        for path, stamp in after.items():
+            if before.get(path) == stamp:
+                continue
+            if stamp[0] > self.service.config.max_file_bytes:
+                log.info("not keeping %s of run %s: too large", path, self.run_.id)
+                continue
+            try:
+                data = await self.session.read_file(path)
+            except errors.FileError:
+                continue  # gone again, or replaced by something that is not a file
+            record = await self.service.put_container_file(
+                self.container,
+                path=f"/mnt/data/{path}",
+                data=data,
+                source="assistant",
+                write=False,
+            )
+            written.append(record)
+        return written
+
+    async def answer(self, text: str, usage: Usage) -> None:
+        """The assistant message: figures shown during the run, then the text with links."""
+        run = self.run_
+        annotations = await self.annotate(text)
+        parts: list[ImagePart | TextPart] = [ImagePart(file_id=fid) for fid in self.images]
+        parts.append(TextPart(text=text, annotations=annotations))
+        message = Message(
+            id=new_id("msg_"),
+            conversation_id=run.conversation_id,
+            role="assistant",
+            content=[],
+            status=MessageStatus.IN_PROGRESS,
+            agent_id=run.agent_id,
+            run_id=run.id,
+        )
+        step = Step(
+            id=new_id("step_"),
+            run_id=run.id,
+            conversation_id=run.conversation_id,
+            agent_id=run.agent_id,
+            type="message_creation",
+            message_id=message.id,
+            usage=usage,
+        )
+        self.open_steps.append(step)
+        await self.save_step(step, new=True)
+        await self.service._insert("message", message, run.conversation_id, run.id)
+        self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
+        self.emit(RunEvent(kind="text_delta", message_id=message.id, delta=text))
+        message.content = parts
+        message.status = MessageStatus.COMPLETED
+        message.completed_at = now()
+        await self.service._save("message", message)
+        self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
+        step.status = StepStatus.COMPLETED
+        step.completed_at = now()
+        self.open_steps.remove(step)
+        await self.save_step(step)
+
+    async def annotate(self, text: str) -> list[Annotation]:
+        """Each ``sandbox:/mnt/data/<name>`` link that names a container file."""
+        if self.container is None:
+            return []
+        by_path = {
+            f.path: f for f in await self.service.container_files(self.container.id) if f.path
+        }
+        annotations = []
+        for match in SANDBOX_LINK.finditer(text):
+            path = match.group(0)[len("sandbox:") :].rstrip(".,;:")
+            record = by_path.get(path)
+            if record is None:
+                continue
+            span = "sandbox:" + path
+            annotations.append(
+                Annotation(
+                    text=span,
+                    start_index=match.start(),
+                    end_index=match.start() + len(span),
+                    file_id=record.id,
+                    filename=record.filename,
+                    container_id=self.container.id,
+                )
+            )
+        return annotations
+
+
+async def _snapshot(session: Session) -> dict[str, tuple[int, float]]:
+    """size and mtime of every regular file under /mnt/data, by relative path."""
+    try:
+        files = await session.list_files("", recursive=True)
+    except errors.FileError:
+        return {}
+    return {f.path: (f.size, f.mtime) for f in files if not f.is_dir}
+
+
+def format_logs(result: ExecutionResult) -> str:
+    """What a notebook would show, as text: output streams, the value, the traceback."""
+    parts = [result.stdout, result.stderr]
+    if result.result is not None:
+        value = result.result.data.get("text/plain")
+        if isinstance(value, str) and value:
+            parts.append(value + "\n")
+    if result.error is not None:
+        parts.append(result.error.traceback or f"{result.error.ename}: {result.error.evalue}")
+    if result.truncated:
+        parts.append("\n[output truncated]")
+    if result.status == ExecutionStatus.TIMEOUT and result.error is None:
+        parts.append("\n[the code was stopped at its time limit]")
+    return "".join(p for p in parts if p)
