@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml requirements/clients.txt
 	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
 	# because one of them caps pydantic below our pin (see requirements/clients.txt)
 	$(PY) -m pip install --quiet --no-deps -r requirements/clients.txt
+	# the agents tests run the 1.0.0b10 quickstart of azure-ai-projects (the Assistants-style
+	# API) in a subprocess with PYTHONPATH on this side directory; the venv keeps 2.4.0 for the
+	# Responses-style client. --no-deps: its dependencies (azure-core, isodate,
+	# typing-extensions) are already in the venv
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/side/azure-ai-projects-b10 azure-ai-projects==1.0.0b10
+	# best effort: a PostgreSQL server for the agents persistence tests (skipped without one)
+	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
 	touch $(STAMP)
 
 install: $(STAMP)

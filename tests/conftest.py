@@ -21,6 +21,9 @@ from sessionpool.config import EngineConfig, Limits, MiB, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.session import Session
 
+# the agents fixtures (scripted model, agents server, PostgreSQL), for every test directory
+pytest_plugins = ["tests.agents.fixtures"]
+
 _ids = itertools.count()
 
 TIGHT_LIMITS = Limits(

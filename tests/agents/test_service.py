@@ -1,0 +1,256 @@
+"""The agents service in process: real jailed sessions, a real scripted model over HTTP, SQLite.
+
+Each test drives ``AgentService`` the way the faces do and checks what a client would see:
+statuses, steps, messages, annotations, files in the container and their bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sessionpool import errors
+from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.types import (
+    ImagePart,
+    PageRequest,
+    Run,
+    RunError,
+    RunStatus,
+    StepStatus,
+    TextPart,
+)
+from sessionpool.engine import Engine
+from tests.agents.scripted_model import (
+    CHART_ANSWER,
+    HELLO_ANSWER,
+    READ_FILE_PREFIX,
+    ScriptedModel,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+async def service(
+    engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
+) -> AsyncIterator[AgentService]:
+    config = AgentsConfig(
+        model_base_url=scripted_model.url,
+        default_model="scripted-chart",
+        max_steps=3,
+        model_timeout_seconds=2,
+        data_dir=tmp_path,
+    )
+    svc = AgentService(config, engine)
+    await svc.start()
+    yield svc
+    await svc.close()
+
+
+async def run_to_end(service: AgentService, model: str, prompt: str, **kw: object) -> Run:
+    conversation = await service.create_conversation()
+    await service.add_message(conversation.id, role="user", content=prompt)
+    run = await service.start_run(conversation.id, model=model, **kw)  # type: ignore[arg-type]
+    return await service.wait_run(run.id, timeout=60)
+
+
+async def test_chart_run_records_code_figure_files_and_annotated_answer(
+    service: AgentService,
+) -> None:
+    run = await run_to_end(service, "scripted-chart", "a bar chart please")
+    assert run.status == RunStatus.COMPLETED, run.last_error
+    assert run.usage is not None and run.usage.total_tokens > 0
+    steps = await service.run_steps(run.id)
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    assert all(s.status == StepStatus.COMPLETED for s in steps)
+    call = steps[0].tool_calls[0]
+    assert "plt" in call.code and call.container_id == run.container_id
+    logs = [o.logs for o in call.outputs if o.type == "logs"]
+    assert logs and "saved chart" in (logs[0] or "")
+    images = [o.file_id for o in call.outputs if o.type == "image"]
+    assert len(images) == 1 and images[0] is not None
+    assert (await service.file_content(images[0])).startswith(PNG)
+
+    [message] = await service.run_messages(run.id)
+    assert message.role == "assistant" and steps[1].message_id == message.id
+    image_part, text_part = message.content
+    assert isinstance(image_part, ImagePart) and image_part.file_id == images[0]
+    assert isinstance(text_part, TextPart) and text_part.text == CHART_ANSWER
+    by_name = {a.filename: a for a in text_part.annotations}
+    assert set(by_name) == {"chart.png", "chart_data.csv"}
+    for ann in text_part.annotations:
+        assert CHART_ANSWER[ann.start_index : ann.end_index] == ann.text
+        assert ann.text == f"sandbox:/mnt/data/{ann.filename}"
+    assert run.container_id is not None
+    png = await service.container_file_content(run.container_id, by_name["chart.png"].file_id)
+    assert png.startswith(PNG)
+    csv = await service.file_content(by_name["chart_data.csv"].file_id)
+    assert b"Company B,2.5" in csv
+    generated = await service.list_files(PageRequest(limit=100), purpose="assistants_output")
+    assert {by_name["chart.png"].file_id, images[0]} <= {f.id for f in generated.items}
+
+
+async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
+    upload = await service.create_file(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
+    conversation = await service.create_conversation()
+    await service.add_message(
+        conversation.id, role="user", content="sum it", attachments=[upload.id]
+    )
+    run = await service.start_run(conversation.id, model="scripted-read_file")
+    run = await service.wait_run(run.id, timeout=60)
+    assert run.status == RunStatus.COMPLETED, run.last_error
+    [message] = await service.run_messages(run.id)
+    assert message.text.startswith(READ_FILE_PREFIX)
+    assert "X,7" in message.text and "42" in message.text  # the code read the uploaded bytes
+    # staged once: a second run does not copy it again
+    files = await service.container_files(str(run.container_id))
+    assert [f.filename for f in files if f.origin_id == upload.id] == ["profits.csv"]
+
+
+async def test_variables_persist_across_runs_of_a_conversation(service: AgentService) -> None:
+    conversation = await service.create_conversation()
+    await service.add_message(conversation.id, role="user", content="hi")
+    first = await service.start_run(conversation.id, model="scripted-chart")
+    first = await service.wait_run(first.id, timeout=60)
+    assert first.container_id
+    container = await service.get_container(first.container_id)
+    session = await service.session_for(container)
+    assert (await session.execute("companies")).result is not None  # the run's variable
+    await service.add_message(conversation.id, role="user", content="hello again")
+    second = await service.start_run(conversation.id, model="scripted-hello")
+    second = await service.wait_run(second.id, timeout=60)
+    assert second.status == RunStatus.COMPLETED and second.container_id == first.container_id
+    [answer] = await service.run_messages(second.id)
+    assert answer.text == HELLO_ANSWER
+    page = await service.list_messages(conversation.id, PageRequest())
+    assert [m.role for m in page.items] == ["assistant", "user", "assistant", "user"]
+
+
+async def test_model_error_fails_the_run_with_last_error(service: AgentService) -> None:
+    run = await run_to_end(service, "scripted-error", "x")
+    assert run.status == RunStatus.FAILED and run.failed_at is not None
+    assert run.last_error is not None and run.last_error.code == "server_error"
+    assert "HTTP 500" in run.last_error.message and "scripted failure" in run.last_error.message
+
+
+async def test_model_that_never_stops_hits_the_step_limit(service: AgentService) -> None:
+    run = await run_to_end(service, "scripted-loop", "x")
+    assert run.status == RunStatus.FAILED
+    assert run.last_error == RunError(code="max_steps_exceeded", message=run.last_error.message)
+    steps = await service.run_steps(run.id)
+    assert len(steps) == 3 and all(s.type == "tool_calls" for s in steps)
+
+
+async def test_model_that_never_answers_times_out(service: AgentService) -> None:
+    run = await run_to_end(service, "scripted-hang", "x")
+    assert run.status == RunStatus.FAILED and run.last_error is not None
+    assert "did not answer within 2 s" in run.last_error.message
+
+
+async def test_cancel_interrupts_running_code(service: AgentService) -> None:
+    conversation = await service.create_conversation()
+    await service.add_message(conversation.id, role="user", content="wait")
+    run = await service.start_run(conversation.id, model="scripted-slow")
+    for _ in range(200):  # until the code is running
+        steps = await service.run_steps(run.id)
+        if steps and steps[0].tool_calls[0].status == "interpreting":
+            break
+        await asyncio.sleep(0.05)
+    with pytest.raises(errors.Conflict):
+        await service.add_message(conversation.id, role="user", content="more")
+    cancelling = await service.cancel_run(run.id)
+    assert cancelling.status == RunStatus.CANCELLING
+    done = await service.wait_run(run.id, timeout=10)
+    assert done.status == RunStatus.CANCELLED and done.cancelled_at is not None
+    [step] = await service.run_steps(run.id)
+    assert step.status == StepStatus.CANCELLED
+    # the interpreter was interrupted, not left sleeping: the container answers at once
+    container = await service.get_container(str(done.container_id))
+    session = await service.session_for(container)
+    result = await session.execute("1 + 1", timeout=5)
+    assert result.result is not None and result.result.data["text/plain"] == "2"
+
+
+async def test_events_stream_the_whole_run(service: AgentService) -> None:
+    conversation = await service.create_conversation()
+    await service.add_message(conversation.id, role="user", content="chart")
+    run = await service.start_run(conversation.id, model="scripted-chart")
+    kinds, statuses = [], []
+    async for event in service.events(run.id):
+        kinds.append(event.kind)
+        if event.run is not None:
+            statuses.append(event.run.status)
+    assert kinds[-1] == "done" and "text_delta" in kinds and "step" in kinds
+    assert statuses[0] == RunStatus.QUEUED and statuses[-1] == RunStatus.COMPLETED
+    assert RunStatus.IN_PROGRESS in statuses
+    # a late subscriber gets the replay
+    replay = [e.kind async for e in service.events(run.id)]
+    assert replay == kinds
+
+
+async def test_container_files_come_back_after_the_session_cooled_down(
+    service: AgentService,
+) -> None:
+    run = await run_to_end(service, "scripted-chart", "chart")
+    container = await service.get_container(str(run.container_id))
+    assert await service.engine.pool("default").delete(container.session_id)
+    session = await service.session_for(container)
+    assert (await session.read_file("chart_data.csv")).startswith(b"company,")
+
+
+async def test_runs_left_in_flight_are_failed_on_restart(
+    engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
+) -> None:
+    config = AgentsConfig(model_base_url=scripted_model.url, data_dir=tmp_path)
+    first = AgentService(config, engine)
+    await first.start()
+    conversation = await first.create_conversation()
+    run = Run(id="run_stale", conversation_id=conversation.id, model="m")
+    await first._insert("run", run, conversation.id, "run")
+    await first.close()
+    second = AgentService(dataclasses.replace(config), engine)
+    await second.start()
+    try:
+        stale = await second.get_run("run_stale")
+        assert stale.status == RunStatus.FAILED and stale.last_error is not None
+        assert "restarted" in stale.last_error.message
+        assert (await second.get_conversation(conversation.id)).id == conversation.id
+    finally:
+        await second.close()
+
+
+async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentService) -> None:
+    with pytest.raises(errors.ObjectNotFound, match="thread_nope"):
+        await service.start_run("thread_nope")
+    conversation = await service.create_conversation()
+    with pytest.raises(errors.ObjectNotFound):
+        await service.start_run(conversation.id, agent_id="asst_nope")
+    with pytest.raises(errors.ObjectNotFound):
+        await service.create_agent(model="m", file_ids=["file-nope"])
+    with pytest.raises(errors.InvalidRequest):
+        await service.add_message(conversation.id, role="system", content="x")
+    with pytest.raises(errors.InvalidRequest):
+        await service.list_agents(PageRequest(limit=0))
+    with pytest.raises(errors.InvalidRequest):
+        await service.create_file(filename="..", data=b"x")
+
+
+async def test_no_model_configured_fails_with_a_clear_error(
+    engine: Engine, tmp_path: Path
+) -> None:
+    svc = AgentService(AgentsConfig(data_dir=tmp_path), engine)
+    await svc.start()
+    try:
+        agent = await svc.create_agent(model=None)
+        conversation = await svc.create_conversation()
+        run = await svc.start_run(conversation.id, agent_id=agent.id)
+        run = await svc.wait_run(run.id, timeout=30)
+        assert run.status == RunStatus.FAILED and run.last_error is not None
+        assert "default_model" in run.last_error.message
+    finally:
+        await svc.close()

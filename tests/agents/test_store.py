@@ -1,0 +1,135 @@
+"""The persistence layer on both databases: SQLite (the default) and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.store import Store, engine_for
+from sessionpool.agents.types import PageRequest, RunStatus
+from sessionpool.engine import Engine
+from sessionpool.errors import ConfigError
+from tests.agents.postgres import PostgresServer
+from tests.agents.scripted_model import ScriptedModel
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'agents.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    yield server.url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
+    s.open()
+    s.open()  # idempotent: a second start finds the tables
+    # tests use their own kinds: the PostgreSQL database is shared by the whole run
+    yield s
+    s.close()
+
+
+def fill(store: Store, kind: str, n: int, parent: str = "p") -> list[str]:
+    ids = [f"{kind}-{i}" for i in range(n)]
+    for i, rid in enumerate(ids):
+        store.insert(
+            kind, rid, 1000 + i, {"id": rid, "n": i}, parent, "even" if i % 2 == 0 else "odd"
+        )
+    return ids
+
+
+def test_records_round_trip_update_and_delete(store: Store) -> None:
+    kind = f"k{uuid.uuid4().hex[:8]}"
+    store.insert(kind, "a", 1, {"id": "a", "text": "héllo \u2603", "nested": {"x": [1, None]}})
+    assert store.get(kind, "a") == {"id": "a", "text": "héllo \u2603", "nested": {"x": [1, None]}}
+    assert store.get("other", "a") is None  # ids are looked up within their kind
+    assert store.update(kind, "a", {"id": "a", "text": "new"})
+    assert store.get(kind, "a") == {"id": "a", "text": "new"}
+    assert not store.update(kind, "missing", {})
+    assert store.delete(kind, "a") and not store.delete(kind, "a")
+    assert store.get(kind, "a") is None
+
+
+def test_paging_follows_insertion_order_both_ways(store: Store) -> None:
+    kind = f"k{uuid.uuid4().hex[:8]}"
+    ids = fill(store, kind, 7)
+    page, more = store.page(kind, PageRequest(limit=3))
+    assert [d["id"] for d in page] == ids[::-1][:3] and more  # newest first by default
+    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]))
+    assert [d["id"] for d in page] == ids[::-1][3:6] and more
+    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]))
+    assert [d["id"] for d in page] == [ids[0]] and not more
+    page, more = store.page(kind, PageRequest(limit=3, after=ids[0]))
+    assert page == [] and not more  # past the end: an empty page, no more
+    page, _ = store.page(kind, PageRequest(limit=10, order="asc", after=ids[1], before=ids[5]))
+    assert [d["id"] for d in page] == ids[2:5]
+    odd, _ = store.page(kind, PageRequest(limit=10, order="asc"), tag="odd")
+    assert [d["id"] for d in odd] == ids[1::2]
+    not_odd, _ = store.page(kind, PageRequest(limit=10, order="asc"), exclude_tag="odd")
+    assert [d["id"] for d in not_odd] == ids[0::2]
+    assert store.page(kind, PageRequest(after="nope")) == ([], False)
+
+
+def test_children_are_listed_and_deleted_by_parent(store: Store) -> None:
+    kind = f"k{uuid.uuid4().hex[:8]}"
+    mine = fill(store, kind, 3, parent="mine")
+    store.insert(kind, "theirs", 1, {"id": "theirs"}, "theirs")
+    assert [d["id"] for d in store.all(kind, "mine")] == mine
+    assert [d["id"] for d in store.all(kind, "mine", "even")] == [mine[0], mine[2]]
+    assert sorted(store.delete_children(kind, "mine")) == sorted(mine)
+    assert [d["id"] for d in store.all(kind)] == ["theirs"]
+
+
+def test_blobs_keep_every_byte(store: Store) -> None:
+    data = bytes(range(256)) * 1000
+    store.put_blob("b1", data)
+    assert store.get_blob("b1") == data
+    store.put_blob("b1", b"replaced")
+    assert store.get_blob("b1") == b"replaced"
+    store.delete_blob("b1")
+    assert store.get_blob("b1") is None
+
+
+def test_bad_database_urls_are_refused() -> None:
+    with pytest.raises(ConfigError, match="expected sqlite"):
+        engine_for("mysql://x/y")
+
+
+async def test_a_whole_run_persists_on_either_database(
+    database_url: str, engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
+) -> None:
+    """The agent loop on the database, then a second service (a restarted server) reads it."""
+    config = AgentsConfig(
+        model_base_url=scripted_model.url, database_url=database_url, data_dir=tmp_path
+    )
+    first = AgentService(config, engine)
+    await first.start()
+    try:
+        agent = await first.create_agent(model="scripted-chart", name="charts")
+        conversation = await first.create_conversation()
+        await first.add_message(conversation.id, role="user", content="chart")
+        run = await first.start_run(conversation.id, agent_id=agent.id)
+        run = await first.wait_run(run.id, timeout=60)
+        assert run.status == RunStatus.COMPLETED, run.last_error
+    finally:
+        await first.close()
+    second = AgentService(config, engine)
+    await second.start()
+    try:
+        again = await second.get_run(run.id)
+        assert again.status == RunStatus.COMPLETED and again.agent_id == agent.id
+        messages = await second.list_messages(conversation.id, PageRequest())
+        assert [m.role for m in messages.items] == ["assistant", "user"]
+        steps = await second.run_steps(run.id)
+        image = next(o for o in steps[0].tool_calls[0].outputs if o.type == "image")
+        assert image.file_id and (await second.file_content(image.file_id)).startswith(b"\x89PNG")
+        assert (await second.find_agent_by_name("charts")).id == agent.id
+    finally:
+        await second.close()
