@@ -48,9 +48,20 @@ def pytest_configure(config: pytest.Config) -> None:
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in sorted(points, reverse=True):
-        if point.startswith(root):
+        if point.startswith(root) and not _run_alive(Path(root) / point[len(root) :].split("/")[0]):
             with contextlib.suppress(OSError):
                 linux.umount2(point, linux.MNT_DETACH)
+
+
+def _run_alive(basetemp: Path) -> bool:
+    """pytest keeps its pid in ``<basetemp>/.lock`` while a run uses that directory: the mounts
+    of a run still going (a second suite started beside it) are not stale."""
+    try:
+        pid = int((basetemp / ".lock").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def jail_possible() -> bool:
