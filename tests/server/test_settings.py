@@ -12,6 +12,7 @@ from sessionpool.config import EngineConfig, GiB, MiB, PoolConfig
 from sessionpool.errors import ConfigError
 from sessionpool.server.cli import add_serve_arguments, settings_from_args
 from sessionpool.server.settings import (
+    AGENTS_FIELDS,
     LIMIT_FIELDS,
     POOL_FIELDS,
     SERVER_FIELDS,
@@ -144,6 +145,12 @@ def test_pool_environment_defaults_apply_to_every_pool(tmp_path: Path) -> None:
         ("[pools.'bad name']\n", "pool name"),
         ("[pools.x]\nready_sessions = 5\nmax_sessions = 2\n", "ready_sessions"),
         ("not toml at all = = =", "sessionpool.toml"),
+        ("[agents]\nmodel_url = 'x'\n", "model_url"),
+        ("[agents]\nmax_steps = 0\n", "max_steps"),
+        ("[agents]\npool = 'nope'\n", "nope"),
+        ("[agents]\nmodel_map = ['no-equals-sign']\n", "model_map"),
+        ("[agents]\ndatabase_url = 'mysql://db/x'\n", "database_url"),
+        ("agents = 3\n", "agents"),
     ],
 )
 def test_bad_configuration_names_the_problem(tmp_path: Path, text: str, needle: str) -> None:
@@ -217,3 +224,24 @@ def test_every_setting_is_documented() -> None:
         assert f"SESSIONPOOL_{name.upper()}" in text
     for name in [*POOL_FIELDS, *LIMIT_FIELDS]:
         assert f"SESSIONPOOL_POOL_{name.upper()}" in text
+    for name in AGENTS_FIELDS:
+        assert f"| `{name}` |" in text, f"[agents] {name} is missing from docs/configuration.md"
+
+
+def test_agents_table_then_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[agents]\nmodel_base_url = 'http://m/v1'\nmodel_map = ['gpt-4o-mini=llama']\n"
+        "max_steps = 3\ndefault_model = 'from-file'\n",
+    )
+    s = load_settings(
+        {"data_dir": tmp_path / "data"},
+        environ={"SESSIONPOOL_AGENTS_DEFAULT_MODEL": "from-env"},
+        config_file=path,
+    )
+    assert s.agents.model_base_url == "http://m/v1" and s.agents.max_steps == 3
+    assert s.agents.default_model == "from-env"
+    assert s.agents.mapped_model("gpt-4o-mini") == "llama"
+    assert s.agents.mapped_model(None) == "from-env"
+    assert s.agents.database == f"sqlite:///{tmp_path / 'data' / 'agents.db'}"
+    assert not load_settings(environ={"SESSIONPOOL_AGENTS_ENABLED": "no"}).agents.enabled

@@ -13,8 +13,9 @@ class AgentsConfig:
     #: ``sqlite:///PATH`` or ``postgresql://user:pass@host:port/db``; empty means
     #: ``sqlite:///<data_dir>/agents.db``
     database_url: str = ""
-    #: the sessionpool pool whose sessions become containers
-    pool: str = "default"
+    #: the sessionpool pool whose sessions become containers; empty means the pool named
+    #: ``default`` if there is one, else the first configured pool
+    pool: str = ""
     #: an OpenAI-compatible chat-completions endpoint, e.g. ``http://127.0.0.1:8000/v1``
     model_base_url: str = ""
     model_api_key: str = ""

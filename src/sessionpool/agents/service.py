@@ -45,6 +45,7 @@ from sessionpool.agents.types import (
     now,
 )
 from sessionpool.engine import Engine
+from sessionpool.pool import Pool
 from sessionpool.session import Session
 
 log = logging.getLogger("sessionpool.agents")
@@ -73,6 +74,12 @@ class AgentService:
         self._subscribers: dict[str, list[asyncio.Queue[RunEvent]]] = {}
         self._container_locks: dict[str, asyncio.Lock] = {}
         self._closing = False
+        self.pool_name = config.pool or (
+            "default" if "default" in engine.pools else next(iter(engine.pools))
+        )
+
+    def _pool(self) -> Pool:
+        return self.engine.pool(self.pool_name)
 
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
@@ -645,7 +652,7 @@ class AgentService:
         if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
             container.status = ContainerStatus.EXPIRED
             await self._save("container", container)
-            await self.engine.pool(self.config.pool).delete(container.session_id)
+            await self._pool().delete(container.session_id)
         return container
 
     async def get_container(self, container_id: str) -> Container:
@@ -672,7 +679,7 @@ class AgentService:
     async def delete_container(self, container_id: str) -> None:
         """Ends its session and deletes its files."""
         container = await self._load("container", Container, container_id)
-        await self.engine.pool(self.config.pool).delete(container.session_id)
+        await self._pool().delete(container.session_id)
         for fid in await self._db(self.store.delete_children, "file", container.id):
             await self._db(self.store.delete_blob, fid)
         await self._db(self.store.delete, "container", container_id)
@@ -703,7 +710,7 @@ class AgentService:
         """The container's live session; a fresh one gets the container's files back."""
         lock = self._container_locks.setdefault(container.id, asyncio.Lock())
         async with lock:
-            pool = self.engine.pool(self.config.pool)
+            pool = self._pool()
             fresh = pool.get(container.session_id) is None
             session = await pool.acquire(container.session_id)
             if fresh:
@@ -773,7 +780,7 @@ class AgentService:
             await self._db(self.store.put_blob, record.id, data)
             await self._insert("file", record, container.id, purpose)
         if write:
-            if session is None and self.engine.pool(self.config.pool).get(container.session_id):
+            if session is None and self._pool().get(container.session_id):
                 session = await self.session_for(container)
             if session is not None:
                 await session.write_file(_relative(path), data)
@@ -822,7 +829,7 @@ class AgentService:
         record = await self.get_container_file(container_id, file_id)
         await self._db(self.store.delete, "file", file_id)
         await self._db(self.store.delete_blob, file_id)
-        session = self.engine.pool(self.config.pool).get(container.session_id)
+        session = self._pool().get(container.session_id)
         if session is not None and record.path:
             with contextlib.suppress(errors.FileError):
                 await session.delete_file(_relative(record.path))

@@ -466,9 +466,13 @@ def load_settings(
     )
     data_dir = values.get("data_dir", ServerSettings.data_dir)
     assert isinstance(data_dir, Path)
+    agents = build_agents(agents_table, env, data_dir)
+    if not agents.pool and pools:
+        names = [p.name for p in pools]
+        agents = dataclasses.replace(agents, pool="default" if "default" in names else names[0])
     settings = ServerSettings(
         pools=pools,
-        agents=build_agents(agents_table, env, data_dir),
+        agents=agents,
         config_file=config_file,
         **values,  # type: ignore[arg-type]
     )
