@@ -26,6 +26,10 @@ EXPECTED = {
     "NotARegularFile": 400,
     "FileTooLarge": 413,
     "QuotaExceeded": 413,
+    "AgentsError": 500,
+    "ObjectNotFound": 404,
+    "InvalidRequest": 400,
+    "Conflict": 409,
 }
 
 

@@ -86,12 +86,18 @@ def status_for(exc: errors.SessionpoolError) -> int:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
+    """``{"error": {code, message, type, param}}``: the Azure REST shape (code, message) that
+    is also the OpenAI one (message, type, param, code), so every client family reads it."""
     all_headers = {ERROR_CODE_HEADER: code, **(headers or {})}
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=all_headers
-    )
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    body = {"code": code, "message": message, "type": kind, "param": param}
+    return JSONResponse({"error": body}, status_code=status, headers=all_headers)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -114,7 +120,7 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
         logger.warning(
             "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc
         )
-    return error_response(status, exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, param=getattr(exc, "param", None))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
