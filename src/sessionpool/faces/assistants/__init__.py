@@ -1,0 +1,7 @@
+"""The Assistants v2 face (and Azure AI Agents classic): assistants, threads, messages, runs,
+run steps and files, as openai-python ``beta.*``, ``AzureOpenAI``, azure-ai-projects 1.0.0b10
+and azure-ai-agents 1.x speak them. ``install_assistants(app)`` mounts it."""
+
+from sessionpool.faces.assistants.routes import install_assistants
+
+__all__ = ["install_assistants"]

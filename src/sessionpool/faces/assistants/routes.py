@@ -1,0 +1,523 @@
+"""The Assistants v2 routes: one router, mounted under every prefix the clients use.
+
+- ``/v1``: openai-python ``client.beta.*`` and ``client.files``
+- ``/agents/v1.0/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices
+  /workspaces/{p}``: azure-ai-projects 1.0.0b1 ... b10 (``from_connection_string``)
+- ``/api/projects/{p}``: azure-ai-agents 1.x (``AgentsClient``)
+- ``/openai``: ``AzureOpenAI``
+
+Every answer is HTTP 200 with a JSON object (Azure's clients accept nothing else); the
+``api-version`` query and the ``OpenAI-Beta`` header are accepted and ignored. Errors are the
+OpenAI error envelope, which Azure's clients read too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from sessionpool import errors
+from sessionpool.agents.service import AgentService
+from sessionpool.agents.types import Run
+from sessionpool.faces.assistants import parse, wire
+from sessionpool.faces.assistants.stream import run_stream, sse
+from sessionpool.server.errors import ERROR_CODE_HEADER, HttpError, status_for
+
+logger = logging.getLogger("sessionpool.faces.assistants")
+
+JSON = dict[str, Any]
+
+AZURE_HUB_PREFIX = (
+    "/agents/v1.0/subscriptions/{subscription}/resourceGroups/{resource_group}"
+    "/providers/Microsoft.MachineLearningServices/workspaces/{project}"
+)
+#: (prefix, in the OpenAPI description): the others are the same operations again
+PREFIXES: tuple[tuple[str, bool], ...] = (
+    ("/v1", True),
+    (AZURE_HUB_PREFIX, False),
+    ("/api/projects/{project}", False),
+    ("/openai", False),
+)
+
+#: where azure-ai-projects 2.x points its OpenAI client; the Responses face serves the rest
+FOUNDRY_OPENAI_PREFIX = "/api/projects/{project}/openai/v1"
+#: Azure OpenAI's v1 base (``AzureOpenAI`` with ``base_url=.../openai/v1``): files here too
+AZURE_OPENAI_V1_PREFIX = "/openai/v1"
+
+#: how long openai-python waits between polls of a run (it reads this header)
+POLL_AFTER_MS = "200"
+POLL_HEADERS = {"openai-poll-after-ms": POLL_AFTER_MS}
+
+#: JSON bodies larger than this are refused (messages carry text, not files)
+MAX_JSON_BYTES = 32 * 1024 * 1024
+
+FUNCTION_TOOLS_UNSUPPORTED = (
+    "only code_interpreter tools run on this server; function tools are not supported"
+)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def error_response(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
+    """The OpenAI error envelope (``message``, ``type``, ``param``, ``code``)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    headers = {ERROR_CODE_HEADER: code}
+    if status == 409:
+        # openai-python retries 409s; a busy thread stays busy for the whole run
+        headers["x-should-retry"] = "false"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class AssistantsRoute(APIRoute):
+    """Renders sessionpool errors raised in these routes as OpenAI error envelopes."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors.SessionpoolError as exc:
+                status = status_for(exc)
+                if status >= 500:
+                    logger.warning(
+                        "%s %s -> %d %s: %s",
+                        request.method,
+                        request.url.path,
+                        status,
+                        exc.code,
+                        exc,
+                    )
+                param = exc.param if isinstance(exc, errors.InvalidRequest) else None
+                return error_response(status, exc.code, exc.message, param)
+            except HttpError as exc:
+                return error_response(exc.status, exc.code, exc.message)
+
+        return route_handler
+
+
+router = APIRouter(route_class=AssistantsRoute, tags=["assistants"])
+#: the files routes alone, also under Foundry's OpenAI base (``get_openai_client()`` uploads there)
+files_router = APIRouter(route_class=AssistantsRoute, tags=["files"])
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def service(request: Request) -> AgentService:
+    svc = getattr(request.app.state, "agents", None)
+    if svc is None:
+        # not configured: to the client, as if the routes were not there
+        raise HttpError(
+            404,
+            "AgentsDisabled",
+            "the agents service (assistants, threads, runs) is not enabled on this server; "
+            "enable the [agents] section of the server configuration",
+        )
+    assert isinstance(svc, AgentService)
+    return svc
+
+
+async def body(request: Request) -> JSON:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise HttpError(
+            413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
+        )
+    raw = bytearray()
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_JSON_BYTES:
+                raise HttpError(
+                    413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
+                )
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    return parse.body_object(bytes(raw))
+
+
+def ok(data: JSON, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(data, headers=headers)
+
+
+def query(request: Request) -> dict[str, str]:
+    return dict(request.query_params)
+
+
+# --- assistants --------------------------------------------------------------------------------
+
+
+def _agent_fields(data: JSON) -> JSON:
+    resources = parse.opt_object(data, "tool_resources")
+    fields: JSON = {
+        "name": parse.opt_str(data, "name"),
+        "description": parse.opt_str(data, "description"),
+        "instructions": parse.opt_str(data, "instructions"),
+        "tools": parse.opt_tools(data),
+        "file_ids": parse.code_interpreter_file_ids(resources),
+        "temperature": parse.opt_number(data, "temperature"),
+        "top_p": parse.opt_number(data, "top_p"),
+        "response_format": data.get("response_format"),
+        "metadata": parse.opt_metadata(data),
+    }
+    others = parse.other_tool_resources(resources)
+    if others:
+        fields["extra"] = {"tool_resources": others}
+    return fields
+
+
+@router.post("/assistants", summary="Create an assistant")
+async def create_assistant(request: Request) -> Response:
+    data = await body(request)
+    agent = await service(request).create_agent(
+        model=parse.opt_str(data, "model"), **_agent_fields(data)
+    )
+    return ok(wire.assistant(agent))
+
+
+@router.get("/assistants", summary="List assistants")
+async def list_assistants(request: Request) -> Response:
+    page = await service(request).list_agents(parse.page_request(query(request)))
+    return ok(wire.page(page, wire.assistant))
+
+
+@router.get("/assistants/{assistant_id}", summary="Get an assistant")
+async def get_assistant(request: Request, assistant_id: str) -> Response:
+    return ok(wire.assistant(await service(request).get_agent(assistant_id)))
+
+
+@router.post("/assistants/{assistant_id}", summary="Update an assistant")
+async def update_assistant(request: Request, assistant_id: str) -> Response:
+    data = await body(request)
+    changes = {k: v for k, v in _agent_fields(data).items() if v is not None}
+    model = parse.opt_str(data, "model")
+    if model:
+        changes["model"] = model
+    agent = await service(request).update_agent(assistant_id, **changes)
+    return ok(wire.assistant(agent))
+
+
+@router.delete("/assistants/{assistant_id}", summary="Delete an assistant")
+async def delete_assistant(request: Request, assistant_id: str) -> Response:
+    await service(request).delete_agent(assistant_id)
+    return ok(wire.deleted(assistant_id, "assistant.deleted"))
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def _thread_fields(data: JSON) -> JSON:
+    resources = parse.opt_object(data, "tool_resources")
+    fields: JSON = {
+        "metadata": parse.opt_metadata(data),
+        "file_ids": parse.code_interpreter_file_ids(resources),
+        "messages": parse.new_messages(data, "messages") or None,
+    }
+    others = parse.other_tool_resources(resources)
+    if others:
+        fields["extra"] = {"tool_resources": others}
+    return fields
+
+
+@router.post("/threads", summary="Create a thread")
+async def create_thread(request: Request) -> Response:
+    data = await body(request)
+    conversation = await service(request).create_conversation(**_thread_fields(data))
+    return ok(wire.thread(conversation))
+
+
+# declared before /threads/{thread_id}: "runs" is not a thread id
+@router.post("/threads/runs", summary="Create a thread and start a run on it")
+async def create_thread_and_run(request: Request) -> Response:
+    data = await body(request)
+    svc = service(request)
+    options = _run_options(data)
+    stream = bool(parse.opt_bool(data, "stream"))
+    thread_data = parse.opt_object(data, "thread") or {}
+    fields = _thread_fields(thread_data)
+    # tool_resources next to the thread apply to it as well
+    more = parse.code_interpreter_file_ids(parse.opt_object(data, "tool_resources"))
+    if more:
+        fields["file_ids"] = [*(fields.get("file_ids") or []), *more]
+    await svc.get_agent(options["agent_id"])
+    conversation = await svc.create_conversation(**fields)
+    prelude = [sse("thread.created", wire.thread(conversation))] if stream else None
+    return await _start(request, svc, conversation.id, options, stream, prelude)
+
+
+@router.get("/threads/{thread_id}", summary="Get a thread")
+async def get_thread(request: Request, thread_id: str) -> Response:
+    return ok(wire.thread(await service(request).get_conversation(thread_id)))
+
+
+@router.post("/threads/{thread_id}", summary="Update a thread")
+async def update_thread(request: Request, thread_id: str) -> Response:
+    data = await body(request)
+    conversation = await service(request).update_conversation(
+        thread_id, metadata=parse.opt_metadata(data)
+    )
+    return ok(wire.thread(conversation))
+
+
+@router.delete("/threads/{thread_id}", summary="Delete a thread")
+async def delete_thread(request: Request, thread_id: str) -> Response:
+    await service(request).delete_conversation(thread_id)
+    return ok(wire.deleted(thread_id, "thread.deleted"))
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+@router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
+async def create_message(request: Request, thread_id: str) -> Response:
+    data = await body(request)
+    if "content" not in data:
+        raise errors.InvalidRequest("'content' is required", "content")
+    msg = await service(request).add_message(
+        thread_id,
+        role=parse.role(data.get("role", "user")),
+        content=parse.message_content(data.get("content")),
+        attachments=parse.attachments(data.get("attachments")),
+        metadata=parse.opt_metadata(data),
+    )
+    return ok(wire.message(msg))
+
+
+@router.get("/threads/{thread_id}/messages", summary="List a thread's messages, newest first")
+async def list_messages(request: Request, thread_id: str) -> Response:
+    q = query(request)
+    page = await service(request).list_messages(
+        thread_id, parse.page_request(q), run_id=q.get("run_id") or None
+    )
+    return ok(wire.page(page, wire.message))
+
+
+@router.get("/threads/{thread_id}/messages/{message_id}", summary="Get a message")
+async def get_message(request: Request, thread_id: str, message_id: str) -> Response:
+    return ok(wire.message(await service(request).get_message(thread_id, message_id)))
+
+
+@router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message")
+async def update_message(request: Request, thread_id: str, message_id: str) -> Response:
+    data = await body(request)
+    msg = await service(request).update_message(
+        thread_id, message_id, metadata=parse.opt_metadata(data)
+    )
+    return ok(wire.message(msg))
+
+
+@router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
+async def delete_message(request: Request, thread_id: str, message_id: str) -> Response:
+    await service(request).delete_message(thread_id, message_id)
+    return ok(wire.deleted(message_id, "thread.message.deleted"))
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+#: run fields kept verbatim and echoed back in the run object
+_RUN_EXTRA = (
+    "truncation_strategy",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+)
+
+
+def _run_options(data: JSON) -> JSON:
+    assistant_id = data.get("assistant_id")
+    if not isinstance(assistant_id, str) or not assistant_id:
+        raise errors.InvalidRequest("'assistant_id' is required", "assistant_id")
+    extra = {k: data[k] for k in _RUN_EXTRA if data.get(k) is not None}
+    return {
+        "agent_id": assistant_id,
+        "model": parse.opt_str(data, "model") or None,
+        "instructions": parse.opt_str(data, "instructions"),
+        "additional_instructions": parse.opt_str(data, "additional_instructions"),
+        "tools": parse.opt_tools(data),
+        "temperature": parse.opt_number(data, "temperature"),
+        "top_p": parse.opt_number(data, "top_p"),
+        "metadata": parse.opt_metadata(data),
+        "extra": extra or None,
+    }
+
+
+async def _start(
+    request: Request,
+    svc: AgentService,
+    thread_id: str,
+    options: JSON,
+    stream: bool,
+    prelude: list[bytes] | None = None,
+) -> Response:
+    run = await svc.start_run(thread_id, **options)
+    if not stream:
+        return ok(wire.run(run), POLL_HEADERS)
+    # subscribe before anything else awaits: the run starts when this task yields
+    events = svc.events(run.id)
+
+    async def final() -> Run:
+        return await svc.get_run(run.id)
+
+    return StreamingResponse(
+        run_stream(run, events, final, prelude),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+@router.post("/threads/{thread_id}/runs", summary="Start a run on a thread")
+async def create_run(request: Request, thread_id: str) -> Response:
+    data = await body(request)
+    svc = service(request)
+    options = _run_options(data)
+    stream = bool(parse.opt_bool(data, "stream"))
+    additional = parse.new_messages(data, "additional_messages")
+    await svc.get_conversation(thread_id)
+    await svc.get_agent(options["agent_id"])
+    for msg in additional:
+        await svc.add_message(thread_id, **msg)
+    return await _start(request, svc, thread_id, options, stream)
+
+
+@router.get("/threads/{thread_id}/runs", summary="List a thread's runs")
+async def list_runs(request: Request, thread_id: str) -> Response:
+    page = await service(request).list_runs(thread_id, parse.page_request(query(request)))
+    return ok(wire.page(page, wire.run))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", summary="Get a run")
+async def get_run(request: Request, thread_id: str, run_id: str) -> Response:
+    run = await service(request).get_run(run_id, thread_id)
+    return ok(wire.run(run), POLL_HEADERS)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}", summary="Update a run")
+async def update_run(request: Request, thread_id: str, run_id: str) -> Response:
+    data = await body(request)
+    svc = service(request)
+    metadata = parse.opt_metadata(data)
+    if metadata is None:  # nothing to change
+        run = await svc.get_run(run_id, thread_id)
+    else:
+        run = await svc.update_run(run_id, thread_id, metadata=metadata)
+    return ok(wire.run(run), POLL_HEADERS)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel_run(request: Request, thread_id: str, run_id: str) -> Response:
+    run = await service(request).cancel_run(run_id, thread_id)
+    return ok(wire.run(run), POLL_HEADERS)
+
+
+@router.post(
+    "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+    summary="Not supported: only the code interpreter runs here",
+)
+async def submit_tool_outputs(request: Request, thread_id: str, run_id: str) -> Response:
+    await service(request).get_run(run_id, thread_id)
+    raise errors.InvalidRequest(FUNCTION_TOOLS_UNSUPPORTED, "tool_outputs")
+
+
+# --- run steps ---------------------------------------------------------------------------------
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps", summary="List a run's steps")
+async def list_steps(request: Request, thread_id: str, run_id: str) -> Response:
+    page = await service(request).list_steps(
+        run_id, parse.page_request(query(request)), conversation_id=thread_id
+    )
+    return ok(wire.page(page, wire.step))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}", summary="Get a run step")
+async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) -> Response:
+    svc = service(request)
+    await svc.get_run(run_id, thread_id)
+    step = await svc.get_step(run_id, step_id)
+    if step.conversation_id != thread_id:
+        raise errors.ObjectNotFound("run step", step_id)
+    return ok(wire.step(step))
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+@files_router.post("/files", summary="Upload a file (multipart: file, purpose)")
+async def upload_file(request: Request) -> Response:
+    try:
+        form = await request.form()
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    except Exception as exc:  # malformed multipart: python-multipart raises several kinds
+        raise errors.InvalidRequest(
+            f"expected a multipart/form-data body with 'file' and 'purpose': {exc}", "file"
+        ) from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise errors.InvalidRequest(
+                "a multipart part 'file' (with a filename) is required", "file"
+            )
+        purpose = form.get("purpose")
+        if purpose is not None and not isinstance(purpose, str):
+            raise errors.InvalidRequest("'purpose' must be a text part", "purpose")
+        filename = upload.filename or "upload"
+        limit = service(request).config.max_file_bytes
+        if upload.size is not None and upload.size > limit:
+            raise errors.FileTooLarge(filename, limit)
+        data = await upload.read()
+    finally:
+        await form.close()
+    stored = await service(request).create_file(
+        filename=filename, data=data, purpose=purpose or "assistants"
+    )
+    return ok(wire.file(stored))
+
+
+@files_router.get("/files", summary="List files")
+async def list_files(request: Request) -> Response:
+    q = query(request)
+    page = await service(request).list_files(parse.page_request(q), q.get("purpose") or None)
+    return ok(wire.page(page, wire.file))
+
+
+@files_router.get("/files/{file_id}", summary="Get a file object")
+async def get_file(request: Request, file_id: str) -> Response:
+    return ok(wire.file(await service(request).get_file(file_id)))
+
+
+@files_router.delete("/files/{file_id}", summary="Delete a file")
+async def delete_file(request: Request, file_id: str) -> Response:
+    await service(request).delete_file(file_id)
+    return ok(wire.deleted(file_id, "file"))
+
+
+@files_router.get("/files/{file_id}/content", summary="Download a file's bytes")
+async def file_content(request: Request, file_id: str) -> Response:
+    data = await service(request).file_content(file_id)
+    return Response(data, media_type="application/octet-stream")
+
+
+# --- installation ------------------------------------------------------------------------------
+
+
+def install_assistants(app: FastAPI) -> None:
+    """Mount the Assistants v2 routes under every prefix (``/v1``, Azure's, ``/openai``), and
+    the files routes under Foundry's OpenAI base too."""
+    for prefix, in_schema in PREFIXES:
+        app.include_router(router, prefix=prefix, include_in_schema=in_schema)
+        app.include_router(files_router, prefix=prefix, include_in_schema=in_schema)
+    for prefix in (FOUNDRY_OPENAI_PREFIX, AZURE_OPENAI_V1_PREFIX):
+        app.include_router(files_router, prefix=prefix, include_in_schema=False)
