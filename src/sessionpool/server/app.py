@@ -17,6 +17,8 @@ from sessionpool.agents import AgentService
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError
 from sessionpool.faces.aca import AcaFace
+from sessionpool.faces.assistants import install_assistants
+from sessionpool.faces.responses import install_responses
 from sessionpool.faces.stream import install_stream
 from sessionpool.mcp._http import install_mcp
 from sessionpool.server.auth import ApiKeyMiddleware
@@ -195,15 +197,5 @@ def create_app(
 
 def install_agent_faces(app: FastAPI) -> None:
     """The Assistants v2 face and the Responses/Conversations/Containers face."""
-    try:  # TEMPORARY while the faces are written; removed before merge
-        from sessionpool.faces.assistants import install_assistants
-    except ImportError:
-        pass
-    else:
-        install_assistants(app)
-    try:
-        from sessionpool.faces.responses import install_responses
-    except ImportError:
-        pass
-    else:
-        install_responses(app)
+    install_assistants(app)
+    install_responses(app)

@@ -1,0 +1,744 @@
+"""Routes of the Responses face: responses, conversations and their items, containers and files.
+
+One router, mounted under ``/v1`` (openai-python) and ``/api/projects/{project}/openai/v1``
+(Azure AI Foundry's ``get_openai_client()``); any ``api-version`` query is ignored. Every
+handler translates with ``wire`` and calls the ``AgentService`` on ``app.state.agents``; its
+errors (ObjectNotFound, InvalidRequest, Conflict) are rendered by the server's handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mimetypes
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from sessionpool.agents.service import AgentService
+from sessionpool.agents.types import (
+    Agent,
+    Message,
+    PageRequest,
+    Run,
+    RunEvent,
+    RunStatus,
+    Step,
+)
+from sessionpool.errors import InvalidRequest, ObjectNotFound, SessionpoolError
+from sessionpool.faces.responses import wire
+from sessionpool.server.errors import HttpError
+
+logger = logging.getLogger("sessionpool.faces.responses")
+
+#: JSON bodies larger than this are refused (uploads go through multipart)
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: ask the service for this many records at a time when a face needs them all
+_BATCH = 100
+#: how long a cancel waits for the run to stop before answering
+CANCEL_WAIT_SECONDS = 15.0
+
+PREFIXES = ("/v1", "/openai/v1", "/api/projects/{project}/openai/v1")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def service(request: Request) -> AgentService:
+    svc = getattr(request.app.state, "agents", None)
+    if svc is None:
+        raise HttpError(503, "ServiceUnavailable", "the agents service is not running")
+    assert isinstance(svc, AgentService)
+    return svc
+
+
+def api_base(request: Request) -> str:
+    """The base URL this request came through (``.../v1``), for links to container files."""
+    project = request.path_params.get("project")
+    prefix = f"/api/projects/{project}/openai/v1" if project else "/v1"
+    return str(request.base_url).rstrip("/") + prefix
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise HttpError(
+            413, "PayloadTooLarge", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes"
+        )
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise HttpError(
+                    413, "PayloadTooLarge", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes"
+                )
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    return bytes(body)
+
+
+async def parse(request: Request, model: type[wire.WireModel]) -> Any:
+    return wire.parse_body(await read_body(request), model)
+
+
+def page_params(request: Request, default_order: Literal["asc", "desc"] = "desc") -> PageRequest:
+    q = request.query_params
+    raw_limit = q.get("limit", "20")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise InvalidRequest(f"limit must be an integer, not {raw_limit!r}", "limit") from None
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", "limit")
+    raw_order = q.get("order", default_order)
+    if raw_order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'", "order")
+    order: Literal["asc", "desc"] = "asc" if raw_order == "asc" else "desc"
+    return PageRequest(
+        limit=limit, order=order, after=q.get("after") or None, before=q.get("before") or None
+    )
+
+
+def ok(data: Any) -> JSONResponse:
+    return JSONResponse(data)
+
+
+async def all_messages(svc: AgentService, conversation_id: str) -> list[Message]:
+    out: list[Message] = []
+    after: str | None = None
+    while True:
+        page = await svc.list_messages(
+            conversation_id, PageRequest(limit=_BATCH, order="asc", after=after)
+        )
+        out.extend(page.items)
+        if not page.has_more or not page.items:
+            return out
+        after = page.items[-1].id
+
+
+async def all_runs(svc: AgentService, conversation_id: str) -> list[Run]:
+    out: list[Run] = []
+    after: str | None = None
+    while True:
+        page = await svc.list_runs(
+            conversation_id, PageRequest(limit=_BATCH, order="asc", after=after), kind="response"
+        )
+        out.extend(page.items)
+        if not page.has_more or not page.items:
+            return out
+        after = page.items[-1].id
+
+
+async def get_response_run(svc: AgentService, response_id: str) -> Run:
+    run = await svc.get_run(response_id)
+    if run.kind != "response":
+        raise ObjectNotFound("response", response_id)
+    return run
+
+
+async def image_urls(
+    svc: AgentService, steps: list[Step], base_url: str, known: dict[str, str] | None = None
+) -> dict[str, str]:
+    """URLs of the image outputs in ``steps`` (``wire.image_url``), added to ``known``."""
+    urls = known if known is not None else {}
+    for file_id in wire.image_file_ids(steps):
+        if file_id in urls:
+            continue
+        try:
+            f = await svc.get_file(file_id)
+            data = None if f.container_id else await svc.file_content(file_id)
+        except ObjectNotFound:
+            continue  # deleted since: the item keeps a (dead) container link
+        urls[file_id] = wire.image_url(f, data, base_url=base_url)
+    return urls
+
+
+async def render_response(svc: AgentService, run: Run, base_url: str) -> dict[str, Any]:
+    steps: list[Step] = []
+    messages: list[Message] = []
+    if run.status is not RunStatus.QUEUED:
+        steps = await svc.run_steps(run.id)
+        messages = await svc.run_messages(run.id)
+    urls = await image_urls(svc, steps, base_url)
+    output = wire.run_output(run, steps, messages, base_url=base_url, image_urls=urls)
+    return wire.response_object(run, output)
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Agent:
+    """A Foundry agent by name (the newest version unless ``version`` is given)."""
+    found: Agent | None = None
+    after: str | None = None
+    while True:
+        page = await svc.list_agents(PageRequest(limit=_BATCH, order="asc", after=after))
+        for agent in page.items:
+            if agent.name != name:
+                continue
+            if version is not None and str(agent.extra.get("version")) != version:
+                continue
+            found = agent  # ascending: the last match is the newest
+        if not page.has_more or not page.items:
+            break
+        after = page.items[-1].id
+    if found is None:
+        raise ObjectNotFound("agent", name if version is None else f"{name}:{version}")
+    return found
+
+
+async def add_missing_files(svc: AgentService, container_id: str, file_ids: list[str]) -> None:
+    """Copy the files into the container, skipping names it has already (an agent's tool
+    resources come with every turn)."""
+    present: set[str] = set()
+    after: str | None = None
+    while True:
+        page = await svc.list_container_files(
+            container_id, PageRequest(limit=_BATCH, order="asc", after=after)
+        )
+        present.update(f.filename for f in page.items)
+        if not page.has_more or not page.items:
+            break
+        after = page.items[-1].id
+    for file_id in file_ids:
+        stored = await svc.get_file(file_id)
+        if stored.filename not in present:
+            await svc.add_container_file(container_id, file_id=file_id)
+            present.add(stored.filename)
+
+
+async def create_response(request: Request) -> Response:
+    svc = service(request)
+    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
+    base = api_base(request)
+    parsed = wire.parse_input(req.input)
+
+    agent: Agent | None = None
+    ref = req.agent_name
+    if ref is not None:
+        agent = await resolve_agent(svc, *ref)
+    wire_tools: list[dict[str, Any]] | None = req.tools
+    if wire_tools is None and agent is not None:
+        wire_tools = agent.tools
+    spec = wire.parse_tools(wire_tools)
+
+    conversation_id = req.conversation_id
+    if conversation_id and req.previous_response_id:
+        raise InvalidRequest(
+            "give either conversation or previous_response_id, not both", "previous_response_id"
+        )
+    if spec.container_id is not None:
+        await svc.get_container(spec.container_id)  # 404 before anything is written
+    created = False
+    if conversation_id:
+        conv = await svc.get_conversation(conversation_id)
+    elif req.previous_response_id:
+        previous = await get_response_run(svc, req.previous_response_id)
+        conv = await svc.get_conversation(previous.conversation_id)
+    else:
+        conv = await svc.create_conversation(extra={"hidden": True})
+        created = True
+
+    extra: dict[str, Any] = {
+        "background": bool(req.background),
+        "store": req.store if req.store is not None else True,
+        "tools": wire_tools or [],
+        "previous_response_id": req.previous_response_id,
+        "conversation": conv.id if conversation_id else None,
+    }
+    for key in (
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "max_tool_calls",
+        "text",
+        "truncation",
+        "user",
+    ):
+        value = getattr(req, key)
+        if value is not None:
+            extra[key] = value
+    if agent is not None:
+        extra["agent_reference"] = {"type": "agent_reference", "name": agent.name}
+    extra_instructions = [*conv.extra.get("instructions", []), *parsed.instructions]
+
+    message_ids: list[str] = []
+    try:
+        if spec.container_id is None and spec.auto and spec.file_ids:
+            # the conversation's own container (made now, or kept from earlier turns: its
+            # interpreter state stays) gets the files, once
+            container = await svc.container_for(conv.id)
+            await add_missing_files(svc, container.id, spec.file_ids)
+        for m in parsed.messages:
+            message = await svc.add_message(
+                conv.id, role=m["role"], content=m["content"], attachments=m["attachments"]
+            )
+            message_ids.append(message.id)
+        run = await svc.start_run(
+            conv.id,
+            agent_id=agent.id if agent is not None else None,
+            kind="response",
+            model=req.model,
+            instructions=req.instructions,
+            additional_instructions="\n\n".join(extra_instructions) or None,
+            tools=spec.tools if (spec.tools or agent is None) else None,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            container_id=spec.container_id,
+            metadata=req.metadata,
+            input_message_ids=message_ids,
+            extra=extra,
+        )
+    except SessionpoolError:
+        # nothing of a response that never started stays behind
+        if created:
+            await svc.delete_conversation(conv.id)
+        else:
+            for mid in message_ids:
+                with contextlib.suppress(SessionpoolError):
+                    await svc.delete_message(conv.id, mid)
+        raise
+
+    if req.stream:
+        # subscribe before anything else awaits: the run has not started yet
+        events = svc.events(run.id)
+        first = await anext(events, None)
+        return StreamingResponse(
+            stream_response(svc, run, events, first, base),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    if req.background:
+        return ok(await render_response(svc, run, base))
+    run = await svc.wait_run(run.id)
+    return ok(await render_response(svc, run, base))
+
+
+async def stream_response(
+    svc: AgentService,
+    run: Run,
+    events: AsyncIterator[RunEvent],
+    first: RunEvent | None,
+    base_url: str,
+    starting_after: int = -1,
+) -> AsyncIterator[bytes]:
+    """SSE for one response; events numbered up to ``starting_after`` are left out (a client
+    resuming a stream has them already)."""
+    async for chunk in _stream_events(svc, run, events, first, base_url):
+        if chunk[1]["sequence_number"] > starting_after:
+            yield wire.sse(chunk)
+
+
+async def _stream_events(
+    svc: AgentService,
+    run: Run,
+    events: AsyncIterator[RunEvent],
+    first: RunEvent | None,
+    base_url: str,
+) -> AsyncIterator[wire.Event]:
+    stream = wire.ResponseStream(run, base_url=base_url)
+    for ev in stream.start():
+        yield ev
+    try:
+        pending = first
+        while pending is not None:
+            if pending.step is not None:
+                await image_urls(svc, [pending.step], base_url, stream.image_urls)
+            for ev in stream.feed(pending):
+                yield ev
+            if pending.kind == "done" or (
+                pending.kind == "run" and pending.run is not None and pending.run.status.terminal
+            ):
+                break
+            pending = await anext(events, None)
+        final = await svc.get_run(run.id)
+        if not final.status.terminal:
+            final = await svc.wait_run(run.id)
+        response = await render_response(svc, final, base_url)
+    except SessionpoolError as exc:
+        for ev in stream.error(exc.code, exc.message):
+            yield ev
+        return
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:  # pragma: no cover - a subscription that fails to close
+                logger.debug("closing the event subscription failed", exc_info=True)
+    for ev in stream.finish(response):
+        yield ev
+
+
+async def get_response(request: Request, response_id: str) -> Response:
+    """The response; with ``stream=true``, its events again (from ``starting_after`` on)."""
+    svc = service(request)
+    run = await get_response_run(svc, response_id)
+    if request.query_params.get("stream", "").lower() == "true":
+        raw_after = request.query_params.get("starting_after", "")
+        try:
+            starting_after = int(raw_after) if raw_after else -1
+        except ValueError:
+            raise InvalidRequest("starting_after must be an integer", "starting_after") from None
+        events = svc.events(run.id)
+        first = await anext(events, None)
+        return StreamingResponse(
+            stream_response(
+                svc,
+                run.model_copy(update={"status": RunStatus.QUEUED, "usage": None}),
+                events,
+                first,
+                api_base(request),
+                starting_after,
+            ),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    return ok(await render_response(svc, run, api_base(request)))
+
+
+async def cancel_response(request: Request, response_id: str) -> Response:
+    svc = service(request)
+    run = await get_response_run(svc, response_id)
+    if not run.status.terminal:
+        await svc.cancel_run(run.id)
+        run = await svc.wait_run(run.id, timeout=CANCEL_WAIT_SECONDS)
+    return ok(await render_response(svc, run, api_base(request)))
+
+
+async def list_input_items(request: Request, response_id: str) -> Response:
+    svc = service(request)
+    run = await get_response_run(svc, response_id)
+    page = page_params(request)
+    items: list[dict[str, Any]] = []
+    for mid in run.input_message_ids:
+        try:
+            items.append(wire.message_item(await svc.get_message(run.conversation_id, mid)))
+        except ObjectNotFound:
+            continue  # deleted from the conversation since
+    data, has_more = wire.paginate(items, limit=page.limit, order=page.order, after=page.after)
+    return ok(wire.list_object(data, has_more))
+
+
+# --- conversations ------------------------------------------------------------------------------
+
+
+async def create_conversation(request: Request) -> Response:
+    svc = service(request)
+    req: wire.ConversationCreate = await parse(request, wire.ConversationCreate)
+    parsed = wire.parse_input(req.items, "items")
+    extra: dict[str, Any] = {}
+    if parsed.instructions:
+        extra["instructions"] = parsed.instructions
+    conv = await svc.create_conversation(
+        metadata=req.metadata, messages=parsed.messages or None, extra=extra or None
+    )
+    return ok(wire.conversation_object(conv))
+
+
+async def get_conversation(request: Request, conversation_id: str) -> Response:
+    svc = service(request)
+    return ok(wire.conversation_object(await svc.get_conversation(conversation_id)))
+
+
+async def update_conversation(request: Request, conversation_id: str) -> Response:
+    svc = service(request)
+    req: wire.ConversationUpdate = await parse(request, wire.ConversationUpdate)
+    conv = await svc.update_conversation(conversation_id, metadata=req.metadata)
+    return ok(wire.conversation_object(conv))
+
+
+async def delete_conversation(request: Request, conversation_id: str) -> Response:
+    svc = service(request)
+    await svc.delete_conversation(conversation_id)
+    return ok(wire.conversation_deleted(conversation_id))
+
+
+async def conversation_items(request: Request, conversation_id: str) -> list[dict[str, Any]]:
+    svc = service(request)
+    await svc.get_conversation(conversation_id)
+    messages = await all_messages(svc, conversation_id)
+    runs = await all_runs(svc, conversation_id)
+    steps = {run.id: await svc.run_steps(run.id) for run in runs}
+    base = api_base(request)
+    urls = await image_urls(svc, [s for run_steps in steps.values() for s in run_steps], base)
+    return wire.conversation_items(messages, runs, steps, base_url=base, image_urls=urls)
+
+
+async def list_items(request: Request, conversation_id: str) -> Response:
+    page = page_params(request)
+    items = await conversation_items(request, conversation_id)
+    data, has_more = wire.paginate(items, limit=page.limit, order=page.order, after=page.after)
+    return ok(wire.list_object(data, has_more))
+
+
+async def create_items(request: Request, conversation_id: str) -> Response:
+    svc = service(request)
+    req: wire.ItemsCreate = await parse(request, wire.ItemsCreate)
+    parsed = wire.parse_input(req.items, "items")
+    if parsed.instructions:
+        raise InvalidRequest(
+            "system and developer messages cannot be added to a conversation; send them as "
+            "instructions",
+            "items",
+        )
+    await svc.get_conversation(conversation_id)
+    data = []
+    for m in parsed.messages:
+        message = await svc.add_message(
+            conversation_id, role=m["role"], content=m["content"], attachments=m["attachments"]
+        )
+        data.append(wire.message_item(message))
+    return ok(wire.list_object(data, False))
+
+
+async def get_item(request: Request, conversation_id: str, item_id: str) -> Response:
+    for item in await conversation_items(request, conversation_id):
+        if item["id"] == item_id:
+            return ok(item)
+    raise ObjectNotFound("item", item_id)
+
+
+async def delete_item(request: Request, conversation_id: str, item_id: str) -> Response:
+    svc = service(request)
+    conv = await svc.get_conversation(conversation_id)
+    try:
+        await svc.delete_message(conversation_id, item_id)
+    except ObjectNotFound:
+        for item in await conversation_items(request, conversation_id):
+            if item["id"] == item_id:
+                raise InvalidRequest("only message items can be deleted here", "item_id") from None
+        raise
+    return ok(wire.conversation_object(conv))
+
+
+# --- containers ---------------------------------------------------------------------------------
+
+
+async def create_container(request: Request) -> Response:
+    svc = service(request)
+    req: wire.ContainerCreate = await parse(request, wire.ContainerCreate)
+    minutes = req.expires_after.minutes if req.expires_after is not None else None
+    if minutes is not None and minutes < 1:
+        raise InvalidRequest("expires_after.minutes must be at least 1", "expires_after.minutes")
+    container = await svc.create_container(
+        name=req.name,
+        file_ids=req.file_ids,
+        expires_after_minutes=minutes,
+        memory_limit=req.memory_limit,
+        metadata=req.metadata,
+    )
+    return ok(wire.container_object(container))
+
+
+async def list_containers(request: Request) -> Response:
+    svc = service(request)
+    page = await svc.list_containers(page_params(request))
+    data = [wire.container_object(c) for c in page.items]
+    return ok(wire.list_object(data, page.has_more))
+
+
+async def get_container(request: Request, container_id: str) -> Response:
+    svc = service(request)
+    return ok(wire.container_object(await svc.get_container(container_id)))
+
+
+async def delete_container(request: Request, container_id: str) -> Response:
+    svc = service(request)
+    await svc.delete_container(container_id)
+    return ok(wire.container_deleted(container_id))
+
+
+async def create_container_file(request: Request, container_id: str) -> Response:
+    svc = service(request)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        async with request.form() as form:
+            upload = form.get("file")
+            file_id = form.get("file_id")
+            if isinstance(upload, UploadFile):
+                data = await upload.read()
+                stored = await svc.add_container_file(
+                    container_id, filename=upload.filename or "upload", data=data
+                )
+            elif isinstance(file_id, str) and file_id:
+                stored = await svc.add_container_file(container_id, file_id=file_id)
+            else:
+                raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
+    else:
+        req: wire.ContainerFileCreate = await parse(request, wire.ContainerFileCreate)
+        stored = await svc.add_container_file(container_id, file_id=req.file_id)
+    return ok(wire.container_file_object(stored, container_id))
+
+
+async def list_container_files(request: Request, container_id: str) -> Response:
+    svc = service(request)
+    page = await svc.list_container_files(container_id, page_params(request))
+    data = [wire.container_file_object(f, container_id) for f in page.items]
+    return ok(wire.list_object(data, page.has_more))
+
+
+async def get_container_file(request: Request, container_id: str, file_id: str) -> Response:
+    svc = service(request)
+    stored = await svc.get_container_file(container_id, file_id)
+    return ok(wire.container_file_object(stored, container_id))
+
+
+async def container_file_content(request: Request, container_id: str, file_id: str) -> Response:
+    svc = service(request)
+    stored = await svc.get_container_file(container_id, file_id)
+    data = await svc.container_file_content(container_id, file_id)
+    media_type = mimetypes.guess_type(stored.filename)[0] or "application/octet-stream"
+    name = stored.filename.replace('"', "")
+    return Response(
+        data,
+        media_type=media_type,
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def delete_container_file(request: Request, container_id: str, file_id: str) -> Response:
+    svc = service(request)
+    await svc.delete_container_file(container_id, file_id)
+    return ok(wire.container_file_deleted(file_id))
+
+
+# --- Foundry agent versions (``/api/projects/{project}/agents/{name}/versions``) ------------------
+
+
+def _agent_version(agent: Agent) -> dict[str, Any]:
+    return wire.agent_version_object(
+        agent.name or "",
+        str(agent.extra.get("version", "1")),
+        agent.extra.get("definition") or {},
+        description=agent.description,
+        created_at=agent.created_at,
+        metadata=dict(agent.metadata),
+    )
+
+
+async def _agent_versions(svc: AgentService, name: str) -> list[Agent]:
+    out: list[Agent] = []
+    after: str | None = None
+    while True:
+        page = await svc.list_agents(PageRequest(limit=_BATCH, order="asc", after=after))
+        out.extend(a for a in page.items if a.name == name and "version" in a.extra)
+        if not page.has_more or not page.items:
+            return out
+        after = page.items[-1].id
+
+
+async def create_agent_version(request: Request, name: str) -> Response:
+    svc = service(request)
+    req: wire.AgentVersionCreate = await parse(request, wire.AgentVersionCreate)
+    definition = req.definition
+    tools = definition.get("tools") or []
+    wire.parse_tools(tools, "definition.tools")
+    existing = await _agent_versions(svc, name)
+    version = 1 + max((int(a.extra.get("version", 0)) for a in existing), default=0)
+    agent = await svc.create_agent(
+        model=definition.get("model"),
+        name=name,
+        description=req.description,
+        instructions=definition.get("instructions"),
+        tools=tools,
+        temperature=definition.get("temperature"),
+        top_p=definition.get("top_p"),
+        metadata=req.metadata,
+        extra={"version": version, "definition": definition},
+    )
+    return ok(_agent_version(agent))
+
+
+async def get_agent_version(request: Request, name: str, version: str) -> Response:
+    svc = service(request)
+    for agent in await _agent_versions(svc, name):
+        if str(agent.extra.get("version")) == version:
+            return ok(_agent_version(agent))
+    raise ObjectNotFound("agent version", f"{name}:{version}")
+
+
+async def delete_agent_version(request: Request, name: str, version: str) -> Response:
+    svc = service(request)
+    for agent in await _agent_versions(svc, name):
+        if str(agent.extra.get("version")) == version:
+            await svc.delete_agent(agent.id)
+            return ok(
+                {
+                    "object": "agent.version.deleted",
+                    "name": name,
+                    "version": version,
+                    "deleted": True,
+                }
+            )
+    raise ObjectNotFound("agent version", f"{name}:{version}")
+
+
+# --- mounting -----------------------------------------------------------------------------------
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["responses"])
+    add = router.add_api_route
+    add("/responses", create_response, methods=["POST"], summary="Create a response")
+    add("/responses/{response_id}", get_response, methods=["GET"], summary="Get a response")
+    add(
+        "/responses/{response_id}/cancel",
+        cancel_response,
+        methods=["POST"],
+        summary="Cancel a background response",
+    )
+    add(
+        "/responses/{response_id}/input_items",
+        list_input_items,
+        methods=["GET"],
+        summary="List a response's input items",
+    )
+    add("/conversations", create_conversation, methods=["POST"], summary="Create a conversation")
+    add("/conversations/{conversation_id}", get_conversation, methods=["GET"])
+    add("/conversations/{conversation_id}", update_conversation, methods=["POST"])
+    add("/conversations/{conversation_id}", delete_conversation, methods=["DELETE"])
+    add("/conversations/{conversation_id}/items", list_items, methods=["GET"])
+    add("/conversations/{conversation_id}/items", create_items, methods=["POST"])
+    add("/conversations/{conversation_id}/items/{item_id}", get_item, methods=["GET"])
+    add("/conversations/{conversation_id}/items/{item_id}", delete_item, methods=["DELETE"])
+    add("/containers", create_container, methods=["POST"], summary="Create a container")
+    add("/containers", list_containers, methods=["GET"], summary="List containers")
+    add("/containers/{container_id}", get_container, methods=["GET"])
+    add("/containers/{container_id}", delete_container, methods=["DELETE"])
+    add("/containers/{container_id}/files", create_container_file, methods=["POST"])
+    add("/containers/{container_id}/files", list_container_files, methods=["GET"])
+    add("/containers/{container_id}/files/{file_id}", get_container_file, methods=["GET"])
+    add("/containers/{container_id}/files/{file_id}", delete_container_file, methods=["DELETE"])
+    add(
+        "/containers/{container_id}/files/{file_id}/content",
+        container_file_content,
+        methods=["GET"],
+        response_class=Response,
+    )
+    return router
+
+
+def build_foundry_router() -> APIRouter:
+    router = APIRouter(tags=["foundry agents"])
+    router.add_api_route("/agents/{name}/versions", create_agent_version, methods=["POST"])
+    router.add_api_route("/agents/{name}/versions/{version}", get_agent_version, methods=["GET"])
+    router.add_api_route(
+        "/agents/{name}/versions/{version}", delete_agent_version, methods=["DELETE"]
+    )
+    return router
+
+
+def install_responses(app: FastAPI) -> None:
+    """Mount the Responses, Conversations and Containers routes (and Foundry agent versions)."""
+    router = build_router()
+    for prefix in PREFIXES:
+        app.include_router(router, prefix=prefix, include_in_schema=False)
+    app.include_router(
+        build_foundry_router(), prefix="/api/projects/{project}", include_in_schema=False
+    )
