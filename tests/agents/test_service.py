@@ -240,9 +240,7 @@ async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentSe
         await service.create_file(filename="..", data=b"x")
 
 
-async def test_no_model_configured_fails_with_a_clear_error(
-    engine: Engine, tmp_path: Path
-) -> None:
+async def test_no_model_configured_fails_with_a_clear_error(engine: Engine, tmp_path: Path) -> None:
     svc = AgentService(AgentsConfig(data_dir=tmp_path), engine)
     await svc.start()
     try:
@@ -254,3 +252,15 @@ async def test_no_model_configured_fails_with_a_clear_error(
         assert "default_model" in run.last_error.message
     finally:
         await svc.close()
+
+
+async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
+    service: AgentService,
+) -> None:
+    run = await run_to_end(service, "scripted-chart", "chart")
+    [message] = await service.run_messages(run.id)
+    await service.delete_run(run.id)
+    with pytest.raises(errors.ObjectNotFound):
+        await service.get_run(run.id)
+    assert await service.run_steps(run.id) == []
+    assert (await service.get_message(run.conversation_id, message.id)).id == message.id

@@ -524,6 +524,16 @@ class AgentService:
         task.cancel()
         return run
 
+    async def delete_run(self, run_id: str) -> None:
+        """Delete a run (a response) and its steps; one in flight is cancelled first. The
+        messages it added stay in their conversation."""
+        run = await self.get_run(run_id)
+        if not run.status.terminal and run_id in self._tasks:
+            await self.cancel_run(run_id)
+            await self.wait_run(run_id, timeout=30)
+        await self._db(self.store.delete_children, "step", run_id)
+        await self._db(self.store.delete, "run", run_id)
+
     def cancel_requested(self, run_id: str) -> bool:
         return run_id in self._cancel_requested
 
