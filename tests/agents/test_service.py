@@ -264,3 +264,19 @@ async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
         await service.get_run(run.id)
     assert await service.run_steps(run.id) == []
     assert (await service.get_message(run.conversation_id, message.id)).id == message.id
+
+
+async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:
+    upload = await service.create_file(filename="in.csv", data=b"a,b\n1,2\n")
+    conversation = await service.create_conversation(file_ids=[upload.id])
+    await service.add_message(conversation.id, role="user", content="hi")
+    run = await service.start_run(conversation.id, model="scripted-hello")
+    run = await service.wait_run(run.id, timeout=30)
+    assert run.status == RunStatus.COMPLETED and run.container_id
+    container = await service.get_container(run.container_id)
+    assert service.engine.pool("default").get(container.session_id) is None
+    # the input was staged all the same, and reaches the session once code runs
+    [staged] = await service.container_files(container.id)
+    assert staged.origin_id == upload.id
+    session = await service.session_for(container)
+    assert await session.read_file("in.csv") == b"a,b\n1,2\n"

@@ -267,7 +267,8 @@ class _Loop:
         self.container = await service.container_for(run.conversation_id)
         if run.container_id != self.container.id:
             await self.set_run(container_id=self.container.id)
-        self.session = await service.session_for(self.container)
+        # no session yet: a turn that runs no code never takes one from the pool; the first
+        # cell's session_for writes every container file (the staged inputs too) into it
         messages = await service.all_messages(run.conversation_id)
         conversation = await service.get_conversation(run.conversation_id)
         inputs: list[str] = list(conversation.file_ids)
@@ -286,7 +287,7 @@ class _Loop:
                 source = await service.get_file(fid)
             except errors.ObjectNotFound:
                 continue  # deleted since it was attached
-            await service.copy_into_container(self.container, source, self.session)
+            await service.copy_into_container(self.container, source)
         files = [f.path for f in await service.container_files(self.container.id) if f.path]
         system = [run.instructions or "", HINT]
         if files:
