@@ -168,6 +168,7 @@ def _tokens(value: object) -> int:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a ``hang`` reply must not hold up shutdown
+    request_queue_size = 256  # bursts of concurrent runs connect at once (the default is 5)
     model: ScriptedModel
 
     def __init__(self, address: tuple[str, int]) -> None:
@@ -197,6 +198,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK (40 ms a reply), which a real model server does not add
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the requests are recorded in ``ScriptedModel.requests``."""
