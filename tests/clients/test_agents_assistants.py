@@ -212,6 +212,116 @@ def test_azure_ai_projects_b10_quickstart(agents_server: AgentsServer, tmp_path:
     assert_chart_files(tmp_path, result["saved"])
 
 
+STREAM_B10 = """
+    import json
+    import os
+
+    from azure.ai.projects import AIProjectClient
+    from azure.ai.projects.models import AgentEventHandler, CodeInterpreterTool
+    from azure.identity import DefaultAzureCredential
+
+    project_client = AIProjectClient.from_connection_string(
+        credential=DefaultAzureCredential(), conn_str=os.environ["PROJECT_CONNECTION_STRING"]
+    )
+
+    def name(value):
+        return str(value.value if hasattr(value, "value") else value)
+
+    class Handler(AgentEventHandler):
+        def __init__(self):
+            super().__init__()
+            self.kinds = []
+            self.text = ""
+            self.code = ""
+            self.errors = []
+
+        def on_message_delta(self, delta):
+            self.kinds.append("message.delta")
+            self.text += delta.text or ""
+
+        def on_thread_message(self, message):
+            self.kinds.append(f"message.{name(message.status)}")
+
+        def on_thread_run(self, run):
+            self.kinds.append(f"run.{name(run.status)}")
+
+        def on_run_step(self, step):
+            self.kinds.append(f"step.{name(step.type)}.{name(step.status)}")
+
+        def on_run_step_delta(self, delta):
+            for call in delta.delta.step_details.tool_calls:
+                if call.code_interpreter and call.code_interpreter.input:
+                    self.code += call.code_interpreter.input
+
+        def on_error(self, data):
+            self.errors.append(data)
+
+        def on_done(self):
+            self.kinds.append("done")
+
+        def on_unhandled_event(self, event_type, event_data):
+            self.kinds.append(f"unhandled {event_type}")
+
+    with project_client:
+        code_interpreter = CodeInterpreterTool()
+        agent = project_client.agents.create_agent(
+            model="gpt-4o-mini",
+            name="my-agent",
+            instructions="You are helpful agent",
+            tools=code_interpreter.definitions,
+            tool_resources=code_interpreter.resources,
+        )
+        thread = project_client.agents.create_thread()
+        project_client.agents.create_message(thread_id=thread.id, role="user", content=PROMPT)
+        handler = Handler()
+        with project_client.agents.create_stream(
+            thread_id=thread.id, agent_id=agent.id, event_handler=handler
+        ) as stream:
+            stream.until_done()
+
+        # without a handler: the stream yields (event type, data, handler result)
+        project_client.agents.create_message(thread_id=thread.id, role="user", content="again")
+        with project_client.agents.create_stream(thread_id=thread.id, agent_id=agent.id) as stream:
+            plain = [name(event_type) for event_type, _data, _ in stream]
+
+        messages = project_client.agents.list_messages(thread_id=thread.id)
+        project_client.agents.delete_agent(agent.id)
+
+    print("RESULT " + json.dumps({
+        "kinds": handler.kinds,
+        "text": handler.text,
+        "code": handler.code,
+        "errors": handler.errors,
+        "plain": plain,
+        "roles": [name(m.role) for m in messages.data],
+    }))
+"""
+
+
+def test_azure_ai_projects_b10_create_stream(agents_server: AgentsServer, tmp_path: Path) -> None:
+    if not (B10_DIR / "azure" / "ai" / "projects").is_dir():
+        pytest.skip(f"azure-ai-projects 1.0.0b10 is not installed in {B10_DIR} (make install)")
+    host = urlsplit(agents_server.url).netloc
+    result = run_script(
+        agents_server,
+        tmp_path,
+        STREAM_B10.replace("PROMPT", repr(QUICKSTART_PROMPT)),
+        pythonpath=B10_DIR,
+        PROJECT_CONNECTION_STRING=f"{host};00000000-0000-0000-0000-000000000000;my-rg;my-project",
+    )
+    kinds = result["kinds"]
+    assert kinds[0] == "run.queued" and kinds[-2:] == ["run.completed", "done"], kinds
+    assert "step.tool_calls.completed" in kinds and "step.message_creation.completed" in kinds
+    assert "message.delta" in kinds and "message.completed" in kinds, kinds
+    assert not [k for k in kinds if k.startswith("unhandled")], kinds
+    assert result["errors"] == []
+    assert "ax.bar" in result["code"]
+    assert "sandbox:/mnt/data/chart_data.csv" in result["text"]
+    plain = result["plain"]
+    assert plain[0] == "thread.run.created" and plain[-2:] == ["thread.run.completed", "done"]
+    assert result["roles"] == ["assistant", "user", "assistant", "user"]
+
+
 # --- azure-ai-agents ------------------------------------------------------------------------------
 
 AZURE_AI_AGENTS = """
