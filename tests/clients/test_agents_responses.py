@@ -343,6 +343,36 @@ def test_foundry_prefix(agents_server: AgentsServer, monkeypatch: pytest.MonkeyP
         assert image.url.startswith("data:image/png;base64,")
 
 
+def test_azure_openai_v1_base(agents_server: AgentsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Azure OpenAI's v1 base (``.../openai/v1``): responses and containers from this face, and
+    ``files`` from the Assistants face, which serves ``/openai/v1/files`` too."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(agents_server.ca_bundle))
+    with openai.OpenAI(
+        base_url=agents_server.url + "/openai/v1",
+        api_key=agents_server.api_key,
+        max_retries=0,
+        timeout=120,
+    ) as client:
+        f = client.files.create(file=("inputs.csv", CSV), purpose="assistants")
+        assert f.filename == "inputs.csv" and f.bytes == len(CSV)
+        resp = client.responses.create(
+            model="scripted-read_file",
+            tools=[{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [f.id]}}],
+            input="read it",
+        )
+        assert resp.status == "completed", resp.error
+        assert "Contoso" in resp.output_text
+        chart = client.responses.create(
+            model="scripted-chart", tools=[CHART_TOOL], input="bar chart please"
+        )
+        assert chart.status == "completed", chart.error
+        (call,) = items_of(chart, "code_interpreter_call")
+        png = citations(chart)["chart.png"]
+        data = client.containers.files.content.retrieve(png.file_id, container_id=call.container_id)
+        assert data.read().startswith(b"\x89PNG")
+        client.files.delete(f.id)
+
+
 def test_foundry_agent_reference(
     agents_server: AgentsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -377,6 +407,34 @@ def test_foundry_agent_reference(
     with raw(agents_server) as http:
         gone = http.delete(f"/api/projects/p/agents/ChartAgent/versions/{version['version']}")
         assert gone.status_code == 200 and gone.json()["deleted"] is True
+
+
+# --- deletion -----------------------------------------------------------------------------------
+
+
+def test_delete_a_response(client: openai.OpenAI) -> None:
+    resp = client.responses.create(model="scripted-hello", input="hi")
+    assert resp.status == "completed", resp.error
+    assert client.responses.delete(resp.id) is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete("resp_nope")
+
+
+def test_delete_answers_the_deleted_object(agents_server: AgentsServer) -> None:
+    with raw(agents_server) as http:
+        made = http.post("/v1/responses", json={"model": "scripted-hello", "input": "hi"})
+        assert made.status_code == 200, made.text
+        rid = made.json()["id"]
+        gone = http.delete(f"/v1/responses/{rid}")
+        assert gone.status_code == 200, gone.text
+        assert gone.json() == {"id": rid, "object": "response", "deleted": True}
+        assert http.get(f"/v1/responses/{rid}").status_code == 404
 
 
 # --- failures -----------------------------------------------------------------------------------

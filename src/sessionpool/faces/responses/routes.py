@@ -1,7 +1,8 @@
 """Routes of the Responses face: responses, conversations and their items, containers and files.
 
-One router, mounted under ``/v1`` (openai-python) and ``/api/projects/{project}/openai/v1``
-(Azure AI Foundry's ``get_openai_client()``); any ``api-version`` query is ignored. Every
+One router, mounted under ``/v1`` (openai-python), ``/openai/v1`` (Azure OpenAI's v1 base) and
+``/api/projects/{project}/openai/v1`` (Azure AI Foundry's ``get_openai_client()``); any
+``api-version`` query is ignored. Only the ``/v1`` copy is in the OpenAPI description. Every
 handler translates with ``wire`` and calls the ``AgentService`` on ``app.state.agents``; its
 errors (ObjectNotFound, InvalidRequest, Conflict) are rendered by the server's handlers.
 """
@@ -42,7 +43,13 @@ _BATCH = 100
 #: how long a cancel waits for the run to stop before answering
 CANCEL_WAIT_SECONDS = 15.0
 
-PREFIXES = ("/v1", "/openai/v1", "/api/projects/{project}/openai/v1")
+#: where the routes are mounted, and whether that copy is in the OpenAPI description: one copy
+#: (``/v1``) describes the API; the others are the same routes under Azure's bases
+PREFIXES: tuple[tuple[str, bool], ...] = (
+    ("/v1", True),
+    ("/openai/v1", False),
+    ("/api/projects/{project}/openai/v1", False),
+)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -59,7 +66,12 @@ def service(request: Request) -> AgentService:
 def api_base(request: Request) -> str:
     """The base URL this request came through (``.../v1``), for links to container files."""
     project = request.path_params.get("project")
-    prefix = f"/api/projects/{project}/openai/v1" if project else "/v1"
+    if project:
+        prefix = f"/api/projects/{project}/openai/v1"
+    elif request.url.path.startswith("/openai/v1/"):
+        prefix = "/openai/v1"
+    else:
+        prefix = "/v1"
     return str(request.base_url).rstrip("/") + prefix
 
 
@@ -402,6 +414,13 @@ async def get_response(request: Request, response_id: str) -> Response:
     return ok(await render_response(svc, run, api_base(request)))
 
 
+async def delete_response(request: Request, response_id: str) -> Response:
+    svc = service(request)
+    run = await get_response_run(svc, response_id)
+    await svc.delete_run(run.id)
+    return ok(wire.response_deleted(run.id))
+
+
 async def cancel_response(request: Request, response_id: str) -> Response:
     svc = service(request)
     run = await get_response_run(svc, response_id)
@@ -682,11 +701,83 @@ async def delete_agent_version(request: Request, name: str, version: str) -> Res
 # --- mounting -----------------------------------------------------------------------------------
 
 
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its ``#/$defs/...`` references replaced by what they point to."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def json_body(model: type[wire.WireModel], *, multipart: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` describing a JSON body read as ``model`` (the handlers parse the raw
+    body themselves, so FastAPI cannot see it); with ``multipart``, an upload form too."""
+    schema = model.model_json_schema()
+    content: dict[str, Any] = {
+        "application/json": {"schema": _inline(schema, schema.get("$defs", {}))}
+    }
+    if multipart:
+        content["multipart/form-data"] = {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "file_id": {"type": "string"},
+                },
+            }
+        }
+    return {"requestBody": {"required": False, "content": content}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+#: ``openapi_extra`` of the list operations: the cursor-paging query
+PAGED: dict[str, Any] = {
+    "parameters": [
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+        _query("order", {"type": "string", "enum": ["asc", "desc"]}),
+        _query("after", {"type": "string"}),
+        _query("before", {"type": "string"}),
+    ]
+}
+#: ``openapi_extra`` of ``GET /responses/{id}``: its events again, from a sequence number on
+STREAM_AGAIN: dict[str, Any] = {
+    "parameters": [
+        _query("stream", {"type": "boolean"}),
+        _query("starting_after", {"type": "integer"}),
+    ]
+}
+
+
 def build_router() -> APIRouter:
     router = APIRouter(tags=["responses"])
     add = router.add_api_route
-    add("/responses", create_response, methods=["POST"], summary="Create a response")
-    add("/responses/{response_id}", get_response, methods=["GET"], summary="Get a response")
+    add(
+        "/responses",
+        create_response,
+        methods=["POST"],
+        summary="Create a response",
+        openapi_extra=json_body(wire.ResponseCreate),
+    )
+    add(
+        "/responses/{response_id}",
+        get_response,
+        methods=["GET"],
+        summary="Get a response",
+        openapi_extra=STREAM_AGAIN,
+    )
+    add(
+        "/responses/{response_id}",
+        delete_response,
+        methods=["DELETE"],
+        summary="Delete a response",
+    )
     add(
         "/responses/{response_id}/cancel",
         cancel_response,
@@ -698,28 +789,113 @@ def build_router() -> APIRouter:
         list_input_items,
         methods=["GET"],
         summary="List a response's input items",
+        openapi_extra=PAGED,
     )
-    add("/conversations", create_conversation, methods=["POST"], summary="Create a conversation")
-    add("/conversations/{conversation_id}", get_conversation, methods=["GET"])
-    add("/conversations/{conversation_id}", update_conversation, methods=["POST"])
-    add("/conversations/{conversation_id}", delete_conversation, methods=["DELETE"])
-    add("/conversations/{conversation_id}/items", list_items, methods=["GET"])
-    add("/conversations/{conversation_id}/items", create_items, methods=["POST"])
-    add("/conversations/{conversation_id}/items/{item_id}", get_item, methods=["GET"])
-    add("/conversations/{conversation_id}/items/{item_id}", delete_item, methods=["DELETE"])
-    add("/containers", create_container, methods=["POST"], summary="Create a container")
-    add("/containers", list_containers, methods=["GET"], summary="List containers")
-    add("/containers/{container_id}", get_container, methods=["GET"])
-    add("/containers/{container_id}", delete_container, methods=["DELETE"])
-    add("/containers/{container_id}/files", create_container_file, methods=["POST"])
-    add("/containers/{container_id}/files", list_container_files, methods=["GET"])
-    add("/containers/{container_id}/files/{file_id}", get_container_file, methods=["GET"])
-    add("/containers/{container_id}/files/{file_id}", delete_container_file, methods=["DELETE"])
+    add(
+        "/conversations",
+        create_conversation,
+        methods=["POST"],
+        summary="Create a conversation",
+        openapi_extra=json_body(wire.ConversationCreate),
+    )
+    add(
+        "/conversations/{conversation_id}",
+        get_conversation,
+        methods=["GET"],
+        summary="Get a conversation",
+    )
+    add(
+        "/conversations/{conversation_id}",
+        update_conversation,
+        methods=["POST"],
+        summary="Update a conversation's metadata",
+        openapi_extra=json_body(wire.ConversationUpdate),
+    )
+    add(
+        "/conversations/{conversation_id}",
+        delete_conversation,
+        methods=["DELETE"],
+        summary="Delete a conversation",
+    )
+    add(
+        "/conversations/{conversation_id}/items",
+        list_items,
+        methods=["GET"],
+        summary="List a conversation's items",
+        openapi_extra=PAGED,
+    )
+    add(
+        "/conversations/{conversation_id}/items",
+        create_items,
+        methods=["POST"],
+        summary="Add items to a conversation",
+        openapi_extra=json_body(wire.ItemsCreate),
+    )
+    add(
+        "/conversations/{conversation_id}/items/{item_id}",
+        get_item,
+        methods=["GET"],
+        summary="Get a conversation item",
+    )
+    add(
+        "/conversations/{conversation_id}/items/{item_id}",
+        delete_item,
+        methods=["DELETE"],
+        summary="Delete a conversation item",
+    )
+    add(
+        "/containers",
+        create_container,
+        methods=["POST"],
+        summary="Create a container",
+        openapi_extra=json_body(wire.ContainerCreate),
+    )
+    add(
+        "/containers",
+        list_containers,
+        methods=["GET"],
+        summary="List containers",
+        openapi_extra=PAGED,
+    )
+    add("/containers/{container_id}", get_container, methods=["GET"], summary="Get a container")
+    add(
+        "/containers/{container_id}",
+        delete_container,
+        methods=["DELETE"],
+        summary="Delete a container",
+    )
+    add(
+        "/containers/{container_id}/files",
+        create_container_file,
+        methods=["POST"],
+        summary="Add a file to a container (an upload, or a file_id to copy)",
+        openapi_extra=json_body(wire.ContainerFileCreate, multipart=True),
+    )
+    add(
+        "/containers/{container_id}/files",
+        list_container_files,
+        methods=["GET"],
+        summary="List a container's files",
+        openapi_extra=PAGED,
+    )
+    add(
+        "/containers/{container_id}/files/{file_id}",
+        get_container_file,
+        methods=["GET"],
+        summary="Get a container file",
+    )
+    add(
+        "/containers/{container_id}/files/{file_id}",
+        delete_container_file,
+        methods=["DELETE"],
+        summary="Delete a container file",
+    )
     add(
         "/containers/{container_id}/files/{file_id}/content",
         container_file_content,
         methods=["GET"],
         response_class=Response,
+        summary="Download a container file's bytes",
     )
     return router
 
@@ -737,8 +913,8 @@ def build_foundry_router() -> APIRouter:
 def install_responses(app: FastAPI) -> None:
     """Mount the Responses, Conversations and Containers routes (and Foundry agent versions)."""
     router = build_router()
-    for prefix in PREFIXES:
-        app.include_router(router, prefix=prefix, include_in_schema=False)
+    for prefix, in_schema in PREFIXES:
+        app.include_router(router, prefix=prefix, include_in_schema=in_schema)
     app.include_router(
         build_foundry_router(), prefix="/api/projects/{project}", include_in_schema=False
     )

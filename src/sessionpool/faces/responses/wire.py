@@ -579,6 +579,11 @@ def conversation_object(conv: Conversation) -> JSON:
     }
 
 
+def response_deleted(response_id: str) -> JSON:
+    """What ``DELETE /responses/{id}`` answers (the SDK returns nothing, but reads JSON)."""
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
 def conversation_deleted(conversation_id: str) -> JSON:
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
