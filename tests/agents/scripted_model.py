@@ -67,6 +67,7 @@ LOOP_CODE = "print('again')"
 SLOW_CODE = "import time; time.sleep(60)"
 SLOW_ANSWER = "Done waiting."
 HANG_SECONDS = 600.0
+ECHO_PREFIX = "Output:\n"
 ERROR_BODY = {"error": {"message": "scripted failure", "type": "server_error"}}
 
 
@@ -140,6 +141,15 @@ def hang(messages: list[dict[str, Any]]) -> Reply:
     return Reply(content="too late", delay=HANG_SECONDS)
 
 
+def echo(messages: list[dict[str, Any]]) -> Reply:
+    """Runs the last user message as code, then answers with its output: any cell, on demand."""
+    results = tool_results(messages)
+    if not results:
+        users = [m for m in messages if m.get("role") == "user"]
+        return Reply(code=text_of(users[-1]) if users else "pass")
+    return Reply(content=ECHO_PREFIX + text_of(results[-1]))
+
+
 SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], Reply]] = {
     "chart": chart,
     "read_file": read_file,
@@ -148,6 +158,7 @@ SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], Reply]] = {
     "loop": loop,
     "slow": slow,
     "hang": hang,
+    "echo": echo,
 }
 
 

@@ -49,6 +49,8 @@ SANDBOX_LINK = re.compile(r"sandbox:/mnt/data/[^\s)\]\"'<>]+")
 
 #: the tool output the model sees is cut here (the step keeps the cell's full logs)
 MODEL_OUTPUT_CHARS = 20_000
+#: files one cell may add to its container (the rest stay in the session, unrecorded)
+CAPTURE_MAX_FILES = 100
 
 HINT = (
     "You can run Python with the `python` tool: a stateful sandbox whose working directory is "
@@ -121,6 +123,8 @@ class _Loop:
         self.session: Session | None = None
         self.open_steps: list[Step] = []
         self.images: list[str] = []
+        #: files a cell wrote that were not recorded (past the capture limits)
+        self.skipped: list[str] = []
 
     # --- state changes ------------------------------------------------------------------------
 
@@ -321,31 +325,54 @@ class _Loop:
             await service._insert("file", image, tag=image.purpose)
             call.outputs.append(ToolOutput(type="image", file_id=image.id))
             self.images.append(image.id)
+        self.skipped.clear()
         written = await self.capture(before)
         call.file_ids = [f.id for f in written]
         call.status = "completed"
         text = logs
         if written:
             text += "\n[files written: " + ", ".join(str(f.path) for f in written) + "]"
+        if self.skipped:
+            text += (
+                f"\n[{len(self.skipped)} file(s) not kept for the user: more than "
+                f"{CAPTURE_MAX_FILES} files or {self.service.config.max_file_bytes} bytes in one "
+                "call]"
+            )
         if result.images:
             text += f"\n[{len(result.images)} figure(s) shown to the user]"
         return text
 
     async def capture(self, before: dict[str, tuple[int, float]]) -> list[StoredFile]:
-        """Record files the cell created or changed under /mnt/data as container files."""
+        """Record files the cell created or changed under /mnt/data as container files, and
+        forget those it deleted.
+
+        Session code is untrusted: only regular files are read (the host-side file API refuses
+        links, FIFOs and devices), at most ``CAPTURE_MAX_FILES`` files and
+        ``max_file_bytes`` in all per cell, so a cell cannot flood the database.
+        """
         assert self.container is not None and self.session is not None
         after = await _snapshot(self.session)
-        written = []
-        for path, stamp in after.items():
+        gone = set(before) - set(after)
+        if gone:
+            for record in await self.service.container_files(self.container.id):
+                if record.path and _relative_path(record.path) in gone:
+                    await self.service.forget_container_file(record)
+        written: list[StoredFile] = []
+        budget = self.service.config.max_file_bytes
+        for path, stamp in sorted(after.items()):
             if before.get(path) == stamp:
                 continue
-            if stamp[0] > self.service.config.max_file_bytes:
-                log.info("not keeping %s of run %s: too large", path, self.run_.id)
+            if len(written) >= CAPTURE_MAX_FILES or stamp[0] > budget:
+                self.skipped.append(path)
                 continue
             try:
                 data = await self.session.read_file(path)
             except errors.FileError:
                 continue  # gone again, or replaced by something that is not a file
+            if len(data) > budget:
+                self.skipped.append(path)
+                continue
+            budget -= len(data)
             record = await self.service.put_container_file(
                 self.container,
                 path=f"/mnt/data/{path}",
@@ -420,6 +447,10 @@ class _Loop:
                 )
             )
         return annotations
+
+
+def _relative_path(path: str) -> str:
+    return path.removeprefix("/mnt/data/")
 
 
 async def _snapshot(session: Session) -> dict[str, tuple[int, float]]:

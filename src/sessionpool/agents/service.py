@@ -796,6 +796,11 @@ class AgentService:
                 await session.write_file(_relative(path), data)
         return record
 
+    async def forget_container_file(self, record: StoredFile) -> None:
+        """Drop the record (and bytes) of a container file that is gone from /mnt/data."""
+        await self._db(self.store.delete, "file", record.id)
+        await self._db(self.store.delete_blob, record.id)
+
     async def add_container_file(
         self,
         container_id: str,
