@@ -44,6 +44,7 @@ from sessionpool.faces.aca.uploads import (
     FRAMING_ALLOWANCE,
     open_multipart,
 )
+from sessionpool.faces.common import read_body
 from sessionpool.server.errors import HttpError
 from sessionpool.types import ExecutionStatus, FileInfo
 
@@ -157,23 +158,9 @@ def json_response(
 
 async def read_json(request: Request, model: type[M]) -> M:
     """The body as ``model``, refusing more than MAX_JSON_BYTES without reading it all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise HttpError(
-            413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
-        )
-    body = bytearray()
+    body = await read_body(request, MAX_JSON_BYTES)
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_JSON_BYTES:
-                raise HttpError(
-                    413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
-                )
-    except ClientDisconnect as exc:
-        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
-    try:
-        return model.model_validate_json(bytes(body))
+        return model.model_validate_json(body)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()

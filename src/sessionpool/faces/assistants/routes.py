@@ -28,6 +28,7 @@ from sessionpool.agents.service import AgentService
 from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import run_stream, sse
+from sessionpool.faces.common import agents_service, read_body
 from sessionpool.server.errors import ERROR_CODE_HEADER, HttpError, status_for
 
 logger = logging.getLogger("sessionpool.faces.assistants")
@@ -113,37 +114,11 @@ files_router = APIRouter(route_class=AssistantsRoute, tags=["files"])
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def service(request: Request) -> AgentService:
-    svc = getattr(request.app.state, "agents", None)
-    if svc is None:
-        # not configured: to the client, as if the routes were not there
-        raise HttpError(
-            404,
-            "AgentsDisabled",
-            "the agents service (assistants, threads, runs) is not enabled on this server; "
-            "enable the [agents] section of the server configuration",
-        )
-    assert isinstance(svc, AgentService)
-    return svc
+service = agents_service
 
 
 async def body(request: Request) -> JSON:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise HttpError(
-            413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
-        )
-    raw = bytearray()
-    try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_JSON_BYTES:
-                raise HttpError(
-                    413, "PayloadTooLarge", f"request bodies are limited to {MAX_JSON_BYTES} bytes"
-                )
-    except ClientDisconnect as exc:
-        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
-    return parse.body_object(bytes(raw))
+    return parse.body_object(await read_body(request, MAX_JSON_BYTES))
 
 
 def ok(data: JSON, headers: dict[str, str] | None = None) -> JSONResponse:

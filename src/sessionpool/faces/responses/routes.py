@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sessionpool.agents.service import AgentService
@@ -31,8 +31,8 @@ from sessionpool.agents.types import (
     Step,
 )
 from sessionpool.errors import InvalidRequest, ObjectNotFound, SessionpoolError
+from sessionpool.faces.common import agents_service, read_body
 from sessionpool.faces.responses import wire
-from sessionpool.server.errors import HttpError
 
 logger = logging.getLogger("sessionpool.faces.responses")
 
@@ -55,12 +55,7 @@ PREFIXES: tuple[tuple[str, bool], ...] = (
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def service(request: Request) -> AgentService:
-    svc = getattr(request.app.state, "agents", None)
-    if svc is None:
-        raise HttpError(503, "ServiceUnavailable", "the agents service is not running")
-    assert isinstance(svc, AgentService)
-    return svc
+service = agents_service
 
 
 def api_base(request: Request) -> str:
@@ -75,27 +70,8 @@ def api_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + prefix
 
 
-async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise HttpError(
-            413, "PayloadTooLarge", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes"
-        )
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_JSON_BYTES:
-                raise HttpError(
-                    413, "PayloadTooLarge", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes"
-                )
-    except ClientDisconnect as exc:
-        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
-    return bytes(body)
-
-
 async def parse(request: Request, model: type[wire.WireModel]) -> Any:
-    return wire.parse_body(await read_body(request), model)
+    return wire.parse_body(await read_body(request, MAX_JSON_BYTES), model)
 
 
 def page_params(request: Request, default_order: Literal["asc", "desc"] = "desc") -> PageRequest:

@@ -1,0 +1,39 @@
+"""What every HTTP face needs the same way: bounded request bodies, and the agents service."""
+
+from __future__ import annotations
+
+from starlette.requests import ClientDisconnect, Request
+
+from sessionpool.agents.service import AgentService
+from sessionpool.server.errors import HttpError
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length", "")
+    too_large = HttpError(413, "PayloadTooLarge", f"request bodies are limited to {limit} bytes")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    return bytes(body)
+
+
+def agents_service(request: Request) -> AgentService:
+    """The app's agents service; without one, the agents routes answer as if absent."""
+    svc = getattr(request.app.state, "agents", None)
+    if svc is None:
+        raise HttpError(
+            404,
+            "AgentsDisabled",
+            "the agents service (assistants, threads, runs, responses) is not enabled on this "
+            "server; set enabled = true in the [agents] section of the server configuration",
+        )
+    assert isinstance(svc, AgentService)
+    return svc
