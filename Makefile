@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck doctor bench bench-quick bench-engine bench-http soak clean
+.PHONY: install serve test lint typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
 
 $(STAMP): pyproject.toml requirements/clients.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-engine: install
 
 bench-http: install
 	$(PY) benchmarks/http.py
+
+# the agent loop's own cost (a scripted model that answers at once): Responses and Assistants
+bench-agents: install
+	$(PY) benchmarks/agents.py
 
 # soak: 100 sessions of random work against a real server; 10 minutes (MINUTES=2 to shorten)
 soak: install
