@@ -174,6 +174,12 @@ def _banner(
 ) -> None:
     lines = [LISTENING + url]
     lines += [f"  pool {p.name!r}: {url}/pools/{p.name}" for p in settings.pools]
+    agents = settings.agents
+    if agents.enabled:
+        model = (
+            agents.model_base_url or "no model configured: set SESSIONPOOL_AGENTS_MODEL_BASE_URL"
+        )
+        lines.append(f"  agents (Assistants, Responses): {url}/v1 (model: {model})")
     if settings.no_auth:
         lines.append(f"  authentication: {keys}")
     else:
