@@ -3,8 +3,7 @@
 A real server over TLS (``agents_server``), its model a scripted chat-completions server
 (``scripted_model``): the model name picks the script (``scripted-chart`` draws a bar chart and
 links its files, ``scripted-read_file`` prints the first CSV under /mnt/data, ...). The client
-trusts the server's CA through ``SSL_CERT_FILE`` (httpx2 reads it; see
-shared/reference/agents-api.md §5.2).
+trusts the server's CA through ``SSL_CERT_FILE`` (httpx2 reads it; docs/agents.md).
 """
 
 from __future__ import annotations
@@ -551,7 +550,7 @@ with AIProjectClient(endpoint=os.environ["SP_ENDPOINT"], credential=StaticToken(
 
 
 def test_foundry_sdk_code_interpreter_flow(agents_server: AgentsServer, tmp_path: Any) -> None:
-    """azure-ai-projects 2.x as in its code-interpreter-with-files sample (agents-api.md §7.8):
+    """azure-ai-projects 2.x as in its code-interpreter-with-files sample:
     a file upload, an agent version whose auto container holds it, ``get_openai_client()``, a
     conversation, responses by ``agent_reference``, cited files downloaded from the container."""
     script = tmp_path / "foundry.py"

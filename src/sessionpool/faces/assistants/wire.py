@@ -1,4 +1,4 @@
-"""Internal agents types -> Assistants v2 JSON (the shapes of docs agents-api §6).
+"""Internal agents types -> Assistants v2 JSON: the object shapes the clients read.
 
 Pure functions: no I/O, no service. Every object carries every field its schema names, ``null``
 when unset, so strict generated clients (Azure's, OpenAI's) find what they look for; timestamps

@@ -5,7 +5,7 @@ knows about HTTP. The shapes follow openai-python 3.54.0's types
 (``openai.types.responses.Response``, ``ResponseCodeInterpreterToolCall``,
 ``ResponseOutputMessage``, ``openai.types.conversations.*``, ``openai.types.containers.*``).
 
-Mapping (docs of the contract: shared/reference/agents-api.md §8.3, §8.4):
+Mapping (see also docs/agents.md):
 
 - a ``response`` is an internal ``Run`` with ``kind="response"``; its ``output`` is built from the
   run's steps in order: each ``CodeCall`` becomes a ``code_interpreter_call`` item (outputs
