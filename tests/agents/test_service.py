@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sessionpool.agents.types import (
 from sessionpool.engine import Engine
 from tests.agents.scripted_model import (
     CHART_ANSWER,
+    CHART_CODE,
     HELLO_ANSWER,
     READ_FILE_PREFIX,
     ScriptedModel,
@@ -112,7 +114,9 @@ async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
     assert [f.filename for f in files if f.origin_id == upload.id] == ["profits.csv"]
 
 
-async def test_variables_persist_across_runs_of_a_conversation(service: AgentService) -> None:
+async def test_variables_persist_across_runs_of_a_conversation(
+    service: AgentService, scripted_model: ScriptedModel
+) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="hi")
     first = await service.start_run(conversation.id, model="scripted-chart")
@@ -127,6 +131,18 @@ async def test_variables_persist_across_runs_of_a_conversation(service: AgentSer
     assert second.status == RunStatus.COMPLETED and second.container_id == first.container_id
     [answer] = await service.run_messages(second.id)
     assert answer.text == HELLO_ANSWER
+    # the model saw the first turn's code and its output, in order, before the new question
+    sent = next(
+        r["messages"]
+        for r in reversed(scripted_model.requests)
+        if r["messages"][-1].get("content") == "hello again"
+    )
+    roles = [m["role"] for m in sent]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert json.loads(sent[2]["tool_calls"][0]["function"]["arguments"]) == {"code": CHART_CODE}
+    assert "saved chart" in sent[3]["content"]
+    assert sent[3]["tool_call_id"] == sent[2]["tool_calls"][0]["id"]
+    assert sent[4]["content"] == CHART_ANSWER
     page = await service.list_messages(conversation.id, PageRequest())
     assert [m.role for m in page.items] == ["assistant", "user", "assistant", "user"]
 

@@ -9,6 +9,7 @@ Every way a run can go wrong ends in a terminal status with ``last_error``; none
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ SANDBOX_LINK = re.compile(r"sandbox:/mnt/data/[^\s)\]\"'<>]+")
 
 #: the tool output the model sees is cut here (the step keeps the cell's full logs)
 MODEL_OUTPUT_CHARS = 20_000
+#: an earlier turn's cell output is cut here when the conversation goes back to the model
+HISTORY_OUTPUT_CHARS = 2_000
 #: files one cell may add to its container (the rest stay in the session, unrecorded)
 CAPTURE_MAX_FILES = 100
 
@@ -300,8 +303,46 @@ class _Loop:
             {"role": "system", "content": "\n\n".join(s for s in system if s)}
         ]
         for message in messages:
+            if message.role == "assistant" and message.run_id:
+                chat += await self.earlier_code(message.run_id)
             if message.text:
                 chat.append({"role": message.role, "content": message.text})
+        return chat
+
+    async def earlier_code(self, run_id: str) -> list[dict[str, Any]]:
+        """An earlier turn's code and outputs, as the model saw them: the next turn can build on
+        the variables and files it made ("now make the bars red")."""
+        chat: list[dict[str, Any]] = []
+        for step in await self.service.run_steps(run_id):
+            calls = [c for c in step.tool_calls if c.status == "completed"]
+            if step.type != "tool_calls" or not calls:
+                continue
+            chat.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {
+                                "name": "python",
+                                "arguments": json.dumps({"code": c.code}),
+                            },
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+            for c in calls:
+                logs = "".join(o.logs or "" for o in c.outputs if o.type == "logs")
+                chat.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": c.id,
+                        "content": logs[:HISTORY_OUTPUT_CHARS] or "(no output)",
+                    }
+                )
         return chat
 
     async def execute(self, call: CodeCall) -> str:
