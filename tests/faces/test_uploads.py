@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sessionpool import errors
-from sessionpool.faces.aca.uploads import open_multipart
+from sessionpool.faces.uploads import MAX_FIELD_BYTES, open_multipart, read_form
 from sessionpool.server.errors import HttpError
 
 BOUNDARY = "----formdata-0123456789"
@@ -99,3 +99,33 @@ async def test_malformed_bodies_are_http_400(body: bytes) -> None:
     with pytest.raises(HttpError) as info:
         await read_all(body, 3, "application/json")
     assert info.value.status == 400
+
+
+CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+async def test_form_gives_fields_and_the_file() -> None:
+    body = multipart(("purpose", None, b"assistants"), ("file", "data.csv", b"a,b\n1,2\n"))
+    form = await read_form(CTYPE, pieces(body, 5), max_file_bytes=100)
+    assert form.fields == {"purpose": "assistants"}
+    assert (form.filename, form.data) == ("data.csv", b"a,b\n1,2\n")
+    empty = await read_form(CTYPE, pieces(multipart(("file_id", None, b"file-1")), 5), 100)
+    assert empty.fields == {"file_id": "file-1"} and empty.data is None
+
+
+async def test_form_refuses_a_file_past_the_limit_while_it_arrives() -> None:
+    body = multipart(("file", "big.bin", b"x" * 101))
+    with pytest.raises(errors.FileTooLarge):
+        await read_form(CTYPE, pieces(body, 7), max_file_bytes=100)
+    with pytest.raises(errors.FileTooLarge):  # a declared length says so before any byte
+        await read_form(CTYPE, pieces(b"", 1), 100, declared_length=str(1 << 40))
+
+
+async def test_form_refuses_two_files_and_huge_fields() -> None:
+    two = multipart(("file", "a", b"1"), ("file", "b", b"2"))
+    with pytest.raises(HttpError) as raised:
+        await read_form(CTYPE, pieces(two, 64), max_file_bytes=100)
+    assert raised.value.status == 400
+    huge = multipart(("purpose", None, b"p" * (MAX_FIELD_BYTES + 1)))
+    with pytest.raises(HttpError):
+        await read_form(CTYPE, pieces(huge, 4096), max_file_bytes=100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 
 from sessionpool.agents.service import AgentService
+from sessionpool.faces.uploads import Form, read_form
 from sessionpool.server.errors import HttpError
 
 
@@ -37,3 +38,16 @@ def agents_service(request: Request) -> AgentService:
         )
     assert isinstance(svc, AgentService)
     return svc
+
+
+async def read_upload(request: Request, max_file_bytes: int) -> Form:
+    """A multipart form with one file part, bounded (see ``uploads.read_form``)."""
+    try:
+        return await read_form(
+            request.headers.get("content-type"),
+            request.stream(),
+            max_file_bytes,
+            request.headers.get("content-length"),
+        )
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc

@@ -572,6 +572,8 @@ async def test_openai_sdk_in_process(svc: AgentService) -> None:
             async def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
                 deltas.append(delta)
 
+        # a new question: the model sees the first turn's code and output, then this
+        await client.beta.threads.messages.create(thread.id, role="user", content="once more")
         async with client.beta.threads.runs.stream(
             thread_id=thread.id, assistant_id=asst.id, event_handler=Handler()
         ) as stream:

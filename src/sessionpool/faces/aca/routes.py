@@ -39,12 +39,12 @@ from sessionpool.faces.aca.params import (
     relative,
     version_at_least,
 )
-from sessionpool.faces.aca.uploads import (
+from sessionpool.faces.common import read_body
+from sessionpool.faces.uploads import (
     DRAIN_LIMIT,
     FRAMING_ALLOWANCE,
     open_multipart,
 )
-from sessionpool.faces.common import read_body
 from sessionpool.server.errors import HttpError
 from sessionpool.types import ExecutionStatus, FileInfo
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
-from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sessionpool import errors
@@ -28,7 +27,7 @@ from sessionpool.agents.service import AgentService
 from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import run_stream, sse
-from sessionpool.faces.common import agents_service, read_body
+from sessionpool.faces.common import agents_service, read_body, read_upload
 from sessionpool.server.errors import ERROR_CODE_HEADER, HttpError, status_for
 
 logger = logging.getLogger("sessionpool.faces.assistants")
@@ -431,32 +430,14 @@ async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) 
 
 @files_router.post("/files", summary="Upload a file (multipart: file, purpose)")
 async def upload_file(request: Request) -> Response:
-    try:
-        form = await request.form()
-    except ClientDisconnect as exc:
-        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
-    except Exception as exc:  # malformed multipart: python-multipart raises several kinds
-        raise errors.InvalidRequest(
-            f"expected a multipart/form-data body with 'file' and 'purpose': {exc}", "file"
-        ) from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise errors.InvalidRequest(
-                "a multipart part 'file' (with a filename) is required", "file"
-            )
-        purpose = form.get("purpose")
-        if purpose is not None and not isinstance(purpose, str):
-            raise errors.InvalidRequest("'purpose' must be a text part", "purpose")
-        filename = upload.filename or "upload"
-        limit = service(request).config.max_file_bytes
-        if upload.size is not None and upload.size > limit:
-            raise errors.FileTooLarge(filename, limit)
-        data = await upload.read()
-    finally:
-        await form.close()
-    stored = await service(request).create_file(
-        filename=filename, data=data, purpose=purpose or "assistants"
+    svc = service(request)
+    form = await read_upload(request, svc.config.max_file_bytes)
+    if form.data is None:
+        raise errors.InvalidRequest("a multipart part 'file' (with a filename) is required", "file")
+    stored = await svc.create_file(
+        filename=form.filename or "upload",
+        data=form.data,
+        purpose=form.fields.get("purpose") or "assistants",
     )
     return ok(wire.file(stored))
 

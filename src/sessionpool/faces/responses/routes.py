@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -31,7 +30,7 @@ from sessionpool.agents.types import (
     Step,
 )
 from sessionpool.errors import InvalidRequest, ObjectNotFound, SessionpoolError
-from sessionpool.faces.common import agents_service, read_body
+from sessionpool.faces.common import agents_service, read_body, read_upload
 from sessionpool.faces.responses import wire
 
 logger = logging.getLogger("sessionpool.faces.responses")
@@ -553,18 +552,16 @@ async def create_container_file(request: Request, container_id: str) -> Response
     svc = service(request)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        async with request.form() as form:
-            upload = form.get("file")
-            file_id = form.get("file_id")
-            if isinstance(upload, UploadFile):
-                data = await upload.read()
-                stored = await svc.add_container_file(
-                    container_id, filename=upload.filename or "upload", data=data
-                )
-            elif isinstance(file_id, str) and file_id:
-                stored = await svc.add_container_file(container_id, file_id=file_id)
-            else:
-                raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
+        form = await read_upload(request, svc.config.max_file_bytes)
+        file_id = form.fields.get("file_id")
+        if form.data is not None:
+            stored = await svc.add_container_file(
+                container_id, filename=form.filename or "upload", data=form.data
+            )
+        elif file_id:
+            stored = await svc.add_container_file(container_id, file_id=file_id)
+        else:
+            raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
     else:
         req: wire.ContainerFileCreate = await parse(request, wire.ContainerFileCreate)
         stored = await svc.add_container_file(container_id, file_id=req.file_id)

@@ -220,3 +220,57 @@ async def open_multipart(
             yield chunk
 
     return MultipartReader(replay(), line[2:], max_part_bytes)
+
+
+#: a text field of a form (``purpose``, ``file_id``) is never longer than this
+MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass
+class Form:
+    """A small multipart form: its text fields, and at most one file part held in memory."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    data: bytes | None = None
+
+
+async def read_form(
+    content_type: str | None,
+    body: AsyncIterator[bytes],
+    max_file_bytes: int,
+    declared_length: str | None = None,
+) -> Form:
+    """Parse a form with one file part (``file``), refusing a file past ``max_file_bytes``
+    (413, as soon as it is seen: from Content-Length, or while the bytes arrive) and never
+    spooling more than that to memory or disk."""
+    if (
+        declared_length is not None
+        and declared_length.isdigit()
+        and int(declared_length) > max_file_bytes + FRAMING_ALLOWANCE + DRAIN_LIMIT
+    ):
+        raise errors.FileTooLarge("upload", max_file_bytes)
+    reader = await open_multipart(content_type, body, max(max_file_bytes, MAX_FIELD_BYTES))
+    form = Form()
+    try:
+        while (part := await reader.next_part()) is not None:
+            if part.filename is not None:
+                if form.data is not None:
+                    raise _bad("send one file part per request")
+                form.filename = part.filename
+                form.data = b"".join([chunk async for chunk in part.chunks()])
+                if len(form.data) > max_file_bytes:
+                    raise errors.FileTooLarge(part.filename or "upload", max_file_bytes)
+            elif part.name:
+                too_long = _bad(f"the form field {part.name!r} is longer than {MAX_FIELD_BYTES}")
+                try:
+                    value = b"".join([chunk async for chunk in part.chunks()])
+                except errors.FileTooLarge:
+                    raise too_long from None
+                if len(value) > MAX_FIELD_BYTES:
+                    raise too_long
+                form.fields[part.name] = value.decode("utf-8", "replace")
+    except (errors.SessionpoolError, HttpError):
+        await reader.drain()
+        raise
+    return form
