@@ -226,8 +226,11 @@ async def test_runs_left_in_flight_are_failed_on_restart(
     first = AgentService(config, engine)
     await first.start()
     conversation = await first.create_conversation()
-    run = Run(id="run_stale", conversation_id=conversation.id, model="m")
-    await first._insert("run", run, conversation.id, "run")
+    mine = Run(id="run_stale", conversation_id=conversation.id, model="m", owner=first.owner)
+    # a run of another server sharing the database: not this server's to declare dead
+    theirs = Run(id="run_theirs", conversation_id=conversation.id, model="m", owner="elsewhere")
+    for run in (mine, theirs):
+        await first._insert("run", run, conversation.id, "run")
     await first.close()
     second = AgentService(dataclasses.replace(config), engine)
     await second.start()
@@ -235,6 +238,7 @@ async def test_runs_left_in_flight_are_failed_on_restart(
         stale = await second.get_run("run_stale")
         assert stale.status == RunStatus.FAILED and stale.last_error is not None
         assert "restarted" in stale.last_error.message
+        assert (await second.get_run("run_theirs")).status == RunStatus.QUEUED
         assert (await second.get_conversation(conversation.id)).id == conversation.id
     finally:
         await second.close()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -74,6 +75,7 @@ class AgentService:
         self._subscribers: dict[str, list[asyncio.Queue[RunEvent]]] = {}
         self._container_locks: dict[str, asyncio.Lock] = {}
         self._closing = False
+        self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
         self.pool_name = config.pool or (
             "default" if "default" in engine.pools else next(iter(engine.pools))
         )
@@ -90,7 +92,7 @@ class AgentService:
         await self._db(self.store.open)
         for doc in await self._db(self.store.all, "run"):
             run = Run.model_validate(doc)
-            if not run.status.terminal:
+            if not run.status.terminal and run.owner in (None, self.owner):
                 run.status = RunStatus.FAILED
                 run.failed_at = now()
                 run.last_error = RunError(
@@ -468,6 +470,7 @@ class AgentService:
             input_message_ids=input_message_ids or [],
             expires_at=now() + int(self.config.run_timeout_seconds),
             extra=extra or {},
+            owner=self.owner,
         )
         if self._closing or conversation_id in self._active:  # checked again after the awaits
             raise errors.Conflict(f"thread {conversation_id!r} already has an active run")

@@ -253,6 +253,9 @@ class Run(Record):
     input_message_ids: list[str] = Field(default_factory=list)
     #: wire fields a face wants back verbatim (truncation_strategy, tool_choice, store ...)
     extra: dict[str, Any] = Field(default_factory=dict)
+    #: the server executing it (host and data directory): after a crash, only that server's
+    #: next start may declare the run dead, not another server sharing the database
+    owner: str | None = None
 
 
 class StepStatus(StrEnum):
