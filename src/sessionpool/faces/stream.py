@@ -29,7 +29,7 @@ from sessionpool import errors
 from sessionpool.engine import Engine
 from sessionpool.faces.aca import models, translate
 from sessionpool.faces.aca.params import family, identifier
-from sessionpool.faces.aca.routes import decode_code, read_json
+from sessionpool.faces.aca.routes import IDENTIFIER_PARAM, decode_code, read_json
 from sessionpool.server.errors import HttpError
 from sessionpool.types import ExecutionResult
 
@@ -121,6 +121,7 @@ def install_stream(app: FastAPI) -> None:
         summary="Run Python code, streaming its output as Server-Sent Events (sessionpool)",
         response_class=StreamingResponse,
         openapi_extra={
+            "parameters": [IDENTIFIER_PARAM],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -130,9 +131,8 @@ def install_stream(app: FastAPI) -> None:
             "responses": {"200": {"content": {"text/event-stream": {}}}},
         },
     )
-    # Not in the OpenAPI description yet: tests/security/test_fuzz.py fuzzes exactly the
-    # described operations, and its list does not name this one (docs/streaming.md documents it)
-    app.include_router(router, prefix="/pools/{pool}", include_in_schema=False)
+    # described once (like the aca face's routes); the other prefixes are the same operation
+    app.include_router(router, prefix="/pools/{pool}")
     app.include_router(router, prefix="/sessionPools/{pool}", include_in_schema=False)
     app.include_router(
         router, prefix="/{endpoint_base:path}/sessionPools/{pool}", include_in_schema=False

@@ -60,7 +60,7 @@ EXECUTIONS_KEPT_BYTES = 64 * 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
-_IDENTIFIER_PARAM = {
+IDENTIFIER_PARAM = {
     "name": "identifier",
     "in": "query",
     "required": True,
@@ -85,7 +85,7 @@ _PATH_PARAM = {
 
 
 def _params(*extra: dict[str, Any], session: bool = True) -> dict[str, Any]:
-    params = [_IDENTIFIER_PARAM] if session else []
+    params = [IDENTIFIER_PARAM] if session else []
     return {"parameters": [*params, _VERSION_PARAM, *extra]}
 
 
