@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 
+from sessionpool.engine import Engine
 from sessionpool.session import Session
 from sessionpool.types import ExecutionStatus
 
@@ -83,3 +84,25 @@ async def test_an_abandoned_call_never_hands_its_reply_to_the_next(session: Sess
     r = await asyncio.wait_for(session.execute("'fresh', kept"), 10)
     assert r.result is not None and r.result.data["text/plain"] == "('fresh', 'state')"
     assert not r.state_lost  # the abandoned cell was interrupted, not killed
+
+
+async def test_sessions_past_descriptor_1024_keep_their_state(engine: Engine) -> None:
+    """A server with a few hundred sessions holds descriptors above 1023. The liveness check
+    once used select(), which cannot watch those: such a session looked dead on every call and
+    its interpreter was replaced, losing its variables."""
+    fillers = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    session = None
+    try:
+        pool = engine.pool("default")
+        session = await Session.create(pool.config, engine.backend, warm_up=False)
+        assert session.kernel is not None and session.kernel.pidfd > 1023
+        assert session.kernel.alive()
+        await session.execute("x = 41")
+        result = await session.execute("x += 1; x")
+        assert not result.state_lost, result.stderr
+        assert result.result is not None and result.result.data["text/plain"] == "42"
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        if session is not None:
+            await session.close()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -77,14 +78,19 @@ class KernelProcess:
             signal.pidfd_send_signal(self.pidfd, sig)
 
     def alive(self) -> bool:
-        """True until the process has exited (the pidfd turns readable at exit)."""
-        import select
+        """True until the process has exited (the pidfd turns readable at exit).
 
+        poll, not select: a server with a few hundred sessions holds pidfds above 1023, which
+        select cannot watch (it raised, and every such session looked dead and was replaced).
+        """
+        if self.pidfd < 0:
+            return False
+        poller = select.poll()
         try:
-            r, _, _ = select.select([self.pidfd], [], [], 0)
+            poller.register(self.pidfd, select.POLLIN)
+            return not poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not r
 
     async def wait_exit(self, timeout: float) -> int | None:
         """Exit status (negative: killed by that signal) once the zygote reports it."""
