@@ -907,6 +907,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
                 await asyncio.gather(*(limited(k) for k in range(need)))
             await asyncio.sleep(1.0)
             point = await scale_point(sp, probe, len(live), sizes, refused=refusal is not None)
+            point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
             point["used_memory_gb"] = round(used_memory_gb(), 3)
             point["added_memory_gb"] = round(point["used_memory_gb"] - baseline_gb, 3)
             points.append(point)
@@ -955,8 +956,19 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             )
         )
     res.curves["scaling"] = [{k: v for k, v in p.items() if k != "uss_mb"} for p in points]
-    ok = [p for p in points if p["x_p99"] <= 10.0]
+    ok = [p for p in points if p["x_p99"] <= 10.0 and p.get("newest_kept_state") is not False]
     res.extra["density_x_p99_10ms"] = max((p["live"] for p in ok), default=0)
+
+
+async def kept_state(sp: SessionpoolDriver, session: Any) -> bool:
+    """The newest session still has the DataFrame its first cell made: a session that lost its
+    interpreter (it was replaced) would answer quickly too, so latency alone proves nothing."""
+    try:
+        out = await sp.run(session, "print(len(df))")
+    except Exception as exc:
+        log(f"  the newest session lost its state: {exc}")
+        return False
+    return out.stdout.strip() == "1000"
 
 
 async def scale_point(
