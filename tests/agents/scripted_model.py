@@ -68,6 +68,11 @@ SLOW_CODE = "import time; time.sleep(60)"
 SLOW_ANSWER = "Done waiting."
 HANG_SECONDS = 600.0
 ECHO_PREFIX = "Output:\n"
+PREAMBLE_TEXT = "Let me compute that first."
+PREAMBLE_CODE = "print(6 * 7)"
+PREAMBLE_ANSWER = "The answer is 42."
+#: characters per streamed piece of text or tool-call arguments
+STREAM_PIECE = 16
 ERROR_BODY = {"error": {"message": "scripted failure", "type": "server_error"}}
 
 
@@ -141,6 +146,13 @@ def hang(messages: list[dict[str, Any]]) -> Reply:
     return Reply(content="too late", delay=HANG_SECONDS)
 
 
+def preamble(messages: list[dict[str, Any]]) -> Reply:
+    """Text and a tool call in the same reply (as real models often do), then the answer."""
+    if not tool_results(messages):
+        return Reply(content=PREAMBLE_TEXT, code=PREAMBLE_CODE)
+    return Reply(content=PREAMBLE_ANSWER)
+
+
 def echo(messages: list[dict[str, Any]]) -> Reply:
     """Runs the last user message as code, then answers with its output: any cell, on demand."""
     results = tool_results(messages)
@@ -159,6 +171,7 @@ SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], Reply]] = {
     "slow": slow,
     "hang": hang,
     "echo": echo,
+    "preamble": preamble,
 }
 
 
@@ -286,11 +299,24 @@ class _Handler(BaseHTTPRequestHandler):
         base = {k: whole[k] for k in ("id", "created", "model")} | {
             "object": "chat.completion.chunk"
         }
+        # as real servers stream: text in small pieces, a tool call's name first and its
+        # arguments in fragments after it
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        if message["content"]:
-            deltas.append({"content": message["content"]})
+        text = message["content"] or ""
+        deltas += [
+            {"content": text[i : i + STREAM_PIECE]} for i in range(0, len(text), STREAM_PIECE)
+        ]
         for i, call in enumerate(message.get("tool_calls", [])):
-            deltas.append({"tool_calls": [{"index": i, **call}]})
+            head = {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            deltas.append({"tool_calls": [{"index": i, **head}]})
+            args = call["function"]["arguments"]
+            for j in range(0, len(args), STREAM_PIECE):
+                piece = {"index": i, "function": {"arguments": args[j : j + STREAM_PIECE]}}
+                deltas.append({"tool_calls": [piece]})
         chunks = [
             {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
         ]

@@ -30,6 +30,8 @@ from tests.agents.scripted_model import (
     CHART_ANSWER,
     CHART_CODE,
     HELLO_ANSWER,
+    PREAMBLE_ANSWER,
+    PREAMBLE_TEXT,
     READ_FILE_PREFIX,
     ScriptedModel,
 )
@@ -300,3 +302,65 @@ async def test_a_turn_without_code_takes_no_session(service: AgentService) -> No
     assert staged.origin_id == upload.id
     session = await service.session_for(container)
     assert await session.read_file("in.csv") == b"a,b\n1,2\n"
+
+
+async def test_answers_stream_piece_by_piece(service: AgentService) -> None:
+    conversation = await service.create_conversation()
+    await service.add_message(conversation.id, role="user", content="chart")
+    run = await service.start_run(conversation.id, model="scripted-chart")
+    events = [e async for e in service.events(run.id)]
+    deltas = [e for e in events if e.kind == "text_delta"]
+    assert len(deltas) > 3  # the scripted model streams 16 characters at a time
+    assert "".join(d.delta or "" for d in deltas) == CHART_ANSWER
+    first = events.index(deltas[0])
+    created = [e for e in events[:first] if e.kind == "message" and e.message is not None]
+    assert created and created[-1].message is not None
+    assert created[-1].message.id == deltas[0].message_id  # the message exists first
+    [message] = await service.run_messages(run.id)
+    assert message.text == CHART_ANSWER and len(message.content[-1].annotations) == 2  # type: ignore[union-attr]
+
+
+async def test_text_before_code_is_a_message_of_its_own(
+    service: AgentService, scripted_model: ScriptedModel
+) -> None:
+    run = await run_to_end(service, "scripted-preamble", "what is 6 times 7?")
+    assert run.status == RunStatus.COMPLETED, run.last_error
+    steps = await service.run_steps(run.id)
+    assert [s.type for s in steps] == ["message_creation", "tool_calls", "message_creation"]
+    first, final = await service.run_messages(run.id)
+    assert first.text == PREAMBLE_TEXT and final.text == PREAMBLE_ANSWER
+    assert [steps[0].message_id, steps[2].message_id] == [first.id, final.id]
+    # the next turn shows the model its earlier turn in order: text, code, output, answer
+    await service.add_message(run.conversation_id, role="user", content="thanks")
+    second = await service.start_run(run.conversation_id, model="scripted-hello")
+    await service.wait_run(second.id, timeout=30)
+    sent = scripted_model.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == [
+        "system",
+        "user",
+        "assistant",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
+    assert sent[2]["content"] == PREAMBLE_TEXT and sent[5]["content"] == PREAMBLE_ANSWER
+    assert "42" in sent[4]["content"]
+
+
+async def test_a_model_that_cannot_stream_is_asked_without(
+    engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
+) -> None:
+    config = AgentsConfig(model_base_url=scripted_model.url, model_stream=False, data_dir=tmp_path)
+    svc = AgentService(config, engine)
+    await svc.start()
+    try:
+        conversation = await svc.create_conversation()
+        await svc.add_message(conversation.id, role="user", content="chart")
+        run = await svc.start_run(conversation.id, model="scripted-chart")
+        deltas = [e.delta async for e in svc.events(run.id) if e.kind == "text_delta"]
+        assert deltas == [CHART_ANSWER]
+        assert "stream" not in scripted_model.requests[-1]
+        assert (await svc.get_run(run.id)).status == RunStatus.COMPLETED
+    finally:
+        await svc.close()

@@ -35,7 +35,7 @@ import openai
 import pytest
 
 from tests.agents.harness import AgentsServer
-from tests.agents.scripted_model import ScriptedModel
+from tests.agents.scripted_model import PREAMBLE_ANSWER, PREAMBLE_TEXT, ScriptedModel
 
 pytestmark = pytest.mark.jail
 
@@ -723,3 +723,33 @@ def test_empty_message_page_has_null_cursors(agents_server: AgentsServer) -> Non
             json={"tool_outputs": []},
         )
         assert r.status_code == 404, r.text
+
+
+def test_streamed_text_and_text_before_code(oai: openai.OpenAI) -> None:
+    """openai-python's stream helper sees the answer text in pieces as the model writes it,
+    and a sentence the model wrote before its code as a message of its own."""
+    assistant = oai.beta.assistants.create(
+        model="scripted-preamble", tools=[{"type": "code_interpreter"}]
+    )
+    thread = oai.beta.threads.create(messages=[{"role": "user", "content": "6 times 7?"}])
+    pieces: dict[str, list[str]] = {}
+
+    class Handler(openai.AssistantEventHandler):
+        def on_text_delta(self, delta: Any, snapshot: Any) -> None:
+            pieces.setdefault(self.current_message_snapshot.id, []).append(delta.value)
+
+    with oai.beta.threads.runs.stream(
+        thread_id=thread.id, assistant_id=assistant.id, event_handler=Handler()
+    ) as stream:
+        stream.until_done()
+        final = stream.get_final_run()
+        messages = stream.get_final_messages()
+    assert final.status == "completed"
+    assert [m.content[-1].text.value for m in messages] == [PREAMBLE_TEXT, PREAMBLE_ANSWER]  # type: ignore[union-attr]
+    assert {mid: "".join(p) for mid, p in pieces.items()} == {
+        messages[0].id: PREAMBLE_TEXT,
+        messages[1].id: PREAMBLE_ANSWER,
+    }
+    assert sum(len(p) for p in pieces.values()) >= 3
+    steps = oai.beta.threads.runs.steps.list(final.id, thread_id=thread.id, order="asc")
+    assert [s.type for s in steps.data] == ["message_creation", "tool_calls", "message_creation"]

@@ -23,6 +23,7 @@ import pytest
 from openai.types.responses import Response
 
 from tests.agents.harness import AgentsServer
+from tests.agents.scripted_model import PREAMBLE_ANSWER, PREAMBLE_CODE, PREAMBLE_TEXT
 
 CHART_TOOL: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
 CSV = b"company,operating_profit\nNorthwind,3.5\nContoso,4.25\n"
@@ -569,3 +570,29 @@ def test_foundry_sdk_code_interpreter_flow(agents_server: AgentsServer, tmp_path
     assert "A,1.2" in out["first_text"]
     assert out["files"]["chart.png"] == b"\x89PNG".hex()
     assert "chart_data.csv" in out["files"]
+
+
+def test_text_streams_as_written_and_text_before_code_is_its_own_item(
+    client: openai.OpenAI,
+) -> None:
+    """A model that writes a sentence, then asks for code, then answers: the output holds a
+    message, the code call and the answer, in that order, and the stream carries the text in
+    pieces as the model wrote it (the scripted model streams 16 characters at a time)."""
+    with client.responses.stream(
+        model="scripted-preamble", tools=[CHART_TOOL], input="what is 6 times 7?"
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert final.status == "completed"
+    assert [item.type for item in final.output] == ["message", "code_interpreter_call", "message"]
+    first, call, answer = final.output
+    assert first.content[0].text == PREAMBLE_TEXT  # type: ignore[union-attr]
+    assert answer.content[0].text == PREAMBLE_ANSWER  # type: ignore[union-attr]
+    assert call.code == PREAMBLE_CODE  # type: ignore[union-attr]
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) >= 3
+    by_item: dict[str, str] = {}
+    for e in deltas:
+        by_item[e.item_id] = by_item.get(e.item_id, "") + e.delta
+    assert by_item == {first.id: PREAMBLE_TEXT, answer.id: PREAMBLE_ANSWER}
+    assert final.output_text.endswith(PREAMBLE_ANSWER)

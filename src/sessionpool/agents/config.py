@@ -25,7 +25,10 @@ class AgentsConfig:
     model_map: tuple[str, ...] = ()
     #: CA bundle to trust for an https model endpoint (default: the system's)
     model_ca_file: str = ""
-    #: one chat-completions call may take this long
+    #: ask the model to stream its answers, so clients see the text as it is written (off for
+    #: endpoints that cannot stream with tools)
+    model_stream: bool = True
+    #: one chat-completions call may take this long (streamed: the longest wait for a piece)
     model_timeout_seconds: float = 120.0
     #: model round trips in one run before it fails with ``max_steps_exceeded``
     max_steps: int = 10

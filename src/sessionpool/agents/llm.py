@@ -4,6 +4,7 @@ Ollama ...): one non-streaming call per agent step, with the code interpreter as
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,15 +84,14 @@ class ChatModel:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def complete(
+    def _request(
         self,
         model: str,
         messages: list[dict[str, Any]],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        tools: bool = True,
-    ) -> ChatReply:
+        temperature: float | None,
+        top_p: float | None,
+        tools: bool,
+    ) -> tuple[str, dict[str, Any], dict[str, str]]:
         base = self.config.model_base_url.rstrip("/")
         if not base:
             raise ModelError(
@@ -110,9 +110,46 @@ class ChatModel:
         headers = {}
         if self.config.model_api_key:
             headers["Authorization"] = f"Bearer {self.config.model_api_key}"
-        url = f"{base}/chat/completions"
+        return f"{base}/chat/completions", body, headers
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        tools: bool = True,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> ChatReply:
+        """One model step. With ``on_text`` (and ``model_stream`` on), the reply is streamed
+        and each piece of answer text is handed to ``on_text`` as it arrives."""
+        url, body, headers = self._request(model, messages, temperature, top_p, tools)
+        stream = on_text is not None and self.config.model_stream
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         try:
-            response = await self._client.post(url, json=body, headers=headers)
+            async with self._client.stream("POST", url, json=body, headers=headers) as response:
+                if response.status_code == 429:
+                    raise ModelError(
+                        "rate_limit_exceeded",
+                        f"the model endpoint {url} is rate limiting (HTTP 429)",
+                    )
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise ModelError(
+                        "server_error",
+                        f"the model endpoint {url} answered HTTP {response.status_code}: "
+                        f"{_error_text(response)}",
+                    )
+                kind = response.headers.get("content-type", "")
+                if stream and kind.startswith("text/event-stream"):
+                    assert on_text is not None
+                    return await _read_stream(response, on_text)
+                # not streamed (asked not to, or the server ignored "stream")
+                await response.aread()
+                return parse_reply(response.json())
         except httpx.TimeoutException:
             raise ModelError(
                 "server_error",
@@ -123,22 +160,55 @@ class ChatModel:
             raise ModelError(
                 "server_error", f"the model endpoint {url} could not be reached: {exc}"
             ) from None
-        if response.status_code == 429:
-            raise ModelError(
-                "rate_limit_exceeded", f"the model endpoint {url} is rate limiting (HTTP 429)"
-            )
-        if response.status_code >= 400:
-            raise ModelError(
-                "server_error",
-                f"the model endpoint {url} answered HTTP {response.status_code}: "
-                f"{_error_text(response)}",
-            )
-        try:
-            return parse_reply(response.json())
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ModelError(
                 "server_error", f"the model endpoint {url} sent a malformed reply: {exc}"
             ) from None
+
+
+async def _read_stream(
+    response: httpx.Response, on_text: Callable[[str], Awaitable[None]]
+) -> ChatReply:
+    """Assemble a streamed reply (``chat.completion.chunk`` events): text pieces go to
+    ``on_text`` at once; tool calls arrive as a head (id, name) then argument fragments, by
+    index."""
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    usage: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if piece:
+                text.append(piece)
+                await on_text(piece)
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(
+                    int(call.get("index", 0)), {"id": "", "name": "", "args": ""}
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["name"] = function.get("name") or slot["name"]
+                slot["args"] += function.get("arguments") or ""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["args"]},
+            }
+            for _, c in sorted(calls.items())
+        ]
+    return parse_reply({"choices": [{"message": message}], "usage": usage})
 
 
 def _error_text(response: httpx.Response) -> str:

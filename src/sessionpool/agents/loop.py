@@ -128,6 +128,9 @@ class _Loop:
         self.images: list[str] = []
         #: files a cell wrote that were not recorded (past the capture limits)
         self.skipped: list[str] = []
+        #: the assistant message being streamed, its step, and the text so far
+        self.writing: tuple[Message, Step] | None = None
+        self.streamed: list[str] = []
 
     # --- state changes ------------------------------------------------------------------------
 
@@ -168,6 +171,13 @@ class _Loop:
             RunStatus.EXPIRED: StepStatus.EXPIRED,
         }.get(status, StepStatus.FAILED)
         try:
+            if self.writing is not None:  # cut off mid-answer: keep what was written
+                message = self.writing[0]
+                message.status = MessageStatus.INCOMPLETE
+                message.content = [TextPart(text="".join(self.streamed))]
+                await self.service._save("message", message)
+                self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
+                self.writing = None
             for step in self.open_steps:
                 step.status = step_status
                 if step_status == StepStatus.CANCELLED:
@@ -213,13 +223,19 @@ class _Loop:
         chat = await self.prepare()
         for _ in range(run.max_steps):
             reply = await self.service.model.complete(
-                run.model, chat, temperature=run.temperature, top_p=run.top_p
+                run.model,
+                chat,
+                temperature=run.temperature,
+                top_p=run.top_p,
+                on_text=self.on_text,
             )
             self.usage = self.usage.add(reply.usage)
             if not reply.tool_calls:
-                await self.answer(reply.content or "", reply.usage)
+                await self.answer(reply.content or "", reply.usage, final=True)
                 await self.finish(RunStatus.COMPLETED, None)
                 return
+            if self.writing is not None:  # text before the code: a message of its own
+                await self.answer(reply.content or "", reply.usage, final=False)
             chat.append(reply.raw_message)
             step = Step(
                 id=new_id("step_"),
@@ -302,8 +318,10 @@ class _Loop:
         chat: list[dict[str, Any]] = [
             {"role": "system", "content": "\n\n".join(s for s in system if s)}
         ]
+        # an earlier turn's code goes before its final message (after any text it wrote first)
+        last_of_run = {m.run_id: m.id for m in messages if m.role == "assistant" and m.run_id}
         for message in messages:
-            if message.role == "assistant" and message.run_id:
+            if message.run_id and last_of_run.get(message.run_id) == message.id:
                 chat += await self.earlier_code(message.run_id)
             if message.text:
                 chat.append({"role": message.role, "content": message.text})
@@ -424,12 +442,17 @@ class _Loop:
             written.append(record)
         return written
 
-    async def answer(self, text: str, usage: Usage) -> None:
-        """The assistant message: figures shown during the run, then the text with links."""
+    async def on_text(self, piece: str) -> None:
+        """A piece of streamed answer text: the message exists from the first piece on."""
+        if self.writing is None:
+            self.writing = await self.begin_message()
+            self.streamed.clear()
+        self.streamed.append(piece)
+        self.emit(RunEvent(kind="text_delta", message_id=self.writing[0].id, delta=piece))
+
+    async def begin_message(self) -> tuple[Message, Step]:
+        """An assistant message in progress, and the step that creates it."""
         run = self.run_
-        annotations = await self.annotate(text)
-        parts: list[ImagePart | TextPart] = [ImagePart(file_id=fid) for fid in self.images]
-        parts.append(TextPart(text=text, annotations=annotations))
         message = Message(
             id=new_id("msg_"),
             conversation_id=run.conversation_id,
@@ -446,18 +469,32 @@ class _Loop:
             agent_id=run.agent_id,
             type="message_creation",
             message_id=message.id,
-            usage=usage,
         )
         self.open_steps.append(step)
         await self.save_step(step, new=True)
         await self.service._insert("message", message, run.conversation_id, run.id)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
-        self.emit(RunEvent(kind="text_delta", message_id=message.id, delta=text))
+        return message, step
+
+    async def answer(self, text: str, usage: Usage, final: bool) -> None:
+        """Complete the assistant message: the answer (with the figures shown during the run,
+        then the text with links), or text the model wrote before asking for code."""
+        if self.writing is None:  # not streamed: the message and its text come at once
+            self.writing = await self.begin_message()
+            if text:
+                self.emit(RunEvent(kind="text_delta", message_id=self.writing[0].id, delta=text))
+        message, step = self.writing
+        self.writing = None
+        parts: list[ImagePart | TextPart] = []
+        if final:
+            parts += [ImagePart(file_id=fid) for fid in self.images]
+        parts.append(TextPart(text=text, annotations=await self.annotate(text)))
         message.content = parts
         message.status = MessageStatus.COMPLETED
         message.completed_at = now()
         await self.service._save("message", message)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
+        step.usage = usage
         step.status = StepStatus.COMPLETED
         step.completed_at = now()
         self.open_steps.remove(step)
