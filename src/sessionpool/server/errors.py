@@ -95,6 +95,9 @@ def error_response(
     """``{"error": {code, message, type, param}}``: the Azure REST shape (code, message) that
     is also the OpenAI one (message, type, param, code), so every client family reads it."""
     all_headers = {ERROR_CODE_HEADER: code, **(headers or {})}
+    if status == 409:
+        # openai-python retries a 409 by default; a busy thread stays busy for its whole run
+        all_headers.setdefault("x-should-retry", "false")
     kind = "server_error" if status >= 500 else "invalid_request_error"
     body = {"code": code, "message": message, "type": kind, "param": param}
     return JSONResponse({"error": body}, status_code=status, headers=all_headers)

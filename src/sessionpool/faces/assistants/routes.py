@@ -14,11 +14,9 @@ OpenAI error envelope, which Azure's clients read too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -28,7 +26,6 @@ from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import run_stream, sse
 from sessionpool.faces.common import agents_service, read_body, read_upload
-from sessionpool.server.errors import ERROR_CODE_HEADER, HttpError, status_for
 
 logger = logging.getLogger("sessionpool.faces.assistants")
 
@@ -63,51 +60,9 @@ FUNCTION_TOOLS_UNSUPPORTED = (
 )
 
 
-# --- errors ------------------------------------------------------------------------------------
-
-
-def error_response(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-    """The OpenAI error envelope (``message``, ``type``, ``param``, ``code``)."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    headers = {ERROR_CODE_HEADER: code}
-    if status == 409:
-        # openai-python retries 409s; a busy thread stays busy for the whole run
-        headers["x-should-retry"] = "false"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class AssistantsRoute(APIRoute):
-    """Renders sessionpool errors raised in these routes as OpenAI error envelopes."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except errors.SessionpoolError as exc:
-                status = status_for(exc)
-                if status >= 500:
-                    logger.warning(
-                        "%s %s -> %d %s: %s",
-                        request.method,
-                        request.url.path,
-                        status,
-                        exc.code,
-                        exc,
-                    )
-                param = exc.param if isinstance(exc, errors.InvalidRequest) else None
-                return error_response(status, exc.code, exc.message, param)
-            except HttpError as exc:
-                return error_response(exc.status, exc.code, exc.message)
-
-        return route_handler
-
-
-router = APIRouter(route_class=AssistantsRoute, tags=["assistants"])
+router = APIRouter(tags=["assistants"])
 #: the files routes alone, also under Foundry's OpenAI base (``get_openai_client()`` uploads there)
-files_router = APIRouter(route_class=AssistantsRoute, tags=["files"])
+files_router = APIRouter(tags=["files"])
 
 
 # --- helpers -----------------------------------------------------------------------------------
