@@ -39,27 +39,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import gc
-import json
-import math
-import os
-import platform
+import importlib.util
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.pool import Pool
 from sessionpool.types import ExecutionResult, ExecutionStatus
+
+
+def load_common() -> ModuleType:
+    """benchmarks/_common.py by path, once per process: this folder stays off sys.path (http.py
+    shadows the standard library's ``http``), so it cannot be imported by name."""
+    name = "bench__common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+common = load_common()
+# shared with http.py; suite.py reaches them as eng.<name> too
+Bench = common.Bench
+Check = common.Check
+Figure = common.Figure
+PhaseMeter = common.PhaseMeter
+Target = common.Target
+cpu_busy = common.cpu_busy
+loadavg = common.loadavg
+ms_since = common.ms_since
+nearest_rank = common.nearest_rank
 
 MB = 1_000_000  # memory is reported in decimal MB, as in the probes
 
@@ -122,66 +144,19 @@ ALLOC_WARMUP = 3  # allocation samples discarded before timing
 SETTLE_S = 0.02
 
 
-# -- statistics -----------------------------------------------------------------------------------
+# -- targets --------------------------------------------------------------------------------------
 
 
-def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (pct in (0, 100])."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-@dataclass
-class Figure:
-    """One measured quantity: a distribution of samples in ``unit``."""
-
-    key: str
-    system: str  # "sessionpool" or "ipykernel"
-    label: str
-    unit: str  # "ms" or "MB"
-    samples: list[float] = field(repr=False)
-    note: str = ""
-
-    def summary(self) -> dict[str, float | int]:
-        values = sorted(self.samples)
-        return {
-            "n": len(values),
-            "p50": nearest_rank(values, 50),
-            "p95": nearest_rank(values, 95),
-            "p99": nearest_rank(values, 99),
-            "mean": statistics.fmean(values) if values else math.nan,
-            "min": values[0] if values else math.nan,
-            "max": values[-1] if values else math.nan,
-        }
-
-    @property
-    def p50(self) -> float:
-        return nearest_rank(sorted(self.samples), 50)
-
-
-@dataclass
-class Target:
-    """A goal from the issue: ``figure``'s p50 compared with ``limit``."""
-
-    figure: str
-    text: str
-    check: Callable[[dict[str, Figure]], tuple[bool, str]]
-
-
-def _p50_at_most(
-    key: str, limit: float, unit: str
-) -> Callable[[dict[str, Figure]], tuple[bool, str]]:
-    def check(figures: dict[str, Figure]) -> tuple[bool, str]:
+def _p50_at_most(key: str, limit: float, unit: str) -> Check:
+    def check(figures: dict[str, Figure], extra: dict[str, Any]) -> tuple[bool, str]:
         value = figures[key].p50
         return value <= limit, f"p50 {value:.3f} {unit} <= {limit:g} {unit}"
 
     return check
 
 
-def _speedup(key: str, peer: str, factor: float) -> Callable[[dict[str, Figure]], tuple[bool, str]]:
-    def check(figures: dict[str, Figure]) -> tuple[bool, str]:
+def _speedup(key: str, peer: str, factor: float) -> Check:
+    def check(figures: dict[str, Figure], extra: dict[str, Any]) -> tuple[bool, str]:
         ratio = figures[peer].p50 / figures[key].p50
         return ratio >= factor, f"{ratio:.1f}x faster than ipykernel (>= {factor:g}x)"
 
@@ -252,48 +227,6 @@ def meminfo() -> dict[str, int]:
     return values
 
 
-def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def cpu_busy(window: float = 1.0) -> float:
-    """Fraction of all CPUs busy during ``window`` seconds (other work on the machine)."""
-    b0, t0 = cpu_times()
-    time.sleep(window)
-    b1, t1 = cpu_times()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
-class PhaseMeter:
-    """How busy the whole machine was during each phase (our own work included)."""
-
-    def __init__(self) -> None:
-        self.busy: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        b0, t0 = cpu_times()
-        try:
-            yield
-        finally:
-            b1, t1 = cpu_times()
-            self.busy[name] = round((b1 - b0) / max(1, t1 - t0), 3)
-
-
-def wait_quiet(limit_s: float, threshold: float, log: Callable[[str], None]) -> float:
-    """Wait up to ``limit_s`` for a 2 s window with the machine below ``threshold`` busy."""
-    end = time.monotonic() + limit_s
-    busy = cpu_busy(2.0)
-    while busy > threshold and time.monotonic() < end:
-        log(f"machine {busy:.0%} busy; waiting for it to quiet down")
-        busy = cpu_busy(2.0)
-    return busy
-
-
 def cgroup_favordynmods() -> str:
     """Whether cgroup attaches take the fast per-threadgroup lock on this boot.
 
@@ -317,15 +250,6 @@ def cgroup_favordynmods() -> str:
     return "off"
 
 
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(v) for v in f.read().split()[:3]]
-
-
-def ms_since(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
-
-
 # -- sessionpool ----------------------------------------------------------------------------------
 
 
@@ -343,17 +267,8 @@ async def wait_ready(pool: Pool, target: int, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.002)
 
 
-class SessionpoolBench:
-    def __init__(self, sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> None:
-        self.sizes = sizes
-        self.log = log
-        self.meter = meter
-        self.figures: list[Figure] = []
-        self.extra: dict[str, Any] = {}
-        self._ids = iter(range(1 << 30))
-
-    def ident(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
+class SessionpoolBench(Bench):
+    """sessionpool's engine, hosted in this process as the server hosts it."""
 
     async def run(self) -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="sessionpool-bench-"))
@@ -579,13 +494,8 @@ class SessionpoolBench:
 # -- jupyter_client + ipykernel -------------------------------------------------------------------
 
 
-class PeerBench:
-    def __init__(self, sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> None:
-        self.sizes = sizes
-        self.log = log
-        self.meter = meter
-        self.figures: list[Figure] = []
-        self.extra: dict[str, Any] = {}
+class PeerBench(common.IpykernelPeer):
+    """jupyter_client + ipykernel: start, x += 1, PNG and memory."""
 
     def run(self) -> None:
         with self.meter.phase("ipykernel.start"):
@@ -595,82 +505,9 @@ class PeerBench:
         with self.meter.phase("ipykernel.memory"):
             self.density()
 
-    @contextlib.contextmanager
-    def kernel(self) -> Iterator[tuple[Any, Any]]:
-        from jupyter_client.manager import KernelManager
-
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(stderr=subprocess.DEVNULL)
-        kc = km.client()
-        try:
-            kc.start_channels()
-            kc.wait_for_ready(timeout=60)
-            yield km, kc
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
-
-    @staticmethod
-    def _reply(kc: Any, msg_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        while True:
-            msg: dict[str, Any] = kc.get_shell_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg
-
-    @staticmethod
-    def _until_idle(kc: Any, msg_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """iopub messages of ``msg_id`` up to and including its ``idle`` status."""
-        seen: list[dict[str, Any]] = []
-        while True:
-            msg: dict[str, Any] = kc.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            seen.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return seen
-
-    def _run(self, kc: Any, code: str) -> list[dict[str, Any]]:
-        msg_id = kc.execute(code)
-        reply = self._reply(kc, msg_id)
-        if reply["content"]["status"] != "ok":
-            raise RuntimeError(f"ipykernel: {code!r} failed: {reply['content']}")
-        return self._until_idle(kc, msg_id)
-
     def start(self) -> None:
-        from jupyter_client.manager import KernelManager
-
         self.log(f"ipykernel: start -> first result x{self.sizes.peer_start}")
-        samples: list[float] = []
-        shutdown: list[float] = []
-        for i in range(1 + self.sizes.peer_start):
-            km = KernelManager(kernel_name="python3")
-            kc = None
-            t0 = time.perf_counter()
-            try:
-                km.start_kernel(stderr=subprocess.DEVNULL)
-                kc = km.client()
-                kc.start_channels()
-                kc.wait_for_ready(timeout=60)
-                msg_id = kc.execute("print(1)")
-                reply = self._reply(kc, msg_id)
-                elapsed = ms_since(t0)
-                if reply["content"]["status"] != "ok":
-                    raise RuntimeError(f"ipykernel: print(1) failed: {reply['content']}")
-                out = [
-                    m["content"]["text"]
-                    for m in self._until_idle(kc, msg_id)
-                    if m["msg_type"] == "stream"
-                ]
-                if "".join(out) != "1\n":
-                    raise RuntimeError(f"ipykernel: print(1) printed {out!r}")
-            finally:
-                if kc is not None:
-                    kc.stop_channels()
-                t1 = time.perf_counter()
-                km.shutdown_kernel(now=True)
-                shutdown.append(ms_since(t1))
-            if i >= 1:
-                samples.append(elapsed)
+        samples, shutdown = self.time_starts(self.sizes.peer_start)
         self.figures.append(
             Figure(
                 "ipk.start",
@@ -687,31 +524,8 @@ class PeerBench:
         sizes = self.sizes
         self.log(f"ipykernel: x += 1 x{sizes.roundtrip}, PNG x{sizes.png}")
         with self.kernel() as (_, kc):
-            self._run(kc, "x = 0")
-            to_reply: list[float] = []
-            to_idle: list[float] = []
-            for i in range(sizes.roundtrip_warmup + sizes.roundtrip):
-                t0 = time.perf_counter()
-                msg_id = kc.execute("x += 1")
-                reply = self._reply(kc, msg_id)
-                t_reply = ms_since(t0)
-                if reply["content"]["status"] != "ok":
-                    raise RuntimeError(f"ipykernel: x += 1 failed: {reply['content']}")
-                self._until_idle(kc, msg_id)
-                t_idle = ms_since(t0)
-                if i >= sizes.roundtrip_warmup:
-                    to_reply.append(t_reply)
-                    to_idle.append(t_idle)
-            self.figures.append(
-                Figure(
-                    "ipk.x_plus_1",
-                    "ipykernel",
-                    "x += 1 round trip",
-                    "ms",
-                    to_reply,
-                    "send -> execute_reply (ZMQ, blocking client)",
-                )
-            )
+            to_reply, to_idle = self.time_x_plus_1(kc, sizes.roundtrip, sizes.roundtrip_warmup)
+            self.add_x_plus_1(to_reply)
             self.figures.append(
                 Figure(
                     "ipk.x_plus_1_idle",
@@ -790,198 +604,85 @@ class PeerBench:
 # -- report ---------------------------------------------------------------------------------------
 
 
-def fmt(value: float, unit: str) -> str:
-    if math.isnan(value):
-        return "-"
-    if unit == "MB":
-        return f"{value:.2f} MB"
-    if value >= 100:
-        return f"{value:.1f} ms"
-    return f"{value:.3f} ms"
+def memory_lines(meta: dict[str, Any], extra: dict[str, Any]) -> list[str]:
+    """The machine-wide MemAvailable drop per session, below the table."""
+    if "memavailable_drop_per_session_mb" not in extra:
+        return []
+    return [
+        "",
+        f"MemAvailable drop per session (N {meta['densities'][0]} -> {meta['densities'][1]}): "
+        f"{extra['memavailable_drop_per_session_mb']:.2f} MB (machine-wide; of which "
+        + ", ".join(
+            f"{k} {v:+.2f}"
+            for k, v in extra["meminfo_growth_per_session_mb"].items()
+            if k != "MemAvailable"
+        )
+        + " MB)",
+    ]
+
+
+GROUPS = {"warm": 0, "on_demand": 1, "start": 1, "x_plus_1": 2, "png": 3, "uss": 4, "pss": 5}
+
+
+def rank(f: Figure) -> tuple[int, int, int, str]:
+    """Table order: by measurement, sessionpool before ipykernel, then by session count."""
+    stem = f.key.split(".", 1)[1]
+    group = next((g for name, g in GROUPS.items() if stem.startswith(name)), len(GROUPS))
+    tail = stem.rsplit(".", 1)[-1]
+    count = int(tail) if tail.isdigit() else 0
+    return group, 0 if f.system == "sessionpool" else 1, count, f.key
 
 
 def build_report(
-    figures: list[Figure], targets: list[Target], meta: dict[str, Any], extra: dict[str, Any]
+    figures: list[Figure], meta: dict[str, Any], extra: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
-    by_key = {f.key: f for f in figures}
-    verdicts: dict[str, list[str]] = {}
-    target_rows: list[dict[str, Any]] = []
-    for t in targets:
-        if t.figure not in by_key:
-            continue
-        try:
-            ok, detail = t.check(by_key)
-        except KeyError as exc:
-            ok, detail = False, f"missing figure {exc}"
-        verdicts.setdefault(t.figure, []).append(f"{'PASS' if ok else 'MISS'}: {detail}")
-        target_rows.append({"figure": t.figure, "target": t.text, "pass": ok, "detail": detail})
-
-    lines = [
-        "| measurement | system | n | p50 | p95 | p99 | target |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for f in figures:
-        s = f.summary()
-        target = "; ".join(verdicts.get(f.key, [])) or "-"
-        lines.append(
-            f"| {f.label} | {f.system} | {s['n']} | {fmt(s['p50'], f.unit)} | "
-            f"{fmt(s['p95'], f.unit)} | {fmt(s['p99'], f.unit)} | {target} |"
-        )
-    if "memavailable_drop_per_session_mb" in extra:
-        lines.append("")
-        lines.append(
-            f"MemAvailable drop per session (N {meta['densities'][0]} -> {meta['densities'][1]}): "
-            f"{extra['memavailable_drop_per_session_mb']:.2f} MB (machine-wide; of which "
-            + ", ".join(
-                f"{k} {v:+.2f}"
-                for k, v in extra["meminfo_growth_per_session_mb"].items()
-                if k != "MemAvailable"
-            )
-            + " MB)"
-        )
-    passed = sum(r["pass"] for r in target_rows)
-    lines.append("")
-    lines.append(f"Targets: {passed}/{len(target_rows)} met.")
-    busy = meta.get("machine_busy_by_phase", {})
-    lines.append(
-        f"Machine: {meta['cpus']} CPUs, {meta['mem_total_gib']} GiB; "
-        f"cgroup favordynmods {meta.get('cgroup_favordynmods')}; "
-        f"{meta.get('cpu_busy_before', math.nan):.0%} busy before the run; busy by phase "
-        "(our own work included): "
-        + ", ".join(f"{name} {value:.0%}" for name, value in busy.items())
+    figures.sort(key=rank)
+    uss_keys = [f.key for f in figures if f.key.startswith("sp.uss.")]
+    return common.build_report(
+        figures,
+        TARGETS + uss_targets(uss_keys),
+        meta,
+        extra,
+        before_targets=lambda _: memory_lines(meta, extra),
     )
-    doc = {
-        "meta": meta,
-        "figures": [
-            {
-                "key": f.key,
-                "system": f.system,
-                "label": f.label,
-                "unit": f.unit,
-                "note": f.note,
-                **f.summary(),
-            }
-            for f in figures
-        ],
-        "targets": target_rows,
-        "extra": extra,
-    }
-    return "\n".join(lines), doc
 
 
 def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
-    def version(module: str) -> str:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as v
+    packages = (
+        "sessionpool",
+        "jupyter_client",
+        "ipykernel",
+        "ipython",
+        "pandas",
+        "numpy",
+        "matplotlib",
+    )
+    return common.machine_meta(
+        args,
+        sizes,
+        packages,
+        after_sizes={"densities": list(sizes.densities)},
+        after_versions={"cgroup_favordynmods": cgroup_favordynmods()},
+    )
 
-        try:
-            return v(module)
-        except PackageNotFoundError:
-            return "?"
 
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": bool(args.quick),
-        "sizes": asdict(sizes),
-        "densities": list(sizes.densities),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-        "versions": {
-            name: version(name)
-            for name in (
-                "sessionpool",
-                "jupyter_client",
-                "ipykernel",
-                "ipython",
-                "pandas",
-                "numpy",
-                "matplotlib",
-            )
-        },
-        "cgroup_favordynmods": cgroup_favordynmods(),
-        "percentiles": "nearest-rank",
-        "clock": "time.perf_counter",
-    }
+def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Bench:
+    sp = SessionpoolBench(sizes, log, meter)
+    asyncio.run(sp.run())
+    return sp
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sample sizes (< 2 minutes)")
-    parser.add_argument("--json", type=Path, help="where to write the JSON results")
-    parser.add_argument("--skip-peer", action="store_true", help="measure sessionpool only")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to this long for the machine to be idle (other work skews latency)",
+    return common.main(
+        __doc__,
+        argv,
+        "engine",
+        lambda quick: QUICK if quick else FULL,
+        measure,
+        PeerBench,
+        machine_meta,
+        build_report,
     )
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "the jail backend needs root (per-session uids, namespaces, cgroups)", file=sys.stderr
-        )
-        return 2
-    sizes = QUICK if args.quick else FULL
-    began = time.perf_counter()
-
-    def log(text: str) -> None:
-        print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-    busy_before = wait_quiet(args.wait_quiet, 0.15, log) if args.wait_quiet > 0 else cpu_busy()
-    load_before = loadavg()
-    if busy_before > 0.1:
-        log(
-            f"warning: the machine is {busy_before:.0%} busy with other work before the run; "
-            "latency figures will be inflated"
-        )
-
-    meter = PhaseMeter()
-    sp = SessionpoolBench(sizes, log, meter)
-    asyncio.run(sp.run())
-    figures = list(sp.figures)
-    extra: dict[str, Any] = dict(sp.extra)
-    if not args.skip_peer:
-        peer = PeerBench(sizes, log, meter)
-        peer.run()
-        figures += peer.figures
-        extra.update(peer.extra)
-    extra["total_seconds"] = round(time.perf_counter() - began, 1)
-    log("done")
-
-    groups = {"warm": 0, "on_demand": 1, "start": 1, "x_plus_1": 2, "png": 3, "uss": 4, "pss": 5}
-
-    def rank(f: Figure) -> tuple[int, int, int, str]:
-        stem = f.key.split(".", 1)[1]
-        group = next((g for name, g in groups.items() if stem.startswith(name)), len(groups))
-        tail = stem.rsplit(".", 1)[-1]
-        count = int(tail) if tail.isdigit() else 0
-        return group, 0 if f.system == "sessionpool" else 1, count, f.key
-
-    figures.sort(key=rank)
-    uss_keys = [f.key for f in figures if f.key.startswith("sp.uss.")]
-    targets = TARGETS + uss_targets(uss_keys)
-    meta = machine_meta(args, sizes)
-    meta["cpu_busy_before"] = round(busy_before, 3)
-    meta["loadavg_before"] = load_before
-    meta["loadavg_after"] = loadavg()
-    meta["machine_busy_by_phase"] = meter.busy
-    table, doc = build_report(figures, targets, meta, extra)
-    print(table)
-    print()
-    print(json.dumps(doc, indent=2))
-
-    path: Path = args.json or (
-        Path(__file__).resolve().parent
-        / "results"
-        / f"engine-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nJSON written to {path}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -53,24 +53,44 @@ os.environ["PYTHONSAFEPATH"] = "1"
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 
 from sessionpool.server.testing import ServerProcess  # noqa: E402
+
+
+def load_common() -> ModuleType:
+    """benchmarks/_common.py by path, once per process: this folder is off sys.path (above)."""
+    name = "bench__common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+common = load_common()
+# shared with engine.py
+Bench = common.Bench
+Check = common.Check
+Figure = common.Figure
+PhaseMeter = common.PhaseMeter
+Target = common.Target
+cpu_times = common.cpu_times
+ms_since = common.ms_since
 
 API_VERSION = "2024-02-02-preview"
 SESSION_API_VERSION = "2025-02-02-preview"  # DELETE session lives in the executions family
@@ -146,56 +166,7 @@ def server_config(sizes: Sizes) -> str:
     )
 
 
-# -- statistics -----------------------------------------------------------------------------------
-
-
-def nearest_rank(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (pct in (0, 100])."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-@dataclass
-class Figure:
-    """One measured quantity: a distribution of samples in ``unit``, or a single ``value``."""
-
-    key: str
-    system: str  # "sessionpool" or "ipykernel"
-    label: str
-    unit: str  # "ms", or "exec/s" for a rate
-    samples: list[float] = field(repr=False, default_factory=list)
-    note: str = ""
-    value: float | None = None  # a rate: shown in the p50 column, no percentiles
-    count: int | None = None  # n when it is not len(samples)
-
-    def summary(self) -> dict[str, float | int]:
-        if self.value is not None:
-            return {"n": self.count or 0, "value": self.value}
-        values = sorted(self.samples)
-        return {
-            "n": len(values) if self.count is None else self.count,
-            "p50": nearest_rank(values, 50),
-            "p95": nearest_rank(values, 95),
-            "p99": nearest_rank(values, 99),
-            "mean": statistics.fmean(values) if values else math.nan,
-            "min": values[0] if values else math.nan,
-            "max": values[-1] if values else math.nan,
-        }
-
-    def pct(self, p: float) -> float:
-        return nearest_rank(sorted(self.samples), p)
-
-
-Check = Callable[[dict[str, Figure], dict[str, Any]], tuple[bool, str]]
-
-
-@dataclass
-class Target:
-    figure: str
-    text: str
-    check: Check
+# -- targets --------------------------------------------------------------------------------------
 
 
 def _pct_at_most(key: str, pct: float, limit: float) -> Check:
@@ -240,22 +211,6 @@ TARGETS = [
 # -- machine --------------------------------------------------------------------------------------
 
 
-def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def cpu_busy(window: float = 1.0) -> float:
-    """Fraction of all CPUs busy during ``window`` seconds."""
-    b0, t0 = cpu_times()
-    time.sleep(window)
-    b1, t1 = cpu_times()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
 def process_cpu_seconds(pid: int) -> float:
     """CPU time of one process (its live threads, not its children), in seconds.
 
@@ -297,41 +252,6 @@ def tree_cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
-class PhaseMeter:
-    """How busy the whole machine was during each phase (our own work included)."""
-
-    def __init__(self) -> None:
-        self.busy: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        b0, t0 = cpu_times()
-        try:
-            yield
-        finally:
-            b1, t1 = cpu_times()
-            self.busy[name] = round((b1 - b0) / max(1, t1 - t0), 3)
-
-
-def wait_quiet(limit_s: float, threshold: float, log: Callable[[str], None]) -> float:
-    """Wait up to ``limit_s`` for a 2 s window with the machine below ``threshold`` busy."""
-    end = time.monotonic() + limit_s
-    busy = cpu_busy(2.0)
-    while busy > threshold and time.monotonic() < end:
-        log(f"machine {busy:.0%} busy; waiting for it to quiet down")
-        busy = cpu_busy(2.0)
-    return busy
-
-
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(v) for v in f.read().split()[:3]]
-
-
-def ms_since(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
-
-
 # -- sessionpool over HTTP ------------------------------------------------------------------------
 
 
@@ -354,18 +274,12 @@ def check_execute(response: httpx.Response, what: str, stdout: str | None = None
     return props
 
 
-class HttpBench:
-    def __init__(self, sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> None:
-        self.sizes = sizes
-        self.log = log
-        self.meter = meter
-        self.figures: list[Figure] = []
-        self.extra: dict[str, Any] = {}
-        self._ids = iter(range(1 << 30))
-        self.server: ServerProcess | None = None
+class HttpBench(Bench):
+    """sessionpool serve in a child process, driven over loopback HTTP."""
 
-    def ident(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
+    def __init__(self, sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> None:
+        super().__init__(sizes, log, meter)
+        self.server: ServerProcess | None = None
 
     # URLs ---------------------------------------------------------------------------------------
 
@@ -954,13 +868,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 # -- jupyter_client + ipykernel -------------------------------------------------------------------
 
 
-class PeerBench:
-    def __init__(self, sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> None:
-        self.sizes = sizes
-        self.log = log
-        self.meter = meter
-        self.figures: list[Figure] = []
-        self.extra: dict[str, Any] = {}
+class PeerBench(common.IpykernelPeer):
+    """jupyter_client + ipykernel: start and x += 1."""
 
     def run(self) -> None:
         with self.meter.phase("ipykernel.start"):
@@ -968,64 +877,9 @@ class PeerBench:
         with self.meter.phase("ipykernel.x_plus_1"):
             self.roundtrip()
 
-    @staticmethod
-    def _reply(kc: Any, msg_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        while True:
-            msg: dict[str, Any] = kc.get_shell_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg
-
-    @staticmethod
-    def _until_idle(kc: Any, msg_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """iopub messages of ``msg_id`` up to and including its ``idle`` status."""
-        seen: list[dict[str, Any]] = []
-        while True:
-            msg: dict[str, Any] = kc.get_iopub_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            seen.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return seen
-
-    def _run(self, kc: Any, code: str) -> list[dict[str, Any]]:
-        msg_id = kc.execute(code)
-        reply = self._reply(kc, msg_id)
-        if reply["content"]["status"] != "ok":
-            raise RuntimeError(f"ipykernel: {code!r} failed: {reply['content']}")
-        return self._until_idle(kc, msg_id)
-
     def start(self) -> None:
-        from jupyter_client.manager import KernelManager
-
         self.log(f"ipykernel: start_kernel -> first result x{self.sizes.peer_start}")
-        samples: list[float] = []
-        for i in range(1 + self.sizes.peer_start):
-            km = KernelManager(kernel_name="python3")
-            kc = None
-            t0 = time.perf_counter()
-            try:
-                km.start_kernel(stderr=subprocess.DEVNULL)
-                kc = km.client()
-                kc.start_channels()
-                kc.wait_for_ready(timeout=60)
-                msg_id = kc.execute("print(1)")
-                reply = self._reply(kc, msg_id)
-                elapsed = ms_since(t0)
-                if reply["content"]["status"] != "ok":
-                    raise RuntimeError(f"ipykernel: print(1) failed: {reply['content']}")
-                out = [
-                    m["content"]["text"]
-                    for m in self._until_idle(kc, msg_id)
-                    if m["msg_type"] == "stream"
-                ]
-                if "".join(out) != "1\n":
-                    raise RuntimeError(f"ipykernel: print(1) printed {out!r}")
-            finally:
-                if kc is not None:
-                    kc.stop_channels()
-                km.shutdown_kernel(now=True)
-            if i >= 1:
-                samples.append(elapsed)
+        samples, _ = self.time_starts(self.sizes.peer_start)
         self.figures.append(
             Figure(
                 "ipk.start",
@@ -1038,87 +892,19 @@ class PeerBench:
         )
 
     def roundtrip(self) -> None:
-        from jupyter_client.manager import KernelManager
-
         n, warmup = self.sizes.peer_roundtrip, self.sizes.peer_roundtrip_warmup
         self.log(f"ipykernel: x += 1 x{n}")
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(stderr=subprocess.DEVNULL)
-        kc = km.client()
-        try:
-            kc.start_channels()
-            kc.wait_for_ready(timeout=60)
-            self._run(kc, "x = 0")
-            samples: list[float] = []
-            for i in range(warmup + n):
-                t0 = time.perf_counter()
-                msg_id = kc.execute("x += 1")
-                reply = self._reply(kc, msg_id)
-                elapsed = ms_since(t0)
-                if reply["content"]["status"] != "ok":
-                    raise RuntimeError(f"ipykernel: x += 1 failed: {reply['content']}")
-                self._until_idle(kc, msg_id)  # not timed: keeps iopub drained
-                if i >= warmup:
-                    samples.append(elapsed)
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
-        self.figures.append(
-            Figure(
-                "ipk.x_plus_1",
-                "ipykernel",
-                "x += 1 round trip",
-                "ms",
-                samples,
-                "send -> execute_reply (ZMQ, blocking client)",
-            )
-        )
+        with self.kernel() as (_, kc):
+            samples, _ = self.time_x_plus_1(kc, n, warmup)  # to iopub idle: engine.py reports it
+        self.add_x_plus_1(samples)
 
 
 # -- report ---------------------------------------------------------------------------------------
 
 
-def fmt(value: float, unit: str) -> str:
-    if math.isnan(value):
-        return "-"
-    if unit == "exec/s":
-        return f"{value:,.0f} exec/s"
-    if value >= 100:
-        return f"{value:.1f} ms"
-    return f"{value:.3f} ms"
-
-
-def build_report(
-    figures: list[Figure], targets: list[Target], meta: dict[str, Any], extra: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    by_key = {f.key: f for f in figures}
-    verdicts: dict[str, list[str]] = {}
-    target_rows: list[dict[str, Any]] = []
-    for t in targets:
-        if t.figure not in by_key:
-            continue
-        try:
-            ok, detail = t.check(by_key, extra)
-        except (KeyError, TypeError) as exc:
-            ok, detail = False, f"cannot evaluate: {exc!r}"
-        verdicts.setdefault(t.figure, []).append(f"{'PASS' if ok else 'MISS'}: {detail}")
-        target_rows.append({"figure": t.figure, "target": t.text, "pass": ok, "detail": detail})
-
-    lines = [
-        "| measurement | system | n | p50 | p95 | p99 | target |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for f in figures:
-        s = f.summary()
-        target = "; ".join(verdicts.get(f.key, [])) or "-"
-        if f.value is not None:
-            cells = [fmt(f.value, f.unit), "-", "-"]
-        else:
-            cells = [fmt(float(s[k]), f.unit) for k in ("p50", "p95", "p99")]
-        lines.append(f"| {f.label} | {f.system} | {s['n']} | {' | '.join(cells)} | {target} |")
-    passed = sum(r["pass"] for r in target_rows)
-    lines.append("")
-    lines.append(f"Targets: {passed}/{len(target_rows)} met.")
+def cpu_lines(by_key: dict[str, Figure], extra: dict[str, Any]) -> list[str]:
+    """Where the CPU went in the throughput windows and the bursts, below the targets."""
+    lines: list[str] = []
     for key in ("sp.throughput", "sp.throughput_shared"):
         if key in extra:
             lines.append(
@@ -1140,156 +926,76 @@ def build_report(
                 "zygotes started during it: "
                 f"{b['zygotes_started_during']}"
             )
-    busy = meta.get("machine_busy_by_phase", {})
-    lines.append(
-        f"Machine: {meta['cpus']} CPUs, {meta['mem_total_gib']} GiB; "
-        f"{meta.get('cpu_busy_before', math.nan):.0%} busy before the run; busy by phase "
-        "(our own work included): "
-        + ", ".join(f"{name} {value:.0%}" for name, value in busy.items())
+    return lines
+
+
+ORDER = [
+    "sp.warm",
+    "sp.first_cell",
+    "sp.exhausted",
+    "ipk.start",
+    "sp.x_plus_1",
+    "ipk.x_plus_1",
+    "sp.print_1",
+    "sp.print_1_idle",
+    "sp.healthz",
+    "sp.healthz_idle",
+    "sp.burst",
+    "sp.burst_shared",
+    "sp.throughput",
+    "sp.throughput_latency",
+    "sp.throughput_shared",
+    "sp.throughput_shared_latency",
+]
+
+
+def build_report(
+    figures: list[Figure], meta: dict[str, Any], extra: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    figures.sort(key=lambda f: ORDER.index(f.key) if f.key in ORDER else len(ORDER))
+    return common.build_report(
+        figures, TARGETS, meta, extra, after_targets=lambda by_key: cpu_lines(by_key, extra)
     )
-    doc = {
-        "meta": meta,
-        "figures": [
-            {
-                "key": f.key,
-                "system": f.system,
-                "label": f.label,
-                "unit": f.unit,
-                "note": f.note,
-                **f.summary(),
-            }
-            for f in figures
-        ],
-        "targets": target_rows,
-        "extra": extra,
-    }
-    return "\n".join(lines), doc
 
 
 def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
-    def version(module: str) -> str:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as v
-
-        try:
-            return v(module)
-        except PackageNotFoundError:
-            return "?"
-
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quick": bool(args.quick),
-        "sizes": asdict(sizes),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-        "versions": {
-            name: version(name)
-            for name in (
-                "sessionpool",
-                "httpx",
-                "uvicorn",
-                "uvloop",
-                "fastapi",
-                "jupyter_client",
-                "ipykernel",
-                "ipython",
-            )
-        },
+    packages = (
+        "sessionpool",
+        "httpx",
+        "uvicorn",
+        "uvloop",
+        "fastapi",
+        "jupyter_client",
+        "ipykernel",
+        "ipython",
+    )
+    about = {
         "server": "sessionpool serve on 127.0.0.1, jail backend, default template and server "
         f"settings (access log on), pools {WARM_POOL} (ready {WARM_READY}), {COLD_POOL} "
         f"(ready 0), {BURST_POOL} (ready {BURST_READY})",
         "client": "httpx, HTTP/1.1 keep-alive; sync Client for sequential figures, one "
         "AsyncClient on uvloop for the burst and throughput",
-        "percentiles": "nearest-rank",
-        "clock": "time.perf_counter",
     }
+    return common.machine_meta(args, sizes, packages, after_sizes={}, after_versions=about)
+
+
+def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Bench:
+    sp = HttpBench(sizes, log, meter)
+    sp.run()
+    return sp
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sample sizes (< 2 minutes)")
-    parser.add_argument("--json", type=Path, help="where to write the JSON results")
-    parser.add_argument("--skip-peer", action="store_true", help="measure sessionpool only")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to this long for the machine to be idle (other work skews latency)",
+    return common.main(
+        __doc__,
+        argv,
+        "http",
+        lambda quick: QUICK if quick else FULL,
+        measure,
+        PeerBench,
+        machine_meta,
+        build_report,
     )
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "the jail backend needs root (per-session uids, namespaces, cgroups)", file=sys.stderr
-        )
-        return 2
-    sizes = QUICK if args.quick else FULL
-    began = time.perf_counter()
-
-    def log(text: str) -> None:
-        print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-    busy_before = wait_quiet(args.wait_quiet, 0.15, log) if args.wait_quiet > 0 else cpu_busy()
-    load_before = loadavg()
-    if busy_before > 0.1:
-        log(
-            f"warning: the machine is {busy_before:.0%} busy with other work before the run; "
-            "latency figures will be inflated"
-        )
-
-    meter = PhaseMeter()
-    sp = HttpBench(sizes, log, meter)
-    sp.run()
-    figures = list(sp.figures)
-    extra: dict[str, Any] = dict(sp.extra)
-    if not args.skip_peer:
-        peer = PeerBench(sizes, log, meter)
-        peer.run()
-        figures += peer.figures
-        extra.update(peer.extra)
-    extra["total_seconds"] = round(time.perf_counter() - began, 1)
-    log("done")
-
-    order = [
-        "sp.warm",
-        "sp.first_cell",
-        "sp.exhausted",
-        "ipk.start",
-        "sp.x_plus_1",
-        "ipk.x_plus_1",
-        "sp.print_1",
-        "sp.print_1_idle",
-        "sp.healthz",
-        "sp.healthz_idle",
-        "sp.burst",
-        "sp.burst_shared",
-        "sp.throughput",
-        "sp.throughput_latency",
-        "sp.throughput_shared",
-        "sp.throughput_shared_latency",
-    ]
-    figures.sort(key=lambda f: order.index(f.key) if f.key in order else len(order))
-    meta = machine_meta(args, sizes)
-    meta["cpu_busy_before"] = round(busy_before, 3)
-    meta["loadavg_before"] = load_before
-    meta["loadavg_after"] = loadavg()
-    meta["machine_busy_by_phase"] = meter.busy
-    table, doc = build_report(figures, TARGETS, meta, extra)
-    print(table)
-    print()
-    print(json.dumps(doc, indent=2))
-
-    path: Path = args.json or (
-        Path(__file__).resolve().parent
-        / "results"
-        / f"http-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nJSON written to {path}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
