@@ -1,6 +1,10 @@
-"""What every HTTP face needs the same way: bounded request bodies, and the agents service."""
+"""What every HTTP face needs the same way: bounded request bodies, uploads, Server-Sent Events,
+and the agents service."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -51,3 +55,10 @@ async def read_upload(request: Request, max_file_bytes: int) -> Form:
         )
     except ClientDisconnect as exc:
         raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One Server-Sent Event; ``data`` as compact JSON on one line (JSON escapes every newline),
+    or verbatim when it is a string (the ``[DONE]`` sentinel)."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()

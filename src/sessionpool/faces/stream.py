@@ -16,10 +16,8 @@ HTTP errors, as on every other route. A client that goes away interrupts its cel
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
@@ -30,15 +28,11 @@ from sessionpool.engine import Engine
 from sessionpool.faces.aca import models, translate
 from sessionpool.faces.aca.params import family, identifier
 from sessionpool.faces.aca.routes import IDENTIFIER_PARAM, decode_code, read_json
+from sessionpool.faces.common import sse
 from sessionpool.server.errors import HttpError
 from sessionpool.types import ExecutionResult
 
 PATH = "/executions/stream"
-
-
-def sse(event: str, data: Any) -> bytes:
-    """One event; ``data`` is JSON on one line (JSON escapes every newline)."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def _engine(request: Request) -> Engine:

@@ -24,8 +24,8 @@ from sessionpool import errors
 from sessionpool.agents.service import AgentService
 from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
-from sessionpool.faces.assistants.stream import run_stream, sse
-from sessionpool.faces.common import agents_service, read_body, read_upload
+from sessionpool.faces.assistants.stream import run_stream
+from sessionpool.faces.common import agents_service, read_body, read_upload, sse
 
 logger = logging.getLogger("sessionpool.faces.assistants")
 

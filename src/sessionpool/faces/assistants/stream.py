@@ -20,7 +20,6 @@ whatever the service did not stream as ``text_delta`` is sent as one delta at co
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,15 +35,11 @@ from sessionpool.agents.types import (
     TextPart,
 )
 from sessionpool.faces.assistants import wire
+from sessionpool.faces.common import sse
 
 JSON = dict[str, Any]
 
 logger = logging.getLogger("sessionpool.faces.assistants")
-
-
-def sse(event: str, data: Any) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
 class _StepState:

@@ -48,6 +48,7 @@ from sessionpool.agents.types import (
     Usage,
 )
 from sessionpool.errors import InvalidRequest
+from sessionpool.faces import common
 
 JSON = dict[str, Any]
 
@@ -914,7 +915,7 @@ class ResponseStream:
 
 def sse(event: Event) -> bytes:
     kind, data = event
-    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return common.sse(kind, data)
 
 
 # --- Foundry agent versions ---------------------------------------------------------------------
