@@ -39,7 +39,8 @@ class AgentsConfig:
     #: idle minutes before a container expires (Responses' default is 20)
     container_expiry_minutes: int = 20
     #: largest file accepted by the files API
-    max_file_bytes: int = 512 * 1000 * 1000
+    #: (the pool's own per-file limit, 128 MB by default, bounds what reaches a session too)
+    max_file_bytes: int = 128 * 1000 * 1000
     #: serve ``/msi/token`` so an unmodified ``DefaultAzureCredential`` gets a token from us
     managed_identity: bool = False
     #: set by the server: where the default SQLite file goes

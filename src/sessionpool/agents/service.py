@@ -318,8 +318,9 @@ class AgentService:
         """Deletes its messages, runs and steps too (files stay until deleted)."""
         conversation = await self.get_conversation(conversation_id)
         run_id = self._active.get(conversation_id)
-        if run_id is not None:
+        if run_id is not None:  # stop it first, or it would write into what is deleted next
             await self.cancel_run(run_id)
+            await self.wait_run(run_id, timeout=30)
         for rid in await self._db(self.store.delete_children, "run", conversation_id):
             await self._db(self.store.delete_children, "step", rid)
         await self._db(self.store.delete_children, "message", conversation_id)
