@@ -130,6 +130,6 @@ async def test_a_whole_run_persists_on_either_database(
         steps = await second.run_steps(run.id)
         image = next(o for o in steps[0].tool_calls[0].outputs if o.type == "image")
         assert image.file_id and (await second.file_content(image.file_id)).startswith(b"\x89PNG")
-        assert (await second.find_agent_by_name("charts")).id == agent.id
+        assert [a.id for a in await second.agents_named("charts")] == [agent.id]
     finally:
         await second.close()

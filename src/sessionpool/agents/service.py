@@ -224,12 +224,10 @@ class AgentService:
         if not await self._db(self.store.delete, "agent", agent_id):
             raise errors.ObjectNotFound("agent", agent_id)
 
-    async def find_agent_by_name(self, name: str) -> Agent:
-        """The newest agent called ``name`` (Foundry's ``agent_reference``)."""
-        for doc in reversed(await self._db(self.store.all, "agent")):
-            if doc.get("name") == name:
-                return Agent.model_validate(doc)
-        raise errors.ObjectNotFound("agent", name)
+    async def agents_named(self, name: str) -> list[Agent]:
+        """Every agent called ``name``, oldest first (Foundry's versions of one agent)."""
+        docs = await self._db(self.store.all, "agent")
+        return [Agent.model_validate(d) for d in docs if d.get("name") == name]
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -503,6 +501,11 @@ class AgentService:
     ) -> Page[Run]:
         await self.get_conversation(conversation_id)
         return await self._page("run", Run, page, conversation_id, kind)
+
+    async def all_runs(self, conversation_id: str, kind: str = "run") -> list[Run]:
+        """Every run of the conversation of one face's ``kind``, oldest first."""
+        docs = await self._db(self.store.all, "run", conversation_id, kind)
+        return [Run.model_validate(d) for d in docs]
 
     async def update_run(
         self, run_id: str, conversation_id: str | None = None, *, metadata: dict[str, str]

@@ -37,8 +37,6 @@ logger = logging.getLogger("sessionpool.faces.responses")
 
 #: JSON bodies larger than this are refused (uploads go through multipart)
 MAX_JSON_BYTES = 16 * 1024 * 1024
-#: ask the service for this many records at a time when a face needs them all
-_BATCH = 100
 #: how long a cancel waits for the run to stop before answering
 CANCEL_WAIT_SECONDS = 15.0
 
@@ -95,32 +93,6 @@ def ok(data: Any) -> JSONResponse:
     return JSONResponse(data)
 
 
-async def all_messages(svc: AgentService, conversation_id: str) -> list[Message]:
-    out: list[Message] = []
-    after: str | None = None
-    while True:
-        page = await svc.list_messages(
-            conversation_id, PageRequest(limit=_BATCH, order="asc", after=after)
-        )
-        out.extend(page.items)
-        if not page.has_more or not page.items:
-            return out
-        after = page.items[-1].id
-
-
-async def all_runs(svc: AgentService, conversation_id: str) -> list[Run]:
-    out: list[Run] = []
-    after: str | None = None
-    while True:
-        page = await svc.list_runs(
-            conversation_id, PageRequest(limit=_BATCH, order="asc", after=after), kind="response"
-        )
-        out.extend(page.items)
-        if not page.has_more or not page.items:
-            return out
-        after = page.items[-1].id
-
-
 async def get_response_run(svc: AgentService, response_id: str) -> Run:
     run = await svc.get_run(response_id)
     if run.kind != "response":
@@ -161,37 +133,20 @@ async def render_response(svc: AgentService, run: Run, base_url: str) -> dict[st
 
 async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Agent:
     """A Foundry agent by name (the newest version unless ``version`` is given)."""
-    found: Agent | None = None
-    after: str | None = None
-    while True:
-        page = await svc.list_agents(PageRequest(limit=_BATCH, order="asc", after=after))
-        for agent in page.items:
-            if agent.name != name:
-                continue
-            if version is not None and str(agent.extra.get("version")) != version:
-                continue
-            found = agent  # ascending: the last match is the newest
-        if not page.has_more or not page.items:
-            break
-        after = page.items[-1].id
-    if found is None:
+    found = [
+        a
+        for a in await svc.agents_named(name)
+        if version is None or str(a.extra.get("version")) == version
+    ]
+    if not found:
         raise ObjectNotFound("agent", name if version is None else f"{name}:{version}")
-    return found
+    return found[-1]  # oldest first: the last is the newest
 
 
 async def add_missing_files(svc: AgentService, container_id: str, file_ids: list[str]) -> None:
     """Copy the files into the container, skipping names it has already (an agent's tool
     resources come with every turn)."""
-    present: set[str] = set()
-    after: str | None = None
-    while True:
-        page = await svc.list_container_files(
-            container_id, PageRequest(limit=_BATCH, order="asc", after=after)
-        )
-        present.update(f.filename for f in page.items)
-        if not page.has_more or not page.items:
-            break
-        after = page.items[-1].id
+    present = {f.filename for f in await svc.container_files(container_id)}
     for file_id in file_ids:
         stored = await svc.get_file(file_id)
         if stored.filename not in present:
@@ -456,8 +411,8 @@ async def delete_conversation(request: Request, conversation_id: str) -> Respons
 async def conversation_items(request: Request, conversation_id: str) -> list[dict[str, Any]]:
     svc = service(request)
     await svc.get_conversation(conversation_id)
-    messages = await all_messages(svc, conversation_id)
-    runs = await all_runs(svc, conversation_id)
+    messages = await svc.all_messages(conversation_id)
+    runs = await svc.all_runs(conversation_id, kind="response")
     steps = {run.id: await svc.run_steps(run.id) for run in runs}
     base = api_base(request)
     urls = await image_urls(svc, [s for run_steps in steps.values() for s in run_steps], base)
@@ -615,14 +570,7 @@ def _agent_version(agent: Agent) -> dict[str, Any]:
 
 
 async def _agent_versions(svc: AgentService, name: str) -> list[Agent]:
-    out: list[Agent] = []
-    after: str | None = None
-    while True:
-        page = await svc.list_agents(PageRequest(limit=_BATCH, order="asc", after=after))
-        out.extend(a for a in page.items if a.name == name and "version" in a.extra)
-        if not page.has_more or not page.items:
-            return out
-        after = page.items[-1].id
+    return [a for a in await svc.agents_named(name) if "version" in a.extra]
 
 
 async def create_agent_version(request: Request, name: str) -> Response:
