@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sessionpool.server.testing import ServerProcess
+from tests.agents.harness import AgentsServer
 
 pytestmark = pytest.mark.jail
 
@@ -92,3 +93,26 @@ def test_mcp_desktop_config(server: ServerProcess, tmp_path: Path) -> None:
     http = json.loads((EXAMPLES / "mcp_http.json").read_text())["servers"]["sessionpool"]
     assert http["url"].endswith("/mcp")
     assert http["headers"]["Authorization"].startswith("Bearer ")
+
+
+def test_agents_responses(agents_server: AgentsServer, tmp_path: Path) -> None:
+    """The agents quickstart, unmodified OpenAI SDK over TLS (the server's CA through
+    SSL_CERT_FILE); its model is the scripted one, which draws the chart."""
+    env = {k: v for k, v in agents_server.client_env().items() if not k.startswith("SESSIONPOOL_")}
+    env.update(SESSIONPOOL_URL=agents_server.url, SESSIONPOOL_API_KEY=agents_server.api_key)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "agents_responses.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "completed"
+    assert lines[1].startswith("ran code in cntr_")
+    assert lines[2].startswith("answer: Here is the bar chart")
+    assert lines[3:] == ["saved chart.png", "saved chart_data.csv"]
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert b"Company B,2.5" in (tmp_path / "chart_data.csv").read_bytes()
