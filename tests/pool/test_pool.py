@@ -223,3 +223,59 @@ async def test_requests_queued_for_a_retiring_zygote_go_to_its_successor(small: 
         await kernel.wait_exit(2)
         small.backend.release_slot(slot)
     await pool.delete("rot-first")
+
+
+GiB = 1 << 30
+
+
+async def test_admission_counts_sessions_still_being_forked(small: Engine) -> None:
+    """Concurrent allocations all pass a check of MemAvailable made before any of them is
+    forked; each one in flight must count against the reserve, or a burst overshoots it.
+    The estimate per session is 1 GiB here so the margins dwarf the machine's own drift."""
+    from sessionpool.pool import Pool
+    from sessionpool.pool.pool import mem_available
+
+    available = mem_available()
+    assert available is not None
+    # 3.5 GiB over the reserve: four are admitted (the fourth sees three in flight, 0.5 GiB
+    # left), the fifth and sixth would leave less than the reserve
+    pool = Pool(
+        PoolConfig(name="admit", ready_sessions=0, max_sessions=20),
+        small.backend,
+        memory_reserve=available - int(3.5 * GiB),
+        creating_estimate=GiB,
+    )
+    await pool.start()
+    try:
+        results = await asyncio.gather(
+            *(pool.acquire(f"admit-{i}") for i in range(6)), return_exceptions=True
+        )
+        admitted = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, errors.PoolExhausted)]
+        assert len(admitted) == 4 and len(refused) == 2, results
+        assert "being created" in refused[0].message and "reserve" in refused[0].message
+        # once they exist, MemAvailable shows them: a new one is admitted against the real figure
+        later = await pool.acquire("admit-later")
+        assert later.kernel is not None and later.kernel.alive()
+    finally:
+        await pool.close()
+
+
+async def test_admission_refuses_cleanly_when_memory_is_short(small: Engine) -> None:
+    from sessionpool.pool import Pool
+    from sessionpool.pool.pool import mem_available
+
+    available = mem_available()
+    assert available is not None
+    pool = Pool(
+        PoolConfig(name="short", ready_sessions=0, max_sessions=20),
+        small.backend,
+        memory_reserve=available + GiB,
+    )
+    await pool.start()
+    try:
+        with pytest.raises(errors.PoolExhausted, match="of memory is available"):
+            await pool.acquire("short-1")
+        assert pool.sessions() == []
+    finally:
+        await pool.close()

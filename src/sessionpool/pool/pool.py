@@ -37,6 +37,11 @@ def validate_identifier(pool: str, identifier: str) -> None:
         )
 
 
+#: memory a session being forked is assumed to take until MemAvailable shows it: a session's
+#: own pages (about 13 MB) and room for its first cells
+CREATING_ESTIMATE = 64 * 1024 * 1024
+
+
 def mem_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
@@ -49,11 +54,20 @@ def mem_available() -> int | None:
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, backend: Backend, memory_reserve: int) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        backend: Backend,
+        memory_reserve: int,
+        creating_estimate: int = CREATING_ESTIMATE,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.backend = backend
         self.memory_reserve = memory_reserve
+        self.creating_estimate = creating_estimate
+        #: sessions admitted whose memory MemAvailable does not show yet (being forked)
+        self._creating = 0
         self._sessions: dict[str, Session] = {}
         self._allocating: dict[str, asyncio.Future[Session]] = {}
         self._ready: deque[Session] = deque()
@@ -150,20 +164,32 @@ class Pool:
                 return session
             await session.close()
         self._admit()
+        self._creating += 1
         try:
             return await Session.create(self.config, self.backend, warm_up=False)
         except errors.SessionpoolError:
             raise
         except Exception as exc:
             raise errors.PoolExhausted(self.name, f"a new session could not start: {exc}") from exc
+        finally:
+            self._creating -= 1
 
     def _admit(self) -> None:
-        """Refuse a new session before the machine runs out of memory, not after."""
+        """Refuse a new session before the machine runs out of memory, not after.
+
+        Sessions admitted a moment ago are still being forked and MemAvailable does not show
+        them yet: each counts ``creating_estimate`` against what is available, or a burst of
+        concurrent allocations would all pass the same check and overshoot the reserve.
+        """
         available = mem_available()
-        if available is not None and available < self.memory_reserve:
+        if available is None:
+            return
+        expected = available - self._creating * self.creating_estimate
+        if expected < self.memory_reserve:
             raise errors.PoolExhausted(
                 self.name,
-                f"only {available // (1024 * 1024)} MiB of memory is available (reserve "
+                f"only {available // (1024 * 1024)} MiB of memory is available, "
+                f"{self._creating} session(s) being created (reserve "
                 f"{self.memory_reserve // (1024 * 1024)} MiB)",
             )
 
@@ -190,7 +216,11 @@ class Pool:
                 await self._yield_to_users()
                 try:
                     self._admit()
-                    session = await Session.create(self.config, self.backend)
+                    self._creating += 1
+                    try:
+                        session = await Session.create(self.config, self.backend)
+                    finally:
+                        self._creating -= 1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
