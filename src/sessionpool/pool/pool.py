@@ -37,9 +37,9 @@ def validate_identifier(pool: str, identifier: str) -> None:
         )
 
 
-#: memory a session being forked is assumed to take until MemAvailable shows it: a session's
-#: own pages (about 13 MB) and room for its first cells
-CREATING_ESTIMATE = 64 * 1024 * 1024
+#: memory a session being forked is assumed to take until MemAvailable shows it: about what a
+#: fresh session costs (13 MB measured). Not more: a burst of 500 must still fit on 24 GiB.
+CREATING_ESTIMATE = 16 * 1024 * 1024
 
 
 def mem_available() -> int | None:
