@@ -343,18 +343,6 @@ class AgentService:
                 f"thread {conversation_id!r} has an active run {self._active[conversation_id]!r}; "
                 "wait until it finishes or cancel it before adding messages"
             )
-        return await self._add_message(conversation_id, role, content, attachments, metadata)
-
-    async def _add_message(
-        self,
-        conversation_id: str,
-        role: str,
-        content: str | list[Part],
-        attachments: list[str] | None = None,
-        metadata: dict[str, str] | None = None,
-        *,
-        run: Run | None = None,
-    ) -> Message:
         if role not in ("user", "assistant"):
             raise errors.InvalidRequest(f"role must be 'user' or 'assistant', got {role!r}", "role")
         for fid in attachments or []:
@@ -368,10 +356,8 @@ class AgentService:
             attachments=attachments or [],
             metadata=metadata or {},
             completed_at=now(),
-            run_id=run.id if run else None,
-            agent_id=run.agent_id if run else None,
         )
-        await self._insert("message", message, conversation_id, run.id if run else None)
+        await self._insert("message", message, conversation_id)
         return message
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message:
@@ -543,10 +529,6 @@ class AgentService:
 
     def cancel_requested(self, run_id: str) -> bool:
         return run_id in self._cancel_requested
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         """The run once it is terminal (or as it is when ``timeout`` passes)."""
