@@ -9,19 +9,27 @@ import resource
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.pool import Pool
-from sessionpool.sandbox.backend import Backend, make_backend
+from sessionpool.sandbox.backend import Backend
+from sessionpool.sandbox.backends import make_backend
 
 log = logging.getLogger("sessionpool.engine")
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, pools: list[PoolConfig] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        pools: list[PoolConfig] | None = None,
+        *,
+        backend: Backend | None = None,
+    ) -> None:
+        """``backend`` overrides the one ``config`` names (tests pass ``FakeBackend``)."""
         self.config = config
         pool_configs = pools or [PoolConfig()]
         names = [p.name for p in pool_configs]
         if len(set(names)) != len(names):
             raise errors.ConfigError(f"pool names must be unique, got {names}")
-        self.backend: Backend = make_backend(config)
+        self.backend: Backend = backend if backend is not None else make_backend(config)
         self.pools: dict[str, Pool] = {
             p.name: Pool(p, self.backend, config.memory_reserve_bytes) for p in pool_configs
         }
@@ -37,15 +45,16 @@ class Engine:
         try:
             for pool in self.pools.values():
                 await pool.start()
-        except errors.SessionpoolError:
-            await self.close()
-            raise
         except Exception as exc:
             await self.close()
-            if self.backend.isolated:
-                missing = [f"a jailed session could not start: {exc}"]
-                raise errors.SandboxUnavailable(missing) from exc
-            raise
+            # the host passed the checks, yet no jailed session starts: fail closed
+            typed = isinstance(exc, errors.SessionpoolError)
+            broken = not typed or isinstance(exc, errors.SandboxError)
+            if isinstance(exc, errors.SandboxUnavailable) or not (broken and self.backend.isolated):
+                raise
+            detail = exc.detail if isinstance(exc, errors.SandboxError) else str(exc)
+            missing = [f"a jailed session could not start: {detail}"]
+            raise errors.SandboxUnavailable(missing) from exc
         self.started = True
 
     def pool(self, name: str) -> Pool:

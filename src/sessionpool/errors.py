@@ -6,7 +6,8 @@ about HTTP.
 
     SessionpoolError
     ├── ConfigError               bad configuration; fix the file, flag or variable named
-    ├── SandboxUnavailable        the host cannot build the jail (fail closed)
+    ├── SandboxError              a fork, jail, mount or cgroup failed (the server's fault)
+    │   └── SandboxUnavailable    the host cannot build the jail at all (fail closed at start)
     ├── PoolError                 concerns a pool
     │   ├── PoolNotFound
     │   ├── PoolExhausted         max_sessions reached, or not enough memory to admit another
@@ -46,20 +47,38 @@ class ConfigError(SessionpoolError):
     code = "InvalidConfiguration"
 
 
-class SandboxUnavailable(SessionpoolError):
+class SandboxError(SessionpoolError):
+    """The sandbox could not give a session what it needs: a fork, a jail, a mount, a cgroup.
+
+    The server's fault, not the caller's: nothing to delete or retry differently.
+    """
+
+    code = "SandboxFailure"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"the sandbox failed: {detail}. Check the server log and `sessionpool doctor` on "
+            "the host; retry once it is fixed."
+        )
+
+
+class SandboxUnavailable(SandboxError):
     """The jail cannot be built on this host. The message lists what is missing."""
 
     code = "SandboxUnavailable"
 
     def __init__(self, missing: list[str]) -> None:
         self.missing = missing
+        self.detail = "; ".join(missing)
         lines = "\n".join(f"  - {m}" for m in missing)
-        super().__init__(
+        SessionpoolError.__init__(
+            self,
             "refusing to start: this host cannot provide session isolation:\n"
             f"{lines}\n"
             "Run `sessionpool doctor` for the full report. For local development only, choose "
             "the unsafe backend explicitly (--backend unsafe / SESSIONPOOL_BACKEND=unsafe): "
-            "it runs untrusted code WITHOUT isolation."
+            "it runs untrusted code WITHOUT isolation.",
         )
 
 

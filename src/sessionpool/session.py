@@ -18,8 +18,7 @@ from typing import Any
 
 from sessionpool import errors, protocol
 from sessionpool.config import PoolConfig
-from sessionpool.sandbox.backend import Backend, Slot
-from sessionpool.sandbox.process import KernelDied, KernelProcess
+from sessionpool.sandbox.backend import Backend, Kernel, KernelDied, Slot
 from sessionpool.types import (
     DisplayData,
     ErrorInfo,
@@ -44,7 +43,7 @@ class Session:
         self.identifier = ""
         self.created_at = time.time()
         self.last_used = self.created_at
-        self.kernel: KernelProcess | None = None
+        self.kernel: Kernel | None = None
         self.closed = False
         self.busy = False
         self.kernels_started = 0
@@ -70,7 +69,7 @@ class Session:
             raise
         return session
 
-    async def _start_kernel(self) -> KernelProcess:
+    async def _start_kernel(self) -> Kernel:
         self.kernel = await self.backend.spawn(self.pool_config, self.slot)
         self.kernels_started += 1
         return self.kernel
@@ -102,7 +101,7 @@ class Session:
     def _error(self, message: str) -> errors.SessionLost:
         return errors.SessionLost(self.pool_name, self.identifier or "(unassigned)", message)
 
-    async def _ensure_kernel(self) -> tuple[KernelProcess, str]:
+    async def _ensure_kernel(self) -> tuple[Kernel, str]:
         """The live kernel, or a fresh one; the note says why state was lost, if it was."""
         if self.closed:
             raise errors.SessionNotFound(self.pool_name, self.identifier)
@@ -117,7 +116,7 @@ class Session:
         except Exception as exc:
             raise self._error(f"a new interpreter could not be started: {exc}") from exc
 
-    async def _kill_kernel(self, kernel: KernelProcess) -> str:
+    async def _kill_kernel(self, kernel: Kernel) -> str:
         kernel.close()
         status = await kernel.wait_exit(1.0)
         if self.kernel is kernel:
@@ -210,7 +209,7 @@ class Session:
 
     async def _read_reply(
         self,
-        kernel: KernelProcess,
+        kernel: Kernel,
         rid: int,
         on_output: Callable[[str, str], None] | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:

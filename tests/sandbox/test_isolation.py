@@ -21,10 +21,12 @@ import pytest
 
 import sessionpool
 from sessionpool.engine import Engine
-from sessionpool.sandbox.backend import JailBackend
+from sessionpool.sandbox.jailed import JailBackend
 from sessionpool.sandbox.seccomp import DENIED_SYSCALLS, TIOCLINUX, TIOCSTI
 from sessionpool.session import Session
 from tests.sandbox.helpers import ATTEMPT, value
+
+pytestmark = pytest.mark.jail
 
 # Set at import time, i.e. before the engine fixture starts the zygote: if the zygote or a
 # session inherited the test process's environment, this variable would show up inside.

@@ -15,9 +15,9 @@ import pytest
 
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
-from sessionpool.sandbox.backend import JailBackend
+from sessionpool.sandbox.jailed import JailBackend
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail backend needs root")
+pytestmark = pytest.mark.jail
 
 
 @pytest.fixture(scope="module")

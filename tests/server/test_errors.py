@@ -10,6 +10,7 @@ from sessionpool.server.errors import status_for
 EXPECTED = {
     "SessionpoolError": 500,
     "ConfigError": 500,
+    "SandboxError": 503,
     "SandboxUnavailable": 503,
     "PoolError": 500,
     "PoolNotFound": 404,

@@ -169,8 +169,8 @@ class Pool:
             return await Session.create(self.config, self.backend, warm_up=False)
         except errors.SessionpoolError:
             raise
-        except Exception as exc:
-            raise errors.PoolExhausted(self.name, f"a new session could not start: {exc}") from exc
+        except Exception as exc:  # a backend fault that is not typed yet: still not the user's
+            raise errors.SandboxError(f"a new session could not start: {exc}") from exc
         finally:
             self._creating -= 1
 

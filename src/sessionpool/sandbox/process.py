@@ -18,7 +18,8 @@ import subprocess
 import sys
 from typing import Any
 
-from sessionpool import protocol
+from sessionpool import errors, protocol
+from sessionpool.sandbox.backend import KernelDied
 
 log = logging.getLogger("sessionpool.sandbox")
 
@@ -31,12 +32,9 @@ class ZygoteRetired(Exception):
     """The zygote stopped forking before this request's turn came: ask its successor."""
 
 
-class KernelDied(Exception):
-    """The kernel's socket closed: the process is gone (or going)."""
-
-
 class KernelProcess:
-    """One running kernel: its pid, a pidfd for signals, and the framed socket to it."""
+    """One running kernel (a ``backend.Kernel``): its pid, a pidfd for signals, and the framed
+    socket to it."""
 
     def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
         self.pid = pid
@@ -52,7 +50,7 @@ class KernelProcess:
         self.reader, self.writer = await asyncio.open_unix_connection(sock=self.sock, limit=1 << 20)
         header, _ = await asyncio.wait_for(self.read(max_header, 0, max_header), timeout)
         if header.get("op") == "failed":
-            raise RuntimeError(f"the sandbox could not be built: {header.get('error')}")
+            raise errors.SandboxError(f"the jail could not be built: {header.get('error')}")
         if header.get("op") != "ready":
             raise protocol.FrameError(f"expected ready, got {header.get('op')!r}")
 
@@ -203,7 +201,9 @@ class ZygoteHandle:
                 if msg.get("retired"):
                     fut.set_exception(ZygoteRetired(f"zygote {self.pid} is retired"))
                 else:
-                    fut.set_exception(RuntimeError(f"zygote could not fork: {msg.get('error')}"))
+                    fut.set_exception(
+                        errors.SandboxError(f"the zygote could not fork: {msg.get('error')}")
+                    )
         elif op == "exited":
             kernel = self.live.pop(int(msg.get("pid", 0)), None)
             if kernel is not None and not kernel.exit_status.done():
@@ -222,7 +222,7 @@ class ZygoteHandle:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self.ctl.fileno())
             self.ctl.close()
-        err = RuntimeError(f"zygote {self.pid} died: {reason}")
+        err = errors.SandboxError(f"zygote {self.pid} died: {reason}")
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(err)
@@ -236,7 +236,7 @@ class ZygoteHandle:
 
     async def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> KernelProcess:
         if self.dead or self.ctl is None:
-            raise RuntimeError("zygote is not running")
+            raise errors.SandboxError(f"zygote {self.pid} is not running")
         self._next_req += 1
         req = self._next_req
         fut: asyncio.Future[tuple[int, socket.socket, int]] = (
@@ -249,7 +249,7 @@ class ZygoteHandle:
             if self.retired:  # retired while this request waited its turn
                 raise ZygoteRetired(f"zygote {self.pid} is retired")
             if self.dead:
-                raise RuntimeError("zygote is not running")
+                raise errors.SandboxError(f"zygote {self.pid} is not running")
             self._pending[req] = fut
             try:
                 self.ctl.send(json.dumps({**request, "op": "spawn", "req": req}).encode())

@@ -53,7 +53,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.SessionpoolError], int], ...] = (
     (errors.NotARegularFile, 400),
     (errors.FileTooLarge, 413),
     (errors.QuotaExceeded, 413),
-    (errors.SandboxUnavailable, 503),
+    (errors.SandboxError, 503),
     (errors.ObjectNotFound, 404),
     (errors.InvalidRequest, 400),
     (errors.Conflict, 409),

@@ -1,0 +1,185 @@
+"""What the real backends share: kernels forked from a preloaded zygote per template.
+
+A zygote imports a pool's preload list once, freezes its heap and forks one kernel per session
+(``sandbox/zygote.py`` is the process, ``process.ZygoteHandle`` the host's end of it).
+``ZygoteBackend`` keeps one ``ZygoteSet`` per template, builds the environments and forks;
+its subclasses say how a slot is made and what the fork request asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+from sessionpool import errors
+from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.sandbox.backend import Backend, Slot
+from sessionpool.sandbox.process import KernelProcess, ZygoteHandle, ZygoteRetired
+
+log = logging.getLogger("sessionpool.sandbox")
+
+KERNEL_READY_TIMEOUT = 30.0
+#: a fork request that meets a retired zygote asks its successor, this many times at most
+SPAWN_ATTEMPTS = 8
+
+
+def thread_env() -> dict[str, str]:
+    # one BLAS/OpenMP thread per session: hundreds of sessions share two cores
+    return {
+        name: "1"
+        for name in (
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMEXPR_NUM_THREADS",
+            "VECLIB_MAXIMUM_THREADS",
+        )
+    }
+
+
+class ZygoteSet:
+    """The zygote of one template (preload list): rotated after N children, restarted on death."""
+
+    def __init__(
+        self,
+        preload: tuple[str, ...],
+        max_children: int,
+        config: dict[str, Any],
+        env: dict[str, str],
+    ) -> None:
+        self.preload = preload
+        self.max_children = max_children
+        self.config = {**config, "preload": list(preload)}
+        self.env = env
+        self.current: ZygoteHandle | None = None
+        self.retired: list[ZygoteHandle] = []
+        self._starting: asyncio.Task[ZygoteHandle] | None = None
+
+    async def get(self) -> ZygoteHandle:
+        z = self.current
+        if z is not None and not z.dead and not z.retired and len(z.live) < self.max_children:
+            return z
+        if z is not None:
+            self.current = None
+            if not z.dead and not z.retired:
+                z.retire()
+                self.retired.append(z)
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start())
+        try:
+            return await asyncio.shield(self._starting)
+        finally:
+            if self._starting is not None and self._starting.done():
+                self._starting = None
+
+    async def _start(self) -> ZygoteHandle:
+        z = ZygoteHandle(self.config, self.env)
+        await z.start()
+        if z.failed_modules:
+            log.warning("zygote could not preload %s", z.failed_modules)
+        self.current = z
+        return z
+
+    def close(self) -> None:
+        for z in [self.current, *self.retired]:
+            if z is not None:
+                z.kill()
+        self.current = None
+        self.retired.clear()
+
+
+class ZygoteBackend(Backend):
+    """A backend whose kernels are forked by zygotes; the data directory holds workspaces."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve() if config.data_dir.exists() else config.data_dir
+        self.workspaces = self.data_dir / "workspaces"
+        self._zygotes: dict[tuple[tuple[str, ...], int], ZygoteSet] = {}
+        self.instance = f"sessionpool-{os.getpid()}-{secrets.token_hex(3)}"
+
+    async def close(self) -> None:
+        for zs in self._zygotes.values():
+            zs.close()
+        self._zygotes.clear()
+
+    async def spawn(self, pool: PoolConfig, slot: Slot) -> KernelProcess:
+        """Fork a kernel for ``slot`` from the pool's zygote and wait until it is serving."""
+        key = (pool.preload, pool.zygote_max_children)
+        zs = self._zygotes.get(key)
+        if zs is None:
+            zs = self._zygotes[key] = ZygoteSet(
+                pool.preload, pool.zygote_max_children, self._zygote_config(), self._zygote_env()
+            )
+        for _ in range(SPAWN_ATTEMPTS):
+            zygote = await zs.get()
+            try:
+                kernel = await zygote.spawn(self._spawn_request(slot))
+                break
+            except ZygoteRetired:
+                continue  # rotated under a burst: the next get() returns its successor
+        else:
+            raise errors.SandboxError(
+                "zygotes kept retiring before forking; raise zygote_max_children"
+            )
+        try:
+            await self._after_fork(slot, kernel)
+        except BaseException:
+            kernel.close()
+            raise
+        return kernel
+
+    # -- what subclasses decide -------------------------------------------------------------------
+
+    @abstractmethod
+    def _spawn_request(self, slot: Slot) -> dict[str, Any]:
+        """The zygote's fork request for ``slot`` (docs in sandbox/zygote.py)."""
+
+    async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
+        await kernel.connect(1 << 20, KERNEL_READY_TIMEOUT)
+
+    # -- shared pieces --------------------------------------------------------------------------
+
+    def _zygote_config(self) -> dict[str, Any]:
+        cache = self.data_dir / "cache"
+        # set by the zygote at run time, so they never show in a session's /proc/self/environ
+        env = {"HOME": str(cache), "MPLCONFIGDIR": str(cache / "matplotlib")}
+        return {"jail": self.isolated, "env": env}
+
+    def _zygote_env(self) -> dict[str, str]:
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": "/",
+            "MPLBACKEND": "Agg",
+            **thread_env(),
+        }
+
+    def _session_env(self, home: str) -> dict[str, str]:
+        return {
+            "PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": home,
+            "TMPDIR": "/tmp",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": "/tmp/.matplotlib",
+            "PYTHONNOUSERSITE": "1",
+            "TERM": "dumb",
+            **thread_env(),
+        }
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir = self.data_dir.resolve()
+        self.workspaces = self.data_dir / "workspaces"
+        self.workspaces.mkdir(exist_ok=True, mode=0o700)
+        (self.data_dir / "cache" / "matplotlib").mkdir(parents=True, exist_ok=True)
+
+    def _new_workspace_path(self) -> Path:
+        return self.workspaces / secrets.token_hex(8)
