@@ -1,26 +1,39 @@
-"""A real ``serve`` in a child process on a free loopback port, for tests and benchmarks.
+"""The server under test, two ways.
 
-Everything goes through the same path as production (settings, keys, TLS, the jail, uvicorn,
-signals), so a test that passes against it says something about the deployed server.
+``ServerProcess``: a real ``serve`` in a child process on a free loopback port. Everything goes
+through the same path as production (settings, keys, TLS, the jail, uvicorn, signals), so a test
+that passes against it says something about the deployed server::
 
     with ServerProcess(tmp_path, config=TOML) as server:
         httpx.post(server.url + "/pools/default/code/execute?identifier=a", headers=server.auth)
+
+``in_process``: the same application in this process around an engine the test built (for
+instance on ``sandbox.fake.FakeBackend``), driven through httpx's ASGI transport, with its
+lifespan run as uvicorn would run it: no root, no port, milliseconds per request::
+
+    async with in_process(settings, engine) as client:
+        await client.post("/pools/default/code/execute?identifier=a", json=body)
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
+from sessionpool.engine import Engine
+from sessionpool.server.app import create_app
 from sessionpool.server.cli import LISTENING
+from sessionpool.server.settings import ServerSettings
 
 DEFAULT_KEY = "test-key-0123456789"
 
@@ -143,3 +156,35 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@asynccontextmanager
+async def in_process(settings: ServerSettings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``create_app(settings, engine)`` in this process, authenticated with the
+    first of ``settings.api_keys``. ``engine`` must be started; the app closes it at the end."""
+    app = create_app(settings, engine)
+    headers = {"Authorization": f"Bearer {settings.api_keys[0]}"} if settings.api_keys else {}
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        # one task enters and leaves the lifespan, as under uvicorn (its task groups insist),
+        # whichever tasks the caller's setup and teardown run in
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        waiter.cancel()
+        await task  # raises what stopped the startup
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://sessionpool.test", headers=headers, timeout=30
+        ) as client:
+            yield client
+    finally:
+        stop.set()
+        await task
