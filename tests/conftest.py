@@ -1,7 +1,15 @@
-"""Shared fixtures: one real engine with jailed sessions for the whole test run.
+"""Shared fixtures, and the rule that splits the suite in two.
 
-Two pools: ``default`` with production settings, and ``tight`` with small limits so that the
-limit tests finish quickly. Tests that need a session take ``session`` (a fresh identifier in
+Tests that build jailed sessions (a jail-backend engine, or a server process, directly or
+through a fixture) are marked ``jail``: they need root, and are skipped with the reason
+without it. Everything else runs anywhere in seconds: ``make unit`` (``pytest -m "not jail"``)
+runs that part, most of it on the in-process ``FakeBackend``. The marker is enforced: a test
+that starts a jailed engine or a server process without it fails, and so does an unmarked test
+that uses a fixture which did.
+
+The ``engine`` fixture is one real engine with jailed sessions for the whole run, with two
+pools: ``default`` with production settings, and ``tight`` with small limits so that the limit
+tests finish quickly. Tests that need a session take ``session`` (a fresh identifier in
 ``default``) or ``tight_session``.
 """
 
@@ -19,6 +27,8 @@ import pytest
 
 from sessionpool.config import EngineConfig, Limits, MiB, PoolConfig
 from sessionpool.engine import Engine
+from sessionpool.sandbox.jailed import JailBackend
+from sessionpool.server.testing import ServerProcess
 from sessionpool.session import Session
 
 # the agents fixtures (scripted model, agents server, PostgreSQL), for every test directory
@@ -68,10 +78,74 @@ def jail_possible() -> bool:
     return os.geteuid() == 0
 
 
+# --- the jail marker --------------------------------------------------------------------------
+
+ROOTLESS_HINT = "make unit runs the tests that need no root"
+_current: pytest.Item | None = None
+_fixtures: list[str] = []  # fixtures being set up, innermost last
+_jailed_fixtures: set[str] = set()  # fixtures seen building jailed sessions
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if jail_possible():
+        return
+    skip = pytest.mark.skip(reason=f"needs root to build jailed sessions ({ROOTLESS_HINT})")
+    for item in items:
+        if item.get_closest_marker("jail") is not None:
+            item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _current
+    _current = item
+    if item.get_closest_marker("jail") is None:
+        used = sorted(_jailed_fixtures & set(getattr(item, "fixturenames", ())))
+        if used:
+            pytest.fail(f"uses {', '.join(used)}, which build jailed sessions: mark it jail")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    global _current
+    _current = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> object:
+    _fixtures.append(fixturedef.argname)
+    try:
+        return (yield)
+    finally:
+        _fixtures.pop()
+
+
+def _building_jailed_sessions(what: str) -> None:
+    _jailed_fixtures.update(_fixtures)
+    if _current is not None and _current.get_closest_marker("jail") is None:
+        pytest.fail(f"{_current.nodeid} {what} but is not marked jail ({ROOTLESS_HINT})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _enforce_the_jail_marker() -> object:
+    """Every jailed engine and every server process checks the test that starts it."""
+    jail_start, server_start = JailBackend.start, ServerProcess.start
+
+    async def start_jail(self: JailBackend) -> None:
+        _building_jailed_sessions("starts a jailed engine")
+        await jail_start(self)
+
+    def start_server(self: ServerProcess) -> None:
+        _building_jailed_sessions("starts a server process")
+        server_start(self)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(JailBackend, "start", start_jail)
+    patch.setattr(ServerProcess, "start", start_server)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
-    if not jail_possible():
-        pytest.skip("the jail backend needs root (user namespaces with per-session uids)")
     data_dir = Path(tmp_path_factory.mktemp("engine"))
     eng = Engine(
         EngineConfig(backend="jail", data_dir=data_dir),

@@ -7,9 +7,13 @@ import contextlib
 import os
 import signal
 
+import pytest
+
 from sessionpool.engine import Engine
 from sessionpool.session import Session
 from sessionpool.types import ExecutionStatus
+
+pytestmark = pytest.mark.jail
 
 
 async def test_executions_queue_one_at_a_time(session: Session) -> None:

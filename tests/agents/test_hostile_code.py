@@ -15,6 +15,8 @@ from sessionpool.agents.types import Run, RunStatus, TextPart
 from sessionpool.engine import Engine
 from tests.agents.scripted_model import ECHO_PREFIX, ScriptedModel
 
+pytestmark = pytest.mark.jail
+
 
 @pytest.fixture
 async def service(

@@ -16,6 +16,8 @@ from tests.agents.harness import AgentsServer
 from tests.agents.postgres import PostgresServer
 from tests.agents.scripted_model import READ_FILE_PREFIX, ScriptedModel
 
+pytestmark = pytest.mark.jail
+
 
 @contextlib.contextmanager
 def serving(workdir: Path, model_url: str, database_url: str) -> Iterator[httpx.Client]:

@@ -36,6 +36,8 @@ from tests.agents.scripted_model import (
     ScriptedModel,
 )
 
+pytestmark = pytest.mark.jail
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

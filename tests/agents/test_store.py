@@ -102,6 +102,7 @@ def test_bad_database_urls_are_refused() -> None:
         engine_for("mysql://x/y")
 
 
+@pytest.mark.jail
 async def test_a_whole_run_persists_on_either_database(
     database_url: str, engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
 ) -> None:

@@ -25,6 +25,8 @@ from openai.types.responses import Response
 from tests.agents.harness import AgentsServer
 from tests.agents.scripted_model import PREAMBLE_ANSWER, PREAMBLE_CODE, PREAMBLE_TEXT
 
+pytestmark = pytest.mark.jail
+
 CHART_TOOL: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
 CSV = b"company,operating_profit\nNorthwind,3.5\nContoso,4.25\n"
 TERMINAL = ("completed", "failed", "cancelled", "incomplete")

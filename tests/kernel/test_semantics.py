@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sessionpool.session import Session
 from sessionpool.types import ExecutionStatus
+
+pytestmark = pytest.mark.jail
 
 
 async def test_state_persists_between_executions(session: Session) -> None:

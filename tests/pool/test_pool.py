@@ -18,7 +18,7 @@ from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.types import ExecutionStatus
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail backend needs root")
+pytestmark = pytest.mark.jail
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from sessionpool.types import ExecutionStatus
 from tests.conftest import TIGHT_LIMITS
 from tests.sandbox.helpers import run_ok, value
 
+pytestmark = pytest.mark.jail
+
 #: allocates up to 2 GiB in touched 16 MiB blocks: far over the tight pool's 256 MiB, but bounded
 #: so that a broken memory limit shows up as a cell that completes, not as a host in trouble
 MEMORY_BOMB = "blocks = []\nfor _ in range(128):\n    blocks.append(b'x' * (16 << 20))\nlen(blocks)"

@@ -17,6 +17,8 @@ from sessionpool import errors
 from sessionpool.session import Session
 from tests.sandbox.helpers import run_ok, value
 
+pytestmark = pytest.mark.jail
+
 # -- round trips --------------------------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.agents.harness import AgentsServer
 
+pytestmark = pytest.mark.jail
+
 AZ = (
     "/agents/v1.0/subscriptions/s/resourceGroups/rg/providers/"
     "Microsoft.MachineLearningServices/workspaces/p"

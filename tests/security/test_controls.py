@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from tests.security.helpers import NEW, Api, q
+
+pytestmark = pytest.mark.jail
 
 
 def test_numpy_and_pandas(api: Api, ident: str) -> None:

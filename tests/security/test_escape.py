@@ -17,6 +17,8 @@ from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import CANARY, CANARY_ENV
 from tests.security.helpers import ATTEMPT, Api
 
+pytestmark = pytest.mark.jail
+
 SOURCE = Path(sessionpool.__file__).resolve().parent
 REPO = SOURCE.parents[1]
 

@@ -25,6 +25,8 @@ from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import jail_possible
 from tests.security.helpers import NEW, Api, q
 
+pytestmark = pytest.mark.jail
+
 FAST = {"SESSIONPOOL_POOL_PRELOAD": "", "SESSIONPOOL_POOL_READY_SESSIONS": "1"}
 
 

@@ -13,6 +13,8 @@ from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import CANARY, TIGHT_DISK, TIGHT_FILE
 from tests.security.helpers import NEW, Api, assert_client_error, q
 
+pytestmark = pytest.mark.jail
+
 
 def raw_upload(api: Api, ident: str, filename: bytes, data: bytes) -> httpx.Response:
     """A multipart body built by hand: the file name goes on the wire byte for byte (httpx

@@ -19,6 +19,8 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import jail_possible
 
+pytestmark = pytest.mark.jail
+
 #: examples per operation; 12 operations under /pools/{pool}, so about 3,000 cases in all
 EXAMPLES = 250
 

@@ -13,6 +13,8 @@ import pytest
 from sessionpool.server.testing import ServerProcess
 from tests.security.helpers import NEW, OLD, Api, LatencyProbe, assert_client_error, code_body, q
 
+pytestmark = pytest.mark.jail
+
 ROUTES = [
     ("POST", "/pools/default/code/execute"),
     ("POST", "/pools/default/executions"),

@@ -16,6 +16,8 @@ import pytest
 from sessionpool.server.testing import ServerProcess
 from tests.security.helpers import ATTEMPT, Api
 
+pytestmark = pytest.mark.jail
+
 CONNECT = ATTEMPT + (
     "import socket\n"
     "def conn(host, port, family=socket.AF_INET):\n"

@@ -9,6 +9,8 @@ from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import SECOND_KEY
 from tests.security.helpers import ATTEMPT, NEW, Api, q
 
+pytestmark = pytest.mark.jail
+
 
 def test_files_of_another_session_are_invisible(api: Api, ident: str, peer: str) -> None:
     api.ok(ident, "open('/mnt/data/mine.txt', 'w').write('private')")

@@ -13,6 +13,8 @@ from sessionpool.server.testing import ServerProcess
 from tests.security.conftest import TIGHT_IMAGE, TIGHT_OUTPUT, TIGHT_PIDS
 from tests.security.helpers import Api, LatencyProbe
 
+pytestmark = pytest.mark.jail
+
 P99_BOUND = 0.25
 
 

@@ -9,8 +9,11 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests.agents.harness import AgentsServer
+
+pytestmark = pytest.mark.jail
 
 CREDENTIAL = """
 import json
