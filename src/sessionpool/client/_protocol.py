@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sessionpool import __version__
+from sessionpool import __version__, paths
 from sessionpool.client._exceptions import (
     AuthenticationError,
     ConnectionFailed,
@@ -48,7 +48,6 @@ from sessionpool.client._models import (
 )
 
 API_VERSION = "2025-02-02-preview"
-MOUNT = "/mnt/data"
 #: seconds the client waits beyond an execution's own timeout before giving up on the answer
 TIMEOUT_MARGIN = 30.0
 #: the server's longest execution when the caller names none (Azure: 220 s)
@@ -234,11 +233,9 @@ def new_identifier() -> str:
 
 
 def relative(path: str) -> str:
-    """A name relative to /mnt/data (``/mnt/data/x`` and ``x`` are the same file)."""
-    path = path.strip()
-    if path == MOUNT or path.startswith(MOUNT + "/"):
-        path = path[len(MOUNT) :]
-    return path.strip("/")
+    """A name relative to /mnt/data (``/mnt/data/x`` and ``x`` are the same file), as the
+    server takes it; surrounding whitespace is dropped (a pasted name)."""
+    return paths.relative(path.strip())
 
 
 def split_name(name: str) -> tuple[str, str]:

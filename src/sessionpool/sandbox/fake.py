@@ -47,11 +47,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sessionpool import protocol
+from sessionpool import paths, protocol
 from sessionpool.config import PoolConfig
 from sessionpool.protocol import Message
 from sessionpool.sandbox.backend import Backend, KernelDied, Slot
-from sessionpool.sandbox.workspace import MOUNT_PREFIX as MOUNT
 from sessionpool.sandbox.workspace import Workspace
 
 Reply = tuple[Message, list[bytes]]
@@ -317,10 +316,8 @@ def _run_cell(kernel: FakeKernel, code: str, out: _Output, displays: list[Any]) 
         # no chdir or mount per kernel: /mnt/data and relative names are the workspace
         if isinstance(file, str | os.PathLike):
             path = os.fspath(file)
-            if isinstance(path, str) and (path == MOUNT or path.startswith(MOUNT + "/")):
-                file = kernel.workspace / path[len(MOUNT) :].lstrip("/")
-            elif not os.path.isabs(path):
-                file = kernel.workspace / path
+            if isinstance(path, str) and not paths.relative(path).startswith("/"):
+                file = kernel.workspace / paths.relative(path)
         return builtins.open(file, *args, **kwargs)
 
     scope = kernel.namespace

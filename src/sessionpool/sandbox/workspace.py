@@ -20,11 +20,10 @@ import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from sessionpool import errors
+from sessionpool import errors, paths
 from sessionpool.sandbox import linux
 from sessionpool.types import FileInfo
 
-MOUNT_PREFIX = "/mnt/data"
 TEMP_PREFIX = ".sessionpool-upload-"
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -38,25 +37,22 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def normalize(path: str) -> str:
     """Turn a client's file name into a clean path relative to /mnt/data, or raise InvalidPath.
 
-    Accepts ``name``, ``sub/name`` and ``/mnt/data/sub/name``; refuses NUL bytes, ``..``,
-    absolute paths elsewhere and over-long names. Returns "" for the workspace itself.
+    Takes the name as ``paths.relative`` does (``name``, ``sub/name``, ``/mnt/data/sub/name``),
+    then refuses NUL bytes, ``..``, absolute paths elsewhere and over-long names. Returns ""
+    for the workspace itself.
     """
-    original = path
     if "\x00" in path:
-        raise errors.InvalidPath(original, "contains a NUL byte")
-    if path == MOUNT_PREFIX or path.startswith(MOUNT_PREFIX + "/"):
-        path = path[len(MOUNT_PREFIX) :]
-    elif path.startswith("/"):
-        raise errors.InvalidPath(original, "absolute paths must be under /mnt/data")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    for part in parts:
+        raise errors.InvalidPath(path, "contains a NUL byte")
+    clean = paths.relative(path)
+    if clean.startswith("/"):
+        raise errors.InvalidPath(path, "absolute paths must be under /mnt/data")
+    for part in clean.split("/"):
         if part == "..":
-            raise errors.InvalidPath(original, "'..' is not allowed; names stay inside /mnt/data")
+            raise errors.InvalidPath(path, "'..' is not allowed; names stay inside /mnt/data")
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise errors.InvalidPath(original, f"a path component exceeds {MAX_NAME_BYTES} bytes")
-    clean = "/".join(parts)
+            raise errors.InvalidPath(path, f"a path component exceeds {MAX_NAME_BYTES} bytes")
     if len(clean.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        raise errors.InvalidPath(original, f"the path exceeds {MAX_PATH_BYTES} bytes")
+        raise errors.InvalidPath(path, f"the path exceeds {MAX_PATH_BYTES} bytes")
     return clean
 
 
@@ -214,7 +210,7 @@ class Workspace:
     def list(self, path: str = "", recursive: bool = False) -> list[FileInfo]:
         clean = normalize(path)
         parts = clean.split("/") if clean else []
-        fd = self._open_dir(parts, create=False, shown=clean or "/mnt/data")
+        fd = self._open_dir(parts, create=False, shown=clean or paths.MOUNT)
         out: list[FileInfo] = []
         try:
             self._scan(fd, clean, recursive, 0, out)

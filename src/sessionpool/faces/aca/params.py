@@ -1,4 +1,5 @@
-"""Reading what a dynamic-sessions request names: API version, session identifier, file paths.
+"""Reading what a dynamic-sessions request names: API version and session identifier (file
+names are taken with ``sessionpool.paths``).
 
 Clients build their URLs by hand and disagree on encoding: some send the identifier raw, others
 percent-encode it, and query parameters come in any order. Everything here is lenient about form
@@ -8,15 +9,12 @@ and strict about meaning.
 from __future__ import annotations
 
 import enum
-import posixpath
 import re
 from urllib.parse import unquote
 
 from starlette.requests import Request
 
 from sessionpool.server.errors import HttpError
-
-MOUNT = "/mnt/data"
 
 #: the oldest version of the "executions" family; anything older speaks the "properties" family
 EXECUTIONS_SINCE = "2024-10-02"
@@ -92,31 +90,3 @@ def identifier(request: Request) -> str:
             "_ - | { } [ ] : \" ; ' < > ? / . , @ # $ % ^ & * ( ) + = ! ~ `",
         )
     return value
-
-
-def relative(path: str) -> str:
-    """A client's file name or directory as a path relative to /mnt/data.
-
-    Accepts ``/mnt/data``, ``/mnt/data/x`` and plain relative names. Anything else absolute is
-    passed on unchanged for the engine to refuse.
-    """
-    if path == MOUNT or path == MOUNT + "/":
-        return ""
-    if path.startswith(MOUNT + "/"):
-        return path[len(MOUNT) + 1 :]
-    return path
-
-
-def joined(directory: str | None, name: str) -> str:
-    """``name`` inside ``directory`` (the ``?path=`` parameter), both relative to /mnt/data."""
-    if name.startswith(MOUNT + "/") or not directory:
-        return relative(name)
-    # an absolute directory outside /mnt/data stays absolute, for the engine to refuse
-    base = relative(directory).rstrip("/")
-    return posixpath.join(base, name) if base else name
-
-
-def absolute_dir(rel_path: str) -> str:
-    """The /mnt/data directory holding ``rel_path``."""
-    parent = posixpath.dirname(rel_path)
-    return f"{MOUNT}/{parent}" if parent else MOUNT

@@ -27,18 +27,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from sessionpool import errors
+from sessionpool import errors, paths
 from sessionpool.engine import Engine
 from sessionpool.faces.aca import models, translate
-from sessionpool.faces.aca.params import (
-    Family,
-    family,
-    identifier,
-    joined,
-    query,
-    relative,
-    version_at_least,
-)
+from sessionpool.faces.aca.params import Family, family, identifier, query, version_at_least
 from sessionpool.faces.common import read_body
 from sessionpool.faces.uploads import (
     DRAIN_LIMIT,
@@ -453,7 +445,7 @@ class AcaFace:
                         continue  # a plain form field
                     if not part.filename.strip():
                         raise HttpError(400, "MissingFileName", "a file part needs a file name")
-                    target = joined(directory, part.filename)
+                    target = paths.joined(directory, part.filename)
                     stored.append(await session.write_file(target, part.chunks()))
             except (errors.SessionpoolError, HttpError):
                 await reader.drain()
@@ -476,7 +468,7 @@ class AcaFace:
         fam = family(request)
         q = query(request)
         session = await p.acquire(ident)
-        directory = relative(q.get("path", "")).rstrip("/")
+        directory = paths.relative(q.get("path", ""))
         if fam is Family.PROPERTIES:
             # one flat list of files, sub-paths included, as uploads name them
             infos = await session.list_files(directory, recursive=True)
@@ -504,7 +496,7 @@ class AcaFace:
             name, download = file_path[: -len("/content")], True
         else:
             name, download = file_path, False
-        target = joined(directory, name)
+        target = paths.joined(directory, name)
         session = await p.acquire(ident)
         if download:
             info, chunks = session.open_file(target)
@@ -524,7 +516,7 @@ class AcaFace:
         p = self.engine.pool(pool)
         ident = identifier(request)
         family(request)
-        target = joined(query(request).get("path"), file_path)
+        target = paths.joined(query(request).get("path"), file_path)
         session = await p.acquire(ident)
         await session.delete_file(target)
         return Response(status_code=204)

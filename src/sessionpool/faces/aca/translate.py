@@ -7,8 +7,8 @@ import hashlib
 import mimetypes
 from datetime import UTC, datetime
 
+from sessionpool import paths
 from sessionpool.faces.aca import models
-from sessionpool.faces.aca.params import absolute_dir
 from sessionpool.types import ExecutionResult, ExecutionStatus, FileInfo, ShellResult
 
 
@@ -188,7 +188,7 @@ def resource_file(info: FileInfo) -> models.SessionResourceFile:
         contentType=content_type,
         sizeInBytes=info.size,
         lastModifiedAt=timestamp(info.mtime),
-        directory=absolute_dir(info.path),
+        directory=paths.parent(info.path),
     )
 
 
