@@ -1,6 +1,6 @@
 """The ``sessionpool`` command: ``serve`` (the HTTP server), ``doctor`` (host checks), the client
 commands ``exec``, ``run``, ``files``, ``sessions``, ``repl`` (sessionpool.client._cli) and ``mcp``
-(sessionpool.mcp)."""
+(sessionpool.faces.mcp)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
 
-    from sessionpool.mcp._stdio import add_mcp_command
+    from sessionpool.faces.mcp.stdio import add_mcp_command
 
     add_mcp_command(sub)
     return parser

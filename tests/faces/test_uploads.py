@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sessionpool import errors
+from sessionpool.faces.http import HttpError
 from sessionpool.faces.uploads import MAX_FIELD_BYTES, open_multipart, read_form
-from sessionpool.server.errors import HttpError
 
 BOUNDARY = "----formdata-0123456789"
 

@@ -1,33 +1,15 @@
-"""What every HTTP face needs the same way: bounded request bodies, uploads, Server-Sent Events,
-and the agents service."""
+"""What the agents faces share: the agents service, uploads, Server-Sent Events (and the bounded
+body reader of ``faces.http``)."""
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from sessionpool.agents.service import AgentService
+from sessionpool.faces.http import HttpError
+from sessionpool.faces.http import read_body as read_body
+from sessionpool.faces.http import sse as sse
 from sessionpool.faces.uploads import Form, read_form
-from sessionpool.server.errors import HttpError
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes without reading it all."""
-    declared = request.headers.get("content-length", "")
-    too_large = HttpError(413, "PayloadTooLarge", f"request bodies are limited to {limit} bytes")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-    except ClientDisconnect as exc:
-        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
-    return bytes(body)
 
 
 def agents_service(request: Request) -> AgentService:
@@ -55,10 +37,3 @@ async def read_upload(request: Request, max_file_bytes: int) -> Form:
         )
     except ClientDisconnect as exc:
         raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc
-
-
-def sse(event: str, data: Any) -> bytes:
-    """One Server-Sent Event; ``data`` as compact JSON on one line (JSON escapes every newline),
-    or verbatim when it is a string (the ``[DONE]`` sentinel)."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()

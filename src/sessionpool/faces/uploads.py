@@ -18,7 +18,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from sessionpool import errors
-from sessionpool.server.errors import HttpError
+from sessionpool.faces.http import HttpError
 
 #: the longest boundary RFC 2046 allows is 70 characters; leave room for sloppy clients
 _MAX_BOUNDARY = 200

@@ -17,12 +17,12 @@ from sessionpool.agents import AgentService
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError
 from sessionpool.faces.aca import AcaFace
-from sessionpool.faces.assistants import install_assistants
-from sessionpool.faces.responses import install_responses
-from sessionpool.faces.stream import install_stream
-from sessionpool.mcp._http import install_mcp
+from sessionpool.faces.assistants import AssistantsFace
+from sessionpool.faces.base import Face, Runtime
+from sessionpool.faces.http import install_error_handlers
+from sessionpool.faces.mcp import McpFace
+from sessionpool.faces.responses import ResponsesFace
 from sessionpool.server.auth import ApiKeyMiddleware
-from sessionpool.server.errors import install_error_handlers
 from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
 
@@ -69,22 +69,21 @@ class Shutdown:
         self.deadline_s = deadline_s
         self.requested_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._engine: Engine | None = None
-        self._face: AcaFace | None = None
-        self._agents: AgentService | None = None
+        self._runtime: Runtime | None = None
+        self._faces: list[Face] = []
         self._closing: asyncio.Task[None] | None = None
 
-    def attach(self, engine: Engine, face: AcaFace, agents: AgentService | None = None) -> None:
+    def attach(self, runtime: Runtime, faces: list[Face]) -> None:
         self._loop = asyncio.get_running_loop()
-        self._engine, self._face, self._agents = engine, face, agents
+        self._runtime, self._faces = runtime, faces
 
     def begin(self) -> None:
         """The stop signal came (called in the event loop's thread, from a signal handler)."""
         if self.requested_at is not None:
             return
         self.requested_at = time.monotonic()
-        if self._face is not None:
-            self._face.shutting_down = True
+        if self._runtime is not None:
+            self._runtime.stopping = True
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.call_later, self.deadline_s, self._expire)
 
@@ -104,14 +103,16 @@ class Shutdown:
         await asyncio.shield(self._closing)
 
     async def _close(self, deadline_s: float) -> None:
-        if self._face is not None:
-            self._face.shutting_down = True
-            await self._face.close()
-        if self._agents is not None:
-            await self._agents.close()  # runs in flight end "failed", before their sessions go
-        if self._engine is not None:
-            logger.info("closing sessions (deadline %.1f s)", deadline_s)
-            await self._engine.close(deadline_s=deadline_s)
+        runtime = self._runtime
+        if runtime is None:
+            return
+        runtime.stopping = True
+        for face in self._faces:
+            await face.close()
+        if runtime.agents is not None:
+            await runtime.agents.close()  # runs in flight end "failed", before their sessions go
+        logger.info("closing sessions (deadline %.1f s)", deadline_s)
+        await runtime.engine.close(deadline_s=deadline_s)
 
 
 def create_app(
@@ -129,7 +130,9 @@ def create_app(
     """
     if not settings.no_auth and not settings.api_keys:
         raise ConfigError("no API key configured (resolve or generate one before create_app)")
-    face = AcaFace()
+    faces: list[Face] = [AcaFace(), McpFace(None if settings.no_auth else settings.api_keys[0])]
+    if settings.agents.enabled:
+        faces += [AssistantsFace(), ResponsesFace()]
     stopper = shutdown or Shutdown(settings.shutdown_deadline_seconds)
 
     @asynccontextmanager
@@ -138,19 +141,21 @@ def create_app(
         if eng is None:
             eng = Engine(settings.engine_config(), list(settings.pools))
             await eng.start()
+        runtime = Runtime(eng)
         app.state.engine = eng
-        face.bind(eng)
-        agents = None
         if settings.agents.enabled:
-            agents = AgentService(settings.agents, eng)
+            runtime.agents = AgentService(settings.agents, eng)
             try:
-                await agents.start()
+                await runtime.agents.start()
             except BaseException:
                 await eng.close()
                 raise
-            app.state.agents = agents
-        stopper.attach(eng, face, agents)
+            app.state.agents = runtime.agents
+        app.state.runtime = runtime
+        stopper.attach(runtime, faces)
         try:
+            for face in faces:
+                await face.bind(runtime)
             yield
         finally:
             await stopper.close()
@@ -180,22 +185,13 @@ def create_app(
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    face.install(app)
-    install_mcp(app, None if settings.no_auth else next(iter(settings.api_keys)))
-    install_stream(app)
+    for face in faces:
+        face.install(app)
     public = set(PUBLIC_PATHS)
-    if settings.agents.enabled:
-        install_agent_faces(app)
-        if settings.agents.managed_identity:
-            install_msi(app, settings.api_keys, settings.no_auth)
-            public.add(MSI_PATH)  # it checks the identity header itself
+    if settings.agents.enabled and settings.agents.managed_identity:
+        install_msi(app, settings.api_keys, settings.no_auth)
+        public.add(MSI_PATH)  # it checks the identity header itself
     if not settings.no_auth:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=public)
     app.add_middleware(NormalizePath)
     return app
-
-
-def install_agent_faces(app: FastAPI) -> None:
-    """The Assistants v2 face and the Responses/Conversations/Containers face."""
-    install_assistants(app)
-    install_responses(app)

@@ -21,7 +21,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionpool.errors import ConfigError
-from sessionpool.server.errors import ERROR_CODE_HEADER
+from sessionpool.faces.http import ERROR_CODE_HEADER
 
 
 def keys_match(candidate: str, keys: Iterable[bytes]) -> bool:

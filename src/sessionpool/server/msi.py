@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from sessionpool.faces.http import error_response
 from sessionpool.server.auth import keys_match
-from sessionpool.server.errors import error_response
 
 MSI_PATH = "/msi/token"
 TOKEN_LIFETIME_SECONDS = 3600

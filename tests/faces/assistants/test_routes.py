@@ -30,7 +30,7 @@ from sessionpool.agents import AgentsConfig, AgentService
 from sessionpool.engine import Engine
 from sessionpool.faces.assistants import install_assistants
 from sessionpool.faces.assistants.routes import AZURE_HUB_PREFIX, AZURE_OPENAI_V1_PREFIX
-from sessionpool.server.errors import install_error_handlers
+from sessionpool.faces.http import install_error_handlers
 from tests.agents.scripted_model import (
     CHART_ANSWER,
     CHART_CODE,

@@ -16,9 +16,9 @@ from starlette.requests import Request
 
 from sessionpool.agents import AgentsConfig, AgentService
 from sessionpool.engine import Engine
+from sessionpool.faces.http import install_error_handlers
 from sessionpool.faces.responses import install_responses
 from sessionpool.faces.responses.routes import api_base
-from sessionpool.server.errors import install_error_handlers
 from tests.agents.scripted_model import ScriptedModel
 
 HELLO = "scripted-hello"

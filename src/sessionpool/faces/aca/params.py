@@ -1,4 +1,4 @@
-"""Reading what a dynamic-sessions request names: API version and session identifier (file
+"""Reading a dynamic-sessions request: API version, session identifier, JSON body, code (file
 names are taken with ``sessionpool.paths``).
 
 Clients build their URLs by hand and disagree on encoding: some send the identifier raw, others
@@ -8,13 +8,22 @@ and strict about meaning.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
+from typing import TypeVar
 from urllib.parse import unquote
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from sessionpool.server.errors import HttpError
+from sessionpool.faces.http import HttpError, describe_validation, read_body
+
+M = TypeVar("M", bound=BaseModel)
+
+#: largest JSON request body (an execute call carries code, not data: upload data as files)
+MAX_JSON_BYTES = 16 * 1024 * 1024
 
 #: the oldest version of the "executions" family; anything older speaks the "properties" family
 EXECUTIONS_SINCE = "2024-10-02"
@@ -90,3 +99,29 @@ def identifier(request: Request) -> str:
             "_ - | { } [ ] : \" ; ' < > ? / . , @ # $ % ^ & * ( ) + = ! ~ `",
         )
     return value
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The body as ``model``, refusing more than MAX_JSON_BYTES without reading it all."""
+    body = await read_body(request, MAX_JSON_BYTES)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = describe_validation(exc.errors())
+        raise HttpError(400, "InvalidRequestBody", f"invalid request body: {problems}") from None
+
+
+def decode_code(input_type: str, code: str) -> str:
+    kind = input_type.strip().lower()
+    if kind in ("inline", "inlinetext", ""):
+        return code
+    if kind == "inlinebase64":
+        try:
+            return base64.b64decode(code, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise HttpError(400, "InvalidCode", f"code is not valid base64 UTF-8: {exc}") from None
+    raise HttpError(
+        400,
+        "UnsupportedCodeInputType",
+        f"codeInputType {input_type!r} is not supported; use 'inline' or 'inlineBase64'",
+    )

@@ -9,48 +9,52 @@ means different things (``GET files``, uploads).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import collections
 import importlib.metadata
 import logging
 import platform
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors, paths
 from sessionpool.engine import Engine
-from sessionpool.faces.aca import models, translate
-from sessionpool.faces.aca.params import Family, family, identifier, query, version_at_least
-from sessionpool.faces.common import read_body
+from sessionpool.faces.aca import models, stream, translate
+from sessionpool.faces.aca.executions import Execution, ExecutionStore
+from sessionpool.faces.aca.params import (
+    Family,
+    decode_code,
+    family,
+    identifier,
+    query,
+    read_json,
+    version_at_least,
+)
+from sessionpool.faces.base import Runtime
+from sessionpool.faces.http import HttpError, mount, request_body
 from sessionpool.faces.uploads import (
     DRAIN_LIMIT,
     FRAMING_ALLOWANCE,
     open_multipart,
 )
-from sessionpool.server.errors import HttpError
 from sessionpool.types import ExecutionStatus, FileInfo
 
 logger = logging.getLogger("sessionpool.faces.aca")
 
-#: largest JSON request body (an execute call carries code, not data: upload data as files)
-MAX_JSON_BYTES = 16 * 1024 * 1024
 #: sessions per page of ``GET listSessions``
 PAGE_SIZE = 100
-#: executions remembered for ``GET executions/<id>``, oldest forgotten first past either bound
-EXECUTIONS_KEPT = 10_000
-EXECUTIONS_KEPT_BYTES = 64 * 1024 * 1024
-
-M = TypeVar("M", bound=BaseModel)
+#: a pool endpoint: ``/pools/<pool>``, or anything ending in ``/sessionPools/<pool>`` (Azure's
+#: shape); described once
+PREFIXES: tuple[tuple[str, bool], ...] = (
+    ("/pools/{pool}", True),
+    ("/sessionPools/{pool}", False),
+    ("/{endpoint_base:path}/sessionPools/{pool}", False),
+)
 
 IDENTIFIER_PARAM = {
     "name": "identifier",
@@ -98,38 +102,6 @@ def _multipart_body() -> dict[str, Any]:
     }
 
 
-def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with pydantic's ``#/$defs/...`` references replaced by their definitions.
-
-    Inside an OpenAPI document such a reference resolves against the document's root, where no
-    ``$defs`` exists: left in place it is a dangling reference (fuzzers and client generators
-    then cannot build a body at all). The request models are not recursive.
-    """
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(dict(defs[ref[len("#/$defs/") :]]))
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    inlined: dict[str, Any] = walk(schema)
-    return inlined
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inline_defs(model.model_json_schema())}},
-        }
-    }
-
-
 def _merge(*parts: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in parts:
@@ -148,89 +120,28 @@ def json_response(
     )
 
 
-async def read_json(request: Request, model: type[M]) -> M:
-    """The body as ``model``, refusing more than MAX_JSON_BYTES without reading it all."""
-    body = await read_body(request, MAX_JSON_BYTES)
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HttpError(400, "InvalidRequestBody", f"invalid request body: {problems}") from None
-
-
-def decode_code(input_type: str, code: str) -> str:
-    kind = input_type.strip().lower()
-    if kind in ("inline", "inlinetext", ""):
-        return code
-    if kind == "inlinebase64":
-        try:
-            return base64.b64decode(code, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise HttpError(400, "InvalidCode", f"code is not valid base64 UTF-8: {exc}") from None
-    raise HttpError(
-        400,
-        "UnsupportedCodeInputType",
-        f"codeInputType {input_type!r} is not supported; use 'inline' or 'inlineBase64'",
-    )
-
-
-@dataclass
-class _Execution:
-    pool: str
-    identifier: str
-    resource: models._Wire
-    task: asyncio.Task[None] | None = None
-    #: approximate bytes held (the outputs dominate)
-    weight: int = 0
-    execution_id: str = ""
-
-
-def _weight(resource: models._Wire) -> int:
-    result = getattr(resource, "result", None)
-    if result is None:
-        return 256
-    value = getattr(result, "executionResult", "")
-    held = len(value) if isinstance(value, str) else len(value.base64_data)
-    return 256 + len(result.stdout) + len(result.stderr) + held
-
-
 class AcaFace:
     """The face's routes and the little state it keeps (executions for ``GET executions/<id>``)."""
 
+    name = "aca"
+
     def __init__(self) -> None:
-        self._engine: Engine | None = None
-        self._executions: collections.OrderedDict[tuple[str, str, str], _Execution] = (
-            collections.OrderedDict()
-        )
-        self._executions_bytes = 0
+        self._runtime: Runtime | None = None
+        self._executions = ExecutionStore()
         self._metadata: models.Metadata | None = None
         self._started_at = time.time()
-        #: set when the server stops: executions ended by the shutdown answer 503, not a result
-        self.shutting_down = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def bind(self, engine: Engine) -> None:
-        self._engine = engine
+    def install(self, app: FastAPI) -> None:
+        mount(app, self.router(), PREFIXES, tags=["dynamic sessions"])
+
+    async def bind(self, runtime: Runtime) -> None:
+        self._runtime = runtime
 
     async def close(self) -> None:
         """Cancel asynchronous executions still running (the engine is closing their sessions)."""
-        tasks = [
-            e.task for e in self._executions.values() if e.task is not None and not e.task.done()
-        ]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def install(self, app: FastAPI) -> None:
-        router = self.router()
-        app.include_router(router, prefix="/pools/{pool}", tags=["dynamic sessions"])
-        app.include_router(router, prefix="/sessionPools/{pool}", include_in_schema=False)
-        app.include_router(
-            router, prefix="/{endpoint_base:path}/sessionPools/{pool}", include_in_schema=False
-        )
+        await self._executions.close()
 
     def router(self) -> APIRouter:
         r = APIRouter()
@@ -240,7 +151,7 @@ class AcaFace:
             methods=["POST"],
             summary="Run Python code (2024-02-02-preview)",
             response_model=models.ExecuteResponse,
-            openapi_extra=_merge(_params(), _json_body(models.ExecuteRequest)),
+            openapi_extra=_merge(_params(), request_body(models.ExecuteRequest)),
         )
         r.add_api_route(
             "/executions",
@@ -248,7 +159,19 @@ class AcaFace:
             methods=["POST"],
             summary="Run Python code or a shell command (2024-10-02-preview and later)",
             response_model=models.CodeExecutionResource | models.ShellExecutionResource,
-            openapi_extra=_merge(_params(), _json_body(models.ExecutionRequest)),
+            openapi_extra=_merge(_params(), request_body(models.ExecutionRequest)),
+        )
+        r.add_api_route(
+            stream.PATH,
+            self.stream_execution,
+            methods=["POST"],
+            summary="Run Python code, streaming its output as Server-Sent Events (sessionpool)",
+            response_class=StreamingResponse,
+            openapi_extra=_merge(
+                {"parameters": [IDENTIFIER_PARAM]},
+                request_body(models.ExecutionRequest),
+                {"responses": {"200": {"content": {"text/event-stream": {}}}}},
+            ),
         )
         r.add_api_route(
             "/executions/{execution_id}",
@@ -348,9 +271,14 @@ class AcaFace:
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
+        if self._runtime is None:
             raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
-        return self._engine
+        return self._runtime.engine
+
+    @property
+    def stopping(self) -> bool:
+        """The server is stopping: executions it ends answer 503, not a result."""
+        return self._runtime is not None and self._runtime.stopping
 
     def _stopped(self) -> HttpError:
         return HttpError(
@@ -361,36 +289,6 @@ class AcaFace:
 
     def _effective_timeout(self, pool_default: float, requested: float | None) -> float:
         return pool_default if requested is None else min(requested, pool_default)
-
-    def _remember(self, execution_id: str, record: _Execution) -> None:
-        record.execution_id = execution_id
-        key = (record.pool, record.identifier, execution_id)
-        old = self._executions.pop(key, None)
-        if old is not None:
-            self._executions_bytes -= old.weight
-        record.weight = _weight(record.resource)
-        self._executions[key] = record
-        self._executions_bytes += record.weight
-        while len(self._executions) > 1 and (
-            len(self._executions) > EXECUTIONS_KEPT
-            or self._executions_bytes > EXECUTIONS_KEPT_BYTES
-        ):
-            _, evicted = self._executions.popitem(last=False)
-            self._executions_bytes -= evicted.weight
-            if evicted.task is not None and not evicted.task.done():
-                evicted.task.cancel()
-
-    def _reweigh(self, record: _Execution) -> None:
-        key = (record.pool, record.identifier, record.execution_id)
-        if self._executions.get(key) is not record:
-            return  # forgotten meanwhile
-        weight = _weight(record.resource)
-        self._executions_bytes += weight - record.weight
-        record.weight = weight
-
-    def _forget_session(self, pool: str, ident: str) -> None:
-        for key in [k for k in self._executions if k[0] == pool and k[1] == ident]:
-            self._executions_bytes -= self._executions.pop(key).weight
 
     # --- 2024-02-02-preview --------------------------------------------------------------------
 
@@ -408,12 +306,12 @@ class AcaFace:
         try:
             res = await session.execute(code, timeout=props.timeoutInSeconds)
         except errors.SessionpoolError as exc:
-            if self.shutting_down:
+            if self.stopping:
                 raise self._stopped() from exc
             if isinstance(exc, errors.SessionLost):
                 return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
             raise
-        if self.shutting_down and res.status is ExecutionStatus.LOST:
+        if self.stopping and res.status is ExecutionStatus.LOST:
             raise self._stopped()
         return json_response(translate.execute_response(res, timeout))
 
@@ -553,15 +451,15 @@ class AcaFace:
             try:
                 shell = await session.run_shell(req.shellCommand, timeout=req.timeoutInSeconds)
             except errors.SessionpoolError as exc:
-                if self.shutting_down:
+                if self.stopping:
                     raise self._stopped() from exc
                 raise
-            if self.shutting_down and shell.exit_code == 137:
+            if self.stopping and shell.exit_code == 137:
                 raise self._stopped()
             resource: models._Wire = translate.shell_resource(
                 shell, execution_id=execution_id, identifier=ident, timeout_s=timeout
             )
-            self._remember(execution_id, _Execution(pool, ident, resource))
+            self._executions.remember(execution_id, Execution(pool, ident, resource))
             return json_response(resource, done_status, headers)
 
         assert req.code is not None
@@ -595,12 +493,12 @@ class AcaFace:
 
         if not asynchronous:
             resource = await run()
-            if self.shutting_down and resource.status == "Failed":
+            if self.stopping and resource.status == "Failed":
                 raise self._stopped()
-            self._remember(execution_id, _Execution(pool, ident, resource))
+            self._executions.remember(execution_id, Execution(pool, ident, resource))
             return json_response(resource, done_status, headers)
 
-        record = _Execution(
+        record = Execution(
             pool,
             ident,
             models.CodeExecutionResource(
@@ -608,20 +506,19 @@ class AcaFace:
             ),
         )
         record.task = asyncio.create_task(self._finish(record, run))
-        self._remember(execution_id, record)
+        self._executions.remember(execution_id, record)
         return json_response(record.resource, 202, headers)
 
     async def _finish(
-        self, record: _Execution, run: Callable[[], Awaitable[models.CodeExecutionResource]]
+        self, record: Execution, run: Callable[[], Awaitable[models.CodeExecutionResource]]
     ) -> None:
         try:
-            record.resource = await run()
-            self._reweigh(record)
+            self._executions.update(record, await run())
         except Exception:  # pragma: no cover - run() turns engine errors into results
             logger.exception("asynchronous execution failed")
             running = record.resource
             assert isinstance(running, models.CodeExecutionResource)
-            record.resource = running.model_copy(
+            failed = running.model_copy(
                 update={
                     "status": "Failed",
                     "error": models.ErrorEnvelope(
@@ -629,12 +526,13 @@ class AcaFace:
                     ),
                 }
             )
+            self._executions.update(record, failed)
 
     async def get_execution(self, request: Request, pool: str, execution_id: str) -> Response:
         self.engine.pool(pool)
         ident = identifier(request)
         family(request)
-        record = self._executions.get((pool, ident, execution_id))
+        record = self._executions.get(pool, ident, execution_id)
         if record is None:
             raise HttpError(
                 404,
@@ -643,6 +541,9 @@ class AcaFace:
                 "and forgotten when the session is deleted)",
             )
         return json_response(record.resource)
+
+    async def stream_execution(self, request: Request, pool: str) -> Response:
+        return await stream.stream_execution(self.engine, request, pool)
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -664,7 +565,7 @@ class AcaFace:
         ident = identifier(request)
         family(request)
         await p.delete(ident)
-        self._forget_session(pool, ident)
+        self._executions.forget_session(pool, ident)
         return Response(status_code=204)
 
     async def list_sessions(self, request: Request, pool: str) -> Response:

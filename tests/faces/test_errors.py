@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from sessionpool import errors
-from sessionpool.server.errors import status_for
+from sessionpool.faces.http import status_for
 
 EXPECTED = {
     "SessionpoolError": 500,
@@ -52,6 +52,6 @@ def test_every_error_class_has_a_deliberate_status() -> None:
         for name, cls in vars(errors).items()
         if isinstance(cls, type) and issubclass(cls, errors.SessionpoolError)
     }
-    assert set(classes) == set(EXPECTED), "a new error class needs a status in server.errors"
+    assert set(classes) == set(EXPECTED), "a new error class needs a status in faces.http"
     for name, cls in classes.items():
         assert status_for(_instance(cls)) == EXPECTED[name], name

@@ -12,7 +12,7 @@ from sessionpool.client import AsyncClient
 
 def mcp_command(args: argparse.Namespace) -> int:
     from sessionpool.client._cli import USAGE, UsageError, connection
-    from sessionpool.mcp._tools import build_server
+    from sessionpool.faces.mcp.tools import build_server
 
     try:
         endpoint, credential, verify = connection(args)

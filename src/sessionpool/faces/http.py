@@ -1,6 +1,7 @@
-"""Error rendering for every HTTP answer that is not a success.
+"""What every face needs the same way: errors as HTTP answers, mounting, request bodies and
+their OpenAPI description, validation messages, paging.
 
-Every non-2xx response carries an ``x-ms-error-code`` header and a body
+Errors: every non-2xx response carries an ``x-ms-error-code`` header and a body
 ``{"error": {"code": ..., "message": ...}}``: the Azure REST convention that the dynamic-sessions
 clients expect, and a plain shape for anything else. The exception handlers installed here make
 sure that nothing a client can send ends as a bare 500: engine errors map to the status their
@@ -9,17 +10,24 @@ meaning calls for, malformed input to 400.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from sessionpool import errors
 
 logger = logging.getLogger("sessionpool.server")
+
+#: a JSON object as faces build and read them
+JSON = dict[str, Any]
 
 ERROR_CODE_HEADER = "x-ms-error-code"
 
@@ -103,11 +111,12 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=all_headers)
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(problems: Iterable[Mapping[str, Any]]) -> str:
+    """pydantic's (or FastAPI's) validation errors as one line: ``where: what; ...``."""
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+    for err in problems:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -128,7 +137,7 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, "InvalidRequest", _describe_validation(exc))
+    return error_response(400, "InvalidRequest", describe_validation(exc.errors()))
 
 
 async def _on_starlette_error(request: Request, exc: Exception) -> Response:
@@ -156,3 +165,79 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
     app.add_exception_handler(Exception, _on_unexpected)
+
+
+# --- mounting and the OpenAPI description ----------------------------------------------------
+
+
+def mount(
+    app: FastAPI, router: APIRouter, prefixes: Sequence[tuple[str, bool]], **options: Any
+) -> None:
+    """Include ``router`` under every prefix a client uses; only those marked True are in the
+    OpenAPI description (the others are the same operations again)."""
+    for prefix, described in prefixes:
+        app.include_router(router, prefix=prefix, include_in_schema=described, **options)
+
+
+def inline_defs(schema: JSON) -> JSON:
+    """``schema`` with pydantic's ``#/$defs/...`` references replaced by their definitions.
+
+    Inside an OpenAPI document such a reference resolves against the document's root, where no
+    ``$defs`` exists: left in place it dangles (fuzzers and client generators then cannot build
+    a body at all). Request models are not recursive.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: JSON = walk(schema)
+    return inlined
+
+
+def request_body(
+    model: type[BaseModel], *, required: bool = True, multipart: JSON | None = None
+) -> JSON:
+    """``openapi_extra`` describing a JSON body read as ``model`` (handlers read raw bodies
+    themselves, so FastAPI cannot see it), and optionally a multipart form schema too."""
+    content: JSON = {"application/json": {"schema": inline_defs(model.model_json_schema())}}
+    if multipart is not None:
+        content["multipart/form-data"] = {"schema": multipart}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length", "")
+    too_large = HttpError(413, "PayloadTooLarge", f"request bodies are limited to {limit} bytes")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-request") from exc
+    return bytes(body)
+
+
+# --- Server-Sent Events ------------------------------------------------------------------------
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One Server-Sent Event; ``data`` as compact JSON on one line (JSON escapes every newline),
+    or verbatim when it is a string (the ``[DONE]`` sentinel)."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()

@@ -1,8 +1,8 @@
 """Streaming executions: ``POST <pool endpoint>/executions/stream`` answers Server-Sent Events.
 
-Azure's API answers only when a cell finishes; this route (a sessionpool extension, same auth,
-limits and session as the dynamic-sessions routes) sends stdout and stderr as the cell writes
-them, then the final result. Events (docs/streaming.md):
+Azure's API answers only when a cell finishes; this route of the ACA face (a sessionpool
+extension, same auth, limits and session as the dynamic-sessions routes) sends stdout and stderr
+as the cell writes them, then the final result. Events (docs/streaming.md):
 
     event: stdout            data: {"text": "..."}
     event: stderr            data: {"text": "..."}
@@ -19,32 +19,21 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors
 from sessionpool.engine import Engine
 from sessionpool.faces.aca import models, translate
-from sessionpool.faces.aca.params import family, identifier
-from sessionpool.faces.aca.routes import IDENTIFIER_PARAM, decode_code, read_json
-from sessionpool.faces.common import sse
-from sessionpool.server.errors import HttpError
+from sessionpool.faces.aca.params import decode_code, family, identifier, read_json
+from sessionpool.faces.http import HttpError, sse
 from sessionpool.types import ExecutionResult
 
 PATH = "/executions/stream"
 
 
-def _engine(request: Request) -> Engine:
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
-    assert isinstance(engine, Engine)
-    return engine
-
-
-async def stream_execution(request: Request, pool: str) -> Response:
-    p = _engine(request).pool(pool)
+async def stream_execution(engine: Engine, request: Request, pool: str) -> Response:
+    p = engine.pool(pool)
     ident = identifier(request)
     family(request)
     req = await read_json(request, models.ExecutionRequest)
@@ -102,32 +91,4 @@ async def stream_execution(request: Request, pool: str) -> Response:
             "x-accel-buffering": "no",  # proxies must not hold events back
             "operation-id": execution_id,
         },
-    )
-
-
-def install_stream(app: FastAPI) -> None:
-    """Mount the streaming route under every pool endpoint shape (as the aca face does)."""
-    router = APIRouter()
-    router.add_api_route(
-        PATH,
-        stream_execution,
-        methods=["POST"],
-        summary="Run Python code, streaming its output as Server-Sent Events (sessionpool)",
-        response_class=StreamingResponse,
-        openapi_extra={
-            "parameters": [IDENTIFIER_PARAM],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": models.ExecutionRequest.model_json_schema()}
-                },
-            },
-            "responses": {"200": {"content": {"text/event-stream": {}}}},
-        },
-    )
-    # described once (like the aca face's routes); the other prefixes are the same operation
-    app.include_router(router, prefix="/pools/{pool}")
-    app.include_router(router, prefix="/sessionPools/{pool}", include_in_schema=False)
-    app.include_router(
-        router, prefix="/{endpoint_base:path}/sessionPools/{pool}", include_in_schema=False
     )

@@ -1,7 +1,0 @@
-"""An MCP server over sessionpool sessions (the official ``mcp`` SDK).
-
-Two ways in: ``sessionpool mcp`` serves stdio for desktop and IDE agents, talking to a pool over
-HTTP with the client SDK; and the server mounts the streamable HTTP transport at ``/mcp`` (same
-API keys), talking to its own default pool in-process. Both use the same tools
-(:mod:`sessionpool.mcp._tools`), named as Azure's hosted dynamic-sessions MCP server names them.
-"""
