@@ -56,7 +56,7 @@ bench-engine: install
 	$(PY) benchmarks/engine.py
 
 bench-http: install
-	$(PY) benchmarks/http.py
+	$(PY) benchmarks/http_api.py
 
 # the agent loop's own cost (a scripted model that answers at once): Responses and Assistants
 bench-agents: install

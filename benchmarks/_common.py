@@ -1,8 +1,7 @@
-"""What engine.py and http.py share: statistics, machine load, the ipykernel peer, the report.
+"""What engine.py and http_api.py share: statistics, machine load, the ipykernel peer, the report.
 
-Not imported by name: ``benchmarks/http.py`` is named like the standard library's ``http``, so
-this folder stays off ``sys.path`` and the scripts load this file by path (``load_common`` in
-each), as the module ``bench__common``, once per process (suite.py reuses the same module).
+The scripts load this file by path (``load_common`` in each), as the module ``bench__common``,
+once per process (suite.py reuses the same module).
 """
 
 from __future__ import annotations

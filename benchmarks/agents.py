@@ -34,9 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# this folder holds http.py, which would shadow the standard library's http package; the repo
-# root instead, for the scripted model that lives with the tests
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+# the repo root, for the scripted model that lives with the tests
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402

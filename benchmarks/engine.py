@@ -60,8 +60,7 @@ from sessionpool.types import ExecutionResult, ExecutionStatus
 
 
 def load_common() -> ModuleType:
-    """benchmarks/_common.py by path, once per process: this folder stays off sys.path (http.py
-    shadows the standard library's ``http``), so it cannot be imported by name."""
+    """benchmarks/_common.py by path, once per process (http_api.py and suite.py share it)."""
     name = "bench__common"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
@@ -72,7 +71,7 @@ def load_common() -> ModuleType:
 
 
 common = load_common()
-# shared with http.py; suite.py reaches them as eng.<name> too
+# shared with http_api.py; suite.py reaches them as eng.<name> too
 Bench = common.Bench
 Check = common.Check
 Figure = common.Figure

@@ -1,5 +1,4 @@
 #!/usr/bin/env python3
-# ruff: noqa: E402  (imports follow the sys.path fix below, as in benchmarks/http.py)
 """Soak: a real ``sessionpool serve`` under 100 sessions doing random work for a fixed time.
 
 Run as ``.venv/bin/python benchmarks/soak.py [--minutes 10] [--sessions 100] [--json PATH]``
@@ -26,22 +25,15 @@ Checks, printed with the figures:
 
 from __future__ import annotations
 
-import os
-import sys
-
-# benchmarks/http.py shadows the standard library's ``http`` when this folder is first on
-# sys.path (as it is for a script run from here): drop it before anything imports ``http``.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-os.environ["PYTHONSAFEPATH"] = "1"
-
 import argparse
 import asyncio
 import collections
 import datetime as dt
 import hashlib
 import json
+import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,10 +43,9 @@ from typing import Any
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
 from sessionpool.server.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NEW = "2025-10-02-preview"
 OLD = "2024-02-02-preview"

@@ -33,40 +33,35 @@ Writes ``<out>/<UTC date>.json``, ``<out>/<UTC date>.md`` and PNG charts to ``<o
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import math
 import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-# benchmarks/http.py is named like the standard library's ``http``: keep this folder off
-# sys.path (engine.py and http.py are loaded by file path below), as http.py does itself.
+import httpx
+
+from sessionpool.server.testing import ServerProcess
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-os.environ["PYTHONSAFEPATH"] = "1"
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import ssl  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-
-from sessionpool.server.testing import ServerProcess  # noqa: E402
 
 
 def _load(name: str) -> ModuleType:
@@ -80,7 +75,7 @@ def _load(name: str) -> ModuleType:
 
 
 eng = _load("engine")  # statistics, /proc and machine helpers, the cells
-hb = _load("http")  # the HTTP client helpers, process CPU and tree helpers
+hb = _load("http_api")  # the HTTP client helpers, process CPU and tree helpers
 
 REPO = Path(_HERE).parent
 BENCH_DIR = REPO / ".bench"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP benchmark: ``sessionpool serve`` over loopback against jupyter_client + ipykernel.
 
-Run as ``.venv/bin/python benchmarks/http.py [--quick] [--json PATH]`` (as root: the jail
+Run as ``.venv/bin/python benchmarks/http_api.py [--quick] [--json PATH]`` (as root: the jail
 backend needs it). The script starts a real ``sessionpool serve`` child on a free loopback port
 (``ServerProcess``, the same path as production: settings, API key, uvicorn, the jail), prints a
 Markdown table and JSON, and writes the JSON to ``--json`` or to
@@ -39,40 +39,31 @@ connections spends milliseconds of CPU per request and measures itself more than
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
 import os
+import shutil
+import statistics
 import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-# This file is named like the standard library's ``http`` package, and running it puts its
-# folder first on sys.path, where ``import http.client`` (httpx needs it) would find this file.
-# Drop that entry before anything imports ``http``, and keep child processes (the server, the
-# kernels) from ever adding their working directory either.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-os.environ["PYTHONSAFEPATH"] = "1"
+import httpx
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-
-from sessionpool.server.testing import ServerProcess  # noqa: E402
+from sessionpool.server.testing import ServerProcess
 
 
 def load_common() -> ModuleType:
-    """benchmarks/_common.py by path, once per process: this folder is off sys.path (above)."""
+    """benchmarks/_common.py by path, once per process (engine.py and suite.py share it)."""
     name = "bench__common"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
