@@ -1,8 +1,4 @@
-"""What engine.py and http_api.py share: statistics, machine load, the ipykernel peer, the report.
-
-The scripts load this file by path (``load_common`` in each), as the module ``bench__common``,
-once per process (suite.py reuses the same module).
-"""
+"""What the benchmark scripts share: statistics, machine load, the ipykernel peer, the report."""
 
 from __future__ import annotations
 

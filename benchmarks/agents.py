@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
 """Agents benchmark: what the agent loop itself costs, with a model that answers at once.
 
-Run as ``.venv/bin/python benchmarks/agents.py [--quick] [--json PATH]`` (as root: the jail
-backend needs it). It starts the scripted chat-completions server of the test suite (replies
-in well under a millisecond, so the figures are sessionpool's overhead, not a model's) and a real
-``sessionpool serve`` child on loopback with the agents service on SQLite, then measures with
-``httpx`` (``time.perf_counter`` in this process, nearest-rank percentiles, warm-ups discarded):
+Run as ``.venv/bin/python -m benchmarks.agents [--quick] [--json PATH]`` from the repository
+root (as root: the jail backend needs it; the root is then on ``sys.path``, for ``tests``). It
+starts the scripted chat-completions server of the test suite (replies in well under a
+millisecond, so the figures are sessionpool's overhead, not a model's) and a real ``sessionpool
+serve`` child on loopback with the agents service on SQLite, then measures with ``httpx``
+(``time.perf_counter`` in this process, nearest-rank percentiles, warm-ups discarded):
 
 - **answer without code**: ``POST /v1/responses`` (no background) with a model that answers
   directly: conversation, message, run, one model call, the answer stored and returned.
@@ -27,20 +27,17 @@ import asyncio
 import datetime as dt
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from tests.agents.scripted_model import ScriptedModel
+
+from sessionpool.server.testing import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
-# the repo root, for the scripted model that lives with the tests
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-from tests.agents.scripted_model import ScriptedModel  # noqa: E402
-
-from sessionpool.server.testing import ServerProcess  # noqa: E402
 
 CONFIG = """
 [pools.default]

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """HTTP benchmark: ``sessionpool serve`` over loopback against jupyter_client + ipykernel.
 
-Run as ``.venv/bin/python benchmarks/http_api.py [--quick] [--json PATH]`` (as root: the jail
-backend needs it). The script starts a real ``sessionpool serve`` child on a free loopback port
-(``ServerProcess``, the same path as production: settings, API key, uvicorn, the jail), prints a
-Markdown table and JSON, and writes the JSON to ``--json`` or to
+Run as ``.venv/bin/python -m benchmarks.http_api [--quick] [--json PATH]`` from the repository
+root (as root: the jail backend needs it). The script starts a real ``sessionpool serve`` child
+on a free loopback port (``ServerProcess``, the same path as production: settings, API key,
+uvicorn, the jail), prints a Markdown table and JSON, and writes the JSON to ``--json`` or to
 ``benchmarks/results/http-<UTC date>.json``.
 
 What is measured (``time.perf_counter`` wall times in this process, the client; percentiles are
@@ -42,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -54,34 +52,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
+from benchmarks import _common
+from benchmarks._common import Bench, Check, Figure, PhaseMeter, Target, cpu_times, ms_since
 from sessionpool.server.testing import ServerProcess
-
-
-def load_common() -> ModuleType:
-    """benchmarks/_common.py by path, once per process (engine.py and suite.py share it)."""
-    name = "bench__common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-common = load_common()
-# shared with engine.py
-Bench = common.Bench
-Check = common.Check
-Figure = common.Figure
-PhaseMeter = common.PhaseMeter
-Target = common.Target
-cpu_times = common.cpu_times
-ms_since = common.ms_since
 
 API_VERSION = "2024-02-02-preview"
 SESSION_API_VERSION = "2025-02-02-preview"  # DELETE session lives in the executions family
@@ -859,7 +836,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 # -- jupyter_client + ipykernel -------------------------------------------------------------------
 
 
-class PeerBench(common.IpykernelPeer):
+class PeerBench(_common.IpykernelPeer):
     """jupyter_client + ipykernel: start and x += 1."""
 
     def run(self) -> None:
@@ -944,7 +921,7 @@ def build_report(
     figures: list[Figure], meta: dict[str, Any], extra: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     figures.sort(key=lambda f: ORDER.index(f.key) if f.key in ORDER else len(ORDER))
-    return common.build_report(
+    return _common.build_report(
         figures, TARGETS, meta, extra, after_targets=lambda by_key: cpu_lines(by_key, extra)
     )
 
@@ -967,7 +944,7 @@ def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         "client": "httpx, HTTP/1.1 keep-alive; sync Client for sequential figures, one "
         "AsyncClient on uvloop for the burst and throughput",
     }
-    return common.machine_meta(args, sizes, packages, after_sizes={}, after_versions=about)
+    return _common.machine_meta(args, sizes, packages, after_sizes={}, after_versions=about)
 
 
 def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Bench:
@@ -977,7 +954,7 @@ def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Benc
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(
+    return _common.main(
         __doc__,
         argv,
         "http",

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Soak: a real ``sessionpool serve`` under 100 sessions doing random work for a fixed time.
 
-Run as ``.venv/bin/python benchmarks/soak.py [--minutes 10] [--sessions 100] [--json PATH]``
-(as root: the jail backend needs it); ``make soak`` runs it with the defaults. Exit status 0
-when every check holds, 1 otherwise; the figures go to stdout and to ``--json`` or
-``benchmarks/results/soak-<UTC date>.json``.
+Run as ``.venv/bin/python -m benchmarks.soak [--minutes 10] [--sessions 100] [--json PATH]``
+from the repository root (as root: the jail backend needs it); ``make soak`` runs it with the
+defaults. Exit status 0 when every check holds, 1 otherwise; the figures go to stdout and to
+``--json`` or ``benchmarks/results/soak-<UTC date>.json``.
 
 Each of ``--sessions`` asyncio tasks owns one identifier and loops until the deadline, picking
 at random: ``x += 1`` (the state must follow), writing a file from code, uploading, downloading

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The benchmark suite (``make bench``): sessionpool side by side with self-hosted peers.
 
-Run as root (the jail backend needs it)::
+Run from the repository root, as root (the jail backend needs it)::
 
-    .venv/bin/python benchmarks/suite.py [--quick] [--out DIR] [--skip-peers]
+    .venv/bin/python -m benchmarks.suite [--quick] [--out DIR] [--skip-peers]
 
 One run, one machine: a real ``sessionpool serve`` (``ServerProcess``) and three peers, each
 driven by the same asyncio client code over its own transport:
@@ -33,11 +33,16 @@ Writes ``<out>/<UTC date>.json``, ``<out>/<UTC date>.md`` and PNG charts to ``<o
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run by path, as `sessionpool bench` does: import from this checkout
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import math
 import os
@@ -47,37 +52,21 @@ import socket
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
+from benchmarks import _common
+from benchmarks import engine as eng
+from benchmarks import http_api as hb
 from sessionpool.server.testing import ServerProcess
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name: str) -> ModuleType:
-    """benchmarks/<name>.py as the module ``bench_<name>`` (reused, not copied)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(_HERE) / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-eng = _load("engine")  # statistics, /proc and machine helpers, the cells
-hb = _load("http_api")  # the HTTP client helpers, process CPU and tree helpers
-
-REPO = Path(_HERE).parent
+REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / ".bench"
 PEER_VENV = BENCH_DIR / "peers"
 #: what the suite installs into .bench/peers (numpy/pandas/matplotlib as in our own venv)
@@ -221,13 +210,13 @@ class Row:
             "n": self.attempts,
             "succeeded": len(values),
             "success_rate": len(values) / self.attempts if self.attempts else math.nan,
-            "p50": eng.nearest_rank(values, 50),
-            "p95": eng.nearest_rank(values, 95),
-            "p99": eng.nearest_rank(values, 99),
+            "p50": _common.nearest_rank(values, 50),
+            "p95": _common.nearest_rank(values, 95),
+            "p99": _common.nearest_rank(values, 99),
         }
 
     def pct(self, p: float) -> float:
-        return float(eng.nearest_rank(sorted(self.samples), p))
+        return float(_common.nearest_rank(sorted(self.samples), p))
 
 
 class Results:
@@ -1002,10 +991,10 @@ async def scale_point(
     xs.sort()
     return {
         "live": live,
-        "alloc_p50": eng.nearest_rank(allocs, 50),
-        "alloc_p99": eng.nearest_rank(allocs, 99),
-        "x_p50": eng.nearest_rank(xs, 50),
-        "x_p99": eng.nearest_rank(xs, 99),
+        "alloc_p50": _common.nearest_rank(allocs, 50),
+        "alloc_p99": _common.nearest_rank(allocs, 99),
+        "x_p50": _common.nearest_rank(xs, 50),
+        "x_p99": _common.nearest_rank(xs, 99),
         "session_processes": len(pids),
         "uss_mb": sorted(uss),
         "uss_mb_per_session": per,
@@ -1409,7 +1398,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
-    parser.add_argument("--out", type=Path, default=Path(_HERE) / "results")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--skip-peers", action="store_true", help="sessionpool only")
     parser.add_argument(
         "--zygote-max-children",
@@ -1429,7 +1418,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if not args.skip_peers:
         install_peers()  # before the clock matters
-    busy_before = eng.cpu_busy()
+    busy_before = _common.cpu_busy()
     res = Results()
     workdir = Path(tempfile.mkdtemp(prefix="sessionpool-suite-"))
     t0 = time.perf_counter()
@@ -1450,7 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
         "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
         "cgroup_favordynmods": eng.cgroup_favordynmods(),
         "cpu_busy_before": round(busy_before, 3),
-        "loadavg_after": eng.loadavg(),
+        "loadavg_after": _common.loadavg(),
         "peer_pins": PEER_PINS,
         "memory_reserve": args.memory_reserve,
         "zygote_max_children": args.zygote_max_children,
