@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -35,9 +34,8 @@ from typing import Any
 import httpx
 from tests.agents.scripted_model import ScriptedModel
 
+from benchmarks._common import RESULTS, nearest_rank
 from sessionpool.server.testing import ServerProcess
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = """
 [pools.default]
@@ -52,18 +50,13 @@ default_model = "scripted-hello"
 TOOLS = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
 
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def summary(samples: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples]
+    ms = sorted(s * 1000 for s in samples)
     return {
         "n": len(ms),
-        "p50_ms": round(pct(ms, 50), 2),
-        "p95_ms": round(pct(ms, 95), 2),
-        "p99_ms": round(pct(ms, 99), 2),
+        "p50_ms": round(nearest_rank(ms, 50), 2),
+        "p95_ms": round(nearest_rank(ms, 95), 2),
+        "p99_ms": round(nearest_rank(ms, 99), 2),
     }
 
 
@@ -168,7 +161,7 @@ def main() -> None:
     for key in ("concurrent_without_code", "concurrent_one_cell"):
         c = results[key]
         print(f"{key}: {c['runs']} runs in {c['wall_s']} s = {c['runs_per_s']} runs/s")
-    out = args.json or ROOT / "benchmarks" / "results" / f"agents-{dt.date.today()}.json"
+    out = args.json or RESULTS / f"agents-{dt.date.today()}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -51,13 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common
-from benchmarks._common import Bench, Check, Figure, PhaseMeter, Target, ms_since, nearest_rank
+from benchmarks._common import MB, Bench, Check, Figure, PhaseMeter, Target, ms_since, nearest_rank
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.pool import Pool
 from sessionpool.types import ExecutionResult, ExecutionStatus
-
-MB = 1_000_000  # memory is reported in decimal MB, as in the probes
 
 PANDAS_CELL = (
     "import pandas as pd, numpy as np; "

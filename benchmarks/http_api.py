@@ -57,12 +57,21 @@ from typing import Any
 import httpx
 
 from benchmarks import _common
-from benchmarks._common import Bench, Check, Figure, PhaseMeter, Target, cpu_times, ms_since
+from benchmarks._common import (
+    API_KEY,
+    API_VERSION,
+    SESSION_API_VERSION,
+    Bench,
+    Check,
+    Figure,
+    PhaseMeter,
+    Target,
+    cpu_times,
+    loop_factory,
+    ms_since,
+)
 from sessionpool.server.testing import ServerProcess
 
-API_VERSION = "2024-02-02-preview"
-SESSION_API_VERSION = "2025-02-02-preview"  # DELETE session lives in the executions family
-API_KEY = "bench-key-0123456789abcdef"
 #: the idle gap of the "after idle" diagnostics. On this machine kind (a VM whose idle vCPUs
 #: halt) any request that follows some milliseconds of idleness pays for waking the CPUs up
 IDLE_GAP_S = 0.1
@@ -293,7 +302,7 @@ class HttpBench(Bench):
                 with self.meter.phase("sessionpool.x_plus_1"):
                     self.roundtrip(client)
                 self.wait_ready(client)
-            runner = asyncio.Runner(loop_factory=_loop_factory())
+            runner = asyncio.Runner(loop_factory=loop_factory())
             with runner:
                 runner.run(self.concurrent(headers))
         except BaseException:
@@ -822,15 +831,6 @@ class HttpBench(Bench):
             )
         )
         await asyncio.gather(*(control.delete(self.session_url(WARM_POOL, i)) for i in idents))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop when installed (the server uses it too): less client overhead per request."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 # -- jupyter_client + ipykernel -------------------------------------------------------------------

@@ -42,9 +42,8 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks._common import RESULTS
 from sessionpool.server.testing import ServerProcess
-
-ROOT = Path(__file__).resolve().parents[1]
 
 NEW = "2025-10-02-preview"
 OLD = "2024-02-02-preview"
@@ -382,7 +381,7 @@ def main() -> int:
     report["problems"] = problems[:50]
     text = json.dumps(report, indent=2)
     print(text)
-    out = args.json or ROOT / "benchmarks" / "results" / f"soak-{dt.date.today().isoformat()}.json"
+    out = args.json or RESULTS / f"soak-{dt.date.today().isoformat()}.json"
     out.write_text(text + "\n")
     return 0 if not problems else 1
 

@@ -52,19 +52,16 @@ import tempfile
 import time
 from dataclasses import asdict
 
-from benchmarks import http_api as hb
 from benchmarks import suite_report as report
-from benchmarks._common import cpu_busy, loadavg
+from benchmarks._common import API_KEY, RESULTS, cpu_busy, loadavg, loop_factory, machine
 from benchmarks.engine import cgroup_favordynmods
 from benchmarks.suite_drivers import (
-    API_KEY,
     BURST,
     BURST_DEFAULT,
     BURST_READY,
     MAIN,
     MAIN_READY,
     PEER_PINS,
-    REPO,
     SCALE,
     SCALE_READY,
     GatewayDriver,
@@ -179,7 +176,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--skip-peers", action="store_true", help="sessionpool only")
     parser.add_argument(
         "--zygote-max-children",
@@ -204,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sessionpool-suite-"))
     t0 = time.perf_counter()
     try:
-        runner = asyncio.Runner(loop_factory=hb._loop_factory())
+        runner = asyncio.Runner(loop_factory=loop_factory())
         with runner:
             runner.run(run_all(args, sizes, res, workdir))
     finally:
@@ -214,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "date_utc": now.isoformat(timespec="seconds"),
         "quick": bool(args.quick),
         "sizes": asdict(sizes),
-        "python": sys.version.split()[0],
-        "kernel": os.uname().release,
-        "cpus": os.cpu_count(),
-        "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        **machine(),
         "cgroup_favordynmods": cgroup_favordynmods(),
         "cpu_busy_before": round(busy_before, 3),
         "loadavg_after": loadavg(),

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import ms_since
+from benchmarks._common import API_VERSION, SESSION_API_VERSION, logger, ms_since
 from benchmarks.engine import PANDAS_CELL, PLOT_CELL
 from benchmarks.http_api import check_execute, execute_body
 from sessionpool.server.testing import ServerProcess
@@ -42,10 +42,6 @@ PEER_PINS = [
     "pandas==3.1.1",
     "matplotlib==3.11.2",
 ]
-API_KEY = "bench-key-0123456789abcdef"
-API = "2024-02-02-preview"
-SESSION_API = "2025-02-02-preview"
-
 TTI_CELL = "import numpy, pandas; print(1)"
 X_CELL = "x += 1"
 DESCRIBE_CELL = PANDAS_CELL
@@ -56,11 +52,8 @@ MAIN_READY, BURST_READY, SCALE_READY = 16, 8, 8
 #: burst larger than it leaves requests hanging at the zygote's rotation (docs/benchmarks.md)
 BURST_DEFAULT = "burst-default"
 
-began = time.perf_counter()
-
-
-def log(text: str) -> None:
-    print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
+#: the suite's log, stamped with the seconds since the suite started
+log = logger(time.perf_counter())
 
 
 # -- drivers: one per system, the same interface ---------------------------------------------------
@@ -124,7 +117,7 @@ class SessionpoolDriver(Driver):
 
         await asyncio.gather(*(warm(c) for c in self.idle[-n:]))
 
-    def url(self, ident: str, what: str = "code/execute", api: str = API) -> str:
+    def url(self, ident: str, what: str = "code/execute", api: str = API_VERSION) -> str:
         return f"{self.server.endpoint(self.pool)}/{what}?identifier={ident}&api-version={api}"
 
     async def open(self) -> Any:
@@ -146,7 +139,7 @@ class SessionpoolDriver(Driver):
     async def close(self, session: Any) -> None:
         client, ident = session
         with contextlib.suppress(httpx.HTTPError):
-            await self.control.delete(self.url(ident, "session", SESSION_API))
+            await self.control.delete(self.url(ident, "session", SESSION_API_VERSION))
         self.idle.append(client)
 
     async def settle(self) -> None:

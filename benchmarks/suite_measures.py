@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import ms_since, nearest_rank
+from benchmarks._common import MB, SESSION_API_VERSION, ms_since, nearest_rank
 from benchmarks.engine import meminfo, parent_pid, uss_pss
 from benchmarks.http_api import descendants, execute_body
 from benchmarks.suite_drivers import (
     DESCRIBE_CELL,
     PNG_CELL,
-    SESSION_API,
     TTI_CELL,
     X_CELL,
     Driver,
@@ -41,7 +40,6 @@ from sessionpool.server.testing import ServerProcess
 STAGGER_S = 0.2
 #: a new session that has no answer by then counts as failed (and the suite goes on)
 REQUEST_TIMEOUT_S = 60.0
-MB = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -582,7 +580,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
         async def delete(s: Any) -> None:
             async with sem2:
                 with contextlib.suppress(httpx.HTTPError):
-                    await sp.control.delete(sp.url(s[1], "session", SESSION_API))
+                    await sp.control.delete(sp.url(s[1], "session", SESSION_API_VERSION))
 
         await asyncio.gather(*(delete(s) for s in live))
         await sp.close(probe)
