@@ -47,24 +47,24 @@ doctor: install
 # bench: the whole suite beside the peers (installed into .bench/peers); writes
 # benchmarks/results/<date>.{json,md,*.png} (docs/benchmarks.md explains them)
 bench: install
-	$(PY) benchmarks/suite.py
+	$(PY) -m benchmarks.suite
 
 bench-quick: install
-	$(PY) benchmarks/suite.py --quick
+	$(PY) -m benchmarks.suite --quick
 
 bench-engine: install
-	$(PY) benchmarks/engine.py
+	$(PY) -m benchmarks.engine
 
 bench-http: install
-	$(PY) benchmarks/http.py
+	$(PY) -m benchmarks.http_api
 
 # the agent loop's own cost (a scripted model that answers at once): Responses and Assistants
 bench-agents: install
-	$(PY) benchmarks/agents.py
+	$(PY) -m benchmarks.agents
 
 # soak: 100 sessions of random work against a real server; 10 minutes (MINUTES=2 to shorten)
 soak: install
-	$(PY) benchmarks/soak.py $(if $(MINUTES),--minutes $(MINUTES))
+	$(PY) -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,13 +1,9 @@
-"""What engine.py and http.py share: statistics, machine load, the ipykernel peer, the report.
-
-Not imported by name: ``benchmarks/http.py`` is named like the standard library's ``http``, so
-this folder stays off ``sys.path`` and the scripts load this file by path (``load_common`` in
-each), as the module ``bench__common``, once per process (suite.py reuses the same module).
-"""
+"""What the benchmark scripts share: statistics, machine load, the ipykernel peer, the report."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -22,6 +18,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: where the scripts write their results unless told otherwise
+RESULTS = Path(__file__).resolve().parent / "results"
+MB = 1_000_000  # memory is reported in decimal MB, as in the probes
+
+#: the key the benchmarks' servers accept, and the Azure API versions their calls use
+API_KEY = "bench-key-0123456789abcdef"
+API_VERSION = "2024-02-02-preview"
+SESSION_API_VERSION = "2025-02-02-preview"  # DELETE session lives in the executions family
 
 # -- statistics -----------------------------------------------------------------------------------
 
@@ -85,6 +90,24 @@ def ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def logger(began: float) -> Callable[[str], None]:
+    """A log to stderr, each line stamped with the seconds since ``began``."""
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop when installed (the server uses it too): less client overhead per request."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 # -- machine --------------------------------------------------------------------------------------
 
 
@@ -144,6 +167,16 @@ def package_version(name: str) -> str:
         return "?"
 
 
+def machine() -> dict[str, Any]:
+    """The interpreter, the kernel, the CPUs and the memory of this machine."""
+    return {
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+    }
+
+
 def machine_meta(
     args: argparse.Namespace,
     sizes: Any,
@@ -157,10 +190,7 @@ def machine_meta(
         "quick": bool(args.quick),
         "sizes": asdict(sizes),
         **after_sizes,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        **machine(),
         "versions": {name: package_version(name) for name in packages},
         **after_versions,
         "percentiles": "nearest-rank",
@@ -361,10 +391,7 @@ def main(
         return 2
     sizes = sizes_of(args.quick)
     began = time.perf_counter()
-
-    def log(text: str) -> None:
-        print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
-
+    log = logger(began)
     busy_before, load_before = machine_before(args, log)
     meter = PhaseMeter()
     parts = [measure(sizes, log, meter)]
@@ -480,11 +507,7 @@ def publish(table: str, doc: dict[str, Any], path: Path | None, stem: str) -> No
     print(table)
     print()
     print(json.dumps(doc, indent=2))
-    path = path or (
-        Path(__file__).resolve().parent
-        / "results"
-        / f"{stem}-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    )
+    path = path or RESULTS / f"{stem}-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nJSON written to {path}", file=sys.stderr)

@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
 """Agents benchmark: what the agent loop itself costs, with a model that answers at once.
 
-Run as ``.venv/bin/python benchmarks/agents.py [--quick] [--json PATH]`` (as root: the jail
-backend needs it). It starts the scripted chat-completions server of the test suite (replies
-in well under a millisecond, so the figures are sessionpool's overhead, not a model's) and a real
-``sessionpool serve`` child on loopback with the agents service on SQLite, then measures with
-``httpx`` (``time.perf_counter`` in this process, nearest-rank percentiles, warm-ups discarded):
+Run as ``.venv/bin/python -m benchmarks.agents [--quick] [--json PATH]`` from the repository
+root (as root: the jail backend needs it; the root is then on ``sys.path``, for ``tests``). It
+starts the scripted chat-completions server of the test suite (replies in well under a
+millisecond, so the figures are sessionpool's overhead, not a model's) and a real ``sessionpool
+serve`` child on loopback with the agents service on SQLite, then measures with ``httpx``
+(``time.perf_counter`` in this process, nearest-rank percentiles, warm-ups discarded):
 
 - **answer without code**: ``POST /v1/responses`` (no background) with a model that answers
   directly: conversation, message, run, one model call, the answer stored and returned.
@@ -26,23 +26,16 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-# this folder holds http.py, which would shadow the standard library's http package; the repo
-# root instead, for the scripted model that lives with the tests
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-sys.path.insert(0, str(ROOT))
+import httpx
+from tests.agents.scripted_model import ScriptedModel
 
-import httpx  # noqa: E402
-from tests.agents.scripted_model import ScriptedModel  # noqa: E402
-
-from sessionpool.server.testing import ServerProcess  # noqa: E402
+from benchmarks._common import RESULTS, nearest_rank
+from sessionpool.server.testing import ServerProcess
 
 CONFIG = """
 [pools.default]
@@ -57,18 +50,13 @@ default_model = "scripted-hello"
 TOOLS = [{"type": "code_interpreter", "container": {"type": "auto"}}]
 
 
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def summary(samples: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples]
+    ms = sorted(s * 1000 for s in samples)
     return {
         "n": len(ms),
-        "p50_ms": round(pct(ms, 50), 2),
-        "p95_ms": round(pct(ms, 95), 2),
-        "p99_ms": round(pct(ms, 99), 2),
+        "p50_ms": round(nearest_rank(ms, 50), 2),
+        "p95_ms": round(nearest_rank(ms, 95), 2),
+        "p99_ms": round(nearest_rank(ms, 99), 2),
     }
 
 
@@ -173,7 +161,7 @@ def main() -> None:
     for key in ("concurrent_without_code", "concurrent_one_cell"):
         c = results[key]
         print(f"{key}: {c['runs']} runs in {c['wall_s']} s = {c['runs_per_s']} runs/s")
-    out = args.json or ROOT / "benchmarks" / "results" / f"agents-{dt.date.today()}.json"
+    out = args.json or RESULTS / f"agents-{dt.date.today()}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Engine benchmark: sessionpool against jupyter_client + ipykernel, same machine, same run.
 
-Run as root (the jail backend needs it)::
+Run from the repository root, as root (the jail backend needs it)::
 
-    .venv/bin/python benchmarks/engine.py [--quick] [--json PATH] [--wait-quiet SECONDS]
+    .venv/bin/python -m benchmarks.engine [--quick] [--json PATH] [--wait-quiet SECONDS]
 
 Prints a Markdown table (figures, targets from issue 2 with PASS/MISS) and then the same as
 JSON, which is also written to ``--json`` or to ``benchmarks/results/engine-<UTC date>.json``.
@@ -40,7 +39,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import shutil
 import statistics
 import subprocess
@@ -50,40 +48,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from benchmarks import _common
+from benchmarks._common import MB, Bench, Check, Figure, PhaseMeter, Target, ms_since, nearest_rank
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.pool import Pool
 from sessionpool.types import ExecutionResult, ExecutionStatus
-
-
-def load_common() -> ModuleType:
-    """benchmarks/_common.py by path, once per process: this folder stays off sys.path (http.py
-    shadows the standard library's ``http``), so it cannot be imported by name."""
-    name = "bench__common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-common = load_common()
-# shared with http.py; suite.py reaches them as eng.<name> too
-Bench = common.Bench
-Check = common.Check
-Figure = common.Figure
-PhaseMeter = common.PhaseMeter
-Target = common.Target
-cpu_busy = common.cpu_busy
-loadavg = common.loadavg
-ms_since = common.ms_since
-nearest_rank = common.nearest_rank
-
-MB = 1_000_000  # memory is reported in decimal MB, as in the probes
 
 PANDAS_CELL = (
     "import pandas as pd, numpy as np; "
@@ -494,7 +466,7 @@ class SessionpoolBench(Bench):
 # -- jupyter_client + ipykernel -------------------------------------------------------------------
 
 
-class PeerBench(common.IpykernelPeer):
+class PeerBench(_common.IpykernelPeer):
     """jupyter_client + ipykernel: start, x += 1, PNG and memory."""
 
     def run(self) -> None:
@@ -638,7 +610,7 @@ def build_report(
 ) -> tuple[str, dict[str, Any]]:
     figures.sort(key=rank)
     uss_keys = [f.key for f in figures if f.key.startswith("sp.uss.")]
-    return common.build_report(
+    return _common.build_report(
         figures,
         TARGETS + uss_targets(uss_keys),
         meta,
@@ -657,7 +629,7 @@ def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         "numpy",
         "matplotlib",
     )
-    return common.machine_meta(
+    return _common.machine_meta(
         args,
         sizes,
         packages,
@@ -673,7 +645,7 @@ def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Benc
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(
+    return _common.main(
         __doc__,
         argv,
         "engine",

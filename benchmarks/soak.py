@@ -1,11 +1,9 @@
-#!/usr/bin/env python3
-# ruff: noqa: E402  (imports follow the sys.path fix below, as in benchmarks/http.py)
 """Soak: a real ``sessionpool serve`` under 100 sessions doing random work for a fixed time.
 
-Run as ``.venv/bin/python benchmarks/soak.py [--minutes 10] [--sessions 100] [--json PATH]``
-(as root: the jail backend needs it); ``make soak`` runs it with the defaults. Exit status 0
-when every check holds, 1 otherwise; the figures go to stdout and to ``--json`` or
-``benchmarks/results/soak-<UTC date>.json``.
+Run as ``.venv/bin/python -m benchmarks.soak [--minutes 10] [--sessions 100] [--json PATH]``
+from the repository root (as root: the jail backend needs it); ``make soak`` runs it with the
+defaults. Exit status 0 when every check holds, 1 otherwise; the figures go to stdout and to
+``--json`` or ``benchmarks/results/soak-<UTC date>.json``.
 
 Each of ``--sessions`` asyncio tasks owns one identifier and loops until the deadline, picking
 at random: ``x += 1`` (the state must follow), writing a file from code, uploading, downloading
@@ -26,22 +24,15 @@ Checks, printed with the figures:
 
 from __future__ import annotations
 
-import os
-import sys
-
-# benchmarks/http.py shadows the standard library's ``http`` when this folder is first on
-# sys.path (as it is for a script run from here): drop it before anything imports ``http``.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-os.environ["PYTHONSAFEPATH"] = "1"
-
 import argparse
 import asyncio
 import collections
 import datetime as dt
 import hashlib
 import json
+import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,9 +42,7 @@ from typing import Any
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
+from benchmarks._common import RESULTS
 from sessionpool.server.testing import ServerProcess
 
 NEW = "2025-10-02-preview"
@@ -392,7 +381,7 @@ def main() -> int:
     report["problems"] = problems[:50]
     text = json.dumps(report, indent=2)
     print(text)
-    out = args.json or ROOT / "benchmarks" / "results" / f"soak-{dt.date.today().isoformat()}.json"
+    out = args.json or RESULTS / f"soak-{dt.date.today().isoformat()}.json"
     out.write_text(text + "\n")
     return 0 if not problems else 1
 

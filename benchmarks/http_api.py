@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """HTTP benchmark: ``sessionpool serve`` over loopback against jupyter_client + ipykernel.
 
-Run as ``.venv/bin/python benchmarks/http.py [--quick] [--json PATH]`` (as root: the jail
-backend needs it). The script starts a real ``sessionpool serve`` child on a free loopback port
-(``ServerProcess``, the same path as production: settings, API key, uvicorn, the jail), prints a
-Markdown table and JSON, and writes the JSON to ``--json`` or to
+Run as ``.venv/bin/python -m benchmarks.http_api [--quick] [--json PATH]`` from the repository
+root (as root: the jail backend needs it). The script starts a real ``sessionpool serve`` child
+on a free loopback port (``ServerProcess``, the same path as production: settings, API key,
+uvicorn, the jail), prints a Markdown table and JSON, and writes the JSON to ``--json`` or to
 ``benchmarks/results/http-<UTC date>.json``.
 
 What is measured (``time.perf_counter`` wall times in this process, the client; percentiles are
@@ -39,62 +38,40 @@ connections spends milliseconds of CPU per request and measures itself more than
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
 import os
+import shutil
+import statistics
 import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# This file is named like the standard library's ``http`` package, and running it puts its
-# folder first on sys.path, where ``import http.client`` (httpx needs it) would find this file.
-# Drop that entry before anything imports ``http``, and keep child processes (the server, the
-# kernels) from ever adding their working directory either.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-os.environ["PYTHONSAFEPATH"] = "1"
+import httpx
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
+from benchmarks import _common
+from benchmarks._common import (
+    API_KEY,
+    API_VERSION,
+    SESSION_API_VERSION,
+    Bench,
+    Check,
+    Figure,
+    PhaseMeter,
+    Target,
+    cpu_times,
+    loop_factory,
+    ms_since,
+)
+from sessionpool.server.testing import ServerProcess
 
-import httpx  # noqa: E402
-
-from sessionpool.server.testing import ServerProcess  # noqa: E402
-
-
-def load_common() -> ModuleType:
-    """benchmarks/_common.py by path, once per process: this folder is off sys.path (above)."""
-    name = "bench__common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-common = load_common()
-# shared with engine.py
-Bench = common.Bench
-Check = common.Check
-Figure = common.Figure
-PhaseMeter = common.PhaseMeter
-Target = common.Target
-cpu_times = common.cpu_times
-ms_since = common.ms_since
-
-API_VERSION = "2024-02-02-preview"
-SESSION_API_VERSION = "2025-02-02-preview"  # DELETE session lives in the executions family
-API_KEY = "bench-key-0123456789abcdef"
 #: the idle gap of the "after idle" diagnostics. On this machine kind (a VM whose idle vCPUs
 #: halt) any request that follows some milliseconds of idleness pays for waking the CPUs up
 IDLE_GAP_S = 0.1
@@ -325,7 +302,7 @@ class HttpBench(Bench):
                 with self.meter.phase("sessionpool.x_plus_1"):
                     self.roundtrip(client)
                 self.wait_ready(client)
-            runner = asyncio.Runner(loop_factory=_loop_factory())
+            runner = asyncio.Runner(loop_factory=loop_factory())
             with runner:
                 runner.run(self.concurrent(headers))
         except BaseException:
@@ -856,19 +833,10 @@ class HttpBench(Bench):
         await asyncio.gather(*(control.delete(self.session_url(WARM_POOL, i)) for i in idents))
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop when installed (the server uses it too): less client overhead per request."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
 # -- jupyter_client + ipykernel -------------------------------------------------------------------
 
 
-class PeerBench(common.IpykernelPeer):
+class PeerBench(_common.IpykernelPeer):
     """jupyter_client + ipykernel: start and x += 1."""
 
     def run(self) -> None:
@@ -953,7 +921,7 @@ def build_report(
     figures: list[Figure], meta: dict[str, Any], extra: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     figures.sort(key=lambda f: ORDER.index(f.key) if f.key in ORDER else len(ORDER))
-    return common.build_report(
+    return _common.build_report(
         figures, TARGETS, meta, extra, after_targets=lambda by_key: cpu_lines(by_key, extra)
     )
 
@@ -976,7 +944,7 @@ def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         "client": "httpx, HTTP/1.1 keep-alive; sync Client for sequential figures, one "
         "AsyncClient on uvloop for the burst and throughput",
     }
-    return common.machine_meta(args, sizes, packages, after_sizes={}, after_versions=about)
+    return _common.machine_meta(args, sizes, packages, after_sizes={}, after_versions=about)
 
 
 def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Bench:
@@ -986,7 +954,7 @@ def measure(sizes: Sizes, log: Callable[[str], None], meter: PhaseMeter) -> Benc
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.main(
+    return _common.main(
         __doc__,
         argv,
         "http",

@@ -1,0 +1,681 @@
+"""What the suite measures, the same way on every system that has it.
+
+Time to interactive in its modes (``tti_modes``, ``bare_print``, ``sp_breakdown``), warm cells,
+throughput against concurrency; for sessionpool alone files and the scaling ramp up to admission
+control; ipykernel's memory. The sample sizes (``FULL``, ``QUICK``) and the results they fill
+(``Results``: rows, curves, extra facts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import statistics
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from benchmarks._common import MB, SESSION_API_VERSION, ms_since, nearest_rank
+from benchmarks.engine import meminfo, parent_pid, uss_pss
+from benchmarks.http_api import descendants, execute_body
+from benchmarks.suite_drivers import (
+    DESCRIBE_CELL,
+    PNG_CELL,
+    TTI_CELL,
+    X_CELL,
+    Driver,
+    IpykernelDriver,
+    SessionpoolDriver,
+    log,
+)
+from sessionpool.server.testing import ServerProcess
+
+STAGGER_S = 0.2
+#: a new session that has no answer by then counts as failed (and the suite goes on)
+REQUEST_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    seq: int  # sessionpool TTI, sequential
+    stagger: int
+    bursts: tuple[int, ...]
+    steady: int  # x += 1 samples
+    cells: int  # describe / PNG samples
+    files: int  # 10 MB upload + download
+    concurrency: tuple[int, ...]
+    window_s: float
+    peer_seq: int  # peers' TTI samples per mode (a kernel costs ~1 CPU-second)
+    peer_burst: int
+    peer_steady: int
+    peer_cells: int
+    peer_concurrency: tuple[int, ...]
+    peer_memory: int  # ipykernel kernels for the memory figure
+    steps: tuple[int, ...]  # live idle sessions of the scaling ramp (then +step_after)
+    step_after: int
+    scale_cap: int | None  # max_sessions of the scale pool (None: memory admission refuses)
+    ramp_budget_s: float
+    probe_allocs: int
+    probe_x: int
+
+
+FULL = Sizes(
+    seq=100,
+    stagger=50,
+    bursts=(100, 500),
+    steady=1000,
+    cells=50,
+    files=10,
+    concurrency=(1, 10, 50, 200),
+    window_s=3.0,
+    peer_seq=8,
+    peer_burst=8,
+    peer_steady=300,
+    peer_cells=15,
+    peer_concurrency=(1, 10),
+    peer_memory=8,
+    steps=(0, 100, 250, 500, 750, 1000),
+    step_after=250,
+    scale_cap=None,
+    ramp_budget_s=300.0,
+    probe_allocs=20,
+    probe_x=300,
+)
+QUICK = Sizes(
+    seq=20,
+    stagger=10,
+    bursts=(50,),
+    steady=200,
+    cells=10,
+    files=3,
+    concurrency=(1, 10, 50),
+    window_s=1.0,
+    peer_seq=2,
+    peer_burst=3,
+    peer_steady=50,
+    peer_cells=3,
+    peer_concurrency=(1, 4),
+    peer_memory=3,
+    steps=(0, 50, 100),
+    step_after=0,
+    scale_cap=110,
+    ramp_budget_s=40.0,
+    probe_allocs=10,
+    probe_x=100,
+)
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table: a distribution (ms) with its success rate, or a single value."""
+
+    metric: str
+    system: str
+    mode: str
+    samples: list[float] = field(default_factory=list, repr=False)
+    attempts: int = 0
+    value: float | None = None
+    unit: str = "ms"
+    note: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        values = sorted(self.samples)
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "system": self.system,
+            "mode": self.mode,
+            "unit": self.unit,
+            "note": self.note,
+        }
+        if self.value is not None:
+            return {**out, "value": self.value, "n": self.attempts}
+        return {
+            **out,
+            "n": self.attempts,
+            "succeeded": len(values),
+            "success_rate": len(values) / self.attempts if self.attempts else math.nan,
+            "p50": nearest_rank(values, 50),
+            "p95": nearest_rank(values, 95),
+            "p99": nearest_rank(values, 99),
+        }
+
+    def pct(self, p: float) -> float:
+        return float(nearest_rank(sorted(self.samples), p))
+
+
+class Results:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.curves: dict[str, list[dict[str, Any]]] = {}
+        self.extra: dict[str, Any] = {}
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        s = row.summary()
+        if row.value is not None:
+            log(f"  {row.system} {row.metric} [{row.mode}]: {row.value:,.1f} {row.unit}")
+        else:
+            log(
+                f"  {row.system} {row.metric} [{row.mode}]: {s['succeeded']}/{s['n']} ok, "
+                f"p50 {s['p50']:.2f} p95 {s['p95']:.2f} p99 {s['p99']:.2f} {row.unit}"
+            )
+        return row
+
+    def get(self, metric: str, system: str, mode: str = "sequential") -> Row | None:
+        for r in self.rows:
+            if (r.metric, r.system, r.mode) == (metric, system, mode):
+                return r
+        return None
+
+
+# -- measurements shared by every system -----------------------------------------------------------
+
+
+async def tti_sample(driver: Driver, keep: list[Any], cell: str = TTI_CELL) -> float:
+    t0 = time.perf_counter()
+    session = await driver.open()
+    keep.append(session)
+    out = await driver.run(session, cell)
+    elapsed = ms_since(t0)
+    if out.stdout != "1\n":
+        raise RuntimeError(f"{driver.name}: print(1) printed {out.stdout!r}")
+    return elapsed
+
+
+async def tti_modes(
+    res: Results,
+    driver: Driver,
+    seq: int,
+    stagger: int,
+    bursts: tuple[int, ...],
+    suffix: str = "",
+) -> None:
+    errors: Counter[str] = Counter()
+
+    async def guarded(keep: list[Any]) -> float | None:
+        try:
+            return await asyncio.wait_for(tti_sample(driver, keep), REQUEST_TIMEOUT_S)
+        except Exception as exc:  # a failed session counts against the success rate
+            errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+            return None
+
+    async def close_all(keep: list[Any]) -> None:
+        await asyncio.gather(*(driver.close(s) for s in keep), return_exceptions=True)
+
+    keep: list[Any] = []
+    if seq:
+        log(f"{driver.name}: time to interactive, sequential x{seq}")
+        samples: list[float] = []
+        await driver.prepare(1)
+        for _ in range(seq + 1):  # the first is a warm-up
+            await driver.settle()
+            got = await guarded(keep)
+            await close_all(keep)
+            keep.clear()
+            if got is not None:
+                samples.append(got)
+        res.add(Row("time to interactive", driver.name, "sequential", samples[1:], seq))
+
+    async def later(i: int) -> float | None:
+        await asyncio.sleep(i * STAGGER_S)
+        await driver.prepare(1)  # untimed: this agent's connection is fresh
+        return await guarded(keep)
+
+    if stagger:
+        log(f"{driver.name}: time to interactive, staggered x{stagger} every {STAGGER_S:g} s")
+        await driver.prepare(stagger)
+        await driver.settle()
+        got_all = await asyncio.gather(*(later(i) for i in range(stagger)))
+        await close_all(keep)
+        keep.clear()
+        res.add(
+            Row(
+                "time to interactive",
+                driver.name,
+                f"staggered {STAGGER_S * 1000:.0f} ms",
+                [g for g in got_all if g is not None],
+                stagger,
+            )
+        )
+    for n in bursts:
+        log(f"{driver.name}: time to interactive, burst of {n}")
+        await driver.prepare(n)
+        await driver.settle()
+        await asyncio.sleep(0.5)
+        keep = []
+        got_all = await asyncio.gather(*(guarded(keep) for _ in range(n)))
+        await close_all(keep)
+        res.add(
+            Row(
+                "time to interactive",
+                driver.name,
+                f"burst {n}{suffix}",
+                [g for g in got_all if g is not None],
+                n,
+            )
+        )
+    if errors:
+        res.extra.setdefault("tti_errors", {})[driver.name] = dict(errors)
+        log(f"  errors: {dict(errors)}")
+
+
+async def bare_print(res: Results, driver: Driver, n: int) -> None:
+    """Breakdown: new session -> print(1) without importing numpy/pandas (what the import adds
+    to time to interactive)."""
+    log(f"{driver.name}: new session -> print(1) without imports x{n}")
+    samples: list[float] = []
+    await driver.prepare(1)
+    for i in range(n + 1):
+        await driver.settle()
+        keep: list[Any] = []
+        try:
+            elapsed = await tti_sample(driver, keep, "print(1)")
+        finally:
+            await asyncio.gather(*(driver.close(s) for s in keep), return_exceptions=True)
+        if i:
+            samples.append(elapsed)
+    res.add(
+        Row(
+            "new session -> print(1), no imports (breakdown)", driver.name, "sequential", samples, n
+        )
+    )
+
+
+async def sp_breakdown(res: Results, sp: SessionpoolDriver, n: int) -> None:
+    """Where a sessionpool request's time goes: the HTTP floor (GET /healthz, no session),
+    the same after 200 ms idle (waking an idle vCPU), and a new session split into allocation
+    (GET files on a new identifier: allocates, runs nothing) and its first cell."""
+    log(f"sessionpool: breakdown x{n}")
+    await sp.prepare(1)
+    client = sp.idle[-1]
+    url = sp.server.url + "/healthz"
+    floor: list[float] = []
+    for i in range(n * 4 + 10):
+        t0 = time.perf_counter()
+        (await client.get(url)).raise_for_status()
+        if i >= 10:
+            floor.append(ms_since(t0))
+    res.add(
+        Row("HTTP floor: GET /healthz (breakdown)", "sessionpool", "back to back", floor, n * 4)
+    )
+    idle: list[float] = []
+    for _ in range(n):
+        await asyncio.sleep(0.2)
+        t0 = time.perf_counter()
+        (await client.get(url)).raise_for_status()
+        idle.append(ms_since(t0))
+    res.add(
+        Row("HTTP floor: GET /healthz (breakdown)", "sessionpool", "after 200 ms idle", idle, n)
+    )
+    alloc: list[float] = []
+    first: list[float] = []
+    for i in range(n + 1):
+        await sp.settle()
+        session = await sp.open()
+        _, ident = session
+        t0 = time.perf_counter()
+        r = await client.get(sp.url(ident, "files"))
+        t_alloc = ms_since(t0)
+        r.raise_for_status()
+        await sp.settle()
+        t0 = time.perf_counter()
+        await sp.run(session, TTI_CELL)
+        t_first = ms_since(t0)
+        await sp.close(session)
+        if i:
+            alloc.append(t_alloc)
+            first.append(t_first)
+    res.add(
+        Row(
+            "allocation only: GET files, new identifier (breakdown)",
+            "sessionpool",
+            "sequential",
+            alloc,
+            n,
+        )
+    )
+    res.add(
+        Row(
+            "first TTI cell of an allocated session (breakdown)",
+            "sessionpool",
+            "sequential",
+            first,
+            n,
+        )
+    )
+
+
+async def warm_cells(res: Results, driver: Driver, steady: int, cells: int) -> None:
+    log(f"{driver.name}: warm cells (x += 1 x{steady}, describe/PNG x{cells})")
+    await driver.prepare(1)
+    await driver.settle()
+    await asyncio.sleep(1.0)  # earlier sessions' teardown
+    session = await driver.open()
+    try:
+        await driver.run(session, "x = 0")
+        await driver.run(session, DESCRIBE_CELL)
+        for metric, code, n in (
+            ("warm x += 1", X_CELL, steady),
+            ("pandas df.describe() cell", DESCRIBE_CELL, cells),
+            ("matplotlib PNG cell", PNG_CELL, cells),
+        ):
+            samples: list[float] = []
+            warmup = max(2, n // 20)
+            for i in range(warmup + n):
+                t0 = time.perf_counter()
+                out = await driver.run(session, code)
+                elapsed = ms_since(t0)
+                if code == PNG_CELL and out.pngs < 1:
+                    raise RuntimeError(f"{driver.name}: the plot cell returned no PNG")
+                if i >= warmup:
+                    samples.append(elapsed)
+            res.add(Row(metric, driver.name, "sequential", samples, n))
+    finally:
+        await driver.close(session)
+
+
+async def load_window(
+    driver: Driver, sessions: list[Any], window: float
+) -> tuple[list[float], int, int, float, int]:
+    """Every session runs x += 1 back to back; (latencies, index at window start and end,
+    window seconds, failures)."""
+    state = {"stop": False, "failed": 0}
+    done: list[float] = []
+
+    async def worker(s: Any) -> None:
+        while not state["stop"]:
+            t0 = time.perf_counter()
+            try:
+                await driver.run(s, X_CELL)
+            except Exception:
+                state["failed"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            done.append(ms_since(t0))
+
+    tasks = [asyncio.create_task(worker(s)) for s in sessions]
+    await asyncio.sleep(min(1.0, window / 2))  # warm-up
+    n0, t0 = len(done), time.perf_counter()
+    await asyncio.sleep(window)
+    n1, elapsed = len(done), time.perf_counter() - t0
+    state["stop"] = True
+    await asyncio.gather(*tasks)
+    return done, n0, n1, elapsed, int(state["failed"])
+
+
+async def throughput(res: Results, driver: Driver, levels: tuple[int, ...], window: float) -> None:
+    for c in levels:
+        log(f"{driver.name}: throughput, {c} concurrent sessions x += 1 for {window:g} s")
+        await driver.prepare(c)
+        sessions = list(await asyncio.gather(*(driver.open() for _ in range(c))))
+        try:
+            await asyncio.gather(*(driver.run(s, "x = 0") for s in sessions))
+            done, n0, n1, elapsed, failed = await load_window(driver, sessions, window)
+            rate = (n1 - n0) / elapsed
+            res.add(
+                Row(
+                    "throughput (x += 1)",
+                    driver.name,
+                    f"{c} concurrent",
+                    value=rate,
+                    attempts=n1 - n0,
+                    unit="exec/s",
+                    note=f"{failed} failed",
+                )
+            )
+            res.add(Row("x += 1 under load", driver.name, f"{c} concurrent", done[n0:n1], n1 - n0))
+        finally:
+            await asyncio.gather(*(driver.close(s) for s in sessions), return_exceptions=True)
+
+
+# -- sessionpool only: files, scaling ramp ---------------------------------------------------------
+
+
+async def files(res: Results, sp: SessionpoolDriver, n: int) -> None:
+    log(f"sessionpool: 10 MB upload and download x{n}")
+    await sp.prepare(1)
+    session = await sp.open()
+    client, ident = session
+    data = os.urandom(10 * MB)
+    up: list[float] = []
+    down: list[float] = []
+    try:
+        for i in range(n + 1):
+            t0 = time.perf_counter()
+            r = await client.post(
+                sp.url(ident, "files/upload"),
+                files={"file": ("blob.bin", data, "application/octet-stream")},
+            )
+            t_up = ms_since(t0)
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"upload: HTTP {r.status_code}: {r.text[:300]}")
+            t0 = time.perf_counter()
+            r = await client.get(sp.url(ident, "files/content/blob.bin"))
+            t_down = ms_since(t0)
+            if r.status_code != 200 or len(r.content) != len(data):
+                raise RuntimeError(f"download: HTTP {r.status_code}, {len(r.content)} bytes")
+            if i:
+                up.append(t_up)
+                down.append(t_down)
+    finally:
+        await sp.close(session)
+    res.add(Row("10 MB upload", "sessionpool", "sequential", up, n))
+    res.add(Row("10 MB download", "sessionpool", "sequential", down, n))
+
+
+def session_pids(server: ServerProcess) -> list[int]:
+    """The session processes: the children of the server's zygotes (forked children inherit
+    the zygote's command line, so only the server's direct children are zygotes)."""
+    assert server.process is not None
+    below = descendants(server.process.pid)
+    zygotes: set[int] = set()
+    for pid in below:
+        with contextlib.suppress(OSError):
+            if parent_pid(pid) == server.process.pid:
+                with open(f"/proc/{pid}/cmdline") as f:
+                    if "sandbox.zygote" in f.read():
+                        zygotes.add(pid)
+    found = []
+    for pid in below:
+        with contextlib.suppress(OSError):
+            if parent_pid(pid) in zygotes:
+                found.append(pid)
+    return found
+
+
+def used_memory_gb() -> float:
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return (info["MemTotal"] - info["MemAvailable"]) / 1e9
+
+
+async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
+    """Idle sessions (each ran the pandas cell) added step by step until refused or out of
+    time; at each step allocation latency, x += 1 latency and memory."""
+    server = sp.server
+    live: list[Any] = []
+    points: list[dict[str, Any]] = []
+    refusal: dict[str, Any] | None = None
+    clients = [
+        httpx.AsyncClient(headers=sp.headers, timeout=300.0, verify=sp.ssl) for _ in range(16)
+    ]
+    await sp.prepare(2)
+    probe = await sp.open()
+    await sp.run(probe, "x = 0")
+    deadline = time.monotonic() + sizes.ramp_budget_s
+    steps = list(sizes.steps)
+    baseline_gb = used_memory_gb()
+
+    async def add_one(k: int) -> bool:
+        nonlocal refusal
+        ident = f"scale-{uuid.uuid4().hex[:12]}"
+        client = clients[k % len(clients)]
+        body = json.dumps(execute_body(DESCRIBE_CELL)).encode()
+        r = await client.post(sp.url(ident), content=body)
+        if r.status_code == 200:
+            live.append((client, ident))
+            return True
+        if refusal is None:
+            refusal = {
+                "at_live_sessions": len(live),
+                "http_status": r.status_code,
+                "error_code": r.headers.get("x-ms-error-code", ""),
+                "body": r.text[:300],
+                "used_memory_gb": round(used_memory_gb(), 2),
+            }
+        return False
+
+    sem = asyncio.Semaphore(16)
+
+    async def limited(k: int) -> bool:
+        async with sem:
+            return await add_one(k)
+
+    try:
+        while True:
+            target = steps.pop(0) if steps else (points[-1]["live"] + sizes.step_after)
+            if steps == [] and sizes.step_after == 0 and points and target <= points[-1]["live"]:
+                break
+            log(f"sessionpool scaling: -> {target} live idle sessions")
+            need = target - len(live)
+            if need > 0:
+                await asyncio.gather(*(limited(k) for k in range(need)))
+            await asyncio.sleep(1.0)
+            point = await scale_point(sp, probe, len(live), sizes, refused=refusal is not None)
+            point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
+            point["used_memory_gb"] = round(used_memory_gb(), 3)
+            point["added_memory_gb"] = round(point["used_memory_gb"] - baseline_gb, 3)
+            points.append(point)
+            log(
+                f"  live {point['live']}: alloc p50 {point['alloc_p50']:.2f} p99 "
+                f"{point['alloc_p99']:.2f} ms; x += 1 p50 {point['x_p50']:.2f} p99 "
+                f"{point['x_p99']:.2f} ms; USS/session {point['uss_mb_per_session']:.2f} MB; "
+                f"machine used {point['used_memory_gb']:.2f} GB"
+            )
+            if refusal is not None or time.monotonic() > deadline:
+                break
+            if not steps and sizes.step_after == 0:
+                break
+        if refusal is None and sizes.scale_cap is not None:  # show the refusal at the cap
+            await asyncio.gather(*(add_one(k) for k in range(sizes.scale_cap - len(live) + 2)))
+        alive = (await sp.control.get(server.url + "/healthz")).status_code == 200
+        if refusal is not None:
+            refusal["server_alive_after"] = alive
+            log(f"  refused at {refusal['at_live_sessions']} live sessions: {refusal}")
+        res.extra["scaling_refusal"] = refusal
+        res.extra["scaling_stopped_by"] = "refusal" if refusal else "time budget / last step"
+    finally:
+        log(f"sessionpool scaling: deleting {len(live)} sessions")
+        sem2 = asyncio.Semaphore(32)
+
+        async def delete(s: Any) -> None:
+            async with sem2:
+                with contextlib.suppress(httpx.HTTPError):
+                    await sp.control.delete(sp.url(s[1], "session", SESSION_API_VERSION))
+
+        await asyncio.gather(*(delete(s) for s in live))
+        await sp.close(probe)
+        for c in clients:
+            await c.aclose()
+    if points and points[-1]["uss_mb"]:
+        last = points[-1]
+        res.add(
+            Row(
+                "private memory (USS) per idle session",
+                "sessionpool",
+                f"{last['live']} sessions",
+                last["uss_mb"],
+                len(last["uss_mb"]),
+                unit="MB",
+                note="every session process at the last step (the pools' ready ones included)",
+            )
+        )
+    res.curves["scaling"] = [{k: v for k, v in p.items() if k != "uss_mb"} for p in points]
+    ok = [p for p in points if p["x_p99"] <= 10.0 and p.get("newest_kept_state") is not False]
+    res.extra["density_x_p99_10ms"] = max((p["live"] for p in ok), default=0)
+
+
+async def kept_state(sp: SessionpoolDriver, session: Any) -> bool:
+    """The newest session still has the DataFrame its first cell made: a session that lost its
+    interpreter (it was replaced) would answer quickly too, so latency alone proves nothing."""
+    try:
+        out = await sp.run(session, "print(len(df))")
+    except Exception as exc:
+        log(f"  the newest session lost its state: {exc}")
+        return False
+    return out.stdout.strip() == "1000"
+
+
+async def scale_point(
+    sp: SessionpoolDriver, probe: Any, live: int, sizes: Sizes, refused: bool
+) -> dict[str, Any]:
+    allocs: list[float] = []
+    await sp.prepare(1)
+    # where admission control refuses, a new session is refused (and the pools cannot refill,
+    # so /readyz stays 503): no allocation figure there
+    for _ in range(0 if refused else sizes.probe_allocs):
+        try:
+            await sp.settle()
+        except RuntimeError as exc:
+            log(f"  {exc}")
+        keep: list[Any] = []
+        try:
+            allocs.append(await tti_sample(sp, keep))
+        except Exception as exc:
+            log(f"  allocation at {live} live failed: {exc}")
+        await asyncio.gather(*(sp.close(s) for s in keep))
+    xs: list[float] = []
+    for i in range(sizes.probe_x + 20):
+        t0 = time.perf_counter()
+        await sp.run(probe, X_CELL)
+        if i >= 20:
+            xs.append(ms_since(t0))
+    pids = session_pids(sp.server)
+    uss = []
+    for pid in pids:
+        with contextlib.suppress(OSError, KeyError):
+            uss.append(uss_pss(pid)[0])
+    # the median session: at larger counts one that ran the pandas cell (the pools' few ready
+    # sessions have not)
+    per = statistics.median(uss) if live and uss else math.nan
+    allocs.sort()
+    xs.sort()
+    return {
+        "live": live,
+        "alloc_p50": nearest_rank(allocs, 50),
+        "alloc_p99": nearest_rank(allocs, 99),
+        "x_p50": nearest_rank(xs, 50),
+        "x_p99": nearest_rank(xs, 99),
+        "session_processes": len(pids),
+        "uss_mb": sorted(uss),
+        "uss_mb_per_session": per,
+    }
+
+
+async def ipykernel_memory(res: Results, n: int) -> None:
+    log(f"ipykernel: memory of {n} idle kernels after the pandas cell")
+    driver = IpykernelDriver()
+    before = meminfo()["MemAvailable"]
+    sessions = [await driver.open() for _ in range(n)]
+    try:
+        for s in sessions:
+            await driver.run(s, DESCRIBE_CELL)
+        await asyncio.sleep(1.0)
+        uss = [uss_pss(IpykernelDriver.pid(s))[0] for s in sessions]
+        drop = (before - meminfo()["MemAvailable"]) / n / MB
+    finally:
+        for s in sessions:
+            await driver.close(s)
+    res.add(
+        Row("private memory (USS) per idle session", "ipykernel", f"{n} kernels", uss, n, unit="MB")
+    )
+    res.extra["ipykernel_memavailable_drop_per_kernel_mb"] = drop
