@@ -37,20 +37,16 @@ system is opened and driven is in ``suite_drivers``, what is measured (and how m
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if not __package__:  # run by path, as `sessionpool bench` does: import from this checkout
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import asyncio
 import datetime as dt
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from benchmarks import suite_report as report
 from benchmarks._common import API_KEY, RESULTS, cpu_busy, loadavg, loop_factory, machine

@@ -22,14 +22,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run_suite(suite_args: list[str]) -> int:
-    """Run benchmarks/suite.py of a source checkout (the suite is not part of the package)."""
+    """Run the benchmark suite of a source checkout (``python -m benchmarks.suite`` from its
+    root: the suite is not part of the package)."""
     import subprocess
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "suite.py"
-    if not script.exists():
-        print(f"sessionpool bench needs a source checkout: {script} not found", file=sys.stderr)
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "suite.py").exists():
+        print(
+            f"sessionpool bench needs a source checkout: {root}/benchmarks not found",
+            file=sys.stderr,
+        )
         return 2
-    return subprocess.call([sys.executable, str(script), *suite_args])
+    return subprocess.call([sys.executable, "-m", "benchmarks.suite", *suite_args], cwd=root)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run the benchmark suite (benchmarks/suite.py; --quick for a short run)",
+        help="run the benchmark suite (benchmarks.suite; --quick for a short run)",
         add_help=False,
     )
     bench.add_argument("suite_args", nargs=argparse.REMAINDER)
