@@ -23,7 +23,8 @@ from urllib.parse import quote
 
 import httpx
 
-from sessionpool import __version__, paths
+from sessionpool import paths
+from sessionpool._version import __version__
 from sessionpool.client._exceptions import (
     AuthenticationError,
     ConnectionFailed,

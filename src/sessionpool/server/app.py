@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sessionpool import __version__
+from sessionpool._version import __version__
 from sessionpool.agents import AgentService
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError

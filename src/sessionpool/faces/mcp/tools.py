@@ -27,7 +27,7 @@ from mcp.types import (
 )
 from pydantic import AnyUrl
 
-from sessionpool import __version__
+from sessionpool._version import __version__
 from sessionpool.client import AsyncClient, AsyncSession, ExecutionTimeout, SessionLost
 from sessionpool.client._protocol import new_identifier
 
