@@ -232,7 +232,7 @@ async def test_runs_left_in_flight_are_failed_on_restart(
     # a run of another server sharing the database: not this server's to declare dead
     theirs = Run(id="run_theirs", conversation_id=conversation.id, model="m", owner="elsewhere")
     for run in (mine, theirs):
-        await first._insert("run", run, conversation.id, "run")
+        await first.records.insert(run, conversation.id, "run")
     await first.close()
     second = AgentService(dataclasses.replace(config), engine)
     await second.start()

@@ -140,14 +140,14 @@ class _Loop:
     async def set_run(self, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(self.run_, key, value)
-        await self.service._save("run", self.run_)
+        await self.service.records.save(self.run_)
         self.emit(RunEvent(kind="run", run=self.run_.model_copy(deep=True)))
 
     async def save_step(self, step: Step, new: bool = False) -> None:
         if new:
-            await self.service._insert("step", step, self.run_.id)
+            await self.service.records.insert(step, self.run_.id)
         else:
-            await self.service._save("step", step)
+            await self.service.records.save(step)
         self.emit(RunEvent(kind="step", step=step.model_copy(deep=True)))
 
     async def interrupt(self) -> None:
@@ -175,7 +175,7 @@ class _Loop:
                 message = self.writing[0]
                 message.status = MessageStatus.INCOMPLETE
                 message.content = [TextPart(text="".join(self.streamed))]
-                await self.service._save("message", message)
+                await self.service.records.save(message)
                 self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
                 self.writing = None
             for step in self.open_steps:
@@ -380,8 +380,8 @@ class _Loop:
                 purpose=FilePurpose.OUTPUT,
                 source="assistant",
             )
-            await service._db(service.store.put_blob, image.id, png)
-            await service._insert("file", image, tag=image.purpose)
+            await service.records.put_blob(image.id, png)
+            await service.records.insert(image, tag=image.purpose)
             call.outputs.append(ToolOutput(type="image", file_id=image.id))
             self.images.append(image.id)
         self.skipped.clear()
@@ -472,7 +472,7 @@ class _Loop:
         )
         self.open_steps.append(step)
         await self.save_step(step, new=True)
-        await self.service._insert("message", message, run.conversation_id, run.id)
+        await self.service.records.insert(message, run.conversation_id, run.id)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
         return message, step
 
@@ -492,7 +492,7 @@ class _Loop:
         message.content = parts
         message.status = MessageStatus.COMPLETED
         message.completed_at = now()
-        await self.service._save("message", message)
+        await self.service.records.save(message)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
         step.usage = usage
         step.status = StepStatus.COMPLETED

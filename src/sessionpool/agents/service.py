@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from collections.abc import AsyncIterator
+from typing import Any
 
 from sessionpool import errors
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.agents.llm import ChatModel
+from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
 from sessionpool.agents.types import (
     Agent,
@@ -51,11 +48,6 @@ from sessionpool.session import Session
 
 log = logging.getLogger("sessionpool.agents")
 
-M = TypeVar("M", bound=BaseModel)
-R = TypeVar("R")
-
-AnyRecord = Agent | Conversation | Message | Run | Step | StoredFile | Container
-
 #: how long a finished run's events stay replayable for late stream subscribers
 EVENT_HISTORY_SECONDS = 60.0
 
@@ -64,10 +56,8 @@ class AgentService:
     def __init__(self, config: AgentsConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.store = Store(config.database)
+        self.records = Records(Store(config.database))
         self.model = ChatModel(config)
-        # one thread: the event loop never blocks on the database, SQLite never sees two writers
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="agents-db")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._active: dict[str, str] = {}  # conversation id -> its run in flight
         self._cancel_requested: set[str] = set()
@@ -83,15 +73,10 @@ class AgentService:
     def _pool(self) -> Pool:
         return self.engine.pool(self.pool_name)
 
-    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
     async def start(self) -> None:
         """Open (and create) the database; mark runs a previous process left running as failed."""
-        await self._db(self.store.open)
-        for doc in await self._db(self.store.all, "run"):
-            run = Run.model_validate(doc)
+        await self.records.open()
+        for run in await self.records.all(Run):
             if not run.status.terminal and run.owner in (None, self.owner):
                 run.status = RunStatus.FAILED
                 run.failed_at = now()
@@ -99,8 +84,8 @@ class AgentService:
                     code="server_error",
                     message="the server restarted while this run was in progress; start a new run",
                 )
-                await self._save("run", run)
-        log.info("agents service ready (database %s)", _redact(self.store.url))
+                await self.records.save(run)
+        log.info("agents service ready (database %s)", _redact(self.records.store.url))
 
     async def close(self) -> None:
         """Cancel runs in flight (they end ``failed``: server shutting down), close the database."""
@@ -111,54 +96,7 @@ class AgentService:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         await self.model.close()
-        await self._db(self.store.close)
-        self._executor.shutdown(wait=True)
-
-    # --- generic record helpers -----------------------------------------------------------------
-
-    async def _load(self, kind: str, cls: type[M], record_id: str, label: str | None = None) -> M:
-        doc = await self._db(self.store.get, kind, record_id)
-        if doc is None:
-            raise errors.ObjectNotFound(label or kind, record_id)
-        return cls.model_validate(doc)
-
-    async def _insert(
-        self,
-        kind: str,
-        record: AnyRecord,
-        parent: str | None = None,
-        tag: str | None = None,
-    ) -> None:
-        await self._db(
-            self.store.insert,
-            kind,
-            record.id,
-            record.created_at,
-            record.model_dump(mode="json"),
-            parent,
-            tag,
-        )
-
-    async def _save(
-        self,
-        kind: str,
-        record: AnyRecord,
-    ) -> None:
-        await self._db(self.store.update, kind, record.id, record.model_dump(mode="json"))
-
-    async def _page(
-        self,
-        kind: str,
-        cls: type[M],
-        page: PageRequest,
-        parent: str | None = None,
-        tag: str | None = None,
-        exclude_tag: str | None = None,
-    ) -> Page[M]:
-        if not 1 <= page.limit <= 100:
-            raise errors.InvalidRequest("limit must be between 1 and 100", "limit")
-        docs, more = await self._db(self.store.page, kind, page, parent, tag, exclude_tag)
-        return Page[cls](items=[cls.model_validate(d) for d in docs], has_more=more)  # type: ignore[valid-type]
+        await self.records.close()
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -194,11 +132,11 @@ class AgentService:
             metadata=metadata or {},
             extra=extra or {},
         )
-        await self._insert("agent", agent)
+        await self.records.insert(agent)
         return agent
 
     async def get_agent(self, agent_id: str) -> Agent:
-        return await self._load("agent", Agent, agent_id)
+        return await self.records.load(Agent, agent_id)
 
     async def update_agent(self, agent_id: str, **changes: Any) -> Agent:
         """Set the given fields (same names as ``create_agent``); None values are ignored."""
@@ -213,21 +151,20 @@ class AgentService:
                 raise errors.InvalidRequest(f"an agent has no field {key!r}", key)
             data[key] = value
         updated = Agent.model_validate(data)
-        await self._save("agent", updated)
+        await self.records.save(updated)
         return updated
 
     async def list_agents(self, page: PageRequest) -> Page[Agent]:
-        return await self._page("agent", Agent, page)
+        return await self.records.page(Agent, page)
 
     async def delete_agent(self, agent_id: str) -> None:
         """404 if it does not exist."""
-        if not await self._db(self.store.delete, "agent", agent_id):
+        if not await self.records.delete(Agent, agent_id):
             raise errors.ObjectNotFound("agent", agent_id)
 
     async def agents_named(self, name: str) -> list[Agent]:
         """Every agent called ``name``, oldest first (Foundry's versions of one agent)."""
-        docs = await self._db(self.store.all, "agent")
-        return [Agent.model_validate(d) for d in docs if d.get("name") == name]
+        return [a for a in await self.records.all(Agent) if a.name == name]
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -244,30 +181,30 @@ class AgentService:
         record = StoredFile(
             id=new_id("file-"), filename=name, bytes=len(data), purpose=purpose or "assistants"
         )
-        await self._db(self.store.put_blob, record.id, data)
-        await self._insert("file", record, tag=record.purpose)
+        await self.records.put_blob(record.id, data)
+        await self.records.insert(record, tag=record.purpose)
         return record
 
     async def get_file(self, file_id: str) -> StoredFile:
-        return await self._load("file", StoredFile, file_id)
+        return await self.records.load(StoredFile, file_id)
 
     async def list_files(self, page: PageRequest, purpose: str | None = None) -> Page[StoredFile]:
         """Every file object (uploads and generated outputs), optionally of one purpose."""
-        return await self._page(
-            "file", StoredFile, page, tag=purpose, exclude_tag=FilePurpose.CONTAINER
+        return await self.records.page(
+            StoredFile, page, tag=purpose, exclude_tag=FilePurpose.CONTAINER
         )
 
     async def file_content(self, file_id: str) -> bytes:
         await self.get_file(file_id)
-        data = await self._db(self.store.get_blob, file_id)
+        data = await self.records.get_blob(file_id)
         if data is None:
             raise errors.ObjectNotFound("file content", file_id)
         return data
 
     async def delete_file(self, file_id: str) -> None:
-        if not await self._db(self.store.delete, "file", file_id):
+        if not await self.records.delete(StoredFile, file_id):
             raise errors.ObjectNotFound("file", file_id)
-        await self._db(self.store.delete_blob, file_id)
+        await self.records.delete_blob(file_id)
 
     # --- conversations (threads) and messages ---------------------------------------------------
 
@@ -289,7 +226,7 @@ class AgentService:
             file_ids=file_ids or [],
             extra=extra or {},
         )
-        await self._insert("conversation", conversation)
+        await self.records.insert(conversation)
         for item in messages or []:
             await self.add_message(
                 conversation.id,
@@ -301,7 +238,7 @@ class AgentService:
         return conversation
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
-        return await self._load("conversation", Conversation, conversation_id, "thread")
+        return await self.records.load(Conversation, conversation_id)
 
     async def update_conversation(
         self, conversation_id: str, *, metadata: dict[str, str] | None = None
@@ -309,7 +246,7 @@ class AgentService:
         conversation = await self.get_conversation(conversation_id)
         if metadata is not None:
             conversation.metadata = metadata
-            await self._save("conversation", conversation)
+            await self.records.save(conversation)
         return conversation
 
     async def delete_conversation(self, conversation_id: str) -> None:
@@ -319,10 +256,10 @@ class AgentService:
         if run_id is not None:  # stop it first, or it would write into what is deleted next
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
-        for rid in await self._db(self.store.delete_children, "run", conversation_id):
-            await self._db(self.store.delete_children, "step", rid)
-        await self._db(self.store.delete_children, "message", conversation_id)
-        await self._db(self.store.delete, "conversation", conversation_id)
+        for rid in await self.records.delete_children(Run, conversation_id):
+            await self.records.delete_children(Step, rid)
+        await self.records.delete_children(Message, conversation_id)
+        await self.records.delete(Conversation, conversation_id)
         if conversation.container_id and conversation.extra.get("auto_container", True):
             with contextlib.suppress(errors.ObjectNotFound):
                 await self.delete_container(conversation.container_id)
@@ -357,11 +294,11 @@ class AgentService:
             metadata=metadata or {},
             completed_at=now(),
         )
-        await self._insert("message", message, conversation_id)
+        await self.records.insert(message, conversation_id)
         return message
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message:
-        message = await self._load("message", Message, message_id)
+        message = await self.records.load(Message, message_id)
         if message.conversation_id != conversation_id:
             raise errors.ObjectNotFound("message", message_id)
         return message
@@ -370,12 +307,11 @@ class AgentService:
         self, conversation_id: str, page: PageRequest, run_id: str | None = None
     ) -> Page[Message]:
         await self.get_conversation(conversation_id)
-        return await self._page("message", Message, page, conversation_id, run_id)
+        return await self.records.page(Message, page, conversation_id, run_id)
 
     async def all_messages(self, conversation_id: str) -> list[Message]:
         """Every message of the conversation, oldest first."""
-        docs = await self._db(self.store.all, "message", conversation_id)
-        return [Message.model_validate(d) for d in docs]
+        return await self.records.all(Message, conversation_id)
 
     async def update_message(
         self, conversation_id: str, message_id: str, *, metadata: dict[str, str] | None = None
@@ -383,12 +319,12 @@ class AgentService:
         message = await self.get_message(conversation_id, message_id)
         if metadata is not None:
             message.metadata = metadata
-            await self._save("message", message)
+            await self.records.save(message)
         return message
 
     async def delete_message(self, conversation_id: str, message_id: str) -> None:
         await self.get_message(conversation_id, message_id)
-        await self._db(self.store.delete, "message", message_id)
+        await self.records.delete(Message, message_id)
 
     # --- runs -----------------------------------------------------------------------------------
 
@@ -461,7 +397,7 @@ class AgentService:
             raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
         self._active[conversation_id] = run.id
         try:
-            await self._insert("run", run, conversation_id, run.kind)
+            await self.records.insert(run, conversation_id, run.kind)
         except BaseException:
             self._active.pop(conversation_id, None)
             raise
@@ -477,7 +413,7 @@ class AgentService:
 
     async def get_run(self, run_id: str, conversation_id: str | None = None) -> Run:
         """404 also when ``conversation_id`` is given and the run is not in it."""
-        run = await self._load("run", Run, run_id)
+        run = await self.records.load(Run, run_id)
         if conversation_id is not None and run.conversation_id != conversation_id:
             raise errors.ObjectNotFound("run", run_id)
         return run
@@ -486,19 +422,18 @@ class AgentService:
         self, conversation_id: str, page: PageRequest, kind: str = "run"
     ) -> Page[Run]:
         await self.get_conversation(conversation_id)
-        return await self._page("run", Run, page, conversation_id, kind)
+        return await self.records.page(Run, page, conversation_id, kind)
 
     async def all_runs(self, conversation_id: str, kind: str = "run") -> list[Run]:
         """Every run of the conversation of one face's ``kind``, oldest first."""
-        docs = await self._db(self.store.all, "run", conversation_id, kind)
-        return [Run.model_validate(d) for d in docs]
+        return await self.records.all(Run, conversation_id, kind)
 
     async def update_run(
         self, run_id: str, conversation_id: str | None = None, *, metadata: dict[str, str]
     ) -> Run:
         run = await self.get_run(run_id, conversation_id)
         run.metadata = metadata
-        await self._save("run", run)
+        await self.records.save(run)
         return run
 
     async def cancel_run(self, run_id: str, conversation_id: str | None = None) -> Run:
@@ -512,7 +447,7 @@ class AgentService:
             return run
         self._cancel_requested.add(run_id)
         run.status = RunStatus.CANCELLING
-        await self._save("run", run)
+        await self.records.save(run)
         self._emit(run_id, RunEvent(kind="run", run=run.model_copy(deep=True)))
         task.cancel()
         return run
@@ -524,8 +459,8 @@ class AgentService:
         if not run.status.terminal and run_id in self._tasks:
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
-        await self._db(self.store.delete_children, "step", run_id)
-        await self._db(self.store.delete, "run", run_id)
+        await self.records.delete_children(Step, run_id)
+        await self.records.delete(Run, run_id)
 
     def cancel_requested(self, run_id: str) -> bool:
         return run_id in self._cancel_requested
@@ -598,10 +533,10 @@ class AgentService:
         self, run_id: str, page: PageRequest, conversation_id: str | None = None
     ) -> Page[Step]:
         await self.get_run(run_id, conversation_id)
-        return await self._page("step", Step, page, run_id)
+        return await self.records.page(Step, page, run_id)
 
     async def get_step(self, run_id: str, step_id: str) -> Step:
-        step = await self._load("step", Step, step_id, "run step")
+        step = await self.records.load(Step, step_id)
         if step.run_id != run_id:
             raise errors.ObjectNotFound("run step", step_id)
         return step
@@ -609,13 +544,11 @@ class AgentService:
     async def run_messages(self, run_id: str) -> list[Message]:
         """Messages a run created, oldest first."""
         run = await self.get_run(run_id)
-        docs = await self._db(self.store.all, "message", run.conversation_id, run_id)
-        return [Message.model_validate(d) for d in docs]
+        return await self.records.all(Message, run.conversation_id, run_id)
 
     async def run_steps(self, run_id: str) -> list[Step]:
         """All steps of a run, oldest first (for building Responses ``output``)."""
-        docs = await self._db(self.store.all, "step", run_id)
-        return [Step.model_validate(d) for d in docs]
+        return await self.records.all(Step, run_id)
 
     # --- containers -----------------------------------------------------------------------------
 
@@ -642,7 +575,7 @@ class AgentService:
             memory_limit=memory_limit,
             metadata=metadata or {},
         )
-        await self._insert("container", container)
+        await self.records.insert(container)
         for source in sources:
             await self.copy_into_container(container, source)
         return container
@@ -650,13 +583,13 @@ class AgentService:
     async def _expire_if_idle(self, container: Container) -> Container:
         if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
             container.status = ContainerStatus.EXPIRED
-            await self._save("container", container)
+            await self.records.save(container)
             await self._pool().delete(container.session_id)
         return container
 
     async def get_container(self, container_id: str) -> Container:
         """Status ``expired`` once idle past its expiry (then files are no longer served)."""
-        container = await self._load("container", Container, container_id)
+        container = await self.records.load(Container, container_id)
         return await self._expire_if_idle(container)
 
     async def _live_container(self, container_id: str) -> Container:
@@ -670,18 +603,18 @@ class AgentService:
         return container
 
     async def list_containers(self, page: PageRequest) -> Page[Container]:
-        result = await self._page("container", Container, page)
+        result = await self.records.page(Container, page)
         return Page[Container](
             items=[await self._expire_if_idle(c) for c in result.items], has_more=result.has_more
         )
 
     async def delete_container(self, container_id: str) -> None:
         """Ends its session and deletes its files."""
-        container = await self._load("container", Container, container_id)
+        container = await self.records.load(Container, container_id)
         await self._pool().delete(container.session_id)
-        for fid in await self._db(self.store.delete_children, "file", container.id):
-            await self._db(self.store.delete_blob, fid)
-        await self._db(self.store.delete, "container", container_id)
+        for fid in await self.records.delete_children(StoredFile, container.id):
+            await self.records.delete_blob(fid)
+        await self.records.delete(Container, container_id)
 
     async def container_for(self, conversation_id: str) -> Container:
         """The conversation's container, created on first use (or again after it expired)."""
@@ -694,7 +627,7 @@ class AgentService:
         container = await self.create_container(name=f"conversation {conversation_id}")
         conversation.container_id = container.id
         conversation.extra["auto_container"] = True
-        await self._save("conversation", conversation)
+        await self.records.save(conversation)
         return container
 
     async def bind_container(self, conversation_id: str, container_id: str) -> None:
@@ -703,7 +636,7 @@ class AgentService:
         if conversation.container_id != container_id:
             conversation.container_id = container_id
             conversation.extra["auto_container"] = False
-            await self._save("conversation", conversation)
+            await self.records.save(conversation)
 
     async def session_for(self, container: Container) -> Session:
         """The container's live session; a fresh one gets the container's files back."""
@@ -714,16 +647,15 @@ class AgentService:
             session = await pool.acquire(container.session_id)
             if fresh:
                 for record in await self.container_files(container.id):
-                    data = await self._db(self.store.get_blob, record.id)
+                    data = await self.records.get_blob(record.id)
                     if data is not None and record.path:
                         await session.write_file(_relative(record.path), data)
             container.last_active_at = now()
-            await self._save("container", container)
+            await self.records.save(container)
             return session
 
     async def container_files(self, container_id: str) -> list[StoredFile]:
-        docs = await self._db(self.store.all, "file", container_id)
-        return [StoredFile.model_validate(d) for d in docs]
+        return await self.records.all(StoredFile, container_id)
 
     async def copy_into_container(
         self, container: Container, source: StoredFile, session: Session | None = None
@@ -763,8 +695,8 @@ class AgentService:
             record = existing
             record.bytes = len(data)
             record.origin_id = origin_id or record.origin_id
-            await self._db(self.store.put_blob, record.id, data)
-            await self._save("file", record)
+            await self.records.put_blob(record.id, data)
+            await self.records.save(record)
         else:
             record = StoredFile(
                 id=new_id("cfile_"),
@@ -776,8 +708,8 @@ class AgentService:
                 source=source,  # type: ignore[arg-type]
                 origin_id=origin_id,
             )
-            await self._db(self.store.put_blob, record.id, data)
-            await self._insert("file", record, container.id, purpose)
+            await self.records.put_blob(record.id, data)
+            await self.records.insert(record, container.id, purpose)
         if write:
             if session is None and self._pool().get(container.session_id):
                 session = await self.session_for(container)
@@ -787,8 +719,8 @@ class AgentService:
 
     async def forget_container_file(self, record: StoredFile) -> None:
         """Drop the record (and bytes) of a container file that is gone from /mnt/data."""
-        await self._db(self.store.delete, "file", record.id)
-        await self._db(self.store.delete_blob, record.id)
+        await self.records.delete(StoredFile, record.id)
+        await self.records.delete_blob(record.id)
 
     async def add_container_file(
         self,
@@ -812,18 +744,18 @@ class AgentService:
 
     async def list_container_files(self, container_id: str, page: PageRequest) -> Page[StoredFile]:
         await self._live_container(container_id)
-        return await self._page("file", StoredFile, page, container_id)
+        return await self.records.page(StoredFile, page, container_id)
 
     async def get_container_file(self, container_id: str, file_id: str) -> StoredFile:
         await self._live_container(container_id)
-        record = await self._load("file", StoredFile, file_id, "container file")
+        record = await self.records.load(StoredFile, file_id, "container file")
         if record.container_id != container_id:
             raise errors.ObjectNotFound("container file", file_id)
         return record
 
     async def container_file_content(self, container_id: str, file_id: str) -> bytes:
         await self.get_container_file(container_id, file_id)
-        data = await self._db(self.store.get_blob, file_id)
+        data = await self.records.get_blob(file_id)
         if data is None:
             raise errors.ObjectNotFound("container file", file_id)
         return data
@@ -831,8 +763,8 @@ class AgentService:
     async def delete_container_file(self, container_id: str, file_id: str) -> None:
         container = await self._live_container(container_id)
         record = await self.get_container_file(container_id, file_id)
-        await self._db(self.store.delete, "file", file_id)
-        await self._db(self.store.delete_blob, file_id)
+        await self.records.delete(StoredFile, file_id)
+        await self.records.delete_blob(file_id)
         session = self._pool().get(container.session_id)
         if session is not None and record.path:
             with contextlib.suppress(errors.FileError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -29,7 +29,15 @@ def now() -> int:
 
 
 class Record(BaseModel):
-    """Base of every stored object: an id and a creation time."""
+    """Base of every stored object: an id and a creation time.
+
+    Each subclass names its ``record_kind``, the ``kind`` of its rows in the store: existing
+    databases hold these strings, so they never change. (Not ``kind``: a run has a field of
+    that name.) ``noun`` is what a missing one is called in an ObjectNotFound.
+    """
+
+    record_kind: ClassVar[str]
+    noun: ClassVar[str]
 
     id: str
     created_at: int = Field(default_factory=now)
@@ -41,6 +49,9 @@ class Record(BaseModel):
 
 class Agent(Record):
     """An agent definition (an Assistants ``assistant``, a Foundry agent version)."""
+
+    record_kind = "agent"
+    noun = "agent"
 
     model: str
     name: str | None = None
@@ -76,6 +87,9 @@ class StoredFile(Record):
     ``container_id`` and ``path`` (``/mnt/data/<name>``) set.
     """
 
+    record_kind = "file"
+    noun = "file"
+
     filename: str
     bytes: int
     purpose: str = FilePurpose.UPLOAD
@@ -99,6 +113,9 @@ class Container(Record):
     down, the next use starts a fresh one and copies the container's stored files back in.
     """
 
+    record_kind = "container"
+    noun = "container"
+
     name: str | None = None
     session_id: str
     status: ContainerStatus = ContainerStatus.RUNNING
@@ -117,6 +134,9 @@ class Container(Record):
 
 class Conversation(Record):
     """A thread (Assistants) or a conversation (Responses)."""
+
+    record_kind = "conversation"
+    noun = "thread"
 
     #: code-interpreter input files given when the thread was created
     file_ids: list[str] = Field(default_factory=list)
@@ -159,6 +179,9 @@ class MessageStatus(StrEnum):
 
 
 class Message(Record):
+    record_kind = "message"
+    noun = "message"
+
     conversation_id: str
     role: Literal["user", "assistant"]
     content: list[TextPart | ImagePart] = Field(default_factory=list)
@@ -229,6 +252,9 @@ class Usage(BaseModel):
 class Run(Record):
     """One agent turn: a run (Assistants) or a response (Responses)."""
 
+    record_kind = "run"
+    noun = "run"
+
     conversation_id: str
     agent_id: str | None = None
     #: which face created it; each face lists only its own kind
@@ -288,6 +314,9 @@ class CodeCall(BaseModel):
 
 class Step(Record):
     """A recorded step of a run: either code calls or the creation of the answer message."""
+
+    record_kind = "step"
+    noun = "run step"
 
     run_id: str
     conversation_id: str
