@@ -199,7 +199,7 @@ async def test_events_stream_the_whole_run(service: AgentService) -> None:
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
     kinds, statuses = [], []
-    async for event in service.events(run.id):
+    async for event in service.events.subscribe(run.id):
         kinds.append(event.kind)
         if event.run is not None:
             statuses.append(event.run.status)
@@ -207,7 +207,7 @@ async def test_events_stream_the_whole_run(service: AgentService) -> None:
     assert statuses[0] == RunStatus.QUEUED and statuses[-1] == RunStatus.COMPLETED
     assert RunStatus.IN_PROGRESS in statuses
     # a late subscriber gets the replay
-    replay = [e.kind async for e in service.events(run.id)]
+    replay = [e.kind async for e in service.events.subscribe(run.id)]
     assert replay == kinds
 
 
@@ -308,7 +308,7 @@ async def test_answers_stream_piece_by_piece(service: AgentService) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
-    events = [e async for e in service.events(run.id)]
+    events = [e async for e in service.events.subscribe(run.id)]
     deltas = [e for e in events if e.kind == "text_delta"]
     assert len(deltas) > 3  # the scripted model streams 16 characters at a time
     assert "".join(d.delta or "" for d in deltas) == CHART_ANSWER
@@ -358,7 +358,7 @@ async def test_a_model_that_cannot_stream_is_asked_without(
         conversation = await svc.create_conversation()
         await svc.add_message(conversation.id, role="user", content="chart")
         run = await svc.start_run(conversation.id, model="scripted-chart")
-        deltas = [e.delta async for e in svc.events(run.id) if e.kind == "text_delta"]
+        deltas = [e.delta async for e in svc.events.subscribe(run.id) if e.kind == "text_delta"]
         assert deltas == [CHART_ANSWER]
         assert "stream" not in scripted_model.requests[-1]
         assert (await svc.get_run(run.id)).status == RunStatus.COMPLETED

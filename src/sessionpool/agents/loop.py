@@ -91,7 +91,7 @@ async def execute_run(service: AgentService, run: Run) -> None:
         await loop.finish(RunStatus.FAILED, RunError(code=exc.code, message=exc.message))
     except asyncio.CancelledError:
         await loop.interrupt()
-        if service.cancel_requested(run.id):
+        if service.events.cancel_requested(run.id):
             await loop.finish(RunStatus.CANCELLED, None)
         else:
             await loop.finish(
@@ -135,7 +135,7 @@ class _Loop:
     # --- state changes ------------------------------------------------------------------------
 
     def emit(self, event: RunEvent) -> None:
-        self.service._emit(self.run_.id, event)
+        self.service.events.emit(self.run_.id, event)
 
     async def set_run(self, **changes: Any) -> None:
         for key, value in changes.items():

@@ -4,8 +4,8 @@ Faces call these coroutines with internal types and plain values, and translate 
 their wire formats. Errors are ``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound ->
 404, InvalidRequest -> 400, Conflict -> 409), already rendered by the server's error handlers.
 
-Runs execute in the background (``start_run``); ``wait_run`` and ``events`` let a face answer
-synchronously or stream. The agent loop itself lives in ``loop``.
+Runs execute in the background (``start_run``); ``wait_run`` and ``events.subscribe`` let a face
+answer synchronously or stream. The agent loop itself lives in ``loop``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sessionpool import errors
 from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.events import RunEvents
 from sessionpool.agents.llm import ChatModel
 from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
@@ -48,21 +48,15 @@ from sessionpool.session import Session
 
 log = logging.getLogger("sessionpool.agents")
 
-#: how long a finished run's events stay replayable for late stream subscribers
-EVENT_HISTORY_SECONDS = 60.0
-
 
 class AgentService:
     def __init__(self, config: AgentsConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
         self.records = Records(Store(config.database))
+        self.events = RunEvents(self.records)
         self.model = ChatModel(config)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._active: dict[str, str] = {}  # conversation id -> its run in flight
-        self._cancel_requested: set[str] = set()
-        self._history: dict[str, list[RunEvent]] = {}
-        self._subscribers: dict[str, list[asyncio.Queue[RunEvent]]] = {}
         self._container_locks: dict[str, asyncio.Lock] = {}
         self._closing = False
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
@@ -252,7 +246,7 @@ class AgentService:
     async def delete_conversation(self, conversation_id: str) -> None:
         """Deletes its messages, runs and steps too (files stay until deleted)."""
         conversation = await self.get_conversation(conversation_id)
-        run_id = self._active.get(conversation_id)
+        run_id = self.events.active_run(conversation_id)
         if run_id is not None:  # stop it first, or it would write into what is deleted next
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
@@ -275,9 +269,10 @@ class AgentService:
     ) -> Message:
         """Conflict while a run is active on the conversation (as Assistants v2 answers)."""
         await self.get_conversation(conversation_id)
-        if conversation_id in self._active:
+        active = self.events.active_run(conversation_id)
+        if active is not None:
             raise errors.Conflict(
-                f"thread {conversation_id!r} has an active run {self._active[conversation_id]!r}; "
+                f"thread {conversation_id!r} has an active run {active!r}; "
                 "wait until it finishes or cancel it before adding messages"
             )
         if role not in ("user", "assistant"):
@@ -365,10 +360,11 @@ class AgentService:
                 )
         if max_steps is not None and max_steps < 1:
             raise errors.InvalidRequest("max_steps must be at least 1", "max_steps")
-        if conversation_id in self._active:
+        active = self.events.active_run(conversation_id)
+        if active is not None:
             raise errors.Conflict(
-                f"thread {conversation_id!r} already has an active run "
-                f"{self._active[conversation_id]!r}; wait for it or cancel it"
+                f"thread {conversation_id!r} already has an active run {active!r}; "
+                "wait for it or cancel it"
             )
         text = instructions if instructions is not None else (agent.instructions if agent else None)
         if additional_instructions:
@@ -393,16 +389,17 @@ class AgentService:
             extra=extra or {},
             owner=self.owner,
         )
-        if self._closing or conversation_id in self._active:  # checked again after the awaits
+        # checked again after the awaits
+        if self._closing or self.events.active_run(conversation_id) is not None:
             raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
-        self._active[conversation_id] = run.id
+        self.events.claim(conversation_id, run.id)
         try:
             await self.records.insert(run, conversation_id, run.kind)
         except BaseException:
-            self._active.pop(conversation_id, None)
+            self.events.release(conversation_id)
             raise
-        self._history[run.id] = []
-        self._emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
+        self.events.open(run.id)
+        self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
         # imported here: loop imports this module's types at module level
         from sessionpool.agents.loop import execute_run
 
@@ -445,10 +442,10 @@ class AgentService:
         task = self._tasks.get(run_id)
         if run.status.terminal or task is None:
             return run
-        self._cancel_requested.add(run_id)
+        self.events.request_cancel(run_id)
         run.status = RunStatus.CANCELLING
         await self.records.save(run)
-        self._emit(run_id, RunEvent(kind="run", run=run.model_copy(deep=True)))
+        self.events.emit(run_id, RunEvent(kind="run", run=run.model_copy(deep=True)))
         task.cancel()
         return run
 
@@ -462,9 +459,6 @@ class AgentService:
         await self.records.delete_children(Step, run_id)
         await self.records.delete(Run, run_id)
 
-    def cancel_requested(self, run_id: str) -> bool:
-        return run_id in self._cancel_requested
-
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         """The run once it is terminal (or as it is when ``timeout`` passes)."""
         task = self._tasks.get(run_id)
@@ -472,62 +466,6 @@ class AgentService:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         return await self.get_run(run_id)
-
-    def events(self, run_id: str) -> AsyncIterator[RunEvent]:
-        """Events of a run from its start, ending with ``done``.
-
-        Everything since the run started is replayed first, so a face may subscribe at any
-        point while the run is in flight (and up to a minute after it ended).
-        """
-        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
-        history = list(self._history.get(run_id, []))
-        live = run_id in self._history
-        if live:
-            self._subscribers.setdefault(run_id, []).append(queue)
-        return self._drain(run_id, queue, history, live)
-
-    async def _drain(
-        self, run_id: str, queue: asyncio.Queue[RunEvent], history: list[RunEvent], live: bool
-    ) -> AsyncIterator[RunEvent]:
-        try:
-            for event in history:
-                yield event
-                if event.kind == "done":
-                    return
-            if not live:  # long finished: its final state, then done
-                yield RunEvent(kind="run", run=await self.get_run(run_id))
-                yield RunEvent(kind="done")
-                return
-            while True:
-                event = await queue.get()
-                yield event
-                if event.kind == "done":
-                    return
-        finally:
-            subscribers = self._subscribers.get(run_id)
-            if subscribers is not None and queue in subscribers:
-                subscribers.remove(queue)
-
-    def _emit(self, run_id: str, event: RunEvent) -> None:
-        history = self._history.get(run_id)
-        if history is not None:
-            history.append(event)
-        for queue in self._subscribers.get(run_id, []):
-            queue.put_nowait(event)
-        if event.kind == "done":
-            self._active_done(run_id)
-
-    def _active_done(self, run_id: str) -> None:
-        for conversation, active in list(self._active.items()):
-            if active == run_id:
-                del self._active[conversation]
-        self._cancel_requested.discard(run_id)
-
-        def forget() -> None:
-            self._history.pop(run_id, None)
-            self._subscribers.pop(run_id, None)
-
-        asyncio.get_running_loop().call_later(EVENT_HISTORY_SECONDS, forget)
 
     async def list_steps(
         self, run_id: str, page: PageRequest, conversation_id: str | None = None

@@ -294,7 +294,7 @@ async def _start(
     if not stream:
         return ok(wire.run(run), POLL_HEADERS)
     # subscribe before anything else awaits: the run starts when this task yields
-    events = svc.events(run.id)
+    events = svc.events.subscribe(run.id)
 
     async def final() -> Run:
         return await svc.get_run(run.id)

@@ -248,7 +248,7 @@ async def create_response(request: Request) -> Response:
 
     if req.stream:
         # subscribe before anything else awaits: the run has not started yet
-        events = svc.events(run.id)
+        events = svc.events.subscribe(run.id)
         first = await anext(events, None)
         return StreamingResponse(
             stream_response(svc, run, events, first, base),
@@ -327,7 +327,7 @@ async def get_response(request: Request, response_id: str) -> Response:
             starting_after = int(raw_after) if raw_after else -1
         except ValueError:
             raise InvalidRequest("starting_after must be an integer", "starting_after") from None
-        events = svc.events(run.id)
+        events = svc.events.subscribe(run.id)
         first = await anext(events, None)
         return StreamingResponse(
             stream_response(
