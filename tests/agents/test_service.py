@@ -78,7 +78,7 @@ async def test_chart_run_records_code_figure_files_and_annotated_answer(
     assert logs and "saved chart" in (logs[0] or "")
     images = [o.file_id for o in call.outputs if o.type == "image"]
     assert len(images) == 1 and images[0] is not None
-    assert (await service.file_content(images[0])).startswith(PNG)
+    assert (await service.files.content(images[0])).startswith(PNG)
 
     [message] = await service.run_messages(run.id)
     assert message.role == "assistant" and steps[1].message_id == message.id
@@ -91,16 +91,16 @@ async def test_chart_run_records_code_figure_files_and_annotated_answer(
         assert CHART_ANSWER[ann.start_index : ann.end_index] == ann.text
         assert ann.text == f"sandbox:/mnt/data/{ann.filename}"
     assert run.container_id is not None
-    png = await service.container_file_content(run.container_id, by_name["chart.png"].file_id)
+    png = await service.containers.file_content(run.container_id, by_name["chart.png"].file_id)
     assert png.startswith(PNG)
-    csv = await service.file_content(by_name["chart_data.csv"].file_id)
+    csv = await service.files.content(by_name["chart_data.csv"].file_id)
     assert b"Company B,2.5" in csv
-    generated = await service.list_files(PageRequest(limit=100), purpose="assistants_output")
+    generated = await service.files.page(PageRequest(limit=100), purpose="assistants_output")
     assert {by_name["chart.png"].file_id, images[0]} <= {f.id for f in generated.items}
 
 
 async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
-    upload = await service.create_file(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
+    upload = await service.files.create(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
     conversation = await service.create_conversation()
     await service.add_message(
         conversation.id, role="user", content="sum it", attachments=[upload.id]
@@ -112,7 +112,7 @@ async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
     assert message.text.startswith(READ_FILE_PREFIX)
     assert "X,7" in message.text and "42" in message.text  # the code read the uploaded bytes
     # staged once: a second run does not copy it again
-    files = await service.container_files(str(run.container_id))
+    files = await service.containers.all_files(str(run.container_id))
     assert [f.filename for f in files if f.origin_id == upload.id] == ["profits.csv"]
 
 
@@ -124,8 +124,8 @@ async def test_variables_persist_across_runs_of_a_conversation(
     first = await service.start_run(conversation.id, model="scripted-chart")
     first = await service.wait_run(first.id, timeout=60)
     assert first.container_id
-    container = await service.get_container(first.container_id)
-    session = await service.session_for(container)
+    container = await service.containers.get(first.container_id)
+    session = await service.containers.session_for(container)
     assert (await session.execute("companies")).result is not None  # the run's variable
     await service.add_message(conversation.id, role="user", content="hello again")
     second = await service.start_run(conversation.id, model="scripted-hello")
@@ -188,8 +188,8 @@ async def test_cancel_interrupts_running_code(service: AgentService) -> None:
     [step] = await service.run_steps(run.id)
     assert step.status == StepStatus.CANCELLED
     # the interpreter was interrupted, not left sleeping: the container answers at once
-    container = await service.get_container(str(done.container_id))
-    session = await service.session_for(container)
+    container = await service.containers.get(str(done.container_id))
+    session = await service.containers.session_for(container)
     result = await session.execute("1 + 1", timeout=5)
     assert result.result is not None and result.result.data["text/plain"] == "2"
 
@@ -215,9 +215,9 @@ async def test_container_files_come_back_after_the_session_cooled_down(
     service: AgentService,
 ) -> None:
     run = await run_to_end(service, "scripted-chart", "chart")
-    container = await service.get_container(str(run.container_id))
+    container = await service.containers.get(str(run.container_id))
     assert await service.engine.pool("default").delete(container.session_id)
-    session = await service.session_for(container)
+    session = await service.containers.session_for(container)
     assert (await session.read_file("chart_data.csv")).startswith(b"company,")
 
 
@@ -259,7 +259,7 @@ async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentSe
     with pytest.raises(errors.InvalidRequest):
         await service.list_agents(PageRequest(limit=0))
     with pytest.raises(errors.InvalidRequest):
-        await service.create_file(filename="..", data=b"x")
+        await service.files.create(filename="..", data=b"x")
 
 
 async def test_no_model_configured_fails_with_a_clear_error(engine: Engine, tmp_path: Path) -> None:
@@ -289,18 +289,18 @@ async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
 
 
 async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:
-    upload = await service.create_file(filename="in.csv", data=b"a,b\n1,2\n")
+    upload = await service.files.create(filename="in.csv", data=b"a,b\n1,2\n")
     conversation = await service.create_conversation(file_ids=[upload.id])
     await service.add_message(conversation.id, role="user", content="hi")
     run = await service.start_run(conversation.id, model="scripted-hello")
     run = await service.wait_run(run.id, timeout=30)
     assert run.status == RunStatus.COMPLETED and run.container_id
-    container = await service.get_container(run.container_id)
+    container = await service.containers.get(run.container_id)
     assert service.engine.pool("default").get(container.session_id) is None
     # the input was staged all the same, and reaches the session once code runs
-    [staged] = await service.container_files(container.id)
+    [staged] = await service.containers.all_files(container.id)
     assert staged.origin_id == upload.id
-    session = await service.session_for(container)
+    session = await service.containers.session_for(container)
     assert await session.read_file("in.csv") == b"a,b\n1,2\n"
 
 

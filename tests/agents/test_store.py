@@ -174,7 +174,7 @@ async def test_a_whole_run_persists_on_either_database(
         assert [m.role for m in messages.items] == ["assistant", "user"]
         steps = await second.run_steps(run.id)
         image = next(o for o in steps[0].tool_calls[0].outputs if o.type == "image")
-        assert image.file_id and (await second.file_content(image.file_id)).startswith(b"\x89PNG")
+        assert image.file_id and (await second.files.content(image.file_id)).startswith(b"\x89PNG")
         assert [a.id for a in await second.agents_named("charts")] == [agent.id]
     finally:
         await second.close()

@@ -286,8 +286,8 @@ class _Loop:
         """Bind the container, stage the input files, and build the chat transcript."""
         service, run = self.service, self.run_
         if run.container_id:
-            await service.bind_container(run.conversation_id, run.container_id)
-        self.container = await service.container_for(run.conversation_id)
+            await service.containers.bind(run.conversation_id, run.container_id)
+        self.container = await service.containers.for_conversation(run.conversation_id)
         if run.container_id != self.container.id:
             await self.set_run(container_id=self.container.id)
         # no session yet: a turn that runs no code never takes one from the pool; the first
@@ -302,16 +302,16 @@ class _Loop:
                 pass
         for message in messages:
             inputs += message.attachments
-        staged = {f.origin_id for f in await service.container_files(self.container.id)}
+        staged = {f.origin_id for f in await service.containers.all_files(self.container.id)}
         for fid in dict.fromkeys(inputs):
             if fid in staged:
                 continue
             try:
-                source = await service.get_file(fid)
+                source = await service.files.get(fid)
             except errors.ObjectNotFound:
                 continue  # deleted since it was attached
-            await service.copy_into_container(self.container, source)
-        files = [f.path for f in await service.container_files(self.container.id) if f.path]
+            await service.containers.copy_in(self.container, source)
+        files = [f.path for f in await service.containers.all_files(self.container.id) if f.path]
         system = [run.instructions or "", HINT]
         if files:
             system.append("Files in /mnt/data: " + ", ".join(sorted(files)))
@@ -367,7 +367,7 @@ class _Loop:
         """Run one code call; fill its outputs; the text the model gets back."""
         assert self.container is not None
         service = self.service
-        self.session = await service.session_for(self.container)
+        self.session = await service.containers.session_for(self.container)
         before = await _snapshot(self.session)
         result = await self.session.execute(call.code, timeout=service.config.tool_timeout_seconds)
         logs = format_logs(result)
@@ -380,8 +380,7 @@ class _Loop:
                 purpose=FilePurpose.OUTPUT,
                 source="assistant",
             )
-            await service.records.put_blob(image.id, png)
-            await service.records.insert(image, tag=image.purpose)
+            await service.files.add(image, png)
             call.outputs.append(ToolOutput(type="image", file_id=image.id))
             self.images.append(image.id)
         self.skipped.clear()
@@ -413,9 +412,9 @@ class _Loop:
         after = await _snapshot(self.session)
         gone = set(before) - set(after)
         if gone:
-            for record in await self.service.container_files(self.container.id):
+            for record in await self.service.containers.all_files(self.container.id):
                 if record.path and _relative_path(record.path) in gone:
-                    await self.service.forget_container_file(record)
+                    await self.service.containers.forget_file(record)
         written: list[StoredFile] = []
         budget = self.service.config.max_file_bytes
         for path, stamp in sorted(after.items()):
@@ -432,7 +431,7 @@ class _Loop:
                 self.skipped.append(path)
                 continue
             budget -= len(data)
-            record = await self.service.put_container_file(
+            record = await self.service.containers.put_file(
                 self.container,
                 path=f"/mnt/data/{path}",
                 data=data,
@@ -505,7 +504,7 @@ class _Loop:
         if self.container is None:
             return []
         by_path = {
-            f.path: f for f in await self.service.container_files(self.container.id) if f.path
+            f.path: f for f in await self.service.containers.all_files(self.container.id) if f.path
         }
         annotations = []
         for match in SANDBOX_LINK.finditer(text):

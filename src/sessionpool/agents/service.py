@@ -18,16 +18,16 @@ from typing import Any
 
 from sessionpool import errors
 from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.containers import Containers
 from sessionpool.agents.events import RunEvents
+from sessionpool.agents.files import Files
 from sessionpool.agents.llm import ChatModel
 from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
 from sessionpool.agents.types import (
     Agent,
-    Container,
     ContainerStatus,
     Conversation,
-    FilePurpose,
     Message,
     Page,
     PageRequest,
@@ -37,14 +37,11 @@ from sessionpool.agents.types import (
     RunEvent,
     RunStatus,
     Step,
-    StoredFile,
     TextPart,
     new_id,
     now,
 )
 from sessionpool.engine import Engine
-from sessionpool.pool import Pool
-from sessionpool.session import Session
 
 log = logging.getLogger("sessionpool.agents")
 
@@ -53,19 +50,18 @@ class AgentService:
     def __init__(self, config: AgentsConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.records = Records(Store(config.database))
-        self.events = RunEvents(self.records)
-        self.model = ChatModel(config)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._container_locks: dict[str, asyncio.Lock] = {}
-        self._closing = False
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
         self.pool_name = config.pool or (
             "default" if "default" in engine.pools else next(iter(engine.pools))
         )
-
-    def _pool(self) -> Pool:
-        return self.engine.pool(self.pool_name)
+        self.model = ChatModel(config)
+        # collaborators: faces use files, containers and events directly, the loop all of them
+        self.records = Records(Store(config.database))
+        self.events = RunEvents(self.records)
+        self.files = Files(config, self.records)
+        self.containers = Containers(config, self.records, self.files, engine, self.pool_name)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
 
     async def start(self) -> None:
         """Open (and create) the database; mark runs a previous process left running as failed."""
@@ -111,7 +107,7 @@ class AgentService:
     ) -> Agent:
         """``model`` None or empty means the configured default model. Unknown file ids -> 404."""
         for fid in file_ids or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         agent = Agent(
             id=new_id("asst_"),
             model=model or self.config.default_model,
@@ -136,7 +132,7 @@ class AgentService:
         """Set the given fields (same names as ``create_agent``); None values are ignored."""
         agent = await self.get_agent(agent_id)
         for fid in changes.get("file_ids") or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         data = agent.model_dump()
         for key, value in changes.items():
             if value is None:
@@ -160,46 +156,6 @@ class AgentService:
         """Every agent called ``name``, oldest first (Foundry's versions of one agent)."""
         return [a for a in await self.records.all(Agent) if a.name == name]
 
-    # --- files ----------------------------------------------------------------------------------
-
-    def _check_size(self, filename: str, data: bytes) -> None:
-        if len(data) > self.config.max_file_bytes:
-            raise errors.FileTooLarge(filename, self.config.max_file_bytes)
-
-    async def create_file(
-        self, *, filename: str, data: bytes, purpose: str = "assistants"
-    ) -> StoredFile:
-        """Store an uploaded file. Over-limit uploads -> FileTooLarge (413)."""
-        name = _clean_filename(filename)
-        self._check_size(name, data)
-        record = StoredFile(
-            id=new_id("file-"), filename=name, bytes=len(data), purpose=purpose or "assistants"
-        )
-        await self.records.put_blob(record.id, data)
-        await self.records.insert(record, tag=record.purpose)
-        return record
-
-    async def get_file(self, file_id: str) -> StoredFile:
-        return await self.records.load(StoredFile, file_id)
-
-    async def list_files(self, page: PageRequest, purpose: str | None = None) -> Page[StoredFile]:
-        """Every file object (uploads and generated outputs), optionally of one purpose."""
-        return await self.records.page(
-            StoredFile, page, tag=purpose, exclude_tag=FilePurpose.CONTAINER
-        )
-
-    async def file_content(self, file_id: str) -> bytes:
-        await self.get_file(file_id)
-        data = await self.records.get_blob(file_id)
-        if data is None:
-            raise errors.ObjectNotFound("file content", file_id)
-        return data
-
-    async def delete_file(self, file_id: str) -> None:
-        if not await self.records.delete(StoredFile, file_id):
-            raise errors.ObjectNotFound("file", file_id)
-        await self.records.delete_blob(file_id)
-
     # --- conversations (threads) and messages ---------------------------------------------------
 
     async def create_conversation(
@@ -213,7 +169,7 @@ class AgentService:
         """``messages`` items: ``{"role", "content": str | list[Part], "attachments": [file ids],
         "metadata"}`` added in order."""
         for fid in file_ids or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         conversation = Conversation(
             id=new_id("thread_"),
             metadata=metadata or {},
@@ -256,7 +212,7 @@ class AgentService:
         await self.records.delete(Conversation, conversation_id)
         if conversation.container_id and conversation.extra.get("auto_container", True):
             with contextlib.suppress(errors.ObjectNotFound):
-                await self.delete_container(conversation.container_id)
+                await self.containers.delete(conversation.container_id)
 
     async def add_message(
         self,
@@ -278,7 +234,7 @@ class AgentService:
         if role not in ("user", "assistant"):
             raise errors.InvalidRequest(f"role must be 'user' or 'assistant', got {role!r}", "role")
         for fid in attachments or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         parts: list[Part] = [TextPart(text=content)] if isinstance(content, str) else list(content)
         message = Message(
             id=new_id("msg_"),
@@ -353,7 +309,7 @@ class AgentService:
         conversation = await self.get_conversation(conversation_id)
         agent = await self.get_agent(agent_id) if agent_id else None
         if container_id is not None:
-            container = await self.get_container(container_id)
+            container = await self.containers.get(container_id)
             if container.status == ContainerStatus.EXPIRED:
                 raise errors.InvalidRequest(
                     f"container {container_id!r} has expired; create a new container", "container"
@@ -487,240 +443,6 @@ class AgentService:
     async def run_steps(self, run_id: str) -> list[Step]:
         """All steps of a run, oldest first (for building Responses ``output``)."""
         return await self.records.all(Step, run_id)
-
-    # --- containers -----------------------------------------------------------------------------
-
-    async def create_container(
-        self,
-        *,
-        name: str | None = None,
-        file_ids: list[str] | None = None,
-        expires_after_minutes: int | None = None,
-        memory_limit: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> Container:
-        """A new container; ``file_ids`` are copied into its /mnt/data."""
-        sources = [await self.get_file(fid) for fid in file_ids or []]
-        minutes = expires_after_minutes or self.config.container_expiry_minutes
-        if minutes < 1:
-            raise errors.InvalidRequest("expires_after.minutes must be at least 1", "expires_after")
-        cid = new_id("cntr_")
-        container = Container(
-            id=cid,
-            name=name,
-            session_id=cid,
-            expires_after_minutes=minutes,
-            memory_limit=memory_limit,
-            metadata=metadata or {},
-        )
-        await self.records.insert(container)
-        for source in sources:
-            await self.copy_into_container(container, source)
-        return container
-
-    async def _expire_if_idle(self, container: Container) -> Container:
-        if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
-            container.status = ContainerStatus.EXPIRED
-            await self.records.save(container)
-            await self._pool().delete(container.session_id)
-        return container
-
-    async def get_container(self, container_id: str) -> Container:
-        """Status ``expired`` once idle past its expiry (then files are no longer served)."""
-        container = await self.records.load(Container, container_id)
-        return await self._expire_if_idle(container)
-
-    async def _live_container(self, container_id: str) -> Container:
-        container = await self.get_container(container_id)
-        if container.status == ContainerStatus.EXPIRED:
-            raise errors.InvalidRequest(
-                f"container {container_id!r} expired after {container.expires_after_minutes} idle "
-                "minutes; its files are gone. Create a new container.",
-                "container_id",
-            )
-        return container
-
-    async def list_containers(self, page: PageRequest) -> Page[Container]:
-        result = await self.records.page(Container, page)
-        return Page[Container](
-            items=[await self._expire_if_idle(c) for c in result.items], has_more=result.has_more
-        )
-
-    async def delete_container(self, container_id: str) -> None:
-        """Ends its session and deletes its files."""
-        container = await self.records.load(Container, container_id)
-        await self._pool().delete(container.session_id)
-        for fid in await self.records.delete_children(StoredFile, container.id):
-            await self.records.delete_blob(fid)
-        await self.records.delete(Container, container_id)
-
-    async def container_for(self, conversation_id: str) -> Container:
-        """The conversation's container, created on first use (or again after it expired)."""
-        conversation = await self.get_conversation(conversation_id)
-        if conversation.container_id:
-            with contextlib.suppress(errors.ObjectNotFound):
-                container = await self.get_container(conversation.container_id)
-                if container.status == ContainerStatus.RUNNING:
-                    return container
-        container = await self.create_container(name=f"conversation {conversation_id}")
-        conversation.container_id = container.id
-        conversation.extra["auto_container"] = True
-        await self.records.save(conversation)
-        return container
-
-    async def bind_container(self, conversation_id: str, container_id: str) -> None:
-        """Make ``container_id`` the conversation's container (an explicit choice)."""
-        conversation = await self.get_conversation(conversation_id)
-        if conversation.container_id != container_id:
-            conversation.container_id = container_id
-            conversation.extra["auto_container"] = False
-            await self.records.save(conversation)
-
-    async def session_for(self, container: Container) -> Session:
-        """The container's live session; a fresh one gets the container's files back."""
-        lock = self._container_locks.setdefault(container.id, asyncio.Lock())
-        async with lock:
-            pool = self._pool()
-            fresh = pool.get(container.session_id) is None
-            session = await pool.acquire(container.session_id)
-            if fresh:
-                for record in await self.container_files(container.id):
-                    data = await self.records.get_blob(record.id)
-                    if data is not None and record.path:
-                        await session.write_file(_relative(record.path), data)
-            container.last_active_at = now()
-            await self.records.save(container)
-            return session
-
-    async def container_files(self, container_id: str) -> list[StoredFile]:
-        return await self.records.all(StoredFile, container_id)
-
-    async def copy_into_container(
-        self, container: Container, source: StoredFile, session: Session | None = None
-    ) -> StoredFile:
-        """The container's copy of file object ``source`` at /mnt/data/<its name>."""
-        data = await self.file_content(source.id)
-        return await self.put_container_file(
-            container,
-            path=f"/mnt/data/{source.filename}",
-            data=data,
-            source="user",
-            origin_id=source.id,
-            session=session,
-        )
-
-    async def put_container_file(
-        self,
-        container: Container,
-        *,
-        path: str,
-        data: bytes,
-        source: str,
-        origin_id: str | None = None,
-        session: Session | None = None,
-        write: bool = True,
-    ) -> StoredFile:
-        """Record (and, with ``write``, write into the live session) the file at ``path``.
-
-        One record per path: a file rewritten later keeps its id and gets the new bytes.
-        """
-        self._check_size(path, data)
-        existing = next(
-            (f for f in await self.container_files(container.id) if f.path == path), None
-        )
-        purpose = FilePurpose.OUTPUT if source == "assistant" else FilePurpose.CONTAINER
-        if existing is not None:
-            record = existing
-            record.bytes = len(data)
-            record.origin_id = origin_id or record.origin_id
-            await self.records.put_blob(record.id, data)
-            await self.records.save(record)
-        else:
-            record = StoredFile(
-                id=new_id("cfile_"),
-                filename=path.rsplit("/", 1)[-1],
-                bytes=len(data),
-                purpose=purpose,
-                container_id=container.id,
-                path=path,
-                source=source,  # type: ignore[arg-type]
-                origin_id=origin_id,
-            )
-            await self.records.put_blob(record.id, data)
-            await self.records.insert(record, container.id, purpose)
-        if write:
-            if session is None and self._pool().get(container.session_id):
-                session = await self.session_for(container)
-            if session is not None:
-                await session.write_file(_relative(path), data)
-        return record
-
-    async def forget_container_file(self, record: StoredFile) -> None:
-        """Drop the record (and bytes) of a container file that is gone from /mnt/data."""
-        await self.records.delete(StoredFile, record.id)
-        await self.records.delete_blob(record.id)
-
-    async def add_container_file(
-        self,
-        container_id: str,
-        *,
-        filename: str | None = None,
-        data: bytes | None = None,
-        file_id: str | None = None,
-    ) -> StoredFile:
-        """Upload bytes (``filename`` + ``data``) or copy an existing file (``file_id``) into
-        the container's /mnt/data. Returns the container file record (``path`` set)."""
-        container = await self._live_container(container_id)
-        if file_id is not None:
-            return await self.copy_into_container(container, await self.get_file(file_id))
-        if data is None or not filename:
-            raise errors.InvalidRequest("give a file upload or a file_id", "file")
-        name = _clean_filename(filename)
-        return await self.put_container_file(
-            container, path=f"/mnt/data/{name}", data=data, source="user"
-        )
-
-    async def list_container_files(self, container_id: str, page: PageRequest) -> Page[StoredFile]:
-        await self._live_container(container_id)
-        return await self.records.page(StoredFile, page, container_id)
-
-    async def get_container_file(self, container_id: str, file_id: str) -> StoredFile:
-        await self._live_container(container_id)
-        record = await self.records.load(StoredFile, file_id, "container file")
-        if record.container_id != container_id:
-            raise errors.ObjectNotFound("container file", file_id)
-        return record
-
-    async def container_file_content(self, container_id: str, file_id: str) -> bytes:
-        await self.get_container_file(container_id, file_id)
-        data = await self.records.get_blob(file_id)
-        if data is None:
-            raise errors.ObjectNotFound("container file", file_id)
-        return data
-
-    async def delete_container_file(self, container_id: str, file_id: str) -> None:
-        container = await self._live_container(container_id)
-        record = await self.get_container_file(container_id, file_id)
-        await self.records.delete(StoredFile, file_id)
-        await self.records.delete_blob(file_id)
-        session = self._pool().get(container.session_id)
-        if session is not None and record.path:
-            with contextlib.suppress(errors.FileError):
-                await session.delete_file(_relative(record.path))
-
-
-def _relative(path: str) -> str:
-    """``/mnt/data/a/b.csv`` -> ``a/b.csv`` (the session's file API is rooted at /mnt/data)."""
-    prefix = "/mnt/data/"
-    return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
-
-
-def _clean_filename(filename: str) -> str:
-    """The last component of an uploaded name, without NULs or path tricks."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip()
-    if name in ("", ".", ".."):
-        raise errors.InvalidRequest(f"invalid file name {filename!r}", "file")
-    return name[:255]
 
 
 def _redact(url: str) -> str:

@@ -109,8 +109,8 @@ async def image_urls(
         if file_id in urls:
             continue
         try:
-            f = await svc.get_file(file_id)
-            data = None if f.container_id else await svc.file_content(file_id)
+            f = await svc.files.get(file_id)
+            data = None if f.container_id else await svc.files.content(file_id)
         except ObjectNotFound:
             continue  # deleted since: the item keeps a (dead) container link
         urls[file_id] = wire.image_url(f, data, base_url=base_url)
@@ -146,11 +146,11 @@ async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Ag
 async def add_missing_files(svc: AgentService, container_id: str, file_ids: list[str]) -> None:
     """Copy the files into the container, skipping names it has already (an agent's tool
     resources come with every turn)."""
-    present = {f.filename for f in await svc.container_files(container_id)}
+    present = {f.filename for f in await svc.containers.all_files(container_id)}
     for file_id in file_ids:
-        stored = await svc.get_file(file_id)
+        stored = await svc.files.get(file_id)
         if stored.filename not in present:
-            await svc.add_container_file(container_id, file_id=file_id)
+            await svc.containers.add_file(container_id, file_id=file_id)
             present.add(stored.filename)
 
 
@@ -175,7 +175,7 @@ async def create_response(request: Request) -> Response:
             "give either conversation or previous_response_id, not both", "previous_response_id"
         )
     if spec.container_id is not None:
-        await svc.get_container(spec.container_id)  # 404 before anything is written
+        await svc.containers.get(spec.container_id)  # 404 before anything is written
     created = False
     if conversation_id:
         conv = await svc.get_conversation(conversation_id)
@@ -214,7 +214,7 @@ async def create_response(request: Request) -> Response:
         if spec.container_id is None and spec.auto and spec.file_ids:
             # the conversation's own container (made now, or kept from earlier turns: its
             # interpreter state stays) gets the files, once
-            container = await svc.container_for(conv.id)
+            container = await svc.containers.for_conversation(conv.id)
             await add_missing_files(svc, container.id, spec.file_ids)
         for m in parsed.messages:
             message = await svc.add_message(
@@ -475,7 +475,7 @@ async def create_container(request: Request) -> Response:
     minutes = req.expires_after.minutes if req.expires_after is not None else None
     if minutes is not None and minutes < 1:
         raise InvalidRequest("expires_after.minutes must be at least 1", "expires_after.minutes")
-    container = await svc.create_container(
+    container = await svc.containers.create(
         name=req.name,
         file_ids=req.file_ids,
         expires_after_minutes=minutes,
@@ -487,19 +487,19 @@ async def create_container(request: Request) -> Response:
 
 async def list_containers(request: Request) -> Response:
     svc = service(request)
-    page = await svc.list_containers(page_params(request))
+    page = await svc.containers.page(page_params(request))
     data = [wire.container_object(c) for c in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container(request: Request, container_id: str) -> Response:
     svc = service(request)
-    return ok(wire.container_object(await svc.get_container(container_id)))
+    return ok(wire.container_object(await svc.containers.get(container_id)))
 
 
 async def delete_container(request: Request, container_id: str) -> Response:
     svc = service(request)
-    await svc.delete_container(container_id)
+    await svc.containers.delete(container_id)
     return ok(wire.container_deleted(container_id))
 
 
@@ -510,36 +510,36 @@ async def create_container_file(request: Request, container_id: str) -> Response
         form = await read_upload(request, svc.config.max_file_bytes)
         file_id = form.fields.get("file_id")
         if form.data is not None:
-            stored = await svc.add_container_file(
+            stored = await svc.containers.add_file(
                 container_id, filename=form.filename or "upload", data=form.data
             )
         elif file_id:
-            stored = await svc.add_container_file(container_id, file_id=file_id)
+            stored = await svc.containers.add_file(container_id, file_id=file_id)
         else:
             raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
     else:
         req: wire.ContainerFileCreate = await parse(request, wire.ContainerFileCreate)
-        stored = await svc.add_container_file(container_id, file_id=req.file_id)
+        stored = await svc.containers.add_file(container_id, file_id=req.file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def list_container_files(request: Request, container_id: str) -> Response:
     svc = service(request)
-    page = await svc.list_container_files(container_id, page_params(request))
+    page = await svc.containers.page_files(container_id, page_params(request))
     data = [wire.container_file_object(f, container_id) for f in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container_file(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    stored = await svc.get_container_file(container_id, file_id)
+    stored = await svc.containers.get_file(container_id, file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def container_file_content(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    stored = await svc.get_container_file(container_id, file_id)
-    data = await svc.container_file_content(container_id, file_id)
+    stored = await svc.containers.get_file(container_id, file_id)
+    data = await svc.containers.file_content(container_id, file_id)
     media_type = mimetypes.guess_type(stored.filename)[0] or "application/octet-stream"
     name = stored.filename.replace('"', "")
     return Response(
@@ -551,7 +551,7 @@ async def container_file_content(request: Request, container_id: str, file_id: s
 
 async def delete_container_file(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    await svc.delete_container_file(container_id, file_id)
+    await svc.containers.delete_file(container_id, file_id)
     return ok(wire.container_file_deleted(file_id))
 
 
