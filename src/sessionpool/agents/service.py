@@ -22,6 +22,7 @@ from sessionpool.agents.containers import Containers
 from sessionpool.agents.events import RunEvents
 from sessionpool.agents.files import Files
 from sessionpool.agents.llm import ChatModel
+from sessionpool.agents.loop import Collaborators, execute_run
 from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
 from sessionpool.agents.types import (
@@ -60,6 +61,9 @@ class AgentService:
         self.events = RunEvents(self.records)
         self.files = Files(config, self.records)
         self.containers = Containers(config, self.records, self.files, engine, self.pool_name)
+        self._run_parts = Collaborators(
+            config, self.model, self.records, self.events, self.files, self.containers
+        )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
 
@@ -356,10 +360,7 @@ class AgentService:
             raise
         self.events.open(run.id)
         self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
-        # imported here: loop imports this module's types at module level
-        from sessionpool.agents.loop import execute_run
-
-        task = asyncio.get_running_loop().create_task(execute_run(self, run))
+        task = asyncio.get_running_loop().create_task(execute_run(self._run_parts, run))
         self._tasks[run.id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run.id, None))
         return run
