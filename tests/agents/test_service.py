@@ -11,12 +11,15 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sessionpool import errors
 from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.service import ResponseRequest
 from sessionpool.agents.types import (
+    Conversation,
     ImagePart,
     PageRequest,
     Run,
@@ -286,6 +289,59 @@ async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
         await service.get_run(run.id)
     assert await service.run_steps(run.id) == []
     assert (await service.get_message(run.conversation_id, message.id)).id == message.id
+
+
+def said(text: str) -> dict[str, Any]:
+    """A user message as ``ResponseRequest.messages`` takes it."""
+    return {"role": "user", "content": text, "attachments": []}
+
+
+async def test_responses_continue_their_conversation_and_copy_auto_container_files_once(
+    service: AgentService,
+) -> None:
+    upload = await service.files.create(filename="in.csv", data=b"a\n1\n")
+    turn = ResponseRequest(
+        messages=[said("hi")], model="scripted-hello", container_file_ids=[upload.id]
+    )
+    first = await service.wait_run((await service.start_response(turn)).id, timeout=60)
+    assert first.status == RunStatus.COMPLETED and first.kind == "response"
+    # code of the first turn rewrote the input: the next turn must not copy it in again
+    container = await service.containers.get(str(first.container_id))
+    await service.containers.put_file(
+        container, path="/mnt/data/in.csv", data=b"rewritten", source="assistant"
+    )
+    again = dataclasses.replace(turn, previous_response_id=first.id)
+    second = await service.wait_run((await service.start_response(again)).id, timeout=60)
+    assert second.status == RunStatus.COMPLETED
+    assert (second.conversation_id, second.container_id) == (
+        first.conversation_id,
+        first.container_id,
+    )
+    [copy] = await service.containers.all_files(str(first.container_id))
+    assert copy.origin_id == upload.id
+    assert await service.containers.file_content(container.id, copy.id) == b"rewritten"
+    messages = await service.all_messages(first.conversation_id)
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert second.input_message_ids == [messages[2].id]
+
+
+async def test_a_response_that_cannot_start_leaves_nothing_behind(service: AgentService) -> None:
+    doomed = ResponseRequest(messages=[said("one"), said("two")], agent_id="asst_nope")
+    with pytest.raises(errors.ObjectNotFound, match="asst_nope"):
+        await service.start_response(doomed)
+    assert await service.records.all(Conversation) == []  # the one made for it is gone
+    conversation = await service.create_conversation()
+    with pytest.raises(errors.ObjectNotFound, match="asst_nope"):
+        await service.start_response(dataclasses.replace(doomed, conversation_id=conversation.id))
+    assert await service.all_messages(conversation.id) == []  # the client's conversation stays
+    assert (await service.get_conversation(conversation.id)).id == conversation.id
+    run = await run_to_end(service, "scripted-hello", "an Assistants run, not a response")
+    with pytest.raises(errors.ObjectNotFound, match="response"):
+        await service.start_response(ResponseRequest(previous_response_id=run.id))
+    with pytest.raises(errors.InvalidRequest, match="not both"):
+        await service.start_response(
+            ResponseRequest(conversation_id=conversation.id, previous_response_id=run.id)
+        )
 
 
 async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:

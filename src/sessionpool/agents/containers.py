@@ -227,6 +227,16 @@ class Containers:
         name = clean_filename(filename)
         return await self.put_file(container, path=f"/mnt/data/{name}", data=data, source="user")
 
+    async def add_missing_files(self, container_id: str, file_ids: list[str]) -> None:
+        """Copy the files in, skipping names the container has already (an agent's tool
+        resources come with every turn)."""
+        present = {f.filename for f in await self.all_files(container_id)}
+        for file_id in file_ids:
+            stored = await self._files.get(file_id)
+            if stored.filename not in present:
+                await self.add_file(container_id, file_id=file_id)
+                present.add(stored.filename)
+
     async def page_files(self, container_id: str, page: PageRequest) -> Page[StoredFile]:
         await self._live(container_id)
         return await self._records.page(StoredFile, page, container_id)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 from sessionpool import errors
@@ -45,6 +46,34 @@ from sessionpool.agents.types import (
 from sessionpool.engine import Engine
 
 log = logging.getLogger("sessionpool.agents")
+
+
+@dataclass(frozen=True)
+class ResponseRequest:
+    """One Responses turn in internal terms, for ``AgentService.start_response``."""
+
+    #: input messages to add first, as ``create_conversation`` takes them
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    #: where the turn goes: this conversation, the one of that earlier response, or (neither)
+    #: a new conversation of its own
+    conversation_id: str | None = None
+    previous_response_id: str | None = None
+    agent_id: str | None = None
+    model: str | None = None
+    instructions: str | None = None
+    #: system and developer text of the input, after the conversation's own
+    input_instructions: list[str] = field(default_factory=list)
+    #: None: the agent's
+    tools: list[dict[str, Any]] | None = None
+    #: an explicit container, bound to the conversation
+    container_id: str | None = None
+    #: files for the conversation's own container, copied in unless it has one of that name
+    container_file_ids: list[str] = field(default_factory=list)
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: dict[str, str] | None = None
+    #: wire fields the face wants back verbatim
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentService:
@@ -365,11 +394,80 @@ class AgentService:
         task.add_done_callback(lambda _t: self._tasks.pop(run.id, None))
         return run
 
+    async def start_response(self, request: ResponseRequest) -> Run:
+        """Add a Responses turn's input to its conversation and start its run (kind response).
+
+        Should anything fail before the run starts, nothing of the turn stays behind: a
+        conversation made for it is deleted, the messages it added are removed.
+        """
+        if request.conversation_id and request.previous_response_id:
+            raise errors.InvalidRequest(
+                "give either conversation or previous_response_id, not both",
+                "previous_response_id",
+            )
+        if request.container_id is not None:
+            await self.containers.get(request.container_id)  # 404 before anything is written
+        created = False
+        if request.conversation_id:
+            conversation = await self.get_conversation(request.conversation_id)
+        elif request.previous_response_id:
+            previous = await self.get_response(request.previous_response_id)
+            conversation = await self.get_conversation(previous.conversation_id)
+        else:
+            conversation = await self.create_conversation(extra={"hidden": True})
+            created = True
+        instructions = [*conversation.extra.get("instructions", []), *request.input_instructions]
+        message_ids: list[str] = []
+        try:
+            if request.container_id is None and request.container_file_ids:
+                # the conversation's own container (made now, or kept from earlier turns: its
+                # interpreter state stays) gets the files, once
+                container = await self.containers.for_conversation(conversation.id)
+                await self.containers.add_missing_files(container.id, request.container_file_ids)
+            for m in request.messages:
+                message = await self.add_message(
+                    conversation.id,
+                    role=m["role"],
+                    content=m["content"],
+                    attachments=m["attachments"],
+                )
+                message_ids.append(message.id)
+            return await self.start_run(
+                conversation.id,
+                agent_id=request.agent_id,
+                kind="response",
+                model=request.model,
+                instructions=request.instructions,
+                additional_instructions="\n\n".join(instructions) or None,
+                tools=request.tools,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                container_id=request.container_id,
+                metadata=request.metadata,
+                input_message_ids=message_ids,
+                extra=request.extra,
+            )
+        except errors.SessionpoolError:
+            if created:
+                await self.delete_conversation(conversation.id)
+            else:
+                for mid in message_ids:
+                    with contextlib.suppress(errors.SessionpoolError):
+                        await self.delete_message(conversation.id, mid)
+            raise
+
     async def get_run(self, run_id: str, conversation_id: str | None = None) -> Run:
         """404 also when ``conversation_id`` is given and the run is not in it."""
         run = await self.records.load(Run, run_id)
         if conversation_id is not None and run.conversation_id != conversation_id:
             raise errors.ObjectNotFound("run", run_id)
+        return run
+
+    async def get_response(self, response_id: str) -> Run:
+        """A run the Responses face started (404 for an Assistants run)."""
+        run = await self.get_run(response_id)
+        if run.kind != "response":
+            raise errors.ObjectNotFound("response", response_id)
         return run
 
     async def list_runs(

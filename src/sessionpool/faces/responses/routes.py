@@ -9,7 +9,6 @@ errors (ObjectNotFound, InvalidRequest, Conflict) are rendered by the server's h
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sessionpool.agents.service import AgentService
+from sessionpool.agents.service import AgentService, ResponseRequest
 from sessionpool.agents.types import (
     Agent,
     Message,
@@ -93,13 +92,6 @@ def ok(data: Any) -> JSONResponse:
     return JSONResponse(data)
 
 
-async def get_response_run(svc: AgentService, response_id: str) -> Run:
-    run = await svc.get_run(response_id)
-    if run.kind != "response":
-        raise ObjectNotFound("response", response_id)
-    return run
-
-
 async def image_urls(
     svc: AgentService, steps: list[Step], base_url: str, known: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -143,55 +135,16 @@ async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Ag
     return found[-1]  # oldest first: the last is the newest
 
 
-async def add_missing_files(svc: AgentService, container_id: str, file_ids: list[str]) -> None:
-    """Copy the files into the container, skipping names it has already (an agent's tool
-    resources come with every turn)."""
-    present = {f.filename for f in await svc.containers.all_files(container_id)}
-    for file_id in file_ids:
-        stored = await svc.files.get(file_id)
-        if stored.filename not in present:
-            await svc.containers.add_file(container_id, file_id=file_id)
-            present.add(stored.filename)
-
-
-async def create_response(request: Request) -> Response:
-    svc = service(request)
-    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
-    base = api_base(request)
-    parsed = wire.parse_input(req.input)
-
-    agent: Agent | None = None
-    ref = req.agent_name
-    if ref is not None:
-        agent = await resolve_agent(svc, *ref)
-    wire_tools: list[dict[str, Any]] | None = req.tools
-    if wire_tools is None and agent is not None:
-        wire_tools = agent.tools
-    spec = wire.parse_tools(wire_tools)
-
-    conversation_id = req.conversation_id
-    if conversation_id and req.previous_response_id:
-        raise InvalidRequest(
-            "give either conversation or previous_response_id, not both", "previous_response_id"
-        )
-    if spec.container_id is not None:
-        await svc.containers.get(spec.container_id)  # 404 before anything is written
-    created = False
-    if conversation_id:
-        conv = await svc.get_conversation(conversation_id)
-    elif req.previous_response_id:
-        previous = await get_response_run(svc, req.previous_response_id)
-        conv = await svc.get_conversation(previous.conversation_id)
-    else:
-        conv = await svc.create_conversation(extra={"hidden": True})
-        created = True
-
+def echo_fields(
+    req: wire.ResponseCreate, tools: list[dict[str, Any]] | None, agent: Agent | None
+) -> dict[str, Any]:
+    """What the response object gives back as it was asked (``Run.extra``)."""
     extra: dict[str, Any] = {
         "background": bool(req.background),
         "store": req.store if req.store is not None else True,
-        "tools": wire_tools or [],
+        "tools": tools or [],
         "previous_response_id": req.previous_response_id,
-        "conversation": conv.id if conversation_id else None,
+        "conversation": req.conversation_id,
     }
     for key in (
         "tool_choice",
@@ -207,45 +160,40 @@ async def create_response(request: Request) -> Response:
             extra[key] = value
     if agent is not None:
         extra["agent_reference"] = {"type": "agent_reference", "name": agent.name}
-    extra_instructions = [*conv.extra.get("instructions", []), *parsed.instructions]
+    return extra
 
-    message_ids: list[str] = []
-    try:
-        if spec.container_id is None and spec.auto and spec.file_ids:
-            # the conversation's own container (made now, or kept from earlier turns: its
-            # interpreter state stays) gets the files, once
-            container = await svc.containers.for_conversation(conv.id)
-            await add_missing_files(svc, container.id, spec.file_ids)
-        for m in parsed.messages:
-            message = await svc.add_message(
-                conv.id, role=m["role"], content=m["content"], attachments=m["attachments"]
-            )
-            message_ids.append(message.id)
-        run = await svc.start_run(
-            conv.id,
+
+async def create_response(request: Request) -> Response:
+    svc = service(request)
+    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
+    base = api_base(request)
+    parsed = wire.parse_input(req.input)
+    agent: Agent | None = None
+    ref = req.agent_name
+    if ref is not None:
+        agent = await resolve_agent(svc, *ref)
+    wire_tools: list[dict[str, Any]] | None = req.tools
+    if wire_tools is None and agent is not None:
+        wire_tools = agent.tools
+    spec = wire.parse_tools(wire_tools)
+    run = await svc.start_response(
+        ResponseRequest(
+            messages=parsed.messages,
+            conversation_id=req.conversation_id,
+            previous_response_id=req.previous_response_id,
             agent_id=agent.id if agent is not None else None,
-            kind="response",
             model=req.model,
             instructions=req.instructions,
-            additional_instructions="\n\n".join(extra_instructions) or None,
+            input_instructions=parsed.instructions,
             tools=spec.tools if (spec.tools or agent is None) else None,
+            container_id=spec.container_id,
+            container_file_ids=spec.file_ids if spec.auto else [],
             temperature=req.temperature,
             top_p=req.top_p,
-            container_id=spec.container_id,
             metadata=req.metadata,
-            input_message_ids=message_ids,
-            extra=extra,
+            extra=echo_fields(req, wire_tools, agent),
         )
-    except SessionpoolError:
-        # nothing of a response that never started stays behind
-        if created:
-            await svc.delete_conversation(conv.id)
-        else:
-            for mid in message_ids:
-                with contextlib.suppress(SessionpoolError):
-                    await svc.delete_message(conv.id, mid)
-        raise
-
+    )
     if req.stream:
         # subscribe before anything else awaits: the run has not started yet
         events = svc.events.subscribe(run.id)
@@ -320,7 +268,7 @@ async def _stream_events(
 async def get_response(request: Request, response_id: str) -> Response:
     """The response; with ``stream=true``, its events again (from ``starting_after`` on)."""
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     if request.query_params.get("stream", "").lower() == "true":
         raw_after = request.query_params.get("starting_after", "")
         try:
@@ -346,14 +294,14 @@ async def get_response(request: Request, response_id: str) -> Response:
 
 async def delete_response(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     await svc.delete_run(run.id)
     return ok(wire.response_deleted(run.id))
 
 
 async def cancel_response(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     if not run.status.terminal:
         await svc.cancel_run(run.id)
         run = await svc.wait_run(run.id, timeout=CANCEL_WAIT_SECONDS)
@@ -362,7 +310,7 @@ async def cancel_response(request: Request, response_id: str) -> Response:
 
 async def list_input_items(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     page = page_params(request)
     items: list[dict[str, Any]] = []
     for mid in run.input_message_ids:
