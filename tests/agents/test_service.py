@@ -344,6 +344,38 @@ async def test_a_response_that_cannot_start_leaves_nothing_behind(service: Agent
         )
 
 
+async def test_a_conversation_stored_with_its_flags_in_extra_keeps_their_meaning(
+    service: AgentService,
+) -> None:
+    """Earlier versions kept auto_container and a conversation's instructions in ``extra``."""
+    chosen = await service.containers.create(name="chosen by the client")
+    made = await service.containers.create(name="made for the conversation")
+    for cid, container, auto in (("thread_chose", chosen, False), ("thread_made", made, True)):
+        extra = {"auto_container": auto, "instructions": ["Answer briefly."], "hidden": True}
+        body = {"id": cid, "created_at": 1, "container_id": container.id, "extra": extra}
+        service.records.store.insert("conversation", cid, 1, body)
+    old = await service.get_conversation("thread_chose")
+    assert (old.auto_container, old.instructions, old.extra) == (
+        False,
+        ["Answer briefly."],
+        {"hidden": True},
+    )
+    turn = ResponseRequest(
+        messages=[said("hi")],
+        conversation_id="thread_chose",
+        model="scripted-hello",
+        instructions="Be kind.",
+    )
+    run = await service.wait_run((await service.start_response(turn)).id, timeout=60)
+    assert run.status == RunStatus.COMPLETED, run.last_error
+    assert (run.instructions, run.container_id) == ("Be kind.\n\nAnswer briefly.", chosen.id)
+    await service.delete_conversation("thread_chose")
+    assert (await service.containers.get(chosen.id)).id == chosen.id  # the client's: it stays
+    await service.delete_conversation("thread_made")
+    with pytest.raises(errors.ObjectNotFound):
+        await service.containers.get(made.id)
+
+
 async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:
     upload = await service.files.create(filename="in.csv", data=b"a,b\n1,2\n")
     conversation = await service.create_conversation(file_ids=[upload.id])

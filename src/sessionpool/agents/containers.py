@@ -121,7 +121,7 @@ class Containers:
                     return container
         container = await self.create(name=f"conversation {conversation_id}")
         conversation.container_id = container.id
-        conversation.extra["auto_container"] = True
+        conversation.auto_container = True
         await self._records.save(conversation)
         return container
 
@@ -130,7 +130,7 @@ class Containers:
         conversation = await self._records.load(Conversation, conversation_id)
         if conversation.container_id != container_id:
             conversation.container_id = container_id
-            conversation.extra["auto_container"] = False
+            conversation.auto_container = False
             await self._records.save(conversation)
 
     async def session_for(self, container: Container) -> Session:

@@ -197,16 +197,18 @@ class AgentService:
         metadata: dict[str, str] | None = None,
         file_ids: list[str] | None = None,
         messages: list[dict[str, Any]] | None = None,
+        instructions: list[str] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Conversation:
         """``messages`` items: ``{"role", "content": str | list[Part], "attachments": [file ids],
-        "metadata"}`` added in order."""
+        "metadata"}`` added in order. ``instructions`` go before those of every turn."""
         for fid in file_ids or []:
             await self.files.get(fid)
         conversation = Conversation(
             id=new_id("thread_"),
             metadata=metadata or {},
             file_ids=file_ids or [],
+            instructions=instructions or [],
             extra=extra or {},
         )
         await self.records.insert(conversation)
@@ -243,7 +245,7 @@ class AgentService:
             await self.records.delete_children(Step, rid)
         await self.records.delete_children(Message, conversation_id)
         await self.records.delete(Conversation, conversation_id)
-        if conversation.container_id and conversation.extra.get("auto_container", True):
+        if conversation.container_id and conversation.auto_container:
             with contextlib.suppress(errors.ObjectNotFound):
                 await self.containers.delete(conversation.container_id)
 
@@ -413,10 +415,10 @@ class AgentService:
         elif request.previous_response_id:
             previous = await self.get_response(request.previous_response_id)
             conversation = await self.get_conversation(previous.conversation_id)
-        else:
+        else:  # a conversation of the response's own, one the client never named
             conversation = await self.create_conversation(extra={"hidden": True})
             created = True
-        instructions = [*conversation.extra.get("instructions", []), *request.input_instructions]
+        instructions = [*conversation.instructions, *request.input_instructions]
         message_ids: list[str] = []
         try:
             if request.container_id is None and request.container_file_ids:

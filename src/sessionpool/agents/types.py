@@ -16,7 +16,7 @@ import time
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 def new_id(prefix: str) -> str:
@@ -141,7 +141,24 @@ class Conversation(Record):
     #: code-interpreter input files given when the thread was created
     file_ids: list[str] = Field(default_factory=list)
     container_id: str | None = None
+    #: the container was made for this conversation (and is deleted with it), not chosen by
+    #: the client
+    auto_container: bool = True
+    #: system and developer text given when the conversation was created (Responses): it goes
+    #: before each turn's own instructions
+    instructions: list[str] = Field(default_factory=list)
+    #: wire fields a face wants back verbatim (Assistants' tool_resources extras ...)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_once_in_extra(cls, data: Any) -> Any:
+        """Documents stored by earlier versions kept these fields in ``extra``."""
+        if not isinstance(data, dict) or not isinstance(data.get("extra"), dict):
+            return data
+        extra = dict(data["extra"])
+        moved = {key: extra.pop(key) for key in ("auto_container", "instructions") if key in extra}
+        return {**moved, **data, "extra": extra} if moved else data
 
 
 class Annotation(BaseModel):

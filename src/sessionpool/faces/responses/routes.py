@@ -329,11 +329,8 @@ async def create_conversation(request: Request) -> Response:
     svc = service(request)
     req: wire.ConversationCreate = await parse(request, wire.ConversationCreate)
     parsed = wire.parse_input(req.items, "items")
-    extra: dict[str, Any] = {}
-    if parsed.instructions:
-        extra["instructions"] = parsed.instructions
     conv = await svc.create_conversation(
-        metadata=req.metadata, messages=parsed.messages or None, extra=extra or None
+        metadata=req.metadata, messages=parsed.messages or None, instructions=parsed.instructions
     )
     return ok(wire.conversation_object(conv))
 
