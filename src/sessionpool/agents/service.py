@@ -1,11 +1,15 @@
 """AgentService: the one entry point of the agents layer for both HTTP faces.
 
-Faces call these coroutines with internal types and plain values, and translate the results to
-their wire formats. Errors are ``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound ->
-404, InvalidRequest -> 400, Conflict -> 409), already rendered by the server's error handlers.
+The service holds agents, conversations, messages and runs, and composes the collaborators that
+faces reach through it: ``files`` (file objects), ``containers`` (containers and their files)
+and ``events`` (run event streams). Faces call these coroutines with internal types and plain
+values, and translate the results to their wire formats. Errors are
+``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound -> 404, InvalidRequest -> 400,
+Conflict -> 409), already rendered by the server's error handlers.
 
-Runs execute in the background (``start_run``); ``wait_run`` and ``events.subscribe`` let a face
-answer synchronously or stream. The agent loop itself lives in ``loop``.
+Runs execute in the background (``start_run``, ``start_response``); ``wait_run`` and
+``events.subscribe`` let a face answer synchronously or stream. The agent loop itself lives in
+``loop``.
 """
 
 from __future__ import annotations
@@ -91,7 +95,12 @@ class AgentService:
         self.files = Files(config, self.records)
         self.containers = Containers(config, self.records, self.files, engine, self.pool_name)
         self._run_parts = Collaborators(
-            config, self.model, self.records, self.events, self.files, self.containers
+            config=config,
+            model=self.model,
+            records=self.records,
+            events=self.events,
+            files=self.files,
+            containers=self.containers,
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
