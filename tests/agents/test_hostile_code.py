@@ -61,10 +61,10 @@ async def test_links_fifos_and_devices_are_never_read(service: AgentService) -> 
         "open('real.txt', 'w').write('mine')\n"
         "print('planted')",
     )
-    files = await service.container_files(str(run.container_id))
+    files = await service.containers.all_files(str(run.container_id))
     assert [f.path for f in files] == ["/mnt/data/real.txt"]
     for record in files:
-        assert b"root:" not in await service.file_content(record.id)
+        assert b"root:" not in await service.files.content(record.id)
     assert "planted" in await answer(service, run)
 
 
@@ -75,7 +75,7 @@ async def test_a_cell_cannot_flood_the_database(service: AgentService) -> None:
         f"for i in range({count}):\n    open(f'f{{i:04d}}.txt', 'w').write(str(i))\n"
         "open('big.bin', 'wb').write(b'x' * 2_000_000)",
     )
-    files = await service.container_files(str(run.container_id))
+    files = await service.containers.all_files(str(run.container_id))
     assert len(files) == CAPTURE_MAX_FILES
     assert "/mnt/data/big.bin" not in {f.path for f in files}  # over max_file_bytes
     text = await answer(service, run)
@@ -84,12 +84,12 @@ async def test_a_cell_cannot_flood_the_database(service: AgentService) -> None:
 
 async def test_files_deleted_by_code_leave_the_container(service: AgentService) -> None:
     run = await run_code(service, "open('tmp.csv', 'w').write('a\\n1\\n')")
-    [record] = await service.container_files(str(run.container_id))
+    [record] = await service.containers.all_files(str(run.container_id))
     again = await run_code(service, "import os; os.remove('tmp.csv')", run.conversation_id)
     assert again.container_id == run.container_id
-    assert await service.container_files(str(run.container_id)) == []
+    assert await service.containers.all_files(str(run.container_id)) == []
     with pytest.raises(errors.ObjectNotFound):
-        await service.get_file(record.id)
+        await service.files.get(record.id)
 
 
 async def test_links_in_the_answer_only_name_files_the_code_wrote(service: AgentService) -> None:
@@ -110,8 +110,8 @@ async def test_links_in_the_answer_only_name_files_the_code_wrote(service: Agent
 
 
 async def test_upload_names_cannot_climb_out(service: AgentService) -> None:
-    upload = await service.create_file(filename="../../etc/cron.d/evil.csv", data=b"a\n")
+    upload = await service.files.create(filename="../../etc/cron.d/evil.csv", data=b"a\n")
     assert upload.filename == "evil.csv"
-    container = await service.create_container(file_ids=[upload.id])
-    [copy] = await service.container_files(container.id)
+    container = await service.containers.create(file_ids=[upload.id])
+    [copy] = await service.containers.all_files(container.id)
     assert copy.path == "/mnt/data/evil.csv"

@@ -11,12 +11,15 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sessionpool import errors
 from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.service import ResponseRequest
 from sessionpool.agents.types import (
+    Conversation,
     ImagePart,
     PageRequest,
     Run,
@@ -80,7 +83,7 @@ async def test_chart_run_records_code_figure_files_and_annotated_answer(
     assert logs and "saved chart" in (logs[0] or "")
     images = [o.file_id for o in call.outputs if o.type == "image"]
     assert len(images) == 1 and images[0] is not None
-    assert (await service.file_content(images[0])).startswith(PNG)
+    assert (await service.files.content(images[0])).startswith(PNG)
 
     [message] = await service.run_messages(run.id)
     assert message.role == "assistant" and steps[1].message_id == message.id
@@ -93,16 +96,16 @@ async def test_chart_run_records_code_figure_files_and_annotated_answer(
         assert CHART_ANSWER[ann.start_index : ann.end_index] == ann.text
         assert ann.text == f"sandbox:/mnt/data/{ann.filename}"
     assert run.container_id is not None
-    png = await service.container_file_content(run.container_id, by_name["chart.png"].file_id)
+    png = await service.containers.file_content(run.container_id, by_name["chart.png"].file_id)
     assert png.startswith(PNG)
-    csv = await service.file_content(by_name["chart_data.csv"].file_id)
+    csv = await service.files.content(by_name["chart_data.csv"].file_id)
     assert b"Company B,2.5" in csv
-    generated = await service.list_files(PageRequest(limit=100), purpose="assistants_output")
+    generated = await service.files.page(PageRequest(limit=100), purpose="assistants_output")
     assert {by_name["chart.png"].file_id, images[0]} <= {f.id for f in generated.items}
 
 
 async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
-    upload = await service.create_file(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
+    upload = await service.files.create(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
     conversation = await service.create_conversation()
     await service.add_message(
         conversation.id, role="user", content="sum it", attachments=[upload.id]
@@ -114,7 +117,7 @@ async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
     assert message.text.startswith(READ_FILE_PREFIX)
     assert "X,7" in message.text and "42" in message.text  # the code read the uploaded bytes
     # staged once: a second run does not copy it again
-    files = await service.container_files(str(run.container_id))
+    files = await service.containers.all_files(str(run.container_id))
     assert [f.filename for f in files if f.origin_id == upload.id] == ["profits.csv"]
 
 
@@ -126,8 +129,8 @@ async def test_variables_persist_across_runs_of_a_conversation(
     first = await service.start_run(conversation.id, model="scripted-chart")
     first = await service.wait_run(first.id, timeout=60)
     assert first.container_id
-    container = await service.get_container(first.container_id)
-    session = await service.session_for(container)
+    container = await service.containers.get(first.container_id)
+    session = await service.containers.session_for(container)
     assert (await session.execute("companies")).result is not None  # the run's variable
     await service.add_message(conversation.id, role="user", content="hello again")
     second = await service.start_run(conversation.id, model="scripted-hello")
@@ -190,8 +193,8 @@ async def test_cancel_interrupts_running_code(service: AgentService) -> None:
     [step] = await service.run_steps(run.id)
     assert step.status == StepStatus.CANCELLED
     # the interpreter was interrupted, not left sleeping: the container answers at once
-    container = await service.get_container(str(done.container_id))
-    session = await service.session_for(container)
+    container = await service.containers.get(str(done.container_id))
+    session = await service.containers.session_for(container)
     result = await session.execute("1 + 1", timeout=5)
     assert result.result is not None and result.result.data["text/plain"] == "2"
 
@@ -201,7 +204,7 @@ async def test_events_stream_the_whole_run(service: AgentService) -> None:
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
     kinds, statuses = [], []
-    async for event in service.events(run.id):
+    async for event in service.events.subscribe(run.id):
         kinds.append(event.kind)
         if event.run is not None:
             statuses.append(event.run.status)
@@ -209,7 +212,7 @@ async def test_events_stream_the_whole_run(service: AgentService) -> None:
     assert statuses[0] == RunStatus.QUEUED and statuses[-1] == RunStatus.COMPLETED
     assert RunStatus.IN_PROGRESS in statuses
     # a late subscriber gets the replay
-    replay = [e.kind async for e in service.events(run.id)]
+    replay = [e.kind async for e in service.events.subscribe(run.id)]
     assert replay == kinds
 
 
@@ -217,9 +220,9 @@ async def test_container_files_come_back_after_the_session_cooled_down(
     service: AgentService,
 ) -> None:
     run = await run_to_end(service, "scripted-chart", "chart")
-    container = await service.get_container(str(run.container_id))
+    container = await service.containers.get(str(run.container_id))
     assert await service.engine.pool("default").delete(container.session_id)
-    session = await service.session_for(container)
+    session = await service.containers.session_for(container)
     assert (await session.read_file("chart_data.csv")).startswith(b"company,")
 
 
@@ -234,7 +237,7 @@ async def test_runs_left_in_flight_are_failed_on_restart(
     # a run of another server sharing the database: not this server's to declare dead
     theirs = Run(id="run_theirs", conversation_id=conversation.id, model="m", owner="elsewhere")
     for run in (mine, theirs):
-        await first._insert("run", run, conversation.id, "run")
+        await first.records.insert(run, conversation.id, "run")
     await first.close()
     second = AgentService(dataclasses.replace(config), engine)
     await second.start()
@@ -261,7 +264,7 @@ async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentSe
     with pytest.raises(errors.InvalidRequest):
         await service.list_agents(PageRequest(limit=0))
     with pytest.raises(errors.InvalidRequest):
-        await service.create_file(filename="..", data=b"x")
+        await service.files.create(filename="..", data=b"x")
 
 
 async def test_no_model_configured_fails_with_a_clear_error(engine: Engine, tmp_path: Path) -> None:
@@ -290,19 +293,104 @@ async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
     assert (await service.get_message(run.conversation_id, message.id)).id == message.id
 
 
+def said(text: str) -> dict[str, Any]:
+    """A user message as ``ResponseRequest.messages`` takes it."""
+    return {"role": "user", "content": text, "attachments": []}
+
+
+async def test_responses_continue_their_conversation_and_copy_auto_container_files_once(
+    service: AgentService,
+) -> None:
+    upload = await service.files.create(filename="in.csv", data=b"a\n1\n")
+    turn = ResponseRequest(
+        messages=[said("hi")], model="scripted-hello", container_file_ids=[upload.id]
+    )
+    first = await service.wait_run((await service.start_response(turn)).id, timeout=60)
+    assert first.status == RunStatus.COMPLETED and first.kind == "response"
+    # code of the first turn rewrote the input: the next turn must not copy it in again
+    container = await service.containers.get(str(first.container_id))
+    await service.containers.put_file(
+        container, path="/mnt/data/in.csv", data=b"rewritten", source="assistant"
+    )
+    again = dataclasses.replace(turn, previous_response_id=first.id)
+    second = await service.wait_run((await service.start_response(again)).id, timeout=60)
+    assert second.status == RunStatus.COMPLETED
+    assert (second.conversation_id, second.container_id) == (
+        first.conversation_id,
+        first.container_id,
+    )
+    [copy] = await service.containers.all_files(str(first.container_id))
+    assert copy.origin_id == upload.id
+    assert await service.containers.file_content(container.id, copy.id) == b"rewritten"
+    messages = await service.all_messages(first.conversation_id)
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert second.input_message_ids == [messages[2].id]
+
+
+async def test_a_response_that_cannot_start_leaves_nothing_behind(service: AgentService) -> None:
+    doomed = ResponseRequest(messages=[said("one"), said("two")], agent_id="asst_nope")
+    with pytest.raises(errors.ObjectNotFound, match="asst_nope"):
+        await service.start_response(doomed)
+    assert await service.records.all(Conversation) == []  # the one made for it is gone
+    conversation = await service.create_conversation()
+    with pytest.raises(errors.ObjectNotFound, match="asst_nope"):
+        await service.start_response(dataclasses.replace(doomed, conversation_id=conversation.id))
+    assert await service.all_messages(conversation.id) == []  # the client's conversation stays
+    assert (await service.get_conversation(conversation.id)).id == conversation.id
+    run = await run_to_end(service, "scripted-hello", "an Assistants run, not a response")
+    with pytest.raises(errors.ObjectNotFound, match="response"):
+        await service.start_response(ResponseRequest(previous_response_id=run.id))
+    with pytest.raises(errors.InvalidRequest, match="not both"):
+        await service.start_response(
+            ResponseRequest(conversation_id=conversation.id, previous_response_id=run.id)
+        )
+
+
+async def test_a_conversation_stored_with_its_flags_in_extra_keeps_their_meaning(
+    service: AgentService,
+) -> None:
+    """Earlier versions kept auto_container and a conversation's instructions in ``extra``."""
+    chosen = await service.containers.create(name="chosen by the client")
+    made = await service.containers.create(name="made for the conversation")
+    for cid, container, auto in (("thread_chose", chosen, False), ("thread_made", made, True)):
+        extra = {"auto_container": auto, "instructions": ["Answer briefly."], "hidden": True}
+        body = {"id": cid, "created_at": 1, "container_id": container.id, "extra": extra}
+        service.records.store.insert("conversation", cid, 1, body)
+    old = await service.get_conversation("thread_chose")
+    assert (old.auto_container, old.instructions, old.extra) == (
+        False,
+        ["Answer briefly."],
+        {"hidden": True},
+    )
+    turn = ResponseRequest(
+        messages=[said("hi")],
+        conversation_id="thread_chose",
+        model="scripted-hello",
+        instructions="Be kind.",
+    )
+    run = await service.wait_run((await service.start_response(turn)).id, timeout=60)
+    assert run.status == RunStatus.COMPLETED, run.last_error
+    assert (run.instructions, run.container_id) == ("Be kind.\n\nAnswer briefly.", chosen.id)
+    await service.delete_conversation("thread_chose")
+    assert (await service.containers.get(chosen.id)).id == chosen.id  # the client's: it stays
+    await service.delete_conversation("thread_made")
+    with pytest.raises(errors.ObjectNotFound):
+        await service.containers.get(made.id)
+
+
 async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:
-    upload = await service.create_file(filename="in.csv", data=b"a,b\n1,2\n")
+    upload = await service.files.create(filename="in.csv", data=b"a,b\n1,2\n")
     conversation = await service.create_conversation(file_ids=[upload.id])
     await service.add_message(conversation.id, role="user", content="hi")
     run = await service.start_run(conversation.id, model="scripted-hello")
     run = await service.wait_run(run.id, timeout=30)
     assert run.status == RunStatus.COMPLETED and run.container_id
-    container = await service.get_container(run.container_id)
+    container = await service.containers.get(run.container_id)
     assert service.engine.pool("default").get(container.session_id) is None
     # the input was staged all the same, and reaches the session once code runs
-    [staged] = await service.container_files(container.id)
+    [staged] = await service.containers.all_files(container.id)
     assert staged.origin_id == upload.id
-    session = await service.session_for(container)
+    session = await service.containers.session_for(container)
     assert await session.read_file("in.csv") == b"a,b\n1,2\n"
 
 
@@ -310,7 +398,7 @@ async def test_answers_stream_piece_by_piece(service: AgentService) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
-    events = [e async for e in service.events(run.id)]
+    events = [e async for e in service.events.subscribe(run.id)]
     deltas = [e for e in events if e.kind == "text_delta"]
     assert len(deltas) > 3  # the scripted model streams 16 characters at a time
     assert "".join(d.delta or "" for d in deltas) == CHART_ANSWER
@@ -360,7 +448,7 @@ async def test_a_model_that_cannot_stream_is_asked_without(
         conversation = await svc.create_conversation()
         await svc.add_message(conversation.id, role="user", content="chart")
         run = await svc.start_run(conversation.id, model="scripted-chart")
-        deltas = [e.delta async for e in svc.events(run.id) if e.kind == "text_delta"]
+        deltas = [e.delta async for e in svc.events.subscribe(run.id) if e.kind == "text_delta"]
         assert deltas == [CHART_ANSWER]
         assert "stream" not in scripted_model.requests[-1]
         assert (await svc.get_run(run.id)).status == RunStatus.COMPLETED

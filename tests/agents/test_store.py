@@ -9,10 +9,22 @@ from pathlib import Path
 import pytest
 
 from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store, engine_for
-from sessionpool.agents.types import PageRequest, RunStatus
+from sessionpool.agents.types import (
+    Agent,
+    Container,
+    Conversation,
+    Message,
+    PageRequest,
+    Record,
+    Run,
+    RunStatus,
+    Step,
+    StoredFile,
+)
 from sessionpool.engine import Engine
-from sessionpool.errors import ConfigError
+from sessionpool.errors import ConfigError, ObjectNotFound
 from tests.agents.postgres import PostgresServer
 from tests.agents.scripted_model import ScriptedModel
 
@@ -97,6 +109,39 @@ def test_blobs_keep_every_byte(store: Store) -> None:
     assert store.get_blob("b1") is None
 
 
+#: the row kind each record type has always been stored under: databases written by earlier
+#: versions hold these strings
+STORED_KINDS: list[tuple[type[Record], str, dict[str, object]]] = [
+    (Agent, "agent", {"model": "m"}),
+    (Conversation, "conversation", {}),
+    (Message, "message", {"conversation_id": "c", "role": "user"}),
+    (Run, "run", {"conversation_id": "c", "model": "m"}),
+    (Step, "step", {"run_id": "r", "conversation_id": "c", "type": "tool_calls"}),
+    (StoredFile, "file", {"filename": "a.csv", "bytes": 1}),
+    (Container, "container", {"session_id": "s"}),
+]
+
+
+async def test_records_read_and_write_the_kinds_earlier_versions_stored(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'agents.db'}")
+    records = Records(store)
+    await records.open()
+    try:
+        for cls, kind, fields in STORED_KINDS:
+            rid = f"{kind}-old"
+            store.insert(kind, rid, 1, {"id": rid, **fields}, "p")
+            record = await records.load(cls, rid)
+            assert record.id == rid and [r.id for r in await records.all(cls, "p")] == [rid]
+            new = cls.model_validate({"id": f"{kind}-new", **fields})
+            await records.insert(new, "p")
+            assert store.get(kind, new.id) is not None
+            assert await records.delete(cls, new.id) and store.get(kind, new.id) is None
+        with pytest.raises(ObjectNotFound, match="thread"):
+            await records.load(Conversation, "nope")
+    finally:
+        await records.close()
+
+
 def test_bad_database_urls_are_refused() -> None:
     with pytest.raises(ConfigError, match="expected sqlite"):
         engine_for("mysql://x/y")
@@ -130,7 +175,7 @@ async def test_a_whole_run_persists_on_either_database(
         assert [m.role for m in messages.items] == ["assistant", "user"]
         steps = await second.run_steps(run.id)
         image = next(o for o in steps[0].tool_calls[0].outputs if o.type == "image")
-        assert image.file_id and (await second.file_content(image.file_id)).startswith(b"\x89PNG")
+        assert image.file_id and (await second.files.content(image.file_id)).startswith(b"\x89PNG")
         assert [a.id for a in await second.agents_named("charts")] == [agent.id]
     finally:
         await second.close()

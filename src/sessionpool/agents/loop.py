@@ -12,14 +12,22 @@ import asyncio
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from sessionpool import errors
-from sessionpool.agents.llm import ModelError
+from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.containers import Containers
+from sessionpool.agents.events import RunEvents
+from sessionpool.agents.files import Files
+from sessionpool.agents.llm import ChatModel, ModelError
+from sessionpool.agents.records import Records
 from sessionpool.agents.types import (
+    Agent,
     Annotation,
     CodeCall,
     Container,
+    Conversation,
     FilePurpose,
     ImagePart,
     Message,
@@ -40,9 +48,6 @@ from sessionpool.agents.types import (
 from sessionpool.session import Session
 from sessionpool.types import ExecutionResult, ExecutionStatus
 
-if TYPE_CHECKING:
-    from sessionpool.agents.service import AgentService
-
 log = logging.getLogger("sessionpool.agents")
 
 #: a link the model writes to a file in the container: ``sandbox:/mnt/data/chart.png``
@@ -62,6 +67,18 @@ HINT = (
 )
 
 
+@dataclass(frozen=True)
+class Collaborators:
+    """What a run works with: the service builds one and hands it to every run."""
+
+    config: AgentsConfig
+    model: ChatModel
+    records: Records
+    events: RunEvents
+    files: Files
+    containers: Containers
+
+
 class _Stop(Exception):
     """End the run with this status and error."""
 
@@ -71,18 +88,18 @@ class _Stop(Exception):
         self.error = RunError(code=code, message=message)
 
 
-async def execute_run(service: AgentService, run: Run) -> None:
+async def execute_run(parts: Collaborators, run: Run) -> None:
     """Carry ``run`` to a terminal status. Never raises."""
-    loop = _Loop(service, run)
+    loop = _Loop(parts, run)
     try:
         try:
-            async with asyncio.timeout(service.config.run_timeout_seconds):
+            async with asyncio.timeout(parts.config.run_timeout_seconds):
                 await loop.run()
         except TimeoutError:
             raise _Stop(
                 RunStatus.FAILED,
                 "timeout",
-                f"the run did not finish within {service.config.run_timeout_seconds:g} s "
+                f"the run did not finish within {parts.config.run_timeout_seconds:g} s "
                 "(agents.run_timeout_seconds)",
             ) from None
     except _Stop as stop:
@@ -91,7 +108,7 @@ async def execute_run(service: AgentService, run: Run) -> None:
         await loop.finish(RunStatus.FAILED, RunError(code=exc.code, message=exc.message))
     except asyncio.CancelledError:
         await loop.interrupt()
-        if service.cancel_requested(run.id):
+        if parts.events.cancel_requested(run.id):
             await loop.finish(RunStatus.CANCELLED, None)
         else:
             await loop.finish(
@@ -118,8 +135,13 @@ async def execute_run(service: AgentService, run: Run) -> None:
 
 
 class _Loop:
-    def __init__(self, service: AgentService, run: Run) -> None:
-        self.service = service
+    def __init__(self, parts: Collaborators, run: Run) -> None:
+        self.config = parts.config
+        self.model = parts.model
+        self.records = parts.records
+        self.events = parts.events
+        self.files = parts.files
+        self.containers = parts.containers
         self.run_ = run
         self.usage = Usage()
         self.container: Container | None = None
@@ -135,19 +157,19 @@ class _Loop:
     # --- state changes ------------------------------------------------------------------------
 
     def emit(self, event: RunEvent) -> None:
-        self.service._emit(self.run_.id, event)
+        self.events.emit(self.run_.id, event)
 
     async def set_run(self, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(self.run_, key, value)
-        await self.service._save("run", self.run_)
+        await self.records.save(self.run_)
         self.emit(RunEvent(kind="run", run=self.run_.model_copy(deep=True)))
 
     async def save_step(self, step: Step, new: bool = False) -> None:
         if new:
-            await self.service._insert("step", step, self.run_.id)
+            await self.records.insert(step, self.run_.id)
         else:
-            await self.service._save("step", step)
+            await self.records.save(step)
         self.emit(RunEvent(kind="step", step=step.model_copy(deep=True)))
 
     async def interrupt(self) -> None:
@@ -175,7 +197,7 @@ class _Loop:
                 message = self.writing[0]
                 message.status = MessageStatus.INCOMPLETE
                 message.content = [TextPart(text="".join(self.streamed))]
-                await self.service._save("message", message)
+                await self.records.save(message)
                 self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
                 self.writing = None
             for step in self.open_steps:
@@ -222,7 +244,7 @@ class _Loop:
             )
         chat = await self.prepare()
         for _ in range(run.max_steps):
-            reply = await self.service.model.complete(
+            reply = await self.model.complete(
                 run.model,
                 chat,
                 temperature=run.temperature,
@@ -284,34 +306,34 @@ class _Loop:
 
     async def prepare(self) -> list[dict[str, Any]]:
         """Bind the container, stage the input files, and build the chat transcript."""
-        service, run = self.service, self.run_
+        run = self.run_
         if run.container_id:
-            await service.bind_container(run.conversation_id, run.container_id)
-        self.container = await service.container_for(run.conversation_id)
+            await self.containers.bind(run.conversation_id, run.container_id)
+        self.container = await self.containers.for_conversation(run.conversation_id)
         if run.container_id != self.container.id:
             await self.set_run(container_id=self.container.id)
         # no session yet: a turn that runs no code never takes one from the pool; the first
         # cell's session_for writes every container file (the staged inputs too) into it
-        messages = await service.all_messages(run.conversation_id)
-        conversation = await service.get_conversation(run.conversation_id)
+        messages = await self.records.all(Message, run.conversation_id)
+        conversation = await self.records.load(Conversation, run.conversation_id)
         inputs: list[str] = list(conversation.file_ids)
         if run.agent_id:
             try:
-                inputs = (await service.get_agent(run.agent_id)).file_ids + inputs
+                inputs = (await self.records.load(Agent, run.agent_id)).file_ids + inputs
             except errors.ObjectNotFound:
                 pass
         for message in messages:
             inputs += message.attachments
-        staged = {f.origin_id for f in await service.container_files(self.container.id)}
+        staged = {f.origin_id for f in await self.containers.all_files(self.container.id)}
         for fid in dict.fromkeys(inputs):
             if fid in staged:
                 continue
             try:
-                source = await service.get_file(fid)
+                source = await self.files.get(fid)
             except errors.ObjectNotFound:
                 continue  # deleted since it was attached
-            await service.copy_into_container(self.container, source)
-        files = [f.path for f in await service.container_files(self.container.id) if f.path]
+            await self.containers.copy_in(self.container, source)
+        files = [f.path for f in await self.containers.all_files(self.container.id) if f.path]
         system = [run.instructions or "", HINT]
         if files:
             system.append("Files in /mnt/data: " + ", ".join(sorted(files)))
@@ -331,7 +353,7 @@ class _Loop:
         """An earlier turn's code and outputs, as the model saw them: the next turn can build on
         the variables and files it made ("now make the bars red")."""
         chat: list[dict[str, Any]] = []
-        for step in await self.service.run_steps(run_id):
+        for step in await self.records.all(Step, run_id):
             calls = [c for c in step.tool_calls if c.status == "completed"]
             if step.type != "tool_calls" or not calls:
                 continue
@@ -366,10 +388,9 @@ class _Loop:
     async def execute(self, call: CodeCall) -> str:
         """Run one code call; fill its outputs; the text the model gets back."""
         assert self.container is not None
-        service = self.service
-        self.session = await service.session_for(self.container)
+        self.session = await self.containers.session_for(self.container)
         before = await _snapshot(self.session)
-        result = await self.session.execute(call.code, timeout=service.config.tool_timeout_seconds)
+        result = await self.session.execute(call.code, timeout=self.config.tool_timeout_seconds)
         logs = format_logs(result)
         call.outputs = [ToolOutput(type="logs", logs=logs)] if logs else []
         for index, png in enumerate(result.images):
@@ -380,8 +401,7 @@ class _Loop:
                 purpose=FilePurpose.OUTPUT,
                 source="assistant",
             )
-            await service._db(service.store.put_blob, image.id, png)
-            await service._insert("file", image, tag=image.purpose)
+            await self.files.add(image, png)
             call.outputs.append(ToolOutput(type="image", file_id=image.id))
             self.images.append(image.id)
         self.skipped.clear()
@@ -394,7 +414,7 @@ class _Loop:
         if self.skipped:
             text += (
                 f"\n[{len(self.skipped)} file(s) not kept for the user: more than "
-                f"{CAPTURE_MAX_FILES} files or {self.service.config.max_file_bytes} bytes in one "
+                f"{CAPTURE_MAX_FILES} files or {self.config.max_file_bytes} bytes in one "
                 "call]"
             )
         if result.images:
@@ -413,11 +433,11 @@ class _Loop:
         after = await _snapshot(self.session)
         gone = set(before) - set(after)
         if gone:
-            for record in await self.service.container_files(self.container.id):
+            for record in await self.containers.all_files(self.container.id):
                 if record.path and _relative_path(record.path) in gone:
-                    await self.service.forget_container_file(record)
+                    await self.containers.forget_file(record)
         written: list[StoredFile] = []
-        budget = self.service.config.max_file_bytes
+        budget = self.config.max_file_bytes
         for path, stamp in sorted(after.items()):
             if before.get(path) == stamp:
                 continue
@@ -432,7 +452,7 @@ class _Loop:
                 self.skipped.append(path)
                 continue
             budget -= len(data)
-            record = await self.service.put_container_file(
+            record = await self.containers.put_file(
                 self.container,
                 path=f"/mnt/data/{path}",
                 data=data,
@@ -472,7 +492,7 @@ class _Loop:
         )
         self.open_steps.append(step)
         await self.save_step(step, new=True)
-        await self.service._insert("message", message, run.conversation_id, run.id)
+        await self.records.insert(message, run.conversation_id, run.id)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
         return message, step
 
@@ -492,7 +512,7 @@ class _Loop:
         message.content = parts
         message.status = MessageStatus.COMPLETED
         message.completed_at = now()
-        await self.service._save("message", message)
+        await self.records.save(message)
         self.emit(RunEvent(kind="message", message=message.model_copy(deep=True)))
         step.usage = usage
         step.status = StepStatus.COMPLETED
@@ -504,9 +524,7 @@ class _Loop:
         """Each ``sandbox:/mnt/data/<name>`` link that names a container file."""
         if self.container is None:
             return []
-        by_path = {
-            f.path: f for f in await self.service.container_files(self.container.id) if f.path
-        }
+        by_path = {f.path: f for f in await self.containers.all_files(self.container.id) if f.path}
         annotations = []
         for match in SANDBOX_LINK.finditer(text):
             path = match.group(0)[len("sandbox:") :].rstrip(".,;:")

@@ -1,36 +1,39 @@
 """AgentService: the one entry point of the agents layer for both HTTP faces.
 
-Faces call these coroutines with internal types and plain values, and translate the results to
-their wire formats. Errors are ``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound ->
-404, InvalidRequest -> 400, Conflict -> 409), already rendered by the server's error handlers.
+The service holds agents, conversations, messages and runs, and composes the collaborators that
+faces reach through it: ``files`` (file objects), ``containers`` (containers and their files)
+and ``events`` (run event streams). Faces call these coroutines with internal types and plain
+values, and translate the results to their wire formats. Errors are
+``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound -> 404, InvalidRequest -> 400,
+Conflict -> 409), already rendered by the server's error handlers.
 
-Runs execute in the background (``start_run``); ``wait_run`` and ``events`` let a face answer
-synchronously or stream. The agent loop itself lives in ``loop``.
+Runs execute in the background (``start_run``, ``start_response``); ``wait_run`` and
+``events.subscribe`` let a face answer synchronously or stream. The agent loop itself lives in
+``loop``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from dataclasses import dataclass, field
+from typing import Any
 
 from sessionpool import errors
 from sessionpool.agents.config import AgentsConfig
+from sessionpool.agents.containers import Containers
+from sessionpool.agents.events import RunEvents
+from sessionpool.agents.files import Files
 from sessionpool.agents.llm import ChatModel
+from sessionpool.agents.loop import Collaborators, execute_run
+from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
 from sessionpool.agents.types import (
     Agent,
-    Container,
     ContainerStatus,
     Conversation,
-    FilePurpose,
     Message,
     Page,
     PageRequest,
@@ -40,58 +43,72 @@ from sessionpool.agents.types import (
     RunEvent,
     RunStatus,
     Step,
-    StoredFile,
     TextPart,
     new_id,
     now,
 )
 from sessionpool.engine import Engine
-from sessionpool.pool import Pool
-from sessionpool.session import Session
 
 log = logging.getLogger("sessionpool.agents")
 
-M = TypeVar("M", bound=BaseModel)
-R = TypeVar("R")
 
-AnyRecord = Agent | Conversation | Message | Run | Step | StoredFile | Container
+@dataclass(frozen=True)
+class ResponseRequest:
+    """One Responses turn in internal terms, for ``AgentService.start_response``."""
 
-#: how long a finished run's events stay replayable for late stream subscribers
-EVENT_HISTORY_SECONDS = 60.0
+    #: input messages to add first, as ``create_conversation`` takes them
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    #: where the turn goes: this conversation, the one of that earlier response, or (neither)
+    #: a new conversation of its own
+    conversation_id: str | None = None
+    previous_response_id: str | None = None
+    agent_id: str | None = None
+    model: str | None = None
+    instructions: str | None = None
+    #: system and developer text of the input, after the conversation's own
+    input_instructions: list[str] = field(default_factory=list)
+    #: None: the agent's
+    tools: list[dict[str, Any]] | None = None
+    #: an explicit container, bound to the conversation
+    container_id: str | None = None
+    #: files for the conversation's own container, copied in unless it has one of that name
+    container_file_ids: list[str] = field(default_factory=list)
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: dict[str, str] | None = None
+    #: wire fields the face wants back verbatim
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentService:
     def __init__(self, config: AgentsConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.store = Store(config.database)
-        self.model = ChatModel(config)
-        # one thread: the event loop never blocks on the database, SQLite never sees two writers
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="agents-db")
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._active: dict[str, str] = {}  # conversation id -> its run in flight
-        self._cancel_requested: set[str] = set()
-        self._history: dict[str, list[RunEvent]] = {}
-        self._subscribers: dict[str, list[asyncio.Queue[RunEvent]]] = {}
-        self._container_locks: dict[str, asyncio.Lock] = {}
-        self._closing = False
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
         self.pool_name = config.pool or (
             "default" if "default" in engine.pools else next(iter(engine.pools))
         )
-
-    def _pool(self) -> Pool:
-        return self.engine.pool(self.pool_name)
-
-    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        self.model = ChatModel(config)
+        # collaborators: faces use files, containers and events directly, the loop all of them
+        self.records = Records(Store(config.database))
+        self.events = RunEvents(self.records)
+        self.files = Files(config, self.records)
+        self.containers = Containers(config, self.records, self.files, engine, self.pool_name)
+        self._run_parts = Collaborators(
+            config=config,
+            model=self.model,
+            records=self.records,
+            events=self.events,
+            files=self.files,
+            containers=self.containers,
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
 
     async def start(self) -> None:
         """Open (and create) the database; mark runs a previous process left running as failed."""
-        await self._db(self.store.open)
-        for doc in await self._db(self.store.all, "run"):
-            run = Run.model_validate(doc)
+        await self.records.open()
+        for run in await self.records.all(Run):
             if not run.status.terminal and run.owner in (None, self.owner):
                 run.status = RunStatus.FAILED
                 run.failed_at = now()
@@ -99,8 +116,8 @@ class AgentService:
                     code="server_error",
                     message="the server restarted while this run was in progress; start a new run",
                 )
-                await self._save("run", run)
-        log.info("agents service ready (database %s)", _redact(self.store.url))
+                await self.records.save(run)
+        log.info("agents service ready (database %s)", _redact(self.records.store.url))
 
     async def close(self) -> None:
         """Cancel runs in flight (they end ``failed``: server shutting down), close the database."""
@@ -111,54 +128,7 @@ class AgentService:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         await self.model.close()
-        await self._db(self.store.close)
-        self._executor.shutdown(wait=True)
-
-    # --- generic record helpers -----------------------------------------------------------------
-
-    async def _load(self, kind: str, cls: type[M], record_id: str, label: str | None = None) -> M:
-        doc = await self._db(self.store.get, kind, record_id)
-        if doc is None:
-            raise errors.ObjectNotFound(label or kind, record_id)
-        return cls.model_validate(doc)
-
-    async def _insert(
-        self,
-        kind: str,
-        record: AnyRecord,
-        parent: str | None = None,
-        tag: str | None = None,
-    ) -> None:
-        await self._db(
-            self.store.insert,
-            kind,
-            record.id,
-            record.created_at,
-            record.model_dump(mode="json"),
-            parent,
-            tag,
-        )
-
-    async def _save(
-        self,
-        kind: str,
-        record: AnyRecord,
-    ) -> None:
-        await self._db(self.store.update, kind, record.id, record.model_dump(mode="json"))
-
-    async def _page(
-        self,
-        kind: str,
-        cls: type[M],
-        page: PageRequest,
-        parent: str | None = None,
-        tag: str | None = None,
-        exclude_tag: str | None = None,
-    ) -> Page[M]:
-        if not 1 <= page.limit <= 100:
-            raise errors.InvalidRequest("limit must be between 1 and 100", "limit")
-        docs, more = await self._db(self.store.page, kind, page, parent, tag, exclude_tag)
-        return Page[cls](items=[cls.model_validate(d) for d in docs], has_more=more)  # type: ignore[valid-type]
+        await self.records.close()
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -179,7 +149,7 @@ class AgentService:
     ) -> Agent:
         """``model`` None or empty means the configured default model. Unknown file ids -> 404."""
         for fid in file_ids or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         agent = Agent(
             id=new_id("asst_"),
             model=model or self.config.default_model,
@@ -194,17 +164,17 @@ class AgentService:
             metadata=metadata or {},
             extra=extra or {},
         )
-        await self._insert("agent", agent)
+        await self.records.insert(agent)
         return agent
 
     async def get_agent(self, agent_id: str) -> Agent:
-        return await self._load("agent", Agent, agent_id)
+        return await self.records.load(Agent, agent_id)
 
     async def update_agent(self, agent_id: str, **changes: Any) -> Agent:
         """Set the given fields (same names as ``create_agent``); None values are ignored."""
         agent = await self.get_agent(agent_id)
         for fid in changes.get("file_ids") or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         data = agent.model_dump()
         for key, value in changes.items():
             if value is None:
@@ -213,61 +183,20 @@ class AgentService:
                 raise errors.InvalidRequest(f"an agent has no field {key!r}", key)
             data[key] = value
         updated = Agent.model_validate(data)
-        await self._save("agent", updated)
+        await self.records.save(updated)
         return updated
 
     async def list_agents(self, page: PageRequest) -> Page[Agent]:
-        return await self._page("agent", Agent, page)
+        return await self.records.page(Agent, page)
 
     async def delete_agent(self, agent_id: str) -> None:
         """404 if it does not exist."""
-        if not await self._db(self.store.delete, "agent", agent_id):
+        if not await self.records.delete(Agent, agent_id):
             raise errors.ObjectNotFound("agent", agent_id)
 
     async def agents_named(self, name: str) -> list[Agent]:
         """Every agent called ``name``, oldest first (Foundry's versions of one agent)."""
-        docs = await self._db(self.store.all, "agent")
-        return [Agent.model_validate(d) for d in docs if d.get("name") == name]
-
-    # --- files ----------------------------------------------------------------------------------
-
-    def _check_size(self, filename: str, data: bytes) -> None:
-        if len(data) > self.config.max_file_bytes:
-            raise errors.FileTooLarge(filename, self.config.max_file_bytes)
-
-    async def create_file(
-        self, *, filename: str, data: bytes, purpose: str = "assistants"
-    ) -> StoredFile:
-        """Store an uploaded file. Over-limit uploads -> FileTooLarge (413)."""
-        name = _clean_filename(filename)
-        self._check_size(name, data)
-        record = StoredFile(
-            id=new_id("file-"), filename=name, bytes=len(data), purpose=purpose or "assistants"
-        )
-        await self._db(self.store.put_blob, record.id, data)
-        await self._insert("file", record, tag=record.purpose)
-        return record
-
-    async def get_file(self, file_id: str) -> StoredFile:
-        return await self._load("file", StoredFile, file_id)
-
-    async def list_files(self, page: PageRequest, purpose: str | None = None) -> Page[StoredFile]:
-        """Every file object (uploads and generated outputs), optionally of one purpose."""
-        return await self._page(
-            "file", StoredFile, page, tag=purpose, exclude_tag=FilePurpose.CONTAINER
-        )
-
-    async def file_content(self, file_id: str) -> bytes:
-        await self.get_file(file_id)
-        data = await self._db(self.store.get_blob, file_id)
-        if data is None:
-            raise errors.ObjectNotFound("file content", file_id)
-        return data
-
-    async def delete_file(self, file_id: str) -> None:
-        if not await self._db(self.store.delete, "file", file_id):
-            raise errors.ObjectNotFound("file", file_id)
-        await self._db(self.store.delete_blob, file_id)
+        return [a for a in await self.records.all(Agent) if a.name == name]
 
     # --- conversations (threads) and messages ---------------------------------------------------
 
@@ -277,19 +206,21 @@ class AgentService:
         metadata: dict[str, str] | None = None,
         file_ids: list[str] | None = None,
         messages: list[dict[str, Any]] | None = None,
+        instructions: list[str] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Conversation:
         """``messages`` items: ``{"role", "content": str | list[Part], "attachments": [file ids],
-        "metadata"}`` added in order."""
+        "metadata"}`` added in order. ``instructions`` go before those of every turn."""
         for fid in file_ids or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         conversation = Conversation(
             id=new_id("thread_"),
             metadata=metadata or {},
             file_ids=file_ids or [],
+            instructions=instructions or [],
             extra=extra or {},
         )
-        await self._insert("conversation", conversation)
+        await self.records.insert(conversation)
         for item in messages or []:
             await self.add_message(
                 conversation.id,
@@ -301,7 +232,7 @@ class AgentService:
         return conversation
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
-        return await self._load("conversation", Conversation, conversation_id, "thread")
+        return await self.records.load(Conversation, conversation_id)
 
     async def update_conversation(
         self, conversation_id: str, *, metadata: dict[str, str] | None = None
@@ -309,23 +240,23 @@ class AgentService:
         conversation = await self.get_conversation(conversation_id)
         if metadata is not None:
             conversation.metadata = metadata
-            await self._save("conversation", conversation)
+            await self.records.save(conversation)
         return conversation
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Deletes its messages, runs and steps too (files stay until deleted)."""
         conversation = await self.get_conversation(conversation_id)
-        run_id = self._active.get(conversation_id)
+        run_id = self.events.active_run(conversation_id)
         if run_id is not None:  # stop it first, or it would write into what is deleted next
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
-        for rid in await self._db(self.store.delete_children, "run", conversation_id):
-            await self._db(self.store.delete_children, "step", rid)
-        await self._db(self.store.delete_children, "message", conversation_id)
-        await self._db(self.store.delete, "conversation", conversation_id)
-        if conversation.container_id and conversation.extra.get("auto_container", True):
+        for rid in await self.records.delete_children(Run, conversation_id):
+            await self.records.delete_children(Step, rid)
+        await self.records.delete_children(Message, conversation_id)
+        await self.records.delete(Conversation, conversation_id)
+        if conversation.container_id and conversation.auto_container:
             with contextlib.suppress(errors.ObjectNotFound):
-                await self.delete_container(conversation.container_id)
+                await self.containers.delete(conversation.container_id)
 
     async def add_message(
         self,
@@ -338,15 +269,16 @@ class AgentService:
     ) -> Message:
         """Conflict while a run is active on the conversation (as Assistants v2 answers)."""
         await self.get_conversation(conversation_id)
-        if conversation_id in self._active:
+        active = self.events.active_run(conversation_id)
+        if active is not None:
             raise errors.Conflict(
-                f"thread {conversation_id!r} has an active run {self._active[conversation_id]!r}; "
+                f"thread {conversation_id!r} has an active run {active!r}; "
                 "wait until it finishes or cancel it before adding messages"
             )
         if role not in ("user", "assistant"):
             raise errors.InvalidRequest(f"role must be 'user' or 'assistant', got {role!r}", "role")
         for fid in attachments or []:
-            await self.get_file(fid)
+            await self.files.get(fid)
         parts: list[Part] = [TextPart(text=content)] if isinstance(content, str) else list(content)
         message = Message(
             id=new_id("msg_"),
@@ -357,11 +289,11 @@ class AgentService:
             metadata=metadata or {},
             completed_at=now(),
         )
-        await self._insert("message", message, conversation_id)
+        await self.records.insert(message, conversation_id)
         return message
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message:
-        message = await self._load("message", Message, message_id)
+        message = await self.records.load(Message, message_id)
         if message.conversation_id != conversation_id:
             raise errors.ObjectNotFound("message", message_id)
         return message
@@ -370,12 +302,11 @@ class AgentService:
         self, conversation_id: str, page: PageRequest, run_id: str | None = None
     ) -> Page[Message]:
         await self.get_conversation(conversation_id)
-        return await self._page("message", Message, page, conversation_id, run_id)
+        return await self.records.page(Message, page, conversation_id, run_id)
 
     async def all_messages(self, conversation_id: str) -> list[Message]:
         """Every message of the conversation, oldest first."""
-        docs = await self._db(self.store.all, "message", conversation_id)
-        return [Message.model_validate(d) for d in docs]
+        return await self.records.all(Message, conversation_id)
 
     async def update_message(
         self, conversation_id: str, message_id: str, *, metadata: dict[str, str] | None = None
@@ -383,12 +314,12 @@ class AgentService:
         message = await self.get_message(conversation_id, message_id)
         if metadata is not None:
             message.metadata = metadata
-            await self._save("message", message)
+            await self.records.save(message)
         return message
 
     async def delete_message(self, conversation_id: str, message_id: str) -> None:
         await self.get_message(conversation_id, message_id)
-        await self._db(self.store.delete, "message", message_id)
+        await self.records.delete(Message, message_id)
 
     # --- runs -----------------------------------------------------------------------------------
 
@@ -422,17 +353,18 @@ class AgentService:
         conversation = await self.get_conversation(conversation_id)
         agent = await self.get_agent(agent_id) if agent_id else None
         if container_id is not None:
-            container = await self.get_container(container_id)
+            container = await self.containers.get(container_id)
             if container.status == ContainerStatus.EXPIRED:
                 raise errors.InvalidRequest(
                     f"container {container_id!r} has expired; create a new container", "container"
                 )
         if max_steps is not None and max_steps < 1:
             raise errors.InvalidRequest("max_steps must be at least 1", "max_steps")
-        if conversation_id in self._active:
+        active = self.events.active_run(conversation_id)
+        if active is not None:
             raise errors.Conflict(
-                f"thread {conversation_id!r} already has an active run "
-                f"{self._active[conversation_id]!r}; wait for it or cancel it"
+                f"thread {conversation_id!r} already has an active run {active!r}; "
+                "wait for it or cancel it"
             )
         text = instructions if instructions is not None else (agent.instructions if agent else None)
         if additional_instructions:
@@ -457,48 +389,114 @@ class AgentService:
             extra=extra or {},
             owner=self.owner,
         )
-        if self._closing or conversation_id in self._active:  # checked again after the awaits
+        # checked again after the awaits
+        if self._closing or self.events.active_run(conversation_id) is not None:
             raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
-        self._active[conversation_id] = run.id
+        self.events.claim(conversation_id, run.id)
         try:
-            await self._insert("run", run, conversation_id, run.kind)
+            await self.records.insert(run, conversation_id, run.kind)
         except BaseException:
-            self._active.pop(conversation_id, None)
+            self.events.release(conversation_id)
             raise
-        self._history[run.id] = []
-        self._emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
-        # imported here: loop imports this module's types at module level
-        from sessionpool.agents.loop import execute_run
-
-        task = asyncio.get_running_loop().create_task(execute_run(self, run))
+        self.events.open(run.id)
+        self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
+        task = asyncio.get_running_loop().create_task(execute_run(self._run_parts, run))
         self._tasks[run.id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run.id, None))
         return run
 
+    async def start_response(self, request: ResponseRequest) -> Run:
+        """Add a Responses turn's input to its conversation and start its run (kind response).
+
+        Should anything fail before the run starts, nothing of the turn stays behind: a
+        conversation made for it is deleted, the messages it added are removed.
+        """
+        if request.conversation_id and request.previous_response_id:
+            raise errors.InvalidRequest(
+                "give either conversation or previous_response_id, not both",
+                "previous_response_id",
+            )
+        if request.container_id is not None:
+            await self.containers.get(request.container_id)  # 404 before anything is written
+        created = False
+        if request.conversation_id:
+            conversation = await self.get_conversation(request.conversation_id)
+        elif request.previous_response_id:
+            previous = await self.get_response(request.previous_response_id)
+            conversation = await self.get_conversation(previous.conversation_id)
+        else:  # a conversation of the response's own, one the client never named
+            conversation = await self.create_conversation(extra={"hidden": True})
+            created = True
+        instructions = [*conversation.instructions, *request.input_instructions]
+        message_ids: list[str] = []
+        try:
+            if request.container_id is None and request.container_file_ids:
+                # the conversation's own container (made now, or kept from earlier turns: its
+                # interpreter state stays) gets the files, once
+                container = await self.containers.for_conversation(conversation.id)
+                await self.containers.add_missing_files(container.id, request.container_file_ids)
+            for m in request.messages:
+                message = await self.add_message(
+                    conversation.id,
+                    role=m["role"],
+                    content=m["content"],
+                    attachments=m["attachments"],
+                )
+                message_ids.append(message.id)
+            return await self.start_run(
+                conversation.id,
+                agent_id=request.agent_id,
+                kind="response",
+                model=request.model,
+                instructions=request.instructions,
+                additional_instructions="\n\n".join(instructions) or None,
+                tools=request.tools,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                container_id=request.container_id,
+                metadata=request.metadata,
+                input_message_ids=message_ids,
+                extra=request.extra,
+            )
+        except errors.SessionpoolError:
+            if created:
+                await self.delete_conversation(conversation.id)
+            else:
+                for mid in message_ids:
+                    with contextlib.suppress(errors.SessionpoolError):
+                        await self.delete_message(conversation.id, mid)
+            raise
+
     async def get_run(self, run_id: str, conversation_id: str | None = None) -> Run:
         """404 also when ``conversation_id`` is given and the run is not in it."""
-        run = await self._load("run", Run, run_id)
+        run = await self.records.load(Run, run_id)
         if conversation_id is not None and run.conversation_id != conversation_id:
             raise errors.ObjectNotFound("run", run_id)
+        return run
+
+    async def get_response(self, response_id: str) -> Run:
+        """A run the Responses face started (404 for an Assistants run)."""
+        run = await self.get_run(response_id)
+        if run.kind != "response":
+            raise errors.ObjectNotFound("response", response_id)
         return run
 
     async def list_runs(
         self, conversation_id: str, page: PageRequest, kind: str = "run"
     ) -> Page[Run]:
         await self.get_conversation(conversation_id)
-        return await self._page("run", Run, page, conversation_id, kind)
+        return await self.records.page(Run, page, conversation_id, kind)
 
     async def all_runs(self, conversation_id: str, kind: str = "run") -> list[Run]:
         """Every run of the conversation of one face's ``kind``, oldest first."""
-        docs = await self._db(self.store.all, "run", conversation_id, kind)
-        return [Run.model_validate(d) for d in docs]
+        return await self.records.all(Run, conversation_id, kind)
 
     async def update_run(
         self, run_id: str, conversation_id: str | None = None, *, metadata: dict[str, str]
     ) -> Run:
         run = await self.get_run(run_id, conversation_id)
         run.metadata = metadata
-        await self._save("run", run)
+        await self.records.save(run)
         return run
 
     async def cancel_run(self, run_id: str, conversation_id: str | None = None) -> Run:
@@ -510,10 +508,10 @@ class AgentService:
         task = self._tasks.get(run_id)
         if run.status.terminal or task is None:
             return run
-        self._cancel_requested.add(run_id)
+        self.events.request_cancel(run_id)
         run.status = RunStatus.CANCELLING
-        await self._save("run", run)
-        self._emit(run_id, RunEvent(kind="run", run=run.model_copy(deep=True)))
+        await self.records.save(run)
+        self.events.emit(run_id, RunEvent(kind="run", run=run.model_copy(deep=True)))
         task.cancel()
         return run
 
@@ -524,11 +522,8 @@ class AgentService:
         if not run.status.terminal and run_id in self._tasks:
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
-        await self._db(self.store.delete_children, "step", run_id)
-        await self._db(self.store.delete, "run", run_id)
-
-    def cancel_requested(self, run_id: str) -> bool:
-        return run_id in self._cancel_requested
+        await self.records.delete_children(Step, run_id)
+        await self.records.delete(Run, run_id)
 
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
         """The run once it is terminal (or as it is when ``timeout`` passes)."""
@@ -538,70 +533,14 @@ class AgentService:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
         return await self.get_run(run_id)
 
-    def events(self, run_id: str) -> AsyncIterator[RunEvent]:
-        """Events of a run from its start, ending with ``done``.
-
-        Everything since the run started is replayed first, so a face may subscribe at any
-        point while the run is in flight (and up to a minute after it ended).
-        """
-        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
-        history = list(self._history.get(run_id, []))
-        live = run_id in self._history
-        if live:
-            self._subscribers.setdefault(run_id, []).append(queue)
-        return self._drain(run_id, queue, history, live)
-
-    async def _drain(
-        self, run_id: str, queue: asyncio.Queue[RunEvent], history: list[RunEvent], live: bool
-    ) -> AsyncIterator[RunEvent]:
-        try:
-            for event in history:
-                yield event
-                if event.kind == "done":
-                    return
-            if not live:  # long finished: its final state, then done
-                yield RunEvent(kind="run", run=await self.get_run(run_id))
-                yield RunEvent(kind="done")
-                return
-            while True:
-                event = await queue.get()
-                yield event
-                if event.kind == "done":
-                    return
-        finally:
-            subscribers = self._subscribers.get(run_id)
-            if subscribers is not None and queue in subscribers:
-                subscribers.remove(queue)
-
-    def _emit(self, run_id: str, event: RunEvent) -> None:
-        history = self._history.get(run_id)
-        if history is not None:
-            history.append(event)
-        for queue in self._subscribers.get(run_id, []):
-            queue.put_nowait(event)
-        if event.kind == "done":
-            self._active_done(run_id)
-
-    def _active_done(self, run_id: str) -> None:
-        for conversation, active in list(self._active.items()):
-            if active == run_id:
-                del self._active[conversation]
-        self._cancel_requested.discard(run_id)
-
-        def forget() -> None:
-            self._history.pop(run_id, None)
-            self._subscribers.pop(run_id, None)
-
-        asyncio.get_running_loop().call_later(EVENT_HISTORY_SECONDS, forget)
-
     async def list_steps(
         self, run_id: str, page: PageRequest, conversation_id: str | None = None
     ) -> Page[Step]:
         await self.get_run(run_id, conversation_id)
-        return await self._page("step", Step, page, run_id)
+        return await self.records.page(Step, page, run_id)
 
     async def get_step(self, run_id: str, step_id: str) -> Step:
-        step = await self._load("step", Step, step_id, "run step")
+        step = await self.records.load(Step, step_id)
         if step.run_id != run_id:
             raise errors.ObjectNotFound("run step", step_id)
         return step
@@ -609,248 +548,11 @@ class AgentService:
     async def run_messages(self, run_id: str) -> list[Message]:
         """Messages a run created, oldest first."""
         run = await self.get_run(run_id)
-        docs = await self._db(self.store.all, "message", run.conversation_id, run_id)
-        return [Message.model_validate(d) for d in docs]
+        return await self.records.all(Message, run.conversation_id, run_id)
 
     async def run_steps(self, run_id: str) -> list[Step]:
         """All steps of a run, oldest first (for building Responses ``output``)."""
-        docs = await self._db(self.store.all, "step", run_id)
-        return [Step.model_validate(d) for d in docs]
-
-    # --- containers -----------------------------------------------------------------------------
-
-    async def create_container(
-        self,
-        *,
-        name: str | None = None,
-        file_ids: list[str] | None = None,
-        expires_after_minutes: int | None = None,
-        memory_limit: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> Container:
-        """A new container; ``file_ids`` are copied into its /mnt/data."""
-        sources = [await self.get_file(fid) for fid in file_ids or []]
-        minutes = expires_after_minutes or self.config.container_expiry_minutes
-        if minutes < 1:
-            raise errors.InvalidRequest("expires_after.minutes must be at least 1", "expires_after")
-        cid = new_id("cntr_")
-        container = Container(
-            id=cid,
-            name=name,
-            session_id=cid,
-            expires_after_minutes=minutes,
-            memory_limit=memory_limit,
-            metadata=metadata or {},
-        )
-        await self._insert("container", container)
-        for source in sources:
-            await self.copy_into_container(container, source)
-        return container
-
-    async def _expire_if_idle(self, container: Container) -> Container:
-        if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
-            container.status = ContainerStatus.EXPIRED
-            await self._save("container", container)
-            await self._pool().delete(container.session_id)
-        return container
-
-    async def get_container(self, container_id: str) -> Container:
-        """Status ``expired`` once idle past its expiry (then files are no longer served)."""
-        container = await self._load("container", Container, container_id)
-        return await self._expire_if_idle(container)
-
-    async def _live_container(self, container_id: str) -> Container:
-        container = await self.get_container(container_id)
-        if container.status == ContainerStatus.EXPIRED:
-            raise errors.InvalidRequest(
-                f"container {container_id!r} expired after {container.expires_after_minutes} idle "
-                "minutes; its files are gone. Create a new container.",
-                "container_id",
-            )
-        return container
-
-    async def list_containers(self, page: PageRequest) -> Page[Container]:
-        result = await self._page("container", Container, page)
-        return Page[Container](
-            items=[await self._expire_if_idle(c) for c in result.items], has_more=result.has_more
-        )
-
-    async def delete_container(self, container_id: str) -> None:
-        """Ends its session and deletes its files."""
-        container = await self._load("container", Container, container_id)
-        await self._pool().delete(container.session_id)
-        for fid in await self._db(self.store.delete_children, "file", container.id):
-            await self._db(self.store.delete_blob, fid)
-        await self._db(self.store.delete, "container", container_id)
-
-    async def container_for(self, conversation_id: str) -> Container:
-        """The conversation's container, created on first use (or again after it expired)."""
-        conversation = await self.get_conversation(conversation_id)
-        if conversation.container_id:
-            with contextlib.suppress(errors.ObjectNotFound):
-                container = await self.get_container(conversation.container_id)
-                if container.status == ContainerStatus.RUNNING:
-                    return container
-        container = await self.create_container(name=f"conversation {conversation_id}")
-        conversation.container_id = container.id
-        conversation.extra["auto_container"] = True
-        await self._save("conversation", conversation)
-        return container
-
-    async def bind_container(self, conversation_id: str, container_id: str) -> None:
-        """Make ``container_id`` the conversation's container (an explicit choice)."""
-        conversation = await self.get_conversation(conversation_id)
-        if conversation.container_id != container_id:
-            conversation.container_id = container_id
-            conversation.extra["auto_container"] = False
-            await self._save("conversation", conversation)
-
-    async def session_for(self, container: Container) -> Session:
-        """The container's live session; a fresh one gets the container's files back."""
-        lock = self._container_locks.setdefault(container.id, asyncio.Lock())
-        async with lock:
-            pool = self._pool()
-            fresh = pool.get(container.session_id) is None
-            session = await pool.acquire(container.session_id)
-            if fresh:
-                for record in await self.container_files(container.id):
-                    data = await self._db(self.store.get_blob, record.id)
-                    if data is not None and record.path:
-                        await session.write_file(_relative(record.path), data)
-            container.last_active_at = now()
-            await self._save("container", container)
-            return session
-
-    async def container_files(self, container_id: str) -> list[StoredFile]:
-        docs = await self._db(self.store.all, "file", container_id)
-        return [StoredFile.model_validate(d) for d in docs]
-
-    async def copy_into_container(
-        self, container: Container, source: StoredFile, session: Session | None = None
-    ) -> StoredFile:
-        """The container's copy of file object ``source`` at /mnt/data/<its name>."""
-        data = await self.file_content(source.id)
-        return await self.put_container_file(
-            container,
-            path=f"/mnt/data/{source.filename}",
-            data=data,
-            source="user",
-            origin_id=source.id,
-            session=session,
-        )
-
-    async def put_container_file(
-        self,
-        container: Container,
-        *,
-        path: str,
-        data: bytes,
-        source: str,
-        origin_id: str | None = None,
-        session: Session | None = None,
-        write: bool = True,
-    ) -> StoredFile:
-        """Record (and, with ``write``, write into the live session) the file at ``path``.
-
-        One record per path: a file rewritten later keeps its id and gets the new bytes.
-        """
-        self._check_size(path, data)
-        existing = next(
-            (f for f in await self.container_files(container.id) if f.path == path), None
-        )
-        purpose = FilePurpose.OUTPUT if source == "assistant" else FilePurpose.CONTAINER
-        if existing is not None:
-            record = existing
-            record.bytes = len(data)
-            record.origin_id = origin_id or record.origin_id
-            await self._db(self.store.put_blob, record.id, data)
-            await self._save("file", record)
-        else:
-            record = StoredFile(
-                id=new_id("cfile_"),
-                filename=path.rsplit("/", 1)[-1],
-                bytes=len(data),
-                purpose=purpose,
-                container_id=container.id,
-                path=path,
-                source=source,  # type: ignore[arg-type]
-                origin_id=origin_id,
-            )
-            await self._db(self.store.put_blob, record.id, data)
-            await self._insert("file", record, container.id, purpose)
-        if write:
-            if session is None and self._pool().get(container.session_id):
-                session = await self.session_for(container)
-            if session is not None:
-                await session.write_file(_relative(path), data)
-        return record
-
-    async def forget_container_file(self, record: StoredFile) -> None:
-        """Drop the record (and bytes) of a container file that is gone from /mnt/data."""
-        await self._db(self.store.delete, "file", record.id)
-        await self._db(self.store.delete_blob, record.id)
-
-    async def add_container_file(
-        self,
-        container_id: str,
-        *,
-        filename: str | None = None,
-        data: bytes | None = None,
-        file_id: str | None = None,
-    ) -> StoredFile:
-        """Upload bytes (``filename`` + ``data``) or copy an existing file (``file_id``) into
-        the container's /mnt/data. Returns the container file record (``path`` set)."""
-        container = await self._live_container(container_id)
-        if file_id is not None:
-            return await self.copy_into_container(container, await self.get_file(file_id))
-        if data is None or not filename:
-            raise errors.InvalidRequest("give a file upload or a file_id", "file")
-        name = _clean_filename(filename)
-        return await self.put_container_file(
-            container, path=f"/mnt/data/{name}", data=data, source="user"
-        )
-
-    async def list_container_files(self, container_id: str, page: PageRequest) -> Page[StoredFile]:
-        await self._live_container(container_id)
-        return await self._page("file", StoredFile, page, container_id)
-
-    async def get_container_file(self, container_id: str, file_id: str) -> StoredFile:
-        await self._live_container(container_id)
-        record = await self._load("file", StoredFile, file_id, "container file")
-        if record.container_id != container_id:
-            raise errors.ObjectNotFound("container file", file_id)
-        return record
-
-    async def container_file_content(self, container_id: str, file_id: str) -> bytes:
-        await self.get_container_file(container_id, file_id)
-        data = await self._db(self.store.get_blob, file_id)
-        if data is None:
-            raise errors.ObjectNotFound("container file", file_id)
-        return data
-
-    async def delete_container_file(self, container_id: str, file_id: str) -> None:
-        container = await self._live_container(container_id)
-        record = await self.get_container_file(container_id, file_id)
-        await self._db(self.store.delete, "file", file_id)
-        await self._db(self.store.delete_blob, file_id)
-        session = self._pool().get(container.session_id)
-        if session is not None and record.path:
-            with contextlib.suppress(errors.FileError):
-                await session.delete_file(_relative(record.path))
-
-
-def _relative(path: str) -> str:
-    """``/mnt/data/a/b.csv`` -> ``a/b.csv`` (the session's file API is rooted at /mnt/data)."""
-    prefix = "/mnt/data/"
-    return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
-
-
-def _clean_filename(filename: str) -> str:
-    """The last component of an uploaded name, without NULs or path tricks."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip()
-    if name in ("", ".", ".."):
-        raise errors.InvalidRequest(f"invalid file name {filename!r}", "file")
-    return name[:255]
+        return await self.records.all(Step, run_id)
 
 
 def _redact(url: str) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import secrets
 import time
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 def new_id(prefix: str) -> str:
@@ -29,7 +29,15 @@ def now() -> int:
 
 
 class Record(BaseModel):
-    """Base of every stored object: an id and a creation time."""
+    """Base of every stored object: an id and a creation time.
+
+    Each subclass names its ``record_kind``, the ``kind`` of its rows in the store: existing
+    databases hold these strings, so they never change. (Not ``kind``: a run has a field of
+    that name.) ``noun`` is what a missing one is called in an ObjectNotFound.
+    """
+
+    record_kind: ClassVar[str]
+    noun: ClassVar[str]
 
     id: str
     created_at: int = Field(default_factory=now)
@@ -41,6 +49,9 @@ class Record(BaseModel):
 
 class Agent(Record):
     """An agent definition (an Assistants ``assistant``, a Foundry agent version)."""
+
+    record_kind = "agent"
+    noun = "agent"
 
     model: str
     name: str | None = None
@@ -76,6 +87,9 @@ class StoredFile(Record):
     ``container_id`` and ``path`` (``/mnt/data/<name>``) set.
     """
 
+    record_kind = "file"
+    noun = "file"
+
     filename: str
     bytes: int
     purpose: str = FilePurpose.UPLOAD
@@ -99,6 +113,9 @@ class Container(Record):
     down, the next use starts a fresh one and copies the container's stored files back in.
     """
 
+    record_kind = "container"
+    noun = "container"
+
     name: str | None = None
     session_id: str
     status: ContainerStatus = ContainerStatus.RUNNING
@@ -118,10 +135,30 @@ class Container(Record):
 class Conversation(Record):
     """A thread (Assistants) or a conversation (Responses)."""
 
+    record_kind = "conversation"
+    noun = "thread"
+
     #: code-interpreter input files given when the thread was created
     file_ids: list[str] = Field(default_factory=list)
     container_id: str | None = None
+    #: the container was made for this conversation (and is deleted with it), not chosen by
+    #: the client
+    auto_container: bool = True
+    #: system and developer text given when the conversation was created (Responses): it goes
+    #: before each turn's own instructions
+    instructions: list[str] = Field(default_factory=list)
+    #: wire fields a face wants back verbatim (Assistants' tool_resources extras ...)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_once_in_extra(cls, data: Any) -> Any:
+        """Documents stored by earlier versions kept these fields in ``extra``."""
+        if not isinstance(data, dict) or not isinstance(data.get("extra"), dict):
+            return data
+        extra = dict(data["extra"])
+        moved = {key: extra.pop(key) for key in ("auto_container", "instructions") if key in extra}
+        return {**moved, **data, "extra": extra} if moved else data
 
 
 class Annotation(BaseModel):
@@ -159,6 +196,9 @@ class MessageStatus(StrEnum):
 
 
 class Message(Record):
+    record_kind = "message"
+    noun = "message"
+
     conversation_id: str
     role: Literal["user", "assistant"]
     content: list[TextPart | ImagePart] = Field(default_factory=list)
@@ -229,6 +269,9 @@ class Usage(BaseModel):
 class Run(Record):
     """One agent turn: a run (Assistants) or a response (Responses)."""
 
+    record_kind = "run"
+    noun = "run"
+
     conversation_id: str
     agent_id: str | None = None
     #: which face created it; each face lists only its own kind
@@ -288,6 +331,9 @@ class CodeCall(BaseModel):
 
 class Step(Record):
     """A recorded step of a run: either code calls or the creation of the answer message."""
+
+    record_kind = "step"
+    noun = "run step"
 
     run_id: str
     conversation_id: str

@@ -112,6 +112,36 @@ async def test_delete_keeps_the_conversation_messages(client: httpx.AsyncClient)
     assert [i["role"] for i in items if i["type"] == "message"] == ["user", "assistant"]
 
 
+@pytest.mark.jail
+async def test_a_conversations_developer_items_instruct_each_response(
+    client: httpx.AsyncClient,
+) -> None:
+    """System and developer items cannot be stored as messages: they become instructions."""
+    conv = await client.post(
+        "/v1/conversations",
+        json={"items": [{"type": "message", "role": "developer", "content": "Be brief."}]},
+    )
+    assert conv.status_code == 200, conv.text
+    made = await client.post(
+        "/v1/responses",
+        json={
+            "model": HELLO,
+            "input": [
+                {"role": "system", "content": "Use SI units."},
+                {"role": "user", "content": "hi"},
+            ],
+            "instructions": "Be kind.",
+            "conversation": conv.json()["id"],
+        },
+    )
+    assert made.status_code == 200, made.text
+    body = made.json()
+    assert body["instructions"] == "Be kind.\n\nBe brief.\n\nUse SI units."
+    assert body["conversation"] == {"id": conv.json()["id"]}
+    items = (await client.get(f"/v1/conversations/{conv.json()['id']}/items")).json()["data"]
+    assert [i["role"] for i in items if i["type"] == "message"] == ["assistant", "user"]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "base"),
     [

@@ -294,7 +294,7 @@ async def _start(
     if not stream:
         return ok(wire.run(run), POLL_HEADERS)
     # subscribe before anything else awaits: the run starts when this task yields
-    events = svc.events(run.id)
+    events = svc.events.subscribe(run.id)
 
     async def final() -> Run:
         return await svc.get_run(run.id)
@@ -389,7 +389,7 @@ async def upload_file(request: Request) -> Response:
     form = await read_upload(request, svc.config.max_file_bytes)
     if form.data is None:
         raise errors.InvalidRequest("a multipart part 'file' (with a filename) is required", "file")
-    stored = await svc.create_file(
+    stored = await svc.files.create(
         filename=form.filename or "upload",
         data=form.data,
         purpose=form.fields.get("purpose") or "assistants",
@@ -400,24 +400,24 @@ async def upload_file(request: Request) -> Response:
 @files_router.get("/files", summary="List files")
 async def list_files(request: Request) -> Response:
     q = query(request)
-    page = await service(request).list_files(parse.page_request(q), q.get("purpose") or None)
+    page = await service(request).files.page(parse.page_request(q), q.get("purpose") or None)
     return ok(wire.page(page, wire.file))
 
 
 @files_router.get("/files/{file_id}", summary="Get a file object")
 async def get_file(request: Request, file_id: str) -> Response:
-    return ok(wire.file(await service(request).get_file(file_id)))
+    return ok(wire.file(await service(request).files.get(file_id)))
 
 
 @files_router.delete("/files/{file_id}", summary="Delete a file")
 async def delete_file(request: Request, file_id: str) -> Response:
-    await service(request).delete_file(file_id)
+    await service(request).files.delete(file_id)
     return ok(wire.deleted(file_id, "file"))
 
 
 @files_router.get("/files/{file_id}/content", summary="Download a file's bytes")
 async def file_content(request: Request, file_id: str) -> Response:
-    data = await service(request).file_content(file_id)
+    data = await service(request).files.content(file_id)
     return Response(data, media_type="application/octet-stream")
 
 

@@ -9,7 +9,6 @@ errors (ObjectNotFound, InvalidRequest, Conflict) are rendered by the server's h
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sessionpool.agents.service import AgentService
+from sessionpool.agents.service import AgentService, ResponseRequest
 from sessionpool.agents.types import (
     Agent,
     Message,
@@ -93,13 +92,6 @@ def ok(data: Any) -> JSONResponse:
     return JSONResponse(data)
 
 
-async def get_response_run(svc: AgentService, response_id: str) -> Run:
-    run = await svc.get_run(response_id)
-    if run.kind != "response":
-        raise ObjectNotFound("response", response_id)
-    return run
-
-
 async def image_urls(
     svc: AgentService, steps: list[Step], base_url: str, known: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -109,8 +101,8 @@ async def image_urls(
         if file_id in urls:
             continue
         try:
-            f = await svc.get_file(file_id)
-            data = None if f.container_id else await svc.file_content(file_id)
+            f = await svc.files.get(file_id)
+            data = None if f.container_id else await svc.files.content(file_id)
         except ObjectNotFound:
             continue  # deleted since: the item keeps a (dead) container link
         urls[file_id] = wire.image_url(f, data, base_url=base_url)
@@ -143,55 +135,16 @@ async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Ag
     return found[-1]  # oldest first: the last is the newest
 
 
-async def add_missing_files(svc: AgentService, container_id: str, file_ids: list[str]) -> None:
-    """Copy the files into the container, skipping names it has already (an agent's tool
-    resources come with every turn)."""
-    present = {f.filename for f in await svc.container_files(container_id)}
-    for file_id in file_ids:
-        stored = await svc.get_file(file_id)
-        if stored.filename not in present:
-            await svc.add_container_file(container_id, file_id=file_id)
-            present.add(stored.filename)
-
-
-async def create_response(request: Request) -> Response:
-    svc = service(request)
-    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
-    base = api_base(request)
-    parsed = wire.parse_input(req.input)
-
-    agent: Agent | None = None
-    ref = req.agent_name
-    if ref is not None:
-        agent = await resolve_agent(svc, *ref)
-    wire_tools: list[dict[str, Any]] | None = req.tools
-    if wire_tools is None and agent is not None:
-        wire_tools = agent.tools
-    spec = wire.parse_tools(wire_tools)
-
-    conversation_id = req.conversation_id
-    if conversation_id and req.previous_response_id:
-        raise InvalidRequest(
-            "give either conversation or previous_response_id, not both", "previous_response_id"
-        )
-    if spec.container_id is not None:
-        await svc.get_container(spec.container_id)  # 404 before anything is written
-    created = False
-    if conversation_id:
-        conv = await svc.get_conversation(conversation_id)
-    elif req.previous_response_id:
-        previous = await get_response_run(svc, req.previous_response_id)
-        conv = await svc.get_conversation(previous.conversation_id)
-    else:
-        conv = await svc.create_conversation(extra={"hidden": True})
-        created = True
-
+def echo_fields(
+    req: wire.ResponseCreate, tools: list[dict[str, Any]] | None, agent: Agent | None
+) -> dict[str, Any]:
+    """What the response object gives back as it was asked (``Run.extra``)."""
     extra: dict[str, Any] = {
         "background": bool(req.background),
         "store": req.store if req.store is not None else True,
-        "tools": wire_tools or [],
+        "tools": tools or [],
         "previous_response_id": req.previous_response_id,
-        "conversation": conv.id if conversation_id else None,
+        "conversation": req.conversation_id,
     }
     for key in (
         "tool_choice",
@@ -207,48 +160,43 @@ async def create_response(request: Request) -> Response:
             extra[key] = value
     if agent is not None:
         extra["agent_reference"] = {"type": "agent_reference", "name": agent.name}
-    extra_instructions = [*conv.extra.get("instructions", []), *parsed.instructions]
+    return extra
 
-    message_ids: list[str] = []
-    try:
-        if spec.container_id is None and spec.auto and spec.file_ids:
-            # the conversation's own container (made now, or kept from earlier turns: its
-            # interpreter state stays) gets the files, once
-            container = await svc.container_for(conv.id)
-            await add_missing_files(svc, container.id, spec.file_ids)
-        for m in parsed.messages:
-            message = await svc.add_message(
-                conv.id, role=m["role"], content=m["content"], attachments=m["attachments"]
-            )
-            message_ids.append(message.id)
-        run = await svc.start_run(
-            conv.id,
+
+async def create_response(request: Request) -> Response:
+    svc = service(request)
+    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
+    base = api_base(request)
+    parsed = wire.parse_input(req.input)
+    agent: Agent | None = None
+    ref = req.agent_name
+    if ref is not None:
+        agent = await resolve_agent(svc, *ref)
+    wire_tools: list[dict[str, Any]] | None = req.tools
+    if wire_tools is None and agent is not None:
+        wire_tools = agent.tools
+    spec = wire.parse_tools(wire_tools)
+    run = await svc.start_response(
+        ResponseRequest(
+            messages=parsed.messages,
+            conversation_id=req.conversation_id,
+            previous_response_id=req.previous_response_id,
             agent_id=agent.id if agent is not None else None,
-            kind="response",
             model=req.model,
             instructions=req.instructions,
-            additional_instructions="\n\n".join(extra_instructions) or None,
+            input_instructions=parsed.instructions,
             tools=spec.tools if (spec.tools or agent is None) else None,
+            container_id=spec.container_id,
+            container_file_ids=spec.file_ids if spec.auto else [],
             temperature=req.temperature,
             top_p=req.top_p,
-            container_id=spec.container_id,
             metadata=req.metadata,
-            input_message_ids=message_ids,
-            extra=extra,
+            extra=echo_fields(req, wire_tools, agent),
         )
-    except SessionpoolError:
-        # nothing of a response that never started stays behind
-        if created:
-            await svc.delete_conversation(conv.id)
-        else:
-            for mid in message_ids:
-                with contextlib.suppress(SessionpoolError):
-                    await svc.delete_message(conv.id, mid)
-        raise
-
+    )
     if req.stream:
         # subscribe before anything else awaits: the run has not started yet
-        events = svc.events(run.id)
+        events = svc.events.subscribe(run.id)
         first = await anext(events, None)
         return StreamingResponse(
             stream_response(svc, run, events, first, base),
@@ -320,14 +268,14 @@ async def _stream_events(
 async def get_response(request: Request, response_id: str) -> Response:
     """The response; with ``stream=true``, its events again (from ``starting_after`` on)."""
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     if request.query_params.get("stream", "").lower() == "true":
         raw_after = request.query_params.get("starting_after", "")
         try:
             starting_after = int(raw_after) if raw_after else -1
         except ValueError:
             raise InvalidRequest("starting_after must be an integer", "starting_after") from None
-        events = svc.events(run.id)
+        events = svc.events.subscribe(run.id)
         first = await anext(events, None)
         return StreamingResponse(
             stream_response(
@@ -346,14 +294,14 @@ async def get_response(request: Request, response_id: str) -> Response:
 
 async def delete_response(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     await svc.delete_run(run.id)
     return ok(wire.response_deleted(run.id))
 
 
 async def cancel_response(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     if not run.status.terminal:
         await svc.cancel_run(run.id)
         run = await svc.wait_run(run.id, timeout=CANCEL_WAIT_SECONDS)
@@ -362,7 +310,7 @@ async def cancel_response(request: Request, response_id: str) -> Response:
 
 async def list_input_items(request: Request, response_id: str) -> Response:
     svc = service(request)
-    run = await get_response_run(svc, response_id)
+    run = await svc.get_response(response_id)
     page = page_params(request)
     items: list[dict[str, Any]] = []
     for mid in run.input_message_ids:
@@ -381,11 +329,8 @@ async def create_conversation(request: Request) -> Response:
     svc = service(request)
     req: wire.ConversationCreate = await parse(request, wire.ConversationCreate)
     parsed = wire.parse_input(req.items, "items")
-    extra: dict[str, Any] = {}
-    if parsed.instructions:
-        extra["instructions"] = parsed.instructions
     conv = await svc.create_conversation(
-        metadata=req.metadata, messages=parsed.messages or None, extra=extra or None
+        metadata=req.metadata, messages=parsed.messages or None, instructions=parsed.instructions
     )
     return ok(wire.conversation_object(conv))
 
@@ -475,7 +420,7 @@ async def create_container(request: Request) -> Response:
     minutes = req.expires_after.minutes if req.expires_after is not None else None
     if minutes is not None and minutes < 1:
         raise InvalidRequest("expires_after.minutes must be at least 1", "expires_after.minutes")
-    container = await svc.create_container(
+    container = await svc.containers.create(
         name=req.name,
         file_ids=req.file_ids,
         expires_after_minutes=minutes,
@@ -487,19 +432,19 @@ async def create_container(request: Request) -> Response:
 
 async def list_containers(request: Request) -> Response:
     svc = service(request)
-    page = await svc.list_containers(page_params(request))
+    page = await svc.containers.page(page_params(request))
     data = [wire.container_object(c) for c in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container(request: Request, container_id: str) -> Response:
     svc = service(request)
-    return ok(wire.container_object(await svc.get_container(container_id)))
+    return ok(wire.container_object(await svc.containers.get(container_id)))
 
 
 async def delete_container(request: Request, container_id: str) -> Response:
     svc = service(request)
-    await svc.delete_container(container_id)
+    await svc.containers.delete(container_id)
     return ok(wire.container_deleted(container_id))
 
 
@@ -510,36 +455,36 @@ async def create_container_file(request: Request, container_id: str) -> Response
         form = await read_upload(request, svc.config.max_file_bytes)
         file_id = form.fields.get("file_id")
         if form.data is not None:
-            stored = await svc.add_container_file(
+            stored = await svc.containers.add_file(
                 container_id, filename=form.filename or "upload", data=form.data
             )
         elif file_id:
-            stored = await svc.add_container_file(container_id, file_id=file_id)
+            stored = await svc.containers.add_file(container_id, file_id=file_id)
         else:
             raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
     else:
         req: wire.ContainerFileCreate = await parse(request, wire.ContainerFileCreate)
-        stored = await svc.add_container_file(container_id, file_id=req.file_id)
+        stored = await svc.containers.add_file(container_id, file_id=req.file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def list_container_files(request: Request, container_id: str) -> Response:
     svc = service(request)
-    page = await svc.list_container_files(container_id, page_params(request))
+    page = await svc.containers.page_files(container_id, page_params(request))
     data = [wire.container_file_object(f, container_id) for f in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container_file(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    stored = await svc.get_container_file(container_id, file_id)
+    stored = await svc.containers.get_file(container_id, file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def container_file_content(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    stored = await svc.get_container_file(container_id, file_id)
-    data = await svc.container_file_content(container_id, file_id)
+    stored = await svc.containers.get_file(container_id, file_id)
+    data = await svc.containers.file_content(container_id, file_id)
     media_type = mimetypes.guess_type(stored.filename)[0] or "application/octet-stream"
     name = stored.filename.replace('"', "")
     return Response(
@@ -551,7 +496,7 @@ async def container_file_content(request: Request, container_id: str, file_id: s
 
 async def delete_container_file(request: Request, container_id: str, file_id: str) -> Response:
     svc = service(request)
-    await svc.delete_container_file(container_id, file_id)
+    await svc.containers.delete_file(container_id, file_id)
     return ok(wire.container_file_deleted(file_id))
 
 
