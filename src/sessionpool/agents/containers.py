@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sessionpool import errors
+from sessionpool import errors, paths
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.agents.files import Files, clean_filename
 from sessionpool.agents.records import Records
@@ -144,7 +144,7 @@ class Containers:
                 for record in await self.all_files(container.id):
                     data = await self._records.get_blob(record.id)
                     if data is not None and record.path:
-                        await session.write_file(_relative(record.path), data)
+                        await session.write_file(record.path, data)
             container.last_active_at = now()
             await self._records.save(container)
             return session
@@ -160,7 +160,7 @@ class Containers:
         data = await self._files.content(source.id)
         return await self.put_file(
             container,
-            path=f"/mnt/data/{source.filename}",
+            path=paths.absolute(source.filename),
             data=data,
             source="user",
             origin_id=source.id,
@@ -202,7 +202,7 @@ class Containers:
             await self._files.add(record, data)
         if write and self._pool().get(container.session_id):
             session = await self.session_for(container)
-            await session.write_file(_relative(path), data)
+            await session.write_file(path, data)
         return record
 
     async def forget_file(self, record: StoredFile) -> None:
@@ -225,7 +225,7 @@ class Containers:
         if data is None or not filename:
             raise errors.InvalidRequest("give a file upload or a file_id", "file")
         name = clean_filename(filename)
-        return await self.put_file(container, path=f"/mnt/data/{name}", data=data, source="user")
+        return await self.put_file(container, path=paths.absolute(name), data=data, source="user")
 
     async def add_missing_files(self, container_id: str, file_ids: list[str]) -> None:
         """Copy the files in, skipping names the container has already (an agent's tool
@@ -262,10 +262,4 @@ class Containers:
         session = self._pool().get(container.session_id)
         if session is not None and record.path:
             with contextlib.suppress(errors.FileError):
-                await session.delete_file(_relative(record.path))
-
-
-def _relative(path: str) -> str:
-    """``/mnt/data/a/b.csv`` -> ``a/b.csv`` (the session's file API is rooted at /mnt/data)."""
-    prefix = "/mnt/data/"
-    return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+                await session.delete_file(record.path)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sessionpool import errors
+from sessionpool import errors, paths
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.agents.containers import Containers
 from sessionpool.agents.events import RunEvents
@@ -434,7 +434,7 @@ class _Loop:
         gone = set(before) - set(after)
         if gone:
             for record in await self.containers.all_files(self.container.id):
-                if record.path and _relative_path(record.path) in gone:
+                if record.path and paths.relative(record.path) in gone:
                     await self.containers.forget_file(record)
         written: list[StoredFile] = []
         budget = self.config.max_file_bytes
@@ -454,7 +454,7 @@ class _Loop:
             budget -= len(data)
             record = await self.containers.put_file(
                 self.container,
-                path=f"/mnt/data/{path}",
+                path=paths.absolute(path),
                 data=data,
                 source="assistant",
                 write=False,
@@ -543,10 +543,6 @@ class _Loop:
                 )
             )
         return annotations
-
-
-def _relative_path(path: str) -> str:
-    return path.removeprefix("/mnt/data/")
 
 
 async def _snapshot(session: Session) -> dict[str, tuple[int, float]]:
