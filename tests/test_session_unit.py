@@ -193,3 +193,16 @@ async def test_a_closed_session_is_not_found(engine: Engine) -> None:
         await session.execute("1")
     with pytest.raises(errors.SessionNotFound):
         await session.list_files()
+
+
+async def test_file_errors_name_the_session_and_the_limit(tmp_path: Path) -> None:
+    small = PoolConfig(ready_sessions=0, limits=QUICK.limits.__class__(file_bytes=4))
+    async with fake_engine(tmp_path, small) as engine:
+        session = await engine.pool("default").acquire("files")
+        with pytest.raises(errors.FileOverLimit) as info:
+            await session.write_file("big.bin", b"12345")
+        assert (info.value.pool, info.value.identifier) == ("default", "files")
+        assert (info.value.limit, info.value.limit_bytes) == ("limits.file_bytes", 4)
+        with pytest.raises(errors.FileNotFound) as missing:
+            await session.read_file("nope.txt")
+        assert missing.value.identifier == "files"

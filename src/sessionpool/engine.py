@@ -48,7 +48,7 @@ class Engine:
         except Exception as exc:
             await self.close()
             # the host passed the checks, yet no jailed session starts: fail closed
-            typed = isinstance(exc, errors.SessionpoolError)
+            typed = isinstance(exc, errors.ServiceError)
             broken = not typed or isinstance(exc, errors.SandboxError)
             if isinstance(exc, errors.SandboxUnavailable) or not (broken and self.backend.isolated):
                 raise

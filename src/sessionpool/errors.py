@@ -1,59 +1,90 @@
-"""The error tree of sessionpool.
+"""The error tree of the server side of sessionpool.
 
-Every error says which pool and session it concerns, which limit was hit, and what to do next.
-The HTTP faces map these classes to status codes and wire bodies; nothing below the faces knows
-about HTTP.
+Every error says which pool and session it concerns, which limit was hit, and what to do next;
+the first three are attributes too (``pool``, ``identifier``, ``limit``: the setting to raise).
+Each carries a neutral ``code`` (``ErrorCode``); the HTTP faces give codes their status and
+their wire names (``faces/http.py``), so nothing below the faces knows about HTTP or about any
+API's vocabulary. The client SDK has its own tree (``sessionpool.client``): no name is shared.
 
-    SessionpoolError
+    ServiceError                  base class (code: internal)
     ├── ConfigError               bad configuration; fix the file, flag or variable named
     ├── SandboxError              a fork, jail, mount or cgroup failed (the server's fault)
     │   └── SandboxUnavailable    the host cannot build the jail at all (fail closed at start)
     ├── PoolError                 concerns a pool
     │   ├── PoolNotFound
-    │   ├── PoolExhausted         max_sessions reached, or not enough memory to admit another
+    │   ├── PoolAtCapacity        max_sessions reached, not enough memory, or no uid left
     │   └── PoolClosed            the pool is shutting down
     ├── SessionError              concerns one session
     │   ├── InvalidIdentifier
     │   ├── SessionNotFound
-    │   ├── SessionLost           the interpreter died; its state is gone, files are kept
+    │   ├── InterpreterLost       the interpreter died; its state is gone, files are kept
     │   └── ProtocolError         the kernel sent something malformed (the session is killed)
-    └── FileError                 concerns a file in a session's workspace
-        ├── InvalidPath           `..`, NUL, absolute path outside /mnt/data, too long ...
-        ├── FileNotFound
-        ├── NotARegularFile       a symlink, FIFO, device or directory where a file was expected
-        ├── FileTooLarge          one file over the per-file limit
-        └── QuotaExceeded         the session's workspace is full
-    AgentsError                   concerns the agents service (assistants, threads, responses)
-    ├── ObjectNotFound            no agent, thread, run, file, container ... with that id
-    ├── InvalidRequest            a well-formed request that cannot be carried out as asked
-    └── Conflict                  the object is busy (a run is already active on the thread)
+    ├── FileError                 concerns a file in a session's workspace
+    │   ├── InvalidPath           `..`, NUL, absolute path outside /mnt/data, too long ...
+    │   ├── FileNotFound
+    │   ├── NotARegularFile       a symlink, FIFO, device or directory where a file was expected
+    │   ├── FileOverLimit         one file over the per-file limit
+    │   └── QuotaExceeded         the session's workspace is full
+    ├── InvalidArgument           a request that cannot be carried out as asked (names the param)
+    └── AgentsError               concerns the agents service (assistants, threads, responses)
+        ├── ObjectNotFound        no agent, thread, run, file, container ... with that id
+        └── Conflict              the object is busy (a run is already active on the thread)
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 
-class SessionpoolError(Exception):
-    """Base class of every error sessionpool raises on purpose."""
 
-    #: a short machine-readable code; faces put it on the wire (e.g. ``x-ms-error-code``)
-    code: str = "InternalError"
+class ErrorCode(StrEnum):
+    """What went wrong, in no API's vocabulary."""
+
+    INTERNAL = "internal"
+    CONFIG = "config"
+    SANDBOX_FAILED = "sandbox_failed"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    POOL_NOT_FOUND = "pool_not_found"
+    POOL_AT_CAPACITY = "pool_at_capacity"
+    POOL_CLOSED = "pool_closed"
+    INVALID_IDENTIFIER = "invalid_identifier"
+    SESSION_NOT_FOUND = "session_not_found"
+    INTERPRETER_LOST = "interpreter_lost"
+    KERNEL_PROTOCOL = "kernel_protocol"
+    INVALID_PATH = "invalid_path"
+    FILE_NOT_FOUND = "file_not_found"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    FILE_OVER_LIMIT = "file_over_limit"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    OBJECT_NOT_FOUND = "object_not_found"
+    INVALID_ARGUMENT = "invalid_argument"
+    CONFLICT = "conflict"
+
+
+class ServiceError(Exception):
+    """Base class of every error the server side raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    #: the pool, the session and the setting (its configuration name) the error concerns
+    pool: str | None = None
+    identifier: str | None = None
+    limit: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class ConfigError(SessionpoolError):
-    code = "InvalidConfiguration"
+class ConfigError(ServiceError):
+    code = ErrorCode.CONFIG
 
 
-class SandboxError(SessionpoolError):
+class SandboxError(ServiceError):
     """The sandbox could not give a session what it needs: a fork, a jail, a mount, a cgroup.
 
     The server's fault, not the caller's: nothing to delete or retry differently.
     """
 
-    code = "SandboxFailure"
+    code = ErrorCode.SANDBOX_FAILED
 
     def __init__(self, detail: str) -> None:
         self.detail = detail
@@ -66,13 +97,13 @@ class SandboxError(SessionpoolError):
 class SandboxUnavailable(SandboxError):
     """The jail cannot be built on this host. The message lists what is missing."""
 
-    code = "SandboxUnavailable"
+    code = ErrorCode.SANDBOX_UNAVAILABLE
 
     def __init__(self, missing: list[str]) -> None:
         self.missing = missing
         self.detail = "; ".join(missing)
         lines = "\n".join(f"  - {m}" for m in missing)
-        SessionpoolError.__init__(
+        ServiceError.__init__(
             self,
             "refusing to start: this host cannot provide session isolation:\n"
             f"{lines}\n"
@@ -82,26 +113,27 @@ class SandboxUnavailable(SandboxError):
         )
 
 
-class PoolError(SessionpoolError):
+class PoolError(ServiceError):
     def __init__(self, pool: str, message: str) -> None:
         self.pool = pool
         super().__init__(f"pool {pool!r}: {message}")
 
 
 class PoolNotFound(PoolError):
-    code = "PoolNotFound"
+    code = ErrorCode.POOL_NOT_FOUND
 
     def __init__(self, pool: str) -> None:
         super().__init__(pool, "no such pool; check the pool name in the endpoint URL")
 
 
-class PoolExhausted(PoolError):
-    """No session can be allocated now. Azure answers 404 here; so do our faces."""
+class PoolAtCapacity(PoolError):
+    """No session can be allocated now (Azure answers 404 here; so do our faces)."""
 
-    code = "SessionPoolExhausted"
+    code = ErrorCode.POOL_AT_CAPACITY
 
-    def __init__(self, pool: str, reason: str) -> None:
+    def __init__(self, pool: str, reason: str, limit: str | None = None) -> None:
         self.reason = reason
+        self.limit = limit
         super().__init__(
             pool,
             f"cannot allocate a new session: {reason}. Delete idle sessions, wait for their "
@@ -110,13 +142,13 @@ class PoolExhausted(PoolError):
 
 
 class PoolClosed(PoolError):
-    code = "PoolClosed"
+    code = ErrorCode.POOL_CLOSED
 
     def __init__(self, pool: str) -> None:
         super().__init__(pool, "the pool is shutting down; retry against a running server")
 
 
-class SessionError(SessionpoolError):
+class SessionError(ServiceError):
     def __init__(self, pool: str, identifier: str, message: str) -> None:
         self.pool = pool
         self.identifier = identifier
@@ -124,20 +156,20 @@ class SessionError(SessionpoolError):
 
 
 class InvalidIdentifier(SessionError):
-    code = "InvalidIdentifier"
+    code = ErrorCode.INVALID_IDENTIFIER
 
 
 class SessionNotFound(SessionError):
-    code = "SessionNotFound"
+    code = ErrorCode.SESSION_NOT_FOUND
 
     def __init__(self, pool: str, identifier: str) -> None:
         super().__init__(pool, identifier, "no such session (it may have cooled down)")
 
 
-class SessionLost(SessionError):
+class InterpreterLost(SessionError):
     """The interpreter process ended. Variables and imports are gone; files in /mnt/data stay."""
 
-    code = "SessionLost"
+    code = ErrorCode.INTERPRETER_LOST
 
     def __init__(self, pool: str, identifier: str, reason: str) -> None:
         self.reason = reason
@@ -150,42 +182,48 @@ class SessionLost(SessionError):
 
 
 class ProtocolError(SessionError):
-    code = "SessionProtocolError"
+    code = ErrorCode.KERNEL_PROTOCOL
 
 
-class FileError(SessionpoolError):
+class FileError(ServiceError):
+    """Raised by a workspace, which knows no session: the session layer fills in ``pool`` and
+    ``identifier`` on the way up."""
+
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         super().__init__(f"file {path!r}: {message}")
 
 
 class InvalidPath(FileError):
-    code = "InvalidFilePath"
+    code = ErrorCode.INVALID_PATH
 
 
 class FileNotFound(FileError):
-    code = "FileNotFound"
+    code = ErrorCode.FILE_NOT_FOUND
 
     def __init__(self, path: str) -> None:
         super().__init__(path, "not found in /mnt/data; list the files to see what exists")
 
 
 class NotARegularFile(FileError):
-    code = "NotARegularFile"
+    code = ErrorCode.NOT_A_REGULAR_FILE
 
 
-class FileTooLarge(FileError):
-    code = "FileTooLarge"
+class FileOverLimit(FileError):
+    code = ErrorCode.FILE_OVER_LIMIT
 
-    def __init__(self, path: str, limit: int) -> None:
+    def __init__(self, path: str, limit_bytes: int, limit: str = "limits.file_bytes") -> None:
+        self.limit_bytes = limit_bytes
         self.limit = limit
         super().__init__(
-            path, f"larger than the per-file limit of {limit} bytes; split it or raise the limit"
+            path,
+            f"larger than the per-file limit of {limit_bytes} bytes; split it or raise the limit",
         )
 
 
 class QuotaExceeded(FileError):
-    code = "DiskQuotaExceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
+    limit = "limits.disk_bytes"
 
     def __init__(self, path: str, quota: int) -> None:
         self.quota = quota
@@ -196,12 +234,20 @@ class QuotaExceeded(FileError):
         )
 
 
-class AgentsError(SessionpoolError):
-    code = "AgentsError"
+class InvalidArgument(ServiceError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class AgentsError(ServiceError):
+    code = ErrorCode.INTERNAL
 
 
 class ObjectNotFound(AgentsError):
-    code = "not_found"
+    code = ErrorCode.OBJECT_NOT_FOUND
 
     def __init__(self, kind: str, object_id: str) -> None:
         self.kind = kind
@@ -212,13 +258,5 @@ class ObjectNotFound(AgentsError):
         )
 
 
-class InvalidRequest(AgentsError):
-    code = "invalid_request"
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        self.param = param
-        super().__init__(message)
-
-
 class Conflict(AgentsError):
-    code = "conflict"
+    code = ErrorCode.CONFLICT

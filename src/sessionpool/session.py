@@ -8,6 +8,7 @@ uid, cgroup and files; only the interpreter state is lost, and the caller is tol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -98,8 +99,8 @@ class Session:
             await kernel.wait_exit(2.0)
         await asyncio.to_thread(self.backend.release_slot, self.slot)
 
-    def _error(self, message: str) -> errors.SessionLost:
-        return errors.SessionLost(self.pool_name, self.identifier or "(unassigned)", message)
+    def _error(self, message: str) -> errors.InterpreterLost:
+        return errors.InterpreterLost(self.pool_name, self.identifier or "(unassigned)", message)
 
     async def _ensure_kernel(self) -> tuple[Kernel, str]:
         """The live kernel, or a fresh one; the note says why state was lost, if it was."""
@@ -392,35 +393,43 @@ class Session:
 
     # -- files (served by the host, never through the kernel) ----------------------------------
 
-    def _check_open(self) -> None:
+    @contextlib.contextmanager
+    def _files(self) -> Iterator[None]:
+        """A file operation of this session: refused once it is closed; a workspace's error
+        (which knows no session) is told which pool and session it concerns."""
         if self.closed:
             raise errors.SessionNotFound(self.pool_name, self.identifier)
         self.touch()
+        try:
+            yield
+        except errors.FileError as exc:
+            exc.pool, exc.identifier = self.pool_name, self.identifier
+            raise
 
     async def write_file(self, path: str, data: bytes | AsyncIterator[bytes]) -> FileInfo:
-        self._check_open()
-        return await self.slot.workspace.write(path, data)
+        with self._files():
+            return await self.slot.workspace.write(path, data)
 
     async def read_file(self, path: str) -> bytes:
-        self._check_open()
-        return await asyncio.to_thread(self.slot.workspace.read, path)
+        with self._files():
+            return await asyncio.to_thread(self.slot.workspace.read, path)
 
     def open_file(self, path: str) -> tuple[FileInfo, Iterator[bytes]]:
         """Stat and open now, stream later (for large downloads)."""
-        self._check_open()
-        return self.slot.workspace.iter_read(path)
+        with self._files():
+            return self.slot.workspace.iter_read(path)
 
     async def stat_file(self, path: str) -> FileInfo:
-        self._check_open()
-        return self.slot.workspace.stat(path)
+        with self._files():
+            return self.slot.workspace.stat(path)
 
     async def list_files(self, path: str = "", recursive: bool = False) -> list[FileInfo]:
-        self._check_open()
-        return await asyncio.to_thread(self.slot.workspace.list, path, recursive)
+        with self._files():
+            return await asyncio.to_thread(self.slot.workspace.list, path, recursive)
 
     async def delete_file(self, path: str) -> None:
-        self._check_open()
-        await asyncio.to_thread(self.slot.workspace.delete, path)
+        with self._files():
+            await asyncio.to_thread(self.slot.workspace.delete, path)
 
 
 def _text(value: Any) -> str:

@@ -259,11 +259,11 @@ async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentSe
         await service.start_run(conversation.id, agent_id="asst_nope")
     with pytest.raises(errors.ObjectNotFound):
         await service.create_agent(model="m", file_ids=["file-nope"])
-    with pytest.raises(errors.InvalidRequest):
+    with pytest.raises(errors.InvalidArgument):
         await service.add_message(conversation.id, role="system", content="x")
-    with pytest.raises(errors.InvalidRequest):
+    with pytest.raises(errors.InvalidArgument):
         await service.list_agents(PageRequest(limit=0))
-    with pytest.raises(errors.InvalidRequest):
+    with pytest.raises(errors.InvalidArgument):
         await service.files.create(filename="..", data=b"x")
 
 
@@ -340,7 +340,7 @@ async def test_a_response_that_cannot_start_leaves_nothing_behind(service: Agent
     run = await run_to_end(service, "scripted-hello", "an Assistants run, not a response")
     with pytest.raises(errors.ObjectNotFound, match="response"):
         await service.start_response(ResponseRequest(previous_response_id=run.id))
-    with pytest.raises(errors.InvalidRequest, match="not both"):
+    with pytest.raises(errors.InvalidArgument, match="not both"):
         await service.start_response(
             ResponseRequest(conversation_id=conversation.id, previous_response_id=run.id)
         )

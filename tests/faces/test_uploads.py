@@ -79,7 +79,7 @@ async def test_unread_parts_are_skipped() -> None:
 
 async def test_part_past_the_limit_raises_file_too_large() -> None:
     body = multipart(("file", "big.bin", b"x" * 1001))
-    with pytest.raises(errors.FileTooLarge):
+    with pytest.raises(errors.FileOverLimit):
         await read_all(body, 100, f"multipart/form-data; boundary={BOUNDARY}", limit=1000)
     body = multipart(("file", "ok.bin", b"x" * 1000))
     parts = await read_all(body, 100, f"multipart/form-data; boundary={BOUNDARY}", limit=1000)
@@ -115,9 +115,9 @@ async def test_form_gives_fields_and_the_file() -> None:
 
 async def test_form_refuses_a_file_past_the_limit_while_it_arrives() -> None:
     body = multipart(("file", "big.bin", b"x" * 101))
-    with pytest.raises(errors.FileTooLarge):
+    with pytest.raises(errors.FileOverLimit):
         await read_form(CTYPE, pieces(body, 7), max_file_bytes=100)
-    with pytest.raises(errors.FileTooLarge):  # a declared length says so before any byte
+    with pytest.raises(errors.FileOverLimit):  # a declared length says so before any byte
         await read_form(CTYPE, pieces(b"", 1), 100, declared_length=str(1 << 40))
 
 

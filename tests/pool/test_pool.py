@@ -77,7 +77,7 @@ async def test_max_sessions_refuses_cleanly_and_harms_no_one(small: Engine) -> N
     pool = small.pool("small")
     held = [await pool.acquire(f"held-{i}") for i in range(3)]
     await held[0].execute("mark = 1")
-    with pytest.raises(errors.PoolExhausted, match="max_sessions"):
+    with pytest.raises(errors.PoolAtCapacity, match="max_sessions"):
         await pool.acquire("one-too-many")
     r = await held[0].execute("mark + 1")
     assert r.result is not None and r.result.data["text/plain"] == "2"
@@ -251,7 +251,7 @@ async def test_admission_counts_sessions_still_being_forked(small: Engine) -> No
             *(pool.acquire(f"admit-{i}") for i in range(6)), return_exceptions=True
         )
         admitted = [r for r in results if not isinstance(r, BaseException)]
-        refused = [r for r in results if isinstance(r, errors.PoolExhausted)]
+        refused = [r for r in results if isinstance(r, errors.PoolAtCapacity)]
         assert len(admitted) == 4 and len(refused) == 2, results
         assert "being created" in refused[0].message and "reserve" in refused[0].message
         # once they exist, MemAvailable shows them: a new one is admitted against the real figure
@@ -274,7 +274,7 @@ async def test_admission_refuses_cleanly_when_memory_is_short(small: Engine) -> 
     )
     await pool.start()
     try:
-        with pytest.raises(errors.PoolExhausted, match="of memory is available"):
+        with pytest.raises(errors.PoolAtCapacity, match="of memory is available"):
             await pool.acquire("short-1")
         assert pool.sessions() == []
     finally:

@@ -77,9 +77,9 @@ async def test_max_sessions_refuses_cleanly_and_harms_no_one(tmp_path: Path) -> 
         pool = engine.pool("default")
         held = [await pool.acquire(f"held-{i}") for i in range(2)]
         await held[0].execute("mark = 1")
-        with pytest.raises(errors.PoolExhausted, match=r"max_sessions \(2\)") as info:
+        with pytest.raises(errors.PoolAtCapacity, match=r"max_sessions \(2\)") as info:
             await pool.acquire("one-too-many")
-        assert info.value.pool == "default"
+        assert (info.value.pool, info.value.limit) == ("default", "max_sessions")
         r = await held[0].execute("mark + 1")
         assert r.result is not None and r.result.data["text/plain"] == "2"
         assert await pool.delete("held-0")
@@ -130,8 +130,9 @@ async def test_memory_admission_refuses_before_the_machine_runs_out(tmp_path: Pa
         )
         await pool.start()
         try:
-            with pytest.raises(errors.PoolExhausted, match="of memory is available"):
+            with pytest.raises(errors.PoolAtCapacity, match="of memory is available") as info:
                 await pool.acquire("short-1")
+            assert info.value.limit == "memory_reserve_bytes"
             assert pool.sessions() == []
         finally:
             await pool.close()
@@ -175,7 +176,7 @@ async def test_a_broken_sandbox_is_a_sandbox_error_not_exhaustion(
         assert await pool.acquire("first")  # the one healthy fork
         with pytest.raises(errors.SandboxError) as info:
             await pool.acquire("second")
-        assert not isinstance(info.value, errors.PoolExhausted)
+        assert not isinstance(info.value, errors.PoolAtCapacity)
         assert "sandbox failed" in info.value.message and "doctor" in info.value.message
         assert pool.get("second") is None
         assert [s.identifier for s in pool.sessions()] == ["first"]

@@ -315,14 +315,14 @@ async def test_upload_over_the_file_limit_is_refused(tight_session: Session) -> 
     info = await tight_session.write_file("exact.bin", b"e" * limit)
     assert info.size == limit
     await tight_session.write_file("keep.bin", b"original")
-    with pytest.raises(errors.FileTooLarge):
+    with pytest.raises(errors.FileOverLimit):
         await tight_session.write_file("keep.bin", b"n" * (limit + 1))
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(5):
             yield b"s" * MiB
 
-    with pytest.raises(errors.FileTooLarge):
+    with pytest.raises(errors.FileOverLimit):
         await tight_session.write_file("streamed.bin", chunks())
     assert await tight_session.read_file("keep.bin") == b"original"
     assert _host_names(tight_session) == ["exact.bin", "keep.bin"]

@@ -60,7 +60,9 @@ class Containers:
         sources = [await self._files.get(fid) for fid in file_ids or []]
         minutes = expires_after_minutes or self._config.container_expiry_minutes
         if minutes < 1:
-            raise errors.InvalidRequest("expires_after.minutes must be at least 1", "expires_after")
+            raise errors.InvalidArgument(
+                "expires_after.minutes must be at least 1", "expires_after"
+            )
         cid = new_id("cntr_")
         container = Container(
             id=cid,
@@ -90,7 +92,7 @@ class Containers:
     async def _live(self, container_id: str) -> Container:
         container = await self.get(container_id)
         if container.status == ContainerStatus.EXPIRED:
-            raise errors.InvalidRequest(
+            raise errors.InvalidArgument(
                 f"container {container_id!r} expired after {container.expires_after_minutes} idle "
                 "minutes; its files are gone. Create a new container.",
                 "container_id",
@@ -223,7 +225,7 @@ class Containers:
         if file_id is not None:
             return await self.copy_in(container, await self._files.get(file_id))
         if data is None or not filename:
-            raise errors.InvalidRequest("give a file upload or a file_id", "file")
+            raise errors.InvalidArgument("give a file upload or a file_id", "file")
         name = clean_filename(filename)
         return await self.put_file(container, path=paths.absolute(name), data=data, source="user")
 

@@ -18,14 +18,16 @@ class Files:
         self._records = records
 
     def check_size(self, filename: str, data: bytes) -> None:
-        """FileTooLarge (413) past ``max_file_bytes``."""
+        """FileOverLimit (413) past ``max_file_bytes``."""
         if len(data) > self._config.max_file_bytes:
-            raise errors.FileTooLarge(filename, self._config.max_file_bytes)
+            raise errors.FileOverLimit(
+                filename, self._config.max_file_bytes, "agents.max_file_bytes"
+            )
 
     async def create(
         self, *, filename: str, data: bytes, purpose: str = "assistants"
     ) -> StoredFile:
-        """Store an uploaded file. Over-limit uploads -> FileTooLarge (413)."""
+        """Store an uploaded file. Over-limit uploads -> FileOverLimit (413)."""
         name = clean_filename(filename)
         self.check_size(name, data)
         record = StoredFile(
@@ -70,5 +72,5 @@ def clean_filename(filename: str) -> str:
     """The last component of an uploaded name, without NULs or path tricks."""
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip()
     if name in ("", ".", ".."):
-        raise errors.InvalidRequest(f"invalid file name {filename!r}", "file")
+        raise errors.InvalidArgument(f"invalid file name {filename!r}", "file")
     return name[:255]

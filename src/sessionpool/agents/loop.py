@@ -118,7 +118,7 @@ async def execute_run(parts: Collaborators, run: Run) -> None:
                     message="the server shut down while this run was in progress; start it again",
                 ),
             )
-    except errors.SessionpoolError as exc:
+    except errors.ServiceError as exc:
         await loop.finish(
             RunStatus.FAILED,
             RunError(code="session_error", message=f"the code interpreter failed: {exc.message}"),

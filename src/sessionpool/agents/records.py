@@ -72,7 +72,7 @@ class Records:
         exclude_tag: str | None = None,
     ) -> Page[K]:
         if not 1 <= page.limit <= 100:
-            raise errors.InvalidRequest("limit must be between 1 and 100", "limit")
+            raise errors.InvalidArgument("limit must be between 1 and 100", "limit")
         docs, more = await self._run(
             self.store.page, cls.record_kind, page, parent, tag, exclude_tag
         )

@@ -4,7 +4,7 @@ The service holds agents, conversations, messages and runs, and composes the col
 faces reach through it: ``files`` (file objects), ``containers`` (containers and their files)
 and ``events`` (run event streams). Faces call these coroutines with internal types and plain
 values, and translate the results to their wire formats. Errors are
-``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound -> 404, InvalidRequest -> 400,
+``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound -> 404, InvalidArgument -> 400,
 Conflict -> 409), already rendered by the server's error handlers.
 
 Runs execute in the background (``start_run``, ``start_response``); ``wait_run`` and
@@ -180,7 +180,7 @@ class AgentService:
             if value is None:
                 continue
             if key not in data or key in ("id", "created_at"):
-                raise errors.InvalidRequest(f"an agent has no field {key!r}", key)
+                raise errors.InvalidArgument(f"an agent has no field {key!r}", key)
             data[key] = value
         updated = Agent.model_validate(data)
         await self.records.save(updated)
@@ -276,7 +276,9 @@ class AgentService:
                 "wait until it finishes or cancel it before adding messages"
             )
         if role not in ("user", "assistant"):
-            raise errors.InvalidRequest(f"role must be 'user' or 'assistant', got {role!r}", "role")
+            raise errors.InvalidArgument(
+                f"role must be 'user' or 'assistant', got {role!r}", "role"
+            )
         for fid in attachments or []:
             await self.files.get(fid)
         parts: list[Part] = [TextPart(text=content)] if isinstance(content, str) else list(content)
@@ -355,11 +357,11 @@ class AgentService:
         if container_id is not None:
             container = await self.containers.get(container_id)
             if container.status == ContainerStatus.EXPIRED:
-                raise errors.InvalidRequest(
+                raise errors.InvalidArgument(
                     f"container {container_id!r} has expired; create a new container", "container"
                 )
         if max_steps is not None and max_steps < 1:
-            raise errors.InvalidRequest("max_steps must be at least 1", "max_steps")
+            raise errors.InvalidArgument("max_steps must be at least 1", "max_steps")
         active = self.events.active_run(conversation_id)
         if active is not None:
             raise errors.Conflict(
@@ -412,7 +414,7 @@ class AgentService:
         conversation made for it is deleted, the messages it added are removed.
         """
         if request.conversation_id and request.previous_response_id:
-            raise errors.InvalidRequest(
+            raise errors.InvalidArgument(
                 "give either conversation or previous_response_id, not both",
                 "previous_response_id",
             )
@@ -458,12 +460,12 @@ class AgentService:
                 input_message_ids=message_ids,
                 extra=request.extra,
             )
-        except errors.SessionpoolError:
+        except errors.ServiceError:
             if created:
                 await self.delete_conversation(conversation.id)
             else:
                 for mid in message_ids:
-                    with contextlib.suppress(errors.SessionpoolError):
+                    with contextlib.suppress(errors.ServiceError):
                         await self.delete_message(conversation.id, mid)
             raise
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from sessionpool.agents.service import AgentService
 from sessionpool.engine import Engine
+from sessionpool.faces.http import HttpError
 
 
 @dataclass
@@ -37,3 +39,27 @@ class Face(Protocol):
 
     async def close(self) -> None:
         """The server is stopping: end the work this face started itself."""
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The runtime of the application that took ``request`` (set once the server started)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def agents_service(request: Request) -> AgentService:
+    """The agents service; without one (not configured, or not started yet), the agents routes
+    answer as if absent."""
+    runtime = getattr(request.app.state, "runtime", None)
+    svc = runtime.agents if isinstance(runtime, Runtime) else None
+    if svc is None:
+        raise HttpError(
+            404,
+            "AgentsDisabled",
+            "the agents service (assistants, threads, runs, responses) is not enabled on this "
+            "server; set enabled = true in the [agents] section of the server configuration",
+        )
+    return svc

@@ -1,5 +1,6 @@
-"""What every face needs the same way: errors as HTTP answers, mounting, request bodies and
-their OpenAPI description, validation messages, paging.
+"""What every face needs the same way: errors as HTTP answers (each face naming the neutral
+error codes in its own vocabulary), mounting, request bodies and their OpenAPI description,
+validation messages, paging, Server-Sent Events.
 
 Errors: every non-2xx response carries an ``x-ms-error-code`` header and a body
 ``{"error": {"code": ..., "message": ...}}``: the Azure REST convention that the dynamic-sessions
@@ -13,16 +14,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from sessionpool import errors
+from sessionpool.agents.types import PageRequest
+from sessionpool.errors import InvalidArgument
 
 logger = logging.getLogger("sessionpool.server")
 
@@ -45,27 +48,69 @@ class HttpError(Exception):
         self.headers = dict(headers or {})
 
 
-#: most specific first; the first isinstance match wins
-_STATUS_BY_ERROR: tuple[tuple[type[errors.SessionpoolError], int], ...] = (
-    # Azure answers 404 when a pool cannot hand out another session; clients rely on it.
-    (errors.PoolExhausted, 404),
-    (errors.PoolNotFound, 404),
-    (errors.PoolClosed, 503),
-    (errors.InvalidIdentifier, 400),
-    (errors.SessionNotFound, 404),
-    (errors.SessionLost, 503),
+Code = errors.ErrorCode
+
+#: what each neutral code means over HTTP, in every face
+STATUS: Mapping[Code, int] = {
+    Code.INTERNAL: 500,
+    Code.CONFIG: 500,
+    Code.SANDBOX_FAILED: 503,
+    Code.SANDBOX_UNAVAILABLE: 503,
+    Code.POOL_NOT_FOUND: 404,
+    # Azure answers 404 when a pool cannot hand out another session; clients rely on it
+    Code.POOL_AT_CAPACITY: 404,
+    Code.POOL_CLOSED: 503,
+    Code.INVALID_IDENTIFIER: 400,
+    Code.SESSION_NOT_FOUND: 404,
+    Code.INTERPRETER_LOST: 503,
     # the kernel is our upstream: a malformed frame from it is a bad gateway, not a client error
-    (errors.ProtocolError, 502),
-    (errors.InvalidPath, 400),
-    (errors.FileNotFound, 404),
-    (errors.NotARegularFile, 400),
-    (errors.FileTooLarge, 413),
-    (errors.QuotaExceeded, 413),
-    (errors.SandboxError, 503),
-    (errors.ObjectNotFound, 404),
-    (errors.InvalidRequest, 400),
-    (errors.Conflict, 409),
-)
+    Code.KERNEL_PROTOCOL: 502,
+    Code.INVALID_PATH: 400,
+    Code.FILE_NOT_FOUND: 404,
+    Code.NOT_A_REGULAR_FILE: 400,
+    Code.FILE_OVER_LIMIT: 413,
+    Code.QUOTA_EXCEEDED: 413,
+    Code.OBJECT_NOT_FOUND: 404,
+    Code.INVALID_ARGUMENT: 400,
+    Code.CONFLICT: 409,
+}
+
+#: the neutral codes' wire names in the Azure REST vocabulary (``x-ms-error-code``), which the
+#: dynamic-sessions clients read; every route a face does not claim answers with these too
+AZURE_CODES: Mapping[Code, str] = {
+    Code.INTERNAL: "InternalError",
+    Code.CONFIG: "InvalidConfiguration",
+    Code.SANDBOX_FAILED: "SandboxFailure",
+    Code.SANDBOX_UNAVAILABLE: "SandboxUnavailable",
+    Code.POOL_NOT_FOUND: "PoolNotFound",
+    Code.POOL_AT_CAPACITY: "SessionPoolExhausted",
+    Code.POOL_CLOSED: "PoolClosed",
+    Code.INVALID_IDENTIFIER: "InvalidIdentifier",
+    Code.SESSION_NOT_FOUND: "SessionNotFound",
+    Code.INTERPRETER_LOST: "SessionLost",
+    Code.KERNEL_PROTOCOL: "SessionProtocolError",
+    Code.INVALID_PATH: "InvalidFilePath",
+    Code.FILE_NOT_FOUND: "FileNotFound",
+    Code.NOT_A_REGULAR_FILE: "NotARegularFile",
+    Code.FILE_OVER_LIMIT: "FileTooLarge",
+    Code.QUOTA_EXCEEDED: "DiskQuotaExceeded",
+    Code.OBJECT_NOT_FOUND: "NotFound",
+    Code.INVALID_ARGUMENT: "InvalidRequest",
+    Code.CONFLICT: "Conflict",
+}
+
+#: the OpenAI-style faces (Assistants, Responses): OpenAI's own codes where it has them
+OPENAI_CODES: Mapping[Code, str] = {
+    **AZURE_CODES,
+    Code.OBJECT_NOT_FOUND: "not_found",
+    Code.INVALID_ARGUMENT: "invalid_request",
+    Code.CONFLICT: "conflict",
+}
+
+
+def wire_code(exc: errors.ServiceError, codes: Mapping[Code, str] = AZURE_CODES) -> str:
+    return codes.get(exc.code, codes[Code.INTERNAL])
+
 
 _CODE_BY_STATUS = {
     400: "BadRequest",
@@ -85,12 +130,15 @@ _CODE_BY_STATUS = {
 }
 
 
-def status_for(exc: errors.SessionpoolError) -> int:
+def status_for(exc: errors.ServiceError) -> int:
     """The HTTP status for an engine error; 500 only for errors that are the server's fault."""
-    for cls, status in _STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    return STATUS.get(exc.code, 500)
+
+
+def _wire_codes(request: Request) -> Mapping[Code, str]:
+    """The vocabulary of the face whose route took ``request`` (see ``mount``)."""
+    claimed: dict[int, Mapping[Code, str]] = getattr(request.app.state, "wire_codes", {})
+    return claimed.get(id(request.scope.get("route")), AZURE_CODES)
 
 
 def error_response(
@@ -126,13 +174,12 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_engine_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.SessionpoolError)
+    assert isinstance(exc, errors.ServiceError)
     status = status_for(exc)
+    code = wire_code(exc, _wire_codes(request))
     if status >= 500:
-        logger.warning(
-            "%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc
-        )
-    return error_response(status, exc.code, exc.message, param=getattr(exc, "param", None))
+        logger.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, code, exc)
+    return error_response(status, code, exc.message, param=getattr(exc, "param", None))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -161,7 +208,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HttpError, _on_http_error)
-    app.add_exception_handler(errors.SessionpoolError, _on_engine_error)
+    app.add_exception_handler(errors.ServiceError, _on_engine_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_starlette_error)
     app.add_exception_handler(Exception, _on_unexpected)
@@ -171,12 +218,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def mount(
-    app: FastAPI, router: APIRouter, prefixes: Sequence[tuple[str, bool]], **options: Any
+    app: FastAPI,
+    router: APIRouter,
+    prefixes: Sequence[tuple[str, bool]],
+    *,
+    codes: Mapping[Code, str] = AZURE_CODES,
+    **options: Any,
 ) -> None:
     """Include ``router`` under every prefix a client uses; only those marked True are in the
-    OpenAPI description (the others are the same operations again)."""
+    OpenAPI description (the others are the same operations again). Errors on these routes
+    are answered with ``codes``, the face's names for the neutral error codes."""
+    claimed: dict[int, Mapping[Code, str]] = getattr(app.state, "wire_codes", {})
+    app.state.wire_codes = claimed
     for prefix, described in prefixes:
+        before = len(app.router.routes)
         app.include_router(router, prefix=prefix, include_in_schema=described, **options)
+        for route in app.router.routes[before:]:
+            claimed[id(route)] = codes
 
 
 def inline_defs(schema: JSON) -> JSON:
@@ -215,6 +273,8 @@ def request_body(
 
 # --- request bodies ----------------------------------------------------------------------------
 
+M = TypeVar("M", bound=BaseModel)
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past ``limit`` bytes without reading it all."""
@@ -241,3 +301,70 @@ def sse(event: str, data: Any) -> bytes:
     or verbatim when it is a string (the ``[DONE]`` sentinel)."""
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def parse_object(raw: bytes) -> JSON:
+    """The request body as a JSON object; an empty body is ``{}``."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return value
+
+
+def parse_model(raw: bytes, model: type[M]) -> M:
+    """``raw`` JSON (an empty body is ``{}``) as ``model``: InvalidArgument naming the first
+    bad field otherwise."""
+    data = parse_object(raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        problems = describe_validation(exc.errors())
+        raise InvalidArgument(f"invalid request body: {problems}", param) from None
+
+
+# --- paging ------------------------------------------------------------------------------------
+
+#: the largest page the list operations give
+MAX_PAGE = 100
+
+#: ``openapi_extra`` of a list operation: the cursor-paging query ``page_request`` reads
+PAGE_PARAMETERS: JSON = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+            ("order", {"type": "string", "enum": ["asc", "desc"]}),
+            ("after", {"type": "string"}),
+            ("before", {"type": "string"}),
+        )
+    ]
+}
+
+
+def page_request(query: Mapping[str, str]) -> PageRequest:
+    """``limit`` (1..100, default 20), ``order`` (default desc), ``after``, ``before``."""
+    limit = 20
+    raw = query.get("limit")
+    if raw not in (None, ""):
+        try:
+            limit = int(str(raw))
+        except ValueError:
+            raise InvalidArgument("'limit' must be an integer from 1 to 100", "limit") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument("'limit' must be an integer from 1 to 100", "limit")
+    order = query.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise InvalidArgument("'order' must be 'asc' or 'desc'", "order")
+    return PageRequest(
+        limit=limit,
+        order="asc" if order == "asc" else "desc",
+        after=query.get("after") or None,
+        before=query.get("before") or None,
+    )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from sessionpool import errors
 from sessionpool.faces.http import HttpError
@@ -41,7 +42,7 @@ class Part:
     _done: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The part's bytes; raises FileTooLarge once they pass the reader's limit."""
+        """The part's bytes; raises FileOverLimit once they pass the reader's limit."""
         size = 0
         while True:
             kind, data = await self._reader._next_event()
@@ -49,8 +50,9 @@ class Part:
                 size += len(data)
                 if size > self._reader.max_part_bytes:
                     self._reader.overflowed = True
-                    raise errors.FileTooLarge(
-                        self.filename or "upload", self._reader.max_part_bytes
+                    reader = self._reader
+                    raise errors.FileOverLimit(
+                        self.filename or "upload", reader.max_part_bytes, reader.limit
                     )
                 yield data
             elif kind == "end":
@@ -63,8 +65,16 @@ class Part:
 class MultipartReader:
     """Pull-style reader over a push parser: events are produced as body chunks are fed."""
 
-    def __init__(self, body: AsyncIterator[bytes], boundary: bytes, max_part_bytes: int) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        boundary: bytes,
+        max_part_bytes: int,
+        limit: str = "limits.file_bytes",
+    ) -> None:
         self.max_part_bytes = max_part_bytes
+        #: the setting behind max_part_bytes, named on the error
+        self.limit = limit
         self.overflowed = False
         self._body = body
         self._events: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -192,13 +202,16 @@ class MultipartReader:
 
 
 async def open_multipart(
-    content_type: str | None, body: AsyncIterator[bytes], max_part_bytes: int
+    content_type: str | None,
+    body: AsyncIterator[bytes],
+    max_part_bytes: int,
+    limit: str = "limits.file_bytes",
 ) -> MultipartReader:
     """A reader for ``body``, taking the boundary from the header or, failing that, the body."""
     ctype, options = parse_options_header(content_type)
     boundary = options.get(b"boundary") if ctype == b"multipart/form-data" else None
     if boundary:
-        return MultipartReader(body, boundary, max_part_bytes)
+        return MultipartReader(body, boundary, max_part_bytes, limit)
 
     head = b""
     while b"\r\n" not in head and len(head) <= _MAX_BOUNDARY + 4:
@@ -219,7 +232,7 @@ async def open_multipart(
         async for chunk in body:
             yield chunk
 
-    return MultipartReader(replay(), line[2:], max_part_bytes)
+    return MultipartReader(replay(), line[2:], max_part_bytes, limit)
 
 
 #: a text field of a form (``purpose``, ``file_id``) is never longer than this
@@ -240,6 +253,7 @@ async def read_form(
     body: AsyncIterator[bytes],
     max_file_bytes: int,
     declared_length: str | None = None,
+    limit: str = "limits.file_bytes",
 ) -> Form:
     """Parse a form with one file part (``file``), refusing a file past ``max_file_bytes``
     (413, as soon as it is seen: from Content-Length, or while the bytes arrive) and never
@@ -249,8 +263,8 @@ async def read_form(
         and declared_length.isdigit()
         and int(declared_length) > max_file_bytes + FRAMING_ALLOWANCE + DRAIN_LIMIT
     ):
-        raise errors.FileTooLarge("upload", max_file_bytes)
-    reader = await open_multipart(content_type, body, max(max_file_bytes, MAX_FIELD_BYTES))
+        raise errors.FileOverLimit("upload", max_file_bytes, limit)
+    reader = await open_multipart(content_type, body, max(max_file_bytes, MAX_FIELD_BYTES), limit)
     form = Form()
     try:
         while (part := await reader.next_part()) is not None:
@@ -260,17 +274,32 @@ async def read_form(
                 form.filename = part.filename
                 form.data = b"".join([chunk async for chunk in part.chunks()])
                 if len(form.data) > max_file_bytes:
-                    raise errors.FileTooLarge(part.filename or "upload", max_file_bytes)
+                    raise errors.FileOverLimit(part.filename or "upload", max_file_bytes, limit)
             elif part.name:
                 too_long = _bad(f"the form field {part.name!r} is longer than {MAX_FIELD_BYTES}")
                 try:
                     value = b"".join([chunk async for chunk in part.chunks()])
-                except errors.FileTooLarge:
+                except errors.FileOverLimit:
                     raise too_long from None
                 if len(value) > MAX_FIELD_BYTES:
                     raise too_long
                 form.fields[part.name] = value.decode("utf-8", "replace")
-    except (errors.SessionpoolError, HttpError):
+    except (errors.ServiceError, HttpError):
         await reader.drain()
         raise
     return form
+
+
+async def read_upload(request: Request, max_file_bytes: int, limit: str) -> Form:
+    """``request``'s multipart form with one file part, bounded (see ``read_form``); ``limit``
+    names the setting behind ``max_file_bytes``."""
+    try:
+        return await read_form(
+            request.headers.get("content-type"),
+            request.stream(),
+            max_file_bytes,
+            request.headers.get("content-length"),
+            limit=limit,
+        )
+    except ClientDisconnect as exc:
+        raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc

@@ -134,8 +134,10 @@ class Pool:
         if pending is not None:
             return await asyncio.shield(pending)
         if len(self._sessions) + len(self._allocating) >= self.config.max_sessions:
-            raise errors.PoolExhausted(
-                self.name, f"max_sessions ({self.config.max_sessions}) sessions are allocated"
+            raise errors.PoolAtCapacity(
+                self.name,
+                f"max_sessions ({self.config.max_sessions}) sessions are allocated",
+                "max_sessions",
             )
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         self._allocating[identifier] = future
@@ -167,7 +169,7 @@ class Pool:
         self._creating += 1
         try:
             return await Session.create(self.config, self.backend, warm_up=False)
-        except errors.SessionpoolError:
+        except errors.ServiceError:
             raise
         except Exception as exc:  # a backend fault that is not typed yet: still not the user's
             raise errors.SandboxError(f"a new session could not start: {exc}") from exc
@@ -186,11 +188,12 @@ class Pool:
             return
         expected = available - self._creating * self.creating_estimate
         if expected < self.memory_reserve:
-            raise errors.PoolExhausted(
+            raise errors.PoolAtCapacity(
                 self.name,
                 f"only {available // (1024 * 1024)} MiB of memory is available, "
                 f"{self._creating} session(s) being created (reserve "
                 f"{self.memory_reserve // (1024 * 1024)} MiB)",
+                "memory_reserve_bytes",
             )
 
     async def delete(self, identifier: str) -> bool:

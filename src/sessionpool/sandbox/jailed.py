@@ -80,7 +80,9 @@ class JailBackend(ZygoteBackend):
         assert self.cgroups is not None
         index = self.uids.claim()
         if index is None:
-            raise errors.PoolExhausted(pool.name, "no free session uid left (raise uid_count)")
+            raise errors.PoolAtCapacity(
+                pool.name, "no free session uid left (raise uid_count)", "uid_count"
+            )
         uid = self.config.uid_base + index
         limits = pool.limits
         name = f"s{index}"

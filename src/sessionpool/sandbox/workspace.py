@@ -127,7 +127,7 @@ class Workspace:
             raise
         return fd
 
-    def _map_oserror(self, exc: OSError, shown: str) -> errors.SessionpoolError:
+    def _map_oserror(self, exc: OSError, shown: str) -> errors.ServiceError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return errors.QuotaExceeded(shown, self.quota)
         if exc.errno == errno.ENAMETOOLONG:
@@ -309,7 +309,7 @@ class Workspace:
     def _write_chunk(self, fd: int, chunk: bytes, size: int, budget: int, shown: str) -> int:
         size += len(chunk)
         if size > self.file_limit:
-            raise errors.FileTooLarge(shown, self.file_limit)
+            raise errors.FileOverLimit(shown, self.file_limit)
         if size > budget:
             raise errors.QuotaExceeded(shown, self.quota)
         view = memoryview(chunk)

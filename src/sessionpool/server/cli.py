@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from sessionpool.engine import Engine
-from sessionpool.errors import ConfigError, SessionpoolError
+from sessionpool.errors import ConfigError, ServiceError
 from sessionpool.server.app import Shutdown, create_app
 from sessionpool.server.auth import load_or_create_key
 from sessionpool.server.settings import LOG_LEVELS, ServerSettings, load_settings
@@ -263,7 +263,7 @@ def serve_command(args: argparse.Namespace) -> int:
             tls = TlsFiles(cert=settings.tls_cert, key=settings.tls_key)
         if tls is not None:
             check_tls(tls)
-    except SessionpoolError as exc:
+    except ServiceError as exc:
         print(f"sessionpool serve: {exc.message}", file=sys.stderr)
         return 2
     # a stop before uvicorn takes over the signals still closes the engine (SystemExit unwinds)
@@ -273,7 +273,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(settings, keys, tls, out))
-    except SessionpoolError as exc:
+    except ServiceError as exc:
         print(f"sessionpool serve: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,8 +28,9 @@ from fastapi import FastAPI
 
 from sessionpool.agents import AgentsConfig, AgentService
 from sessionpool.engine import Engine
-from sessionpool.faces.assistants import install_assistants
+from sessionpool.faces.assistants import AssistantsFace
 from sessionpool.faces.assistants.routes import AZURE_HUB_PREFIX, AZURE_OPENAI_V1_PREFIX
+from sessionpool.faces.base import Runtime
 from sessionpool.faces.http import install_error_handlers
 from tests.agents.scripted_model import (
     CHART_ANSWER,
@@ -72,8 +73,8 @@ async def svc(
 def make_app(service: AgentService) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    install_assistants(app)
-    app.state.agents = service
+    AssistantsFace().install(app)
+    app.state.runtime = Runtime(service.engine, service)
     return app
 
 
@@ -659,7 +660,7 @@ async def test_files_under_azure_openai_v1_prefix(
 async def test_without_agents_service_routes_answer_404() -> None:
     app = FastAPI()
     install_error_handlers(app)
-    install_assistants(app)
+    AssistantsFace().install(app)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         err = error(await c.get("/v1/assistants"), 404)
         assert err["code"] == "AgentsDisabled"

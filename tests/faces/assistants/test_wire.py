@@ -17,7 +17,6 @@ from sessionpool.agents.types import (
     Message,
     MessageStatus,
     Page,
-    PageRequest,
     Run,
     RunError,
     RunEvent,
@@ -29,7 +28,7 @@ from sessionpool.agents.types import (
     ToolOutput,
     Usage,
 )
-from sessionpool.errors import InvalidRequest
+from sessionpool.errors import InvalidArgument
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import EventTranslator, run_stream
 
@@ -354,15 +353,6 @@ def test_empty_page_has_null_cursors() -> None:
 # --- requests -----------------------------------------------------------------------------------
 
 
-def test_body_object() -> None:
-    assert parse.body_object(b"") == {}
-    assert parse.body_object(b'{"a": 1, "unknown": [1]}') == {"a": 1, "unknown": [1]}
-    with pytest.raises(InvalidRequest, match="not valid JSON"):
-        parse.body_object(b"{nope")
-    with pytest.raises(InvalidRequest, match="JSON object"):
-        parse.body_object(b"[1, 2]")
-
-
 def test_message_content_string_or_parts() -> None:
     assert parse.message_content("hi") == "hi"
     parts = parse.message_content(
@@ -374,7 +364,7 @@ def test_message_content_string_or_parts() -> None:
     )
     assert parts == [TextPart(text="a"), TextPart(text="b"), ImagePart(file_id="file_x")]
     for bad in (None, 3, [], [{"type": "image_url", "image_url": {"url": "x"}}], [{"type": "x"}]):
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(InvalidArgument):
             parse.message_content(bad)
 
 
@@ -382,12 +372,12 @@ def test_attachments_and_tool_resources() -> None:
     atts = [{"file_id": "file_a", "tools": [{"type": "code_interpreter"}]}, {"file_id": "file_b"}]
     assert parse.attachments(atts) == ["file_a", "file_b"]
     assert parse.attachments(None) == []
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.attachments([{"tools": []}])
     assert parse.code_interpreter_file_ids({}) is None
     assert parse.code_interpreter_file_ids(None) is None
     assert parse.code_interpreter_file_ids({"code_interpreter": {"file_ids": ["f"]}}) == ["f"]
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.code_interpreter_file_ids({"code_interpreter": {"file_ids": "f"}})
     assert parse.other_tool_resources({"code_interpreter": {}, "file_search": {"v": 1}}) == {
         "file_search": {"v": 1}
@@ -410,33 +400,21 @@ def test_new_messages() -> None:
             "metadata": {"a": "b"},
         },
     ]
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.new_messages({"messages": [{"role": "system", "content": "x"}]}, "messages")
 
 
 def test_scalar_params() -> None:
     assert parse.opt_number({"t": 1}, "t") == 1.0
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.opt_number({"t": "1"}, "t")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.opt_number({"t": True}, "t")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.opt_metadata({"metadata": {"a": 1}})
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidArgument):
         parse.opt_tools({"tools": [{"name": "x"}]})
     assert parse.opt_bool({}, "stream") is None
-
-
-def test_page_request() -> None:
-    assert parse.page_request({}) == PageRequest(limit=20, order="desc")
-    page = parse.page_request({"limit": "5", "order": "asc", "after": "msg_1", "api-version": "x"})
-    assert page == PageRequest(limit=5, order="asc", after="msg_1")
-    for bad in ({"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"order": "up"}):
-        with pytest.raises(InvalidRequest):
-            parse.page_request(bad)
-
-
-# --- streaming ----------------------------------------------------------------------------------
 
 
 def frames(raw: list[bytes]) -> list[tuple[str, Any]]:

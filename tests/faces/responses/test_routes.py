@@ -16,8 +16,9 @@ from starlette.requests import Request
 
 from sessionpool.agents import AgentsConfig, AgentService
 from sessionpool.engine import Engine
+from sessionpool.faces.base import Runtime
 from sessionpool.faces.http import install_error_handlers
-from sessionpool.faces.responses import install_responses
+from sessionpool.faces.responses import ResponsesFace
 from sessionpool.faces.responses.routes import api_base
 from tests.agents.scripted_model import ScriptedModel
 
@@ -27,9 +28,9 @@ HELLO = "scripted-hello"
 def make_app(service: AgentService | None = None) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    install_responses(app)
+    ResponsesFace().install(app)
     if service is not None:
-        app.state.agents = service
+        app.state.runtime = Runtime(service.engine, service)
     return app
 
 

@@ -36,7 +36,7 @@ from sessionpool.faces.aca.params import (
     version_at_least,
 )
 from sessionpool.faces.base import Runtime
-from sessionpool.faces.http import HttpError, mount, request_body
+from sessionpool.faces.http import HttpError, mount, request_body, wire_code
 from sessionpool.faces.uploads import (
     DRAIN_LIMIT,
     FRAMING_ALLOWANCE,
@@ -305,10 +305,10 @@ class AcaFace:
         session = await p.acquire(ident)
         try:
             res = await session.execute(code, timeout=props.timeoutInSeconds)
-        except errors.SessionpoolError as exc:
+        except errors.ServiceError as exc:
             if self.stopping:
                 raise self._stopped() from exc
-            if isinstance(exc, errors.SessionLost):
+            if isinstance(exc, errors.InterpreterLost):
                 return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
             raise
         if self.stopping and res.status is ExecutionStatus.LOST:
@@ -345,7 +345,7 @@ class AcaFace:
                         raise HttpError(400, "MissingFileName", "a file part needs a file name")
                     target = paths.joined(directory, part.filename)
                     stored.append(await session.write_file(target, part.chunks()))
-            except (errors.SessionpoolError, HttpError):
+            except (errors.ServiceError, HttpError):
                 await reader.drain()
                 raise
         except ClientDisconnect as exc:
@@ -450,7 +450,7 @@ class AcaFace:
         if req.shellCommand is not None:
             try:
                 shell = await session.run_shell(req.shellCommand, timeout=req.timeoutInSeconds)
-            except errors.SessionpoolError as exc:
+            except errors.ServiceError as exc:
                 if self.stopping:
                     raise self._stopped() from exc
                 raise
@@ -472,14 +472,14 @@ class AcaFace:
         async def run() -> models.CodeExecutionResource:
             try:
                 res = await session.execute(code, timeout=req.timeoutInSeconds)
-            except errors.SessionpoolError as exc:
+            except errors.ServiceError as exc:
                 return models.CodeExecutionResource(
                     id=execution_id,
                     identifier=ident,
                     executionType=execution_type,
                     status="Failed",
                     error=models.ErrorEnvelope(
-                        error=models.ErrorDetail(code=exc.code, message=exc.message)
+                        error=models.ErrorDetail(code=wire_code(exc), message=exc.message)
                     ),
                 )
             return translate.execution_resource(

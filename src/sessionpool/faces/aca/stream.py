@@ -26,7 +26,7 @@ from sessionpool import errors
 from sessionpool.engine import Engine
 from sessionpool.faces.aca import models, translate
 from sessionpool.faces.aca.params import decode_code, family, identifier, read_json
-from sessionpool.faces.http import HttpError, sse
+from sessionpool.faces.http import HttpError, sse, wire_code
 from sessionpool.types import ExecutionResult
 
 PATH = "/executions/stream"
@@ -67,8 +67,8 @@ async def stream_execution(engine: Engine, request: Request, pool: str) -> Respo
                 yield sse(item[0], {"text": item[1]})
             try:
                 res = await task
-            except errors.SessionpoolError as exc:
-                yield sse("error", {"error": {"code": exc.code, "message": exc.message}})
+            except errors.ServiceError as exc:
+                yield sse("error", {"error": {"code": wire_code(exc), "message": exc.message}})
                 return
             resource = translate.execution_resource(
                 res,

@@ -7,37 +7,20 @@ the parameter.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
-from sessionpool.agents.types import ImagePart, PageRequest, Part, TextPart
-from sessionpool.errors import InvalidRequest
-
-JSON = dict[str, Any]
-
-MAX_LIMIT = 100
-
-
-def body_object(raw: bytes) -> JSON:
-    """The request body as a JSON object; an empty body is ``{}``."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return value
+from sessionpool.agents.types import ImagePart, Part, TextPart
+from sessionpool.errors import InvalidArgument
+from sessionpool.faces.http import JSON
 
 
 def opt_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise InvalidRequest(f"{key!r} must be a string", key)
+    raise InvalidArgument(f"{key!r} must be a string", key)
 
 
 def opt_number(body: Mapping[str, Any], key: str) -> float | None:
@@ -45,13 +28,13 @@ def opt_number(body: Mapping[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"{key!r} must be a number", key)
+        raise InvalidArgument(f"{key!r} must be a number", key)
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise InvalidRequest(f"{key!r} must be a finite number", key)
+        raise InvalidArgument(f"{key!r} must be a finite number", key)
     return number
 
 
@@ -59,7 +42,7 @@ def opt_bool(body: Mapping[str, Any], key: str) -> bool | None:
     value = body.get(key)
     if value is None or isinstance(value, bool):
         return value
-    raise InvalidRequest(f"{key!r} must be true or false", key)
+    raise InvalidArgument(f"{key!r} must be true or false", key)
 
 
 def opt_metadata(body: Mapping[str, Any], key: str = "metadata") -> dict[str, str] | None:
@@ -69,7 +52,7 @@ def opt_metadata(body: Mapping[str, Any], key: str = "metadata") -> dict[str, st
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise InvalidRequest(f"{key!r} must be an object of string keys and string values", key)
+        raise InvalidArgument(f"{key!r} must be an object of string keys and string values", key)
     return dict(value)
 
 
@@ -80,7 +63,7 @@ def opt_tools(body: Mapping[str, Any], key: str = "tools") -> list[JSON] | None:
     if not isinstance(value, list) or not all(
         isinstance(t, dict) and isinstance(t.get("type"), str) for t in value
     ):
-        raise InvalidRequest(f"{key!r} must be a list of objects with a 'type'", key)
+        raise InvalidArgument(f"{key!r} must be a list of objects with a 'type'", key)
     return [dict(t) for t in value]
 
 
@@ -89,13 +72,13 @@ def opt_object(body: Mapping[str, Any], key: str) -> JSON | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise InvalidRequest(f"{key!r} must be an object", key)
+        raise InvalidArgument(f"{key!r} must be an object", key)
     return dict(value)
 
 
 def _id_list(value: Any, param: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidRequest(f"{param!r} must be a list of file ids", param)
+        raise InvalidArgument(f"{param!r} must be a list of file ids", param)
     return list(value)
 
 
@@ -109,7 +92,7 @@ def code_interpreter_file_ids(
     if ci is None:
         return None
     if not isinstance(ci, dict):
-        raise InvalidRequest(f"'{param}.code_interpreter' must be an object", param)
+        raise InvalidArgument(f"'{param}.code_interpreter' must be an object", param)
     ids = ci.get("file_ids")
     if ids is None:
         return None
@@ -128,28 +111,28 @@ def message_content(value: Any, param: str = "content") -> str | list[Part]:
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
-        raise InvalidRequest(f"{param!r} must be a string or a non-empty list of parts", param)
+        raise InvalidArgument(f"{param!r} must be a string or a non-empty list of parts", param)
     parts: list[Part] = []
     for i, item in enumerate(value):
         where = f"{param}[{i}]"
         if not isinstance(item, dict):
-            raise InvalidRequest(f"{where!r} must be an object", param)
+            raise InvalidArgument(f"{where!r} must be an object", param)
         kind = item.get("type")
         if kind == "text":
             text = item.get("text")
             if isinstance(text, dict):  # the output shape, {"value": ...}, sent back verbatim
                 text = text.get("value")
             if not isinstance(text, str):
-                raise InvalidRequest(f"'{where}.text' must be a string", param)
+                raise InvalidArgument(f"'{where}.text' must be a string", param)
             parts.append(TextPart(text=text))
         elif kind == "image_file":
             image = item.get("image_file")
             file_id = image.get("file_id") if isinstance(image, dict) else None
             if not isinstance(file_id, str):
-                raise InvalidRequest(f"'{where}.image_file.file_id' must be a string", param)
+                raise InvalidArgument(f"'{where}.image_file.file_id' must be a string", param)
             parts.append(ImagePart(file_id=file_id))
         else:
-            raise InvalidRequest(
+            raise InvalidArgument(
                 f"{where!r}: content parts of type {kind!r} are not supported here; "
                 "send 'text' (or 'image_file') parts",
                 param,
@@ -162,19 +145,19 @@ def attachments(value: Any, param: str = "attachments") -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidRequest(f"{param!r} must be a list", param)
+        raise InvalidArgument(f"{param!r} must be a list", param)
     ids: list[str] = []
     for item in value:
         file_id = item.get("file_id") if isinstance(item, dict) else None
         if not isinstance(file_id, str):
-            raise InvalidRequest(f"every item of {param!r} needs a string 'file_id'", param)
+            raise InvalidArgument(f"every item of {param!r} needs a string 'file_id'", param)
         ids.append(file_id)
     return ids
 
 
 def role(value: Any, param: str = "role") -> str:
     if value not in ("user", "assistant"):
-        raise InvalidRequest(f"{param!r} must be 'user' or 'assistant'", param)
+        raise InvalidArgument(f"{param!r} must be 'user' or 'assistant'", param)
     assert isinstance(value, str)
     return value
 
@@ -182,9 +165,9 @@ def role(value: Any, param: str = "role") -> str:
 def new_message(item: Any, param: str = "messages") -> JSON:
     """One message of ``thread.messages`` / ``additional_messages`` in the service's shape."""
     if not isinstance(item, dict):
-        raise InvalidRequest(f"every item of {param!r} must be an object", param)
+        raise InvalidArgument(f"every item of {param!r} must be an object", param)
     if "content" not in item:
-        raise InvalidRequest(f"every item of {param!r} needs 'content'", param)
+        raise InvalidArgument(f"every item of {param!r} needs 'content'", param)
     return {
         "role": role(item.get("role", "user"), f"{param}.role"),
         "content": message_content(item.get("content"), f"{param}.content"),
@@ -198,27 +181,5 @@ def new_messages(body: Mapping[str, Any], key: str) -> list[JSON]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidRequest(f"{key!r} must be a list of messages", key)
+        raise InvalidArgument(f"{key!r} must be a list of messages", key)
     return [new_message(item, key) for item in value]
-
-
-def page_request(query: Mapping[str, str]) -> PageRequest:
-    """``limit`` (1..100, default 20), ``order`` (default desc), ``after``, ``before``."""
-    limit = 20
-    raw = query.get("limit")
-    if raw not in (None, ""):
-        try:
-            limit = int(str(raw))
-        except ValueError:
-            raise InvalidRequest("'limit' must be an integer from 1 to 100", "limit") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidRequest("'limit' must be an integer from 1 to 100", "limit")
-    order = query.get("order") or "desc"
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("'order' must be 'asc' or 'desc'", "order")
-    return PageRequest(
-        limit=limit,
-        order="asc" if order == "asc" else "desc",
-        after=query.get("after") or None,
-        before=query.get("before") or None,
-    )

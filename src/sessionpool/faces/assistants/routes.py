@@ -1,4 +1,4 @@
-"""The Assistants v2 routes: one router, mounted under every prefix the clients use.
+"""The Assistants v2 face: one router, mounted under every prefix the clients use.
 
 - ``/v1``: openai-python ``client.beta.*`` and ``client.files``
 - ``/agents/v1.0/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices
@@ -14,7 +14,6 @@ OpenAI error envelope, which Azure's clients read too.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
@@ -25,11 +24,20 @@ from sessionpool.agents.service import AgentService
 from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import run_stream
-from sessionpool.faces.common import agents_service, read_body, read_upload, sse
+from sessionpool.faces.base import Runtime, agents_service
+from sessionpool.faces.http import (
+    JSON,
+    OPENAI_CODES,
+    PAGE_PARAMETERS,
+    mount,
+    page_request,
+    parse_object,
+    read_body,
+    sse,
+)
+from sessionpool.faces.uploads import read_upload
 
 logger = logging.getLogger("sessionpool.faces.assistants")
-
-JSON = dict[str, Any]
 
 AZURE_HUB_PREFIX = (
     "/agents/v1.0/subscriptions/{subscription}/resourceGroups/{resource_group}"
@@ -47,6 +55,11 @@ PREFIXES: tuple[tuple[str, bool], ...] = (
 FOUNDRY_OPENAI_PREFIX = "/api/projects/{project}/openai/v1"
 #: Azure OpenAI's v1 base (``AzureOpenAI`` with ``base_url=.../openai/v1``): files here too
 AZURE_OPENAI_V1_PREFIX = "/openai/v1"
+#: the files routes also answer under those two bases
+FILES_ONLY_PREFIXES: tuple[tuple[str, bool], ...] = (
+    (FOUNDRY_OPENAI_PREFIX, False),
+    (AZURE_OPENAI_V1_PREFIX, False),
+)
 
 #: how long openai-python waits between polls of a run (it reads this header)
 POLL_AFTER_MS = "200"
@@ -60,11 +73,6 @@ FUNCTION_TOOLS_UNSUPPORTED = (
 )
 
 
-router = APIRouter(tags=["assistants"])
-#: the files routes alone, also under Foundry's OpenAI base (``get_openai_client()`` uploads there)
-files_router = APIRouter(tags=["files"])
-
-
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -72,7 +80,7 @@ service = agents_service
 
 
 async def body(request: Request) -> JSON:
-    return parse.body_object(await read_body(request, MAX_JSON_BYTES))
+    return parse_object(await read_body(request, MAX_JSON_BYTES))
 
 
 def ok(data: JSON, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -105,7 +113,6 @@ def _agent_fields(data: JSON) -> JSON:
     return fields
 
 
-@router.post("/assistants", summary="Create an assistant")
 async def create_assistant(request: Request) -> Response:
     data = await body(request)
     agent = await service(request).create_agent(
@@ -114,18 +121,15 @@ async def create_assistant(request: Request) -> Response:
     return ok(wire.assistant(agent))
 
 
-@router.get("/assistants", summary="List assistants")
 async def list_assistants(request: Request) -> Response:
-    page = await service(request).list_agents(parse.page_request(query(request)))
+    page = await service(request).list_agents(page_request(query(request)))
     return ok(wire.page(page, wire.assistant))
 
 
-@router.get("/assistants/{assistant_id}", summary="Get an assistant")
 async def get_assistant(request: Request, assistant_id: str) -> Response:
     return ok(wire.assistant(await service(request).get_agent(assistant_id)))
 
 
-@router.post("/assistants/{assistant_id}", summary="Update an assistant")
 async def update_assistant(request: Request, assistant_id: str) -> Response:
     data = await body(request)
     changes = {k: v for k, v in _agent_fields(data).items() if v is not None}
@@ -136,7 +140,6 @@ async def update_assistant(request: Request, assistant_id: str) -> Response:
     return ok(wire.assistant(agent))
 
 
-@router.delete("/assistants/{assistant_id}", summary="Delete an assistant")
 async def delete_assistant(request: Request, assistant_id: str) -> Response:
     await service(request).delete_agent(assistant_id)
     return ok(wire.deleted(assistant_id, "assistant.deleted"))
@@ -158,7 +161,6 @@ def _thread_fields(data: JSON) -> JSON:
     return fields
 
 
-@router.post("/threads", summary="Create a thread")
 async def create_thread(request: Request) -> Response:
     data = await body(request)
     conversation = await service(request).create_conversation(**_thread_fields(data))
@@ -166,7 +168,6 @@ async def create_thread(request: Request) -> Response:
 
 
 # declared before /threads/{thread_id}: "runs" is not a thread id
-@router.post("/threads/runs", summary="Create a thread and start a run on it")
 async def create_thread_and_run(request: Request) -> Response:
     data = await body(request)
     svc = service(request)
@@ -184,12 +185,10 @@ async def create_thread_and_run(request: Request) -> Response:
     return await _start(request, svc, conversation.id, options, stream, prelude)
 
 
-@router.get("/threads/{thread_id}", summary="Get a thread")
 async def get_thread(request: Request, thread_id: str) -> Response:
     return ok(wire.thread(await service(request).get_conversation(thread_id)))
 
 
-@router.post("/threads/{thread_id}", summary="Update a thread")
 async def update_thread(request: Request, thread_id: str) -> Response:
     data = await body(request)
     conversation = await service(request).update_conversation(
@@ -198,7 +197,6 @@ async def update_thread(request: Request, thread_id: str) -> Response:
     return ok(wire.thread(conversation))
 
 
-@router.delete("/threads/{thread_id}", summary="Delete a thread")
 async def delete_thread(request: Request, thread_id: str) -> Response:
     await service(request).delete_conversation(thread_id)
     return ok(wire.deleted(thread_id, "thread.deleted"))
@@ -207,11 +205,10 @@ async def delete_thread(request: Request, thread_id: str) -> Response:
 # --- messages ----------------------------------------------------------------------------------
 
 
-@router.post("/threads/{thread_id}/messages", summary="Add a message to a thread")
 async def create_message(request: Request, thread_id: str) -> Response:
     data = await body(request)
     if "content" not in data:
-        raise errors.InvalidRequest("'content' is required", "content")
+        raise errors.InvalidArgument("'content' is required", "content")
     msg = await service(request).add_message(
         thread_id,
         role=parse.role(data.get("role", "user")),
@@ -222,21 +219,18 @@ async def create_message(request: Request, thread_id: str) -> Response:
     return ok(wire.message(msg))
 
 
-@router.get("/threads/{thread_id}/messages", summary="List a thread's messages, newest first")
 async def list_messages(request: Request, thread_id: str) -> Response:
     q = query(request)
     page = await service(request).list_messages(
-        thread_id, parse.page_request(q), run_id=q.get("run_id") or None
+        thread_id, page_request(q), run_id=q.get("run_id") or None
     )
     return ok(wire.page(page, wire.message))
 
 
-@router.get("/threads/{thread_id}/messages/{message_id}", summary="Get a message")
 async def get_message(request: Request, thread_id: str, message_id: str) -> Response:
     return ok(wire.message(await service(request).get_message(thread_id, message_id)))
 
 
-@router.post("/threads/{thread_id}/messages/{message_id}", summary="Update a message")
 async def update_message(request: Request, thread_id: str, message_id: str) -> Response:
     data = await body(request)
     msg = await service(request).update_message(
@@ -245,7 +239,6 @@ async def update_message(request: Request, thread_id: str, message_id: str) -> R
     return ok(wire.message(msg))
 
 
-@router.delete("/threads/{thread_id}/messages/{message_id}", summary="Delete a message")
 async def delete_message(request: Request, thread_id: str, message_id: str) -> Response:
     await service(request).delete_message(thread_id, message_id)
     return ok(wire.deleted(message_id, "thread.message.deleted"))
@@ -267,7 +260,7 @@ _RUN_EXTRA = (
 def _run_options(data: JSON) -> JSON:
     assistant_id = data.get("assistant_id")
     if not isinstance(assistant_id, str) or not assistant_id:
-        raise errors.InvalidRequest("'assistant_id' is required", "assistant_id")
+        raise errors.InvalidArgument("'assistant_id' is required", "assistant_id")
     extra = {k: data[k] for k in _RUN_EXTRA if data.get(k) is not None}
     return {
         "agent_id": assistant_id,
@@ -306,7 +299,6 @@ async def _start(
     )
 
 
-@router.post("/threads/{thread_id}/runs", summary="Start a run on a thread")
 async def create_run(request: Request, thread_id: str) -> Response:
     data = await body(request)
     svc = service(request)
@@ -320,19 +312,16 @@ async def create_run(request: Request, thread_id: str) -> Response:
     return await _start(request, svc, thread_id, options, stream)
 
 
-@router.get("/threads/{thread_id}/runs", summary="List a thread's runs")
 async def list_runs(request: Request, thread_id: str) -> Response:
-    page = await service(request).list_runs(thread_id, parse.page_request(query(request)))
+    page = await service(request).list_runs(thread_id, page_request(query(request)))
     return ok(wire.page(page, wire.run))
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}", summary="Get a run")
 async def get_run(request: Request, thread_id: str, run_id: str) -> Response:
     run = await service(request).get_run(run_id, thread_id)
     return ok(wire.run(run), POLL_HEADERS)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}", summary="Update a run")
 async def update_run(request: Request, thread_id: str, run_id: str) -> Response:
     data = await body(request)
     svc = service(request)
@@ -344,33 +333,26 @@ async def update_run(request: Request, thread_id: str, run_id: str) -> Response:
     return ok(wire.run(run), POLL_HEADERS)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel", summary="Cancel a run")
 async def cancel_run(request: Request, thread_id: str, run_id: str) -> Response:
     run = await service(request).cancel_run(run_id, thread_id)
     return ok(wire.run(run), POLL_HEADERS)
 
 
-@router.post(
-    "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
-    summary="Not supported: only the code interpreter runs here",
-)
 async def submit_tool_outputs(request: Request, thread_id: str, run_id: str) -> Response:
     await service(request).get_run(run_id, thread_id)
-    raise errors.InvalidRequest(FUNCTION_TOOLS_UNSUPPORTED, "tool_outputs")
+    raise errors.InvalidArgument(FUNCTION_TOOLS_UNSUPPORTED, "tool_outputs")
 
 
 # --- run steps ---------------------------------------------------------------------------------
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/steps", summary="List a run's steps")
 async def list_steps(request: Request, thread_id: str, run_id: str) -> Response:
     page = await service(request).list_steps(
-        run_id, parse.page_request(query(request)), conversation_id=thread_id
+        run_id, page_request(query(request)), conversation_id=thread_id
     )
     return ok(wire.page(page, wire.step))
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}", summary="Get a run step")
 async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) -> Response:
     svc = service(request)
     await svc.get_run(run_id, thread_id)
@@ -383,12 +365,13 @@ async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) 
 # --- files -------------------------------------------------------------------------------------
 
 
-@files_router.post("/files", summary="Upload a file (multipart: file, purpose)")
 async def upload_file(request: Request) -> Response:
     svc = service(request)
-    form = await read_upload(request, svc.config.max_file_bytes)
+    form = await read_upload(request, svc.config.max_file_bytes, "agents.max_file_bytes")
     if form.data is None:
-        raise errors.InvalidRequest("a multipart part 'file' (with a filename) is required", "file")
+        raise errors.InvalidArgument(
+            "a multipart part 'file' (with a filename) is required", "file"
+        )
     stored = await svc.files.create(
         filename=form.filename or "upload",
         data=form.data,
@@ -397,25 +380,21 @@ async def upload_file(request: Request) -> Response:
     return ok(wire.file(stored))
 
 
-@files_router.get("/files", summary="List files")
 async def list_files(request: Request) -> Response:
     q = query(request)
-    page = await service(request).files.page(parse.page_request(q), q.get("purpose") or None)
+    page = await service(request).files.page(page_request(q), q.get("purpose") or None)
     return ok(wire.page(page, wire.file))
 
 
-@files_router.get("/files/{file_id}", summary="Get a file object")
 async def get_file(request: Request, file_id: str) -> Response:
     return ok(wire.file(await service(request).files.get(file_id)))
 
 
-@files_router.delete("/files/{file_id}", summary="Delete a file")
 async def delete_file(request: Request, file_id: str) -> Response:
     await service(request).files.delete(file_id)
     return ok(wire.deleted(file_id, "file"))
 
 
-@files_router.get("/files/{file_id}/content", summary="Download a file's bytes")
 async def file_content(request: Request, file_id: str) -> Response:
     data = await service(request).files.content(file_id)
     return Response(data, media_type="application/octet-stream")
@@ -424,11 +403,201 @@ async def file_content(request: Request, file_id: str) -> Response:
 # --- installation ------------------------------------------------------------------------------
 
 
-def install_assistants(app: FastAPI) -> None:
-    """Mount the Assistants v2 routes under every prefix (``/v1``, Azure's, ``/openai``), and
-    the files routes under Foundry's OpenAI base too."""
-    for prefix, in_schema in PREFIXES:
-        app.include_router(router, prefix=prefix, include_in_schema=in_schema)
-        app.include_router(files_router, prefix=prefix, include_in_schema=in_schema)
-    for prefix in (FOUNDRY_OPENAI_PREFIX, AZURE_OPENAI_V1_PREFIX):
-        app.include_router(files_router, prefix=prefix, include_in_schema=False)
+# --- the face ---------------------------------------------------------------------------------
+
+
+class AssistantsFace:
+    name = "assistants"
+
+    def install(self, app: FastAPI) -> None:
+        """The Assistants routes under every prefix; the files routes under Foundry's and Azure
+        OpenAI's v1 bases too (``get_openai_client()`` uploads there)."""
+        mount(app, self.router(), PREFIXES, codes=OPENAI_CODES)
+        mount(app, self.files_router(), PREFIXES + FILES_ONLY_PREFIXES, codes=OPENAI_CODES)
+
+    async def bind(self, runtime: Runtime) -> None:
+        """The routes find the agents service on the application's runtime."""
+
+    async def close(self) -> None:
+        """Runs belong to the agents service, which the server closes after its faces."""
+
+    def router(self) -> APIRouter:
+        r = APIRouter(tags=["assistants"])
+        r.add_api_route(
+            "/assistants",
+            create_assistant,
+            methods=["POST"],
+            summary="Create an assistant",
+        )
+        r.add_api_route(
+            "/assistants",
+            list_assistants,
+            methods=["GET"],
+            summary="List assistants",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        r.add_api_route(
+            "/assistants/{assistant_id}",
+            get_assistant,
+            methods=["GET"],
+            summary="Get an assistant",
+        )
+        r.add_api_route(
+            "/assistants/{assistant_id}",
+            update_assistant,
+            methods=["POST"],
+            summary="Update an assistant",
+        )
+        r.add_api_route(
+            "/assistants/{assistant_id}",
+            delete_assistant,
+            methods=["DELETE"],
+            summary="Delete an assistant",
+        )
+        r.add_api_route(
+            "/threads",
+            create_thread,
+            methods=["POST"],
+            summary="Create a thread",
+        )
+        r.add_api_route(
+            "/threads/runs",
+            create_thread_and_run,
+            methods=["POST"],
+            summary="Create a thread and start a run on it",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}",
+            get_thread,
+            methods=["GET"],
+            summary="Get a thread",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}",
+            update_thread,
+            methods=["POST"],
+            summary="Update a thread",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}",
+            delete_thread,
+            methods=["DELETE"],
+            summary="Delete a thread",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/messages",
+            create_message,
+            methods=["POST"],
+            summary="Add a message to a thread",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/messages",
+            list_messages,
+            methods=["GET"],
+            summary="List a thread's messages, newest first",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/messages/{message_id}",
+            get_message,
+            methods=["GET"],
+            summary="Get a message",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/messages/{message_id}",
+            update_message,
+            methods=["POST"],
+            summary="Update a message",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/messages/{message_id}",
+            delete_message,
+            methods=["DELETE"],
+            summary="Delete a message",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs",
+            create_run,
+            methods=["POST"],
+            summary="Start a run on a thread",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs",
+            list_runs,
+            methods=["GET"],
+            summary="List a thread's runs",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}",
+            get_run,
+            methods=["GET"],
+            summary="Get a run",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}",
+            update_run,
+            methods=["POST"],
+            summary="Update a run",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}/cancel",
+            cancel_run,
+            methods=["POST"],
+            summary="Cancel a run",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+            submit_tool_outputs,
+            methods=["POST"],
+            summary="Not supported: only the code interpreter runs here",
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}/steps",
+            list_steps,
+            methods=["GET"],
+            summary="List a run's steps",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        r.add_api_route(
+            "/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
+            get_step,
+            methods=["GET"],
+            summary="Get a run step",
+        )
+        return r
+
+    def files_router(self) -> APIRouter:
+        r = APIRouter(tags=["files"])
+        r.add_api_route(
+            "/files",
+            upload_file,
+            methods=["POST"],
+            summary="Upload a file (multipart: file, purpose)",
+        )
+        r.add_api_route(
+            "/files",
+            list_files,
+            methods=["GET"],
+            summary="List files",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        r.add_api_route(
+            "/files/{file_id}",
+            get_file,
+            methods=["GET"],
+            summary="Get a file object",
+        )
+        r.add_api_route(
+            "/files/{file_id}",
+            delete_file,
+            methods=["DELETE"],
+            summary="Delete a file",
+        )
+        r.add_api_route(
+            "/files/{file_id}/content",
+            file_content,
+            methods=["GET"],
+            summary="Download a file's bytes",
+        )
+        return r

@@ -35,9 +35,7 @@ from sessionpool.agents.types import (
     TextPart,
 )
 from sessionpool.faces.assistants import wire
-from sessionpool.faces.common import sse
-
-JSON = dict[str, Any]
+from sessionpool.faces.http import JSON, sse
 
 logger = logging.getLogger("sessionpool.faces.assistants")
 

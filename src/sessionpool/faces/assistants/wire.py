@@ -28,8 +28,8 @@ from sessionpool.agents.types import (
     ToolOutput,
     Usage,
 )
+from sessionpool.faces.http import JSON
 
-JSON = dict[str, Any]
 T = TypeVar("T")
 
 #: the tools list an attachment gets when the caller named none

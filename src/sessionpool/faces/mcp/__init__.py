@@ -2,10 +2,10 @@
 
 Two ways in: ``sessionpool mcp`` (``stdio``) serves stdio for desktop and IDE agents, talking to
 a pool over HTTP with the client SDK; and the server mounts the streamable HTTP transport at
-``/mcp`` (``face.McpFace``, same API keys), talking to its own default pool in-process. Both use
+``/mcp`` (``routes.McpFace``, same API keys), talking to its own default pool in-process. Both use
 the same tools (``tools``), named as Azure's hosted dynamic-sessions MCP server names them.
 """
 
-from sessionpool.faces.mcp.face import McpFace
+from sessionpool.faces.mcp.routes import McpFace
 
 __all__ = ["McpFace"]

@@ -4,7 +4,7 @@ One router, mounted under ``/v1`` (openai-python), ``/openai/v1`` (Azure OpenAI'
 ``/api/projects/{project}/openai/v1`` (Azure AI Foundry's ``get_openai_client()``); any
 ``api-version`` query is ignored. Only the ``/v1`` copy is in the OpenAPI description. Every
 handler translates with ``wire`` and calls the ``AgentService`` on ``app.state.agents``; its
-errors (ObjectNotFound, InvalidRequest, Conflict) are rendered by the server's handlers.
+errors (ObjectNotFound, InvalidArgument, Conflict) are rendered by the server's handlers.
 """
 
 from __future__ import annotations
@@ -12,27 +12,33 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sessionpool.agents.service import AgentService, ResponseRequest
-from sessionpool.agents.types import (
-    Agent,
-    Message,
-    PageRequest,
-    Run,
-    RunEvent,
-    RunStatus,
-    Step,
+from sessionpool.agents.types import Agent, Message, Run, RunEvent, RunStatus, Step
+from sessionpool.errors import InvalidArgument, ObjectNotFound, ServiceError
+from sessionpool.faces.base import Runtime, agents_service
+from sessionpool.faces.http import (
+    JSON,
+    OPENAI_CODES,
+    PAGE_PARAMETERS,
+    mount,
+    page_request,
+    parse_model,
+    read_body,
+    request_body,
+    wire_code,
 )
-from sessionpool.errors import InvalidRequest, ObjectNotFound, SessionpoolError
-from sessionpool.faces.common import agents_service, read_body, read_upload
-from sessionpool.faces.responses import wire
+from sessionpool.faces.responses import parse, stream, wire
+from sessionpool.faces.uploads import read_upload
 
 logger = logging.getLogger("sessionpool.faces.responses")
+
+M = TypeVar("M", bound=parse.WireModel)
 
 #: JSON bodies larger than this are refused (uploads go through multipart)
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -46,6 +52,7 @@ PREFIXES: tuple[tuple[str, bool], ...] = (
     ("/openai/v1", False),
     ("/api/projects/{project}/openai/v1", False),
 )
+FOUNDRY_PREFIXES: tuple[tuple[str, bool], ...] = (("/api/projects/{project}", False),)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -66,26 +73,8 @@ def api_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + prefix
 
 
-async def parse(request: Request, model: type[wire.WireModel]) -> Any:
-    return wire.parse_body(await read_body(request, MAX_JSON_BYTES), model)
-
-
-def page_params(request: Request, default_order: Literal["asc", "desc"] = "desc") -> PageRequest:
-    q = request.query_params
-    raw_limit = q.get("limit", "20")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise InvalidRequest(f"limit must be an integer, not {raw_limit!r}", "limit") from None
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", "limit")
-    raw_order = q.get("order", default_order)
-    if raw_order not in ("asc", "desc"):
-        raise InvalidRequest("order must be 'asc' or 'desc'", "order")
-    order: Literal["asc", "desc"] = "asc" if raw_order == "asc" else "desc"
-    return PageRequest(
-        limit=limit, order=order, after=q.get("after") or None, before=q.get("before") or None
-    )
+async def read_model(request: Request, model: type[M]) -> M:
+    return parse_model(await read_body(request, MAX_JSON_BYTES), model)
 
 
 def ok(data: Any) -> JSONResponse:
@@ -136,7 +125,7 @@ async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Ag
 
 
 def echo_fields(
-    req: wire.ResponseCreate, tools: list[dict[str, Any]] | None, agent: Agent | None
+    req: parse.ResponseCreate, tools: list[dict[str, Any]] | None, agent: Agent | None
 ) -> dict[str, Any]:
     """What the response object gives back as it was asked (``Run.extra``)."""
     extra: dict[str, Any] = {
@@ -165,9 +154,9 @@ def echo_fields(
 
 async def create_response(request: Request) -> Response:
     svc = service(request)
-    req: wire.ResponseCreate = await parse(request, wire.ResponseCreate)
+    req: parse.ResponseCreate = await read_model(request, parse.ResponseCreate)
     base = api_base(request)
-    parsed = wire.parse_input(req.input)
+    parsed = parse.parse_input(req.input)
     agent: Agent | None = None
     ref = req.agent_name
     if ref is not None:
@@ -175,7 +164,7 @@ async def create_response(request: Request) -> Response:
     wire_tools: list[dict[str, Any]] | None = req.tools
     if wire_tools is None and agent is not None:
         wire_tools = agent.tools
-    spec = wire.parse_tools(wire_tools)
+    spec = parse.parse_tools(wire_tools)
     run = await svc.start_response(
         ResponseRequest(
             messages=parsed.messages,
@@ -221,7 +210,7 @@ async def stream_response(
     resuming a stream has them already)."""
     async for chunk in _stream_events(svc, run, events, first, base_url):
         if chunk[1]["sequence_number"] > starting_after:
-            yield wire.sse(chunk)
+            yield stream.sse(chunk)
 
 
 async def _stream_events(
@@ -230,16 +219,16 @@ async def _stream_events(
     events: AsyncIterator[RunEvent],
     first: RunEvent | None,
     base_url: str,
-) -> AsyncIterator[wire.Event]:
-    stream = wire.ResponseStream(run, base_url=base_url)
-    for ev in stream.start():
+) -> AsyncIterator[stream.Event]:
+    machine = stream.ResponseStream(run, base_url=base_url)
+    for ev in machine.start():
         yield ev
     try:
         pending = first
         while pending is not None:
             if pending.step is not None:
-                await image_urls(svc, [pending.step], base_url, stream.image_urls)
-            for ev in stream.feed(pending):
+                await image_urls(svc, [pending.step], base_url, machine.image_urls)
+            for ev in machine.feed(pending):
                 yield ev
             if pending.kind == "done" or (
                 pending.kind == "run" and pending.run is not None and pending.run.status.terminal
@@ -250,8 +239,8 @@ async def _stream_events(
         if not final.status.terminal:
             final = await svc.wait_run(run.id)
         response = await render_response(svc, final, base_url)
-    except SessionpoolError as exc:
-        for ev in stream.error(exc.code, exc.message):
+    except ServiceError as exc:
+        for ev in machine.error(wire_code(exc, OPENAI_CODES), exc.message):
             yield ev
         return
     finally:
@@ -261,7 +250,7 @@ async def _stream_events(
                 await closer()
             except Exception:  # pragma: no cover - a subscription that fails to close
                 logger.debug("closing the event subscription failed", exc_info=True)
-    for ev in stream.finish(response):
+    for ev in machine.finish(response):
         yield ev
 
 
@@ -274,7 +263,7 @@ async def get_response(request: Request, response_id: str) -> Response:
         try:
             starting_after = int(raw_after) if raw_after else -1
         except ValueError:
-            raise InvalidRequest("starting_after must be an integer", "starting_after") from None
+            raise InvalidArgument("starting_after must be an integer", "starting_after") from None
         events = svc.events.subscribe(run.id)
         first = await anext(events, None)
         return StreamingResponse(
@@ -311,7 +300,7 @@ async def cancel_response(request: Request, response_id: str) -> Response:
 async def list_input_items(request: Request, response_id: str) -> Response:
     svc = service(request)
     run = await svc.get_response(response_id)
-    page = page_params(request)
+    page = page_request(request.query_params)
     items: list[dict[str, Any]] = []
     for mid in run.input_message_ids:
         try:
@@ -327,8 +316,8 @@ async def list_input_items(request: Request, response_id: str) -> Response:
 
 async def create_conversation(request: Request) -> Response:
     svc = service(request)
-    req: wire.ConversationCreate = await parse(request, wire.ConversationCreate)
-    parsed = wire.parse_input(req.items, "items")
+    req: parse.ConversationCreate = await read_model(request, parse.ConversationCreate)
+    parsed = parse.parse_input(req.items, "items")
     conv = await svc.create_conversation(
         metadata=req.metadata, messages=parsed.messages or None, instructions=parsed.instructions
     )
@@ -342,7 +331,7 @@ async def get_conversation(request: Request, conversation_id: str) -> Response:
 
 async def update_conversation(request: Request, conversation_id: str) -> Response:
     svc = service(request)
-    req: wire.ConversationUpdate = await parse(request, wire.ConversationUpdate)
+    req: parse.ConversationUpdate = await read_model(request, parse.ConversationUpdate)
     conv = await svc.update_conversation(conversation_id, metadata=req.metadata)
     return ok(wire.conversation_object(conv))
 
@@ -365,7 +354,7 @@ async def conversation_items(request: Request, conversation_id: str) -> list[dic
 
 
 async def list_items(request: Request, conversation_id: str) -> Response:
-    page = page_params(request)
+    page = page_request(request.query_params)
     items = await conversation_items(request, conversation_id)
     data, has_more = wire.paginate(items, limit=page.limit, order=page.order, after=page.after)
     return ok(wire.list_object(data, has_more))
@@ -373,10 +362,10 @@ async def list_items(request: Request, conversation_id: str) -> Response:
 
 async def create_items(request: Request, conversation_id: str) -> Response:
     svc = service(request)
-    req: wire.ItemsCreate = await parse(request, wire.ItemsCreate)
-    parsed = wire.parse_input(req.items, "items")
+    req: parse.ItemsCreate = await read_model(request, parse.ItemsCreate)
+    parsed = parse.parse_input(req.items, "items")
     if parsed.instructions:
-        raise InvalidRequest(
+        raise InvalidArgument(
             "system and developer messages cannot be added to a conversation; send them as "
             "instructions",
             "items",
@@ -406,7 +395,7 @@ async def delete_item(request: Request, conversation_id: str, item_id: str) -> R
     except ObjectNotFound:
         for item in await conversation_items(request, conversation_id):
             if item["id"] == item_id:
-                raise InvalidRequest("only message items can be deleted here", "item_id") from None
+                raise InvalidArgument("only message items can be deleted here", "item_id") from None
         raise
     return ok(wire.conversation_object(conv))
 
@@ -416,10 +405,10 @@ async def delete_item(request: Request, conversation_id: str, item_id: str) -> R
 
 async def create_container(request: Request) -> Response:
     svc = service(request)
-    req: wire.ContainerCreate = await parse(request, wire.ContainerCreate)
+    req: parse.ContainerCreate = await read_model(request, parse.ContainerCreate)
     minutes = req.expires_after.minutes if req.expires_after is not None else None
     if minutes is not None and minutes < 1:
-        raise InvalidRequest("expires_after.minutes must be at least 1", "expires_after.minutes")
+        raise InvalidArgument("expires_after.minutes must be at least 1", "expires_after.minutes")
     container = await svc.containers.create(
         name=req.name,
         file_ids=req.file_ids,
@@ -432,7 +421,7 @@ async def create_container(request: Request) -> Response:
 
 async def list_containers(request: Request) -> Response:
     svc = service(request)
-    page = await svc.containers.page(page_params(request))
+    page = await svc.containers.page(page_request(request.query_params))
     data = [wire.container_object(c) for c in page.items]
     return ok(wire.list_object(data, page.has_more))
 
@@ -452,7 +441,7 @@ async def create_container_file(request: Request, container_id: str) -> Response
     svc = service(request)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await read_upload(request, svc.config.max_file_bytes)
+        form = await read_upload(request, svc.config.max_file_bytes, "agents.max_file_bytes")
         file_id = form.fields.get("file_id")
         if form.data is not None:
             stored = await svc.containers.add_file(
@@ -461,16 +450,16 @@ async def create_container_file(request: Request, container_id: str) -> Response
         elif file_id:
             stored = await svc.containers.add_file(container_id, file_id=file_id)
         else:
-            raise InvalidRequest("send a 'file' part or a 'file_id' field", "file")
+            raise InvalidArgument("send a 'file' part or a 'file_id' field", "file")
     else:
-        req: wire.ContainerFileCreate = await parse(request, wire.ContainerFileCreate)
+        req: parse.ContainerFileCreate = await read_model(request, parse.ContainerFileCreate)
         stored = await svc.containers.add_file(container_id, file_id=req.file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def list_container_files(request: Request, container_id: str) -> Response:
     svc = service(request)
-    page = await svc.containers.page_files(container_id, page_params(request))
+    page = await svc.containers.page_files(container_id, page_request(request.query_params))
     data = [wire.container_file_object(f, container_id) for f in page.items]
     return ok(wire.list_object(data, page.has_more))
 
@@ -520,10 +509,10 @@ async def _agent_versions(svc: AgentService, name: str) -> list[Agent]:
 
 async def create_agent_version(request: Request, name: str) -> Response:
     svc = service(request)
-    req: wire.AgentVersionCreate = await parse(request, wire.AgentVersionCreate)
+    req: parse.AgentVersionCreate = await read_model(request, parse.AgentVersionCreate)
     definition = req.definition
     tools = definition.get("tools") or []
-    wire.parse_tools(tools, "definition.tools")
+    parse.parse_tools(tools, "definition.tools")
     existing = await _agent_versions(svc, name)
     version = 1 + max((int(a.extra.get("version", 0)) for a in existing), default=0)
     agent = await svc.create_agent(
@@ -564,223 +553,199 @@ async def delete_agent_version(request: Request, name: str, version: str) -> Res
     raise ObjectNotFound("agent version", f"{name}:{version}")
 
 
-# --- mounting -----------------------------------------------------------------------------------
+# --- the face ---------------------------------------------------------------------------------
 
 
-def _inline(schema: Any, defs: dict[str, Any]) -> Any:
-    """``schema`` with its ``#/$defs/...`` references replaced by what they point to."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(v, defs) for v in schema]
-    return schema
-
-
-def json_body(model: type[wire.WireModel], *, multipart: bool = False) -> dict[str, Any]:
-    """``openapi_extra`` describing a JSON body read as ``model`` (the handlers parse the raw
-    body themselves, so FastAPI cannot see it); with ``multipart``, an upload form too."""
-    schema = model.model_json_schema()
-    content: dict[str, Any] = {
-        "application/json": {"schema": _inline(schema, schema.get("$defs", {}))}
-    }
-    if multipart:
-        content["multipart/form-data"] = {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "file_id": {"type": "string"},
-                },
-            }
-        }
-    return {"requestBody": {"required": False, "content": content}}
-
-
-def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-#: ``openapi_extra`` of the list operations: the cursor-paging query
-PAGED: dict[str, Any] = {
-    "parameters": [
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
-        _query("order", {"type": "string", "enum": ["asc", "desc"]}),
-        _query("after", {"type": "string"}),
-        _query("before", {"type": "string"}),
-    ]
-}
 #: ``openapi_extra`` of ``GET /responses/{id}``: its events again, from a sequence number on
-STREAM_AGAIN: dict[str, Any] = {
+STREAM_AGAIN: JSON = {
     "parameters": [
-        _query("stream", {"type": "boolean"}),
-        _query("starting_after", {"type": "integer"}),
+        {"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {
+            "name": "starting_after",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer"},
+        },
     ]
+}
+#: the container file upload: a file, or the id of a file object to copy
+UPLOAD_FORM: JSON = {
+    "type": "object",
+    "properties": {"file": {"type": "string", "format": "binary"}, "file_id": {"type": "string"}},
 }
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(tags=["responses"])
-    add = router.add_api_route
-    add(
-        "/responses",
-        create_response,
-        methods=["POST"],
-        summary="Create a response",
-        openapi_extra=json_body(wire.ResponseCreate),
-    )
-    add(
-        "/responses/{response_id}",
-        get_response,
-        methods=["GET"],
-        summary="Get a response",
-        openapi_extra=STREAM_AGAIN,
-    )
-    add(
-        "/responses/{response_id}",
-        delete_response,
-        methods=["DELETE"],
-        summary="Delete a response",
-    )
-    add(
-        "/responses/{response_id}/cancel",
-        cancel_response,
-        methods=["POST"],
-        summary="Cancel a background response",
-    )
-    add(
-        "/responses/{response_id}/input_items",
-        list_input_items,
-        methods=["GET"],
-        summary="List a response's input items",
-        openapi_extra=PAGED,
-    )
-    add(
-        "/conversations",
-        create_conversation,
-        methods=["POST"],
-        summary="Create a conversation",
-        openapi_extra=json_body(wire.ConversationCreate),
-    )
-    add(
-        "/conversations/{conversation_id}",
-        get_conversation,
-        methods=["GET"],
-        summary="Get a conversation",
-    )
-    add(
-        "/conversations/{conversation_id}",
-        update_conversation,
-        methods=["POST"],
-        summary="Update a conversation's metadata",
-        openapi_extra=json_body(wire.ConversationUpdate),
-    )
-    add(
-        "/conversations/{conversation_id}",
-        delete_conversation,
-        methods=["DELETE"],
-        summary="Delete a conversation",
-    )
-    add(
-        "/conversations/{conversation_id}/items",
-        list_items,
-        methods=["GET"],
-        summary="List a conversation's items",
-        openapi_extra=PAGED,
-    )
-    add(
-        "/conversations/{conversation_id}/items",
-        create_items,
-        methods=["POST"],
-        summary="Add items to a conversation",
-        openapi_extra=json_body(wire.ItemsCreate),
-    )
-    add(
-        "/conversations/{conversation_id}/items/{item_id}",
-        get_item,
-        methods=["GET"],
-        summary="Get a conversation item",
-    )
-    add(
-        "/conversations/{conversation_id}/items/{item_id}",
-        delete_item,
-        methods=["DELETE"],
-        summary="Delete a conversation item",
-    )
-    add(
-        "/containers",
-        create_container,
-        methods=["POST"],
-        summary="Create a container",
-        openapi_extra=json_body(wire.ContainerCreate),
-    )
-    add(
-        "/containers",
-        list_containers,
-        methods=["GET"],
-        summary="List containers",
-        openapi_extra=PAGED,
-    )
-    add("/containers/{container_id}", get_container, methods=["GET"], summary="Get a container")
-    add(
-        "/containers/{container_id}",
-        delete_container,
-        methods=["DELETE"],
-        summary="Delete a container",
-    )
-    add(
-        "/containers/{container_id}/files",
-        create_container_file,
-        methods=["POST"],
-        summary="Add a file to a container (an upload, or a file_id to copy)",
-        openapi_extra=json_body(wire.ContainerFileCreate, multipart=True),
-    )
-    add(
-        "/containers/{container_id}/files",
-        list_container_files,
-        methods=["GET"],
-        summary="List a container's files",
-        openapi_extra=PAGED,
-    )
-    add(
-        "/containers/{container_id}/files/{file_id}",
-        get_container_file,
-        methods=["GET"],
-        summary="Get a container file",
-    )
-    add(
-        "/containers/{container_id}/files/{file_id}",
-        delete_container_file,
-        methods=["DELETE"],
-        summary="Delete a container file",
-    )
-    add(
-        "/containers/{container_id}/files/{file_id}/content",
-        container_file_content,
-        methods=["GET"],
-        response_class=Response,
-        summary="Download a container file's bytes",
-    )
-    return router
+def body(model: type[parse.WireModel], multipart: JSON | None = None) -> JSON:
+    """A body the handler reads itself; the hosted APIs take an empty one for its defaults."""
+    return request_body(model, required=False, multipart=multipart)
 
 
-def build_foundry_router() -> APIRouter:
-    router = APIRouter(tags=["foundry agents"])
-    router.add_api_route("/agents/{name}/versions", create_agent_version, methods=["POST"])
-    router.add_api_route("/agents/{name}/versions/{version}", get_agent_version, methods=["GET"])
-    router.add_api_route(
-        "/agents/{name}/versions/{version}", delete_agent_version, methods=["DELETE"]
-    )
-    return router
+class ResponsesFace:
+    name = "responses"
 
+    def install(self, app: FastAPI) -> None:
+        """The Responses, Conversations and Containers routes under every base, and Foundry's
+        agent versions under its project base."""
+        mount(app, self.router(), PREFIXES, codes=OPENAI_CODES)
+        mount(app, self.foundry_router(), FOUNDRY_PREFIXES, codes=OPENAI_CODES)
 
-def install_responses(app: FastAPI) -> None:
-    """Mount the Responses, Conversations and Containers routes (and Foundry agent versions)."""
-    router = build_router()
-    for prefix, in_schema in PREFIXES:
-        app.include_router(router, prefix=prefix, include_in_schema=in_schema)
-    app.include_router(
-        build_foundry_router(), prefix="/api/projects/{project}", include_in_schema=False
-    )
+    async def bind(self, runtime: Runtime) -> None:
+        """The routes find the agents service on the application's runtime."""
+
+    async def close(self) -> None:
+        """Responses belong to the agents service, which the server closes after its faces."""
+
+    def router(self) -> APIRouter:
+        router = APIRouter(tags=["responses"])
+        add = router.add_api_route
+        add(
+            "/responses",
+            create_response,
+            methods=["POST"],
+            summary="Create a response",
+            openapi_extra=body(parse.ResponseCreate),
+        )
+        add(
+            "/responses/{response_id}",
+            get_response,
+            methods=["GET"],
+            summary="Get a response",
+            openapi_extra=STREAM_AGAIN,
+        )
+        add(
+            "/responses/{response_id}",
+            delete_response,
+            methods=["DELETE"],
+            summary="Delete a response",
+        )
+        add(
+            "/responses/{response_id}/cancel",
+            cancel_response,
+            methods=["POST"],
+            summary="Cancel a background response",
+        )
+        add(
+            "/responses/{response_id}/input_items",
+            list_input_items,
+            methods=["GET"],
+            summary="List a response's input items",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        add(
+            "/conversations",
+            create_conversation,
+            methods=["POST"],
+            summary="Create a conversation",
+            openapi_extra=body(parse.ConversationCreate),
+        )
+        add(
+            "/conversations/{conversation_id}",
+            get_conversation,
+            methods=["GET"],
+            summary="Get a conversation",
+        )
+        add(
+            "/conversations/{conversation_id}",
+            update_conversation,
+            methods=["POST"],
+            summary="Update a conversation's metadata",
+            openapi_extra=body(parse.ConversationUpdate),
+        )
+        add(
+            "/conversations/{conversation_id}",
+            delete_conversation,
+            methods=["DELETE"],
+            summary="Delete a conversation",
+        )
+        add(
+            "/conversations/{conversation_id}/items",
+            list_items,
+            methods=["GET"],
+            summary="List a conversation's items",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        add(
+            "/conversations/{conversation_id}/items",
+            create_items,
+            methods=["POST"],
+            summary="Add items to a conversation",
+            openapi_extra=body(parse.ItemsCreate),
+        )
+        add(
+            "/conversations/{conversation_id}/items/{item_id}",
+            get_item,
+            methods=["GET"],
+            summary="Get a conversation item",
+        )
+        add(
+            "/conversations/{conversation_id}/items/{item_id}",
+            delete_item,
+            methods=["DELETE"],
+            summary="Delete a conversation item",
+        )
+        add(
+            "/containers",
+            create_container,
+            methods=["POST"],
+            summary="Create a container",
+            openapi_extra=body(parse.ContainerCreate),
+        )
+        add(
+            "/containers",
+            list_containers,
+            methods=["GET"],
+            summary="List containers",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        add("/containers/{container_id}", get_container, methods=["GET"], summary="Get a container")
+        add(
+            "/containers/{container_id}",
+            delete_container,
+            methods=["DELETE"],
+            summary="Delete a container",
+        )
+        add(
+            "/containers/{container_id}/files",
+            create_container_file,
+            methods=["POST"],
+            summary="Add a file to a container (an upload, or a file_id to copy)",
+            openapi_extra=body(parse.ContainerFileCreate, UPLOAD_FORM),
+        )
+        add(
+            "/containers/{container_id}/files",
+            list_container_files,
+            methods=["GET"],
+            summary="List a container's files",
+            openapi_extra=PAGE_PARAMETERS,
+        )
+        add(
+            "/containers/{container_id}/files/{file_id}",
+            get_container_file,
+            methods=["GET"],
+            summary="Get a container file",
+        )
+        add(
+            "/containers/{container_id}/files/{file_id}",
+            delete_container_file,
+            methods=["DELETE"],
+            summary="Delete a container file",
+        )
+        add(
+            "/containers/{container_id}/files/{file_id}/content",
+            container_file_content,
+            methods=["GET"],
+            response_class=Response,
+            summary="Download a container file's bytes",
+        )
+        return router
+
+    def foundry_router(self) -> APIRouter:
+        router = APIRouter(tags=["foundry agents"])
+        router.add_api_route("/agents/{name}/versions", create_agent_version, methods=["POST"])
+        router.add_api_route(
+            "/agents/{name}/versions/{version}", get_agent_version, methods=["GET"]
+        )
+        router.add_api_route(
+            "/agents/{name}/versions/{version}", delete_agent_version, methods=["DELETE"]
+        )
+        return router

@@ -1,0 +1,128 @@
+"""The faces' shared HTTP pieces: every engine error has a deliberate status and a wire name in
+each vocabulary (only the server's own faults are 500); bodies and paging are read one way."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from sessionpool import errors
+from sessionpool.agents.types import PageRequest
+from sessionpool.errors import InvalidArgument
+from sessionpool.faces.http import (
+    AZURE_CODES,
+    OPENAI_CODES,
+    page_request,
+    parse_object,
+    status_for,
+    wire_code,
+)
+
+EXPECTED = {
+    "ServiceError": 500,
+    "ConfigError": 500,
+    "SandboxError": 503,
+    "SandboxUnavailable": 503,
+    "PoolError": 500,
+    "PoolNotFound": 404,
+    "PoolAtCapacity": 404,  # what Azure answers, and what its clients expect
+    "PoolClosed": 503,
+    "SessionError": 500,
+    "InvalidIdentifier": 400,
+    "SessionNotFound": 404,
+    "InterpreterLost": 503,
+    "ProtocolError": 502,
+    "FileError": 500,
+    "InvalidPath": 400,
+    "FileNotFound": 404,
+    "NotARegularFile": 400,
+    "FileOverLimit": 413,
+    "QuotaExceeded": 413,
+    "InvalidArgument": 400,
+    "AgentsError": 500,
+    "ObjectNotFound": 404,
+    "Conflict": 409,
+}
+
+#: the wire names the clients read (x-ms-error-code, and the OpenAI error's code)
+AZURE_NAMES = {
+    "PoolAtCapacity": "SessionPoolExhausted",
+    "InterpreterLost": "SessionLost",
+    "FileOverLimit": "FileTooLarge",
+    "QuotaExceeded": "DiskQuotaExceeded",
+    "InvalidPath": "InvalidFilePath",
+    "SessionNotFound": "SessionNotFound",
+    "SandboxError": "SandboxFailure",
+}
+OPENAI_NAMES = {"ObjectNotFound": "not_found", "InvalidArgument": "invalid_request"}
+
+
+def _instance(cls: type[errors.ServiceError]) -> errors.ServiceError:
+    params = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.default is inspect.Parameter.empty
+    ]
+    args: list[object] = []
+    for p in params:
+        numeric = p.name in ("limit_bytes", "quota")
+        args.append(1 if numeric else ["x"] if p.name == "missing" else "x")
+    return cls(*args)
+
+
+def _classes() -> dict[str, type[errors.ServiceError]]:
+    return {
+        name: cls
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.ServiceError)
+    }
+
+
+def test_every_error_class_has_a_deliberate_status() -> None:
+    classes = _classes()
+    assert set(classes) == set(EXPECTED), "a new error class needs a status in faces.http"
+    for name, cls in classes.items():
+        assert status_for(_instance(cls)) == EXPECTED[name], name
+
+
+def test_every_code_has_a_wire_name_in_every_vocabulary() -> None:
+    for code in errors.ErrorCode:
+        assert AZURE_CODES[code] and OPENAI_CODES[code], code
+    classes = _classes()
+    for name, wire in AZURE_NAMES.items():
+        assert wire_code(_instance(classes[name])) == wire, name
+    for name, wire in OPENAI_NAMES.items():
+        assert wire_code(_instance(classes[name]), OPENAI_CODES) == wire, name
+        assert wire_code(_instance(classes[name])) != wire, name  # the Azure face's own
+
+
+def test_errors_name_their_pool_session_and_limit() -> None:
+    full = errors.PoolAtCapacity("p", "max_sessions (3) sessions are allocated", "max_sessions")
+    assert (full.pool, full.identifier, full.limit) == ("p", None, "max_sessions")
+    lost = errors.InterpreterLost("p", "s1", "killed by signal 9")
+    assert (lost.pool, lost.identifier) == ("p", "s1")
+    big = errors.FileOverLimit("a.bin", 10)
+    assert (big.limit, big.limit_bytes) == ("limits.file_bytes", 10)
+    assert errors.QuotaExceeded("a.bin", 10).limit == "limits.disk_bytes"
+
+
+def test_body_object() -> None:
+    assert parse_object(b"") == {}
+    assert parse_object(b'{"a": 1, "unknown": [1]}') == {"a": 1, "unknown": [1]}
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        parse_object(b"{nope")
+    with pytest.raises(InvalidArgument, match="JSON object"):
+        parse_object(b"[1, 2]")
+
+
+def test_page_request() -> None:
+    assert page_request({}) == PageRequest(limit=20, order="desc")
+    page = page_request({"limit": "5", "order": "asc", "after": "msg_1", "api-version": "x"})
+    assert page == PageRequest(limit=5, order="asc", after="msg_1")
+    for bad in ({"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"order": "up"}):
+        with pytest.raises(InvalidArgument):
+            page_request(bad)
+
+
+# --- streaming ----------------------------------------------------------------------------------
