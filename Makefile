@@ -1,14 +1,22 @@
-# Two commands on a fresh machine: `make serve` and `make test`. Both install everything first.
+# Two commands on a fresh machine: `make serve` and `make test`. Each installs what it needs first:
+# serve the server and the session runtime only, test (and every other dev target) the rest too.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP   := $(VENV)/.installed-dev
 
-.PHONY: install serve test lint typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
+.PHONY: install-serve install serve test lint typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
 
-$(STAMP): pyproject.toml requirements/clients.txt
-	$(PYTHON) -m venv $(VENV)
+# the server and what runs inside the sessions: the project plus its kernel extra, nothing else
+$(SERVE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -e '.[kernel]'
+	touch $(SERVE_STAMP)
+
+# on top of that, what the tests, linters and benchmarks need
+$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt
 	$(PY) -m pip install --quiet -e '.[kernel,dev]'
 	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
 	# because one of them caps pydantic below our pin (see requirements/clients.txt)
@@ -20,11 +28,13 @@ $(STAMP): pyproject.toml requirements/clients.txt
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/side/azure-ai-projects-b10 azure-ai-projects==1.0.0b10
 	# best effort: a PostgreSQL server for the agents persistence tests (skipped without one)
 	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
-install: $(STAMP)
+install-serve: $(SERVE_STAMP)
 
-serve: install
+install: $(DEV_STAMP)
+
+serve: install-serve
 	$(VENV)/bin/sessionpool serve
 
 test: install
@@ -40,7 +50,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-doctor: install
+doctor: install-serve
 	$(VENV)/bin/sessionpool doctor
 
 # benchmarks are scripts that report figures (results/ gets the JSON); not part of make test.
