@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock serve test lint typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
+.PHONY: install-serve install lock serve test unit lint format typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
 
 # the server and what runs inside the sessions: the project plus its kernel extra, nothing else
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -67,15 +67,25 @@ lock:
 serve: install-serve
 	$(VENV)/bin/sessionpool serve
 
+# the whole suite, with a coverage report of the test process's own code (report only)
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest --cov=sessionpool --cov-report=term:skip-covered
+
+# the tests that need no jail (no root, namespaces or seccomp)
+unit: install
+	$(PY) -m pytest -m "not jail"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+# fixes what ruff can fix, then formats
+format: install
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 typecheck: install
 	$(VENV)/bin/mypy
