@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock serve test unit lint format typecheck doctor bench bench-quick bench-engine bench-http bench-agents soak clean
+.PHONY: install-serve install lock serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-http bench-agents soak clean
 
 # the server and what runs inside the sessions: the project plus its kernel extra, nothing else
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -72,6 +72,7 @@ test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest --cov=sessionpool --cov-report=term:skip-covered
 
 # the tests that need no jail (no root, namespaces or seccomp)
@@ -89,6 +90,10 @@ format: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# the allowed imports between layers (pyproject.toml [tool.importlinter]; docs/architecture.md)
+imports: install
+	$(VENV)/bin/lint-imports --no-cache
 
 doctor: install-serve
 	$(VENV)/bin/sessionpool doctor
