@@ -1,4 +1,4 @@
-"""One real server for the client SDK, CLI and MCP tests: jailed sessions on loopback.
+"""One real server for the client SDK and CLI tests: jailed sessions on loopback.
 
 Pools: ``default`` (short execution limit so timeout tests are quick) and ``small`` (a 64 KiB
 upload limit and two sessions at most, for 413 and exhaustion).

@@ -1,4 +1,4 @@
-"""The MCP server, driven by the official SDK's own client over stdio and streamable HTTP."""
+"""The MCP face, driven by the official SDK's own client over stdio and streamable HTTP."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ async def over_http(server: ServerProcess) -> AsyncIterator[ClientSession]:
 
 
 @pytest.fixture(params=["stdio", "http"])
-def connect(request: pytest.FixtureRequest, sdk_server: ServerProcess) -> Connect:
+def connect(request: pytest.FixtureRequest, server: ServerProcess) -> Connect:
     transport = over_stdio if request.param == "stdio" else over_http
-    return lambda: transport(sdk_server)
+    return lambda: transport(server)
 
 
 def text_of(result: CallToolResult) -> Any:
@@ -153,13 +153,13 @@ async def test_shell_and_file_tools(connect: Connect) -> None:
         assert "nope" in missing.content[0].text
 
 
-async def test_http_transport_needs_the_key(sdk_server: ServerProcess) -> None:
+async def test_http_transport_needs_the_key(server: ServerProcess) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
     headers = {"accept": "application/json, text/event-stream"}
     async with httpx.AsyncClient(timeout=30) as http:
-        r = await http.post(sdk_server.url + "/mcp", json=body, headers=headers)
+        r = await http.post(server.url + "/mcp", json=body, headers=headers)
         assert r.status_code == 401
         r = await http.post(
-            sdk_server.url + "/mcp", json=body, headers={**headers, "authorization": "Bearer no"}
+            server.url + "/mcp", json=body, headers={**headers, "authorization": "Bearer no"}
         )
         assert r.status_code == 401
