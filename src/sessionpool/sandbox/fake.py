@@ -177,18 +177,20 @@ class FakeKernel:
             except BaseException as exc:  # handed to the awaiting task
                 value = exc
             # An interrupt may land after fn returned: once _thread is cleared (under the lock
-            # interrupt() takes) no new one can be set; one already pending is caught here and
-            # then cleared, so it never escapes the thread.
+            # interrupt() takes) no new one can be set, and one already pending surfaces at the
+            # next call, inside this loop, where it is caught. (Clearing it with
+            # PyThreadState_SetAsyncExc(ident, NULL) would leave the interpreter's async
+            # exception signal set for good: every thread then spins in the eval loop.)
             while True:
                 try:
                     with self._cell:
                         self._thread = None
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+                    loop.call_soon_threadsafe(finish, ok, value)
+                    break
+                except RuntimeError:  # the loop closed meanwhile: nobody waits
                     break
                 except BaseException:  # the late interrupt itself
                     continue
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(finish, ok, value)
 
         threading.Thread(target=target, name=f"fake-kernel-{self.pid}", daemon=True).start()
         return await done
