@@ -419,6 +419,9 @@ class Session:
         with self._files():
             return self.slot.workspace.iter_read(path)
 
+    async def download(self, path: str) -> tuple[FileInfo, Iterator[bytes]]:
+        return self.open_file(path)
+
     async def stat_file(self, path: str) -> FileInfo:
         with self._files():
             return self.slot.workspace.stat(path)

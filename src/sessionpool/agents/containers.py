@@ -26,14 +26,12 @@ from sessionpool.agents.types import (
     new_id,
     now,
 )
-from sessionpool.engine import Engine
-from sessionpool.pool import Pool
-from sessionpool.session import Session
+from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
 
 
 class Containers:
     def __init__(
-        self, config: AgentsConfig, records: Records, files: Files, engine: Engine, pool_name: str
+        self, config: AgentsConfig, records: Records, files: Files, engine: EngineHandle, pool_name: str
     ) -> None:
         self._config = config
         self._records = records
@@ -42,7 +40,7 @@ class Containers:
         self._pool_name = pool_name
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _pool(self) -> Pool:
+    def _pool(self) -> PoolHandle:
         return self._engine.pool(self._pool_name)
 
     # --- containers -----------------------------------------------------------------------------
@@ -135,12 +133,12 @@ class Containers:
             conversation.auto_container = False
             await self._records.save(conversation)
 
-    async def session_for(self, container: Container) -> Session:
+    async def session_for(self, container: Container) -> SessionHandle:
         """The container's live session; a fresh one gets the container's files back."""
         lock = self._locks.setdefault(container.id, asyncio.Lock())
         async with lock:
             pool = self._pool()
-            fresh = pool.get(container.session_id) is None
+            fresh = await pool.lookup(container.session_id) is None
             session = await pool.acquire(container.session_id)
             if fresh:
                 for record in await self.all_files(container.id):
@@ -202,7 +200,7 @@ class Containers:
                 origin_id=origin_id,
             )
             await self._files.add(record, data)
-        if write and self._pool().get(container.session_id):
+        if write and await self._pool().lookup(container.session_id):
             session = await self.session_for(container)
             await session.write_file(path, data)
         return record
@@ -261,7 +259,7 @@ class Containers:
         container = await self._live(container_id)
         record = await self.get_file(container_id, file_id)
         await self._files.discard(file_id)
-        session = self._pool().get(container.session_id)
+        session = await self._pool().lookup(container.session_id)
         if session is not None and record.path:
             with contextlib.suppress(errors.FileError):
                 await session.delete_file(record.path)

@@ -45,7 +45,7 @@ from sessionpool.agents.types import (
     new_id,
     now,
 )
-from sessionpool.session import Session
+from sessionpool.pool import SessionHandle
 from sessionpool.types import ExecutionResult, ExecutionStatus
 
 log = logging.getLogger("sessionpool.agents")
@@ -145,7 +145,7 @@ class _Loop:
         self.run_ = run
         self.usage = Usage()
         self.container: Container | None = None
-        self.session: Session | None = None
+        self.session: SessionHandle | None = None
         self.open_steps: list[Step] = []
         self.images: list[str] = []
         #: files a cell wrote that were not recorded (past the capture limits)
@@ -545,7 +545,7 @@ class _Loop:
         return annotations
 
 
-async def _snapshot(session: Session) -> dict[str, tuple[int, float]]:
+async def _snapshot(session: SessionHandle) -> dict[str, tuple[int, float]]:
     """size and mtime of every regular file under /mnt/data, by relative path."""
     try:
         files = await session.list_files("", recursive=True)

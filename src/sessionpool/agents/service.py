@@ -47,7 +47,7 @@ from sessionpool.agents.types import (
     new_id,
     now,
 )
-from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 
 log = logging.getLogger("sessionpool.agents")
 
@@ -81,7 +81,7 @@ class ResponseRequest:
 
 
 class AgentService:
-    def __init__(self, config: AgentsConfig, engine: Engine) -> None:
+    def __init__(self, config: AgentsConfig, engine: EngineHandle) -> None:
         self.config = config
         self.engine = engine
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"

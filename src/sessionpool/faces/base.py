@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from sessionpool.agents.service import AgentService
-from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 from sessionpool.faces.http import HttpError
 
 
@@ -22,7 +22,7 @@ from sessionpool.faces.http import HttpError
 class Runtime:
     """The services a face serves from, once the server has started them."""
 
-    engine: Engine
+    engine: EngineHandle
     agents: AgentService | None = None
     #: the server has begun to stop: executions that the stop ends answer 503, not a result
     stopping: bool = False

@@ -114,6 +114,9 @@ class Pool:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
+    async def list_sessions(self) -> list[Session]:
+        return self.sessions()
+
     # -- allocation -----------------------------------------------------------------------------
 
     def get(self, identifier: str) -> Session | None:
@@ -121,6 +124,9 @@ class Pool:
         if session is not None:
             session.touch()
         return session
+
+    async def lookup(self, identifier: str) -> Session | None:
+        return self.get(identifier)
 
     async def acquire(self, identifier: str) -> Session:
         """The session named ``identifier``, allocating it on first use."""

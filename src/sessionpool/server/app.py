@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sessionpool._version import __version__
 from sessionpool.agents import AgentService
 from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 from sessionpool.errors import ConfigError
 from sessionpool.faces.aca import AcaFace
 from sessionpool.faces.assistants import AssistantsFace
@@ -117,7 +118,7 @@ class Shutdown:
 
 def create_app(
     settings: ServerSettings,
-    engine: Engine | None = None,
+    engine: EngineHandle | None = None,
     *,
     shutdown: Shutdown | None = None,
     on_closed: Callable[[], None] | None = None,

@@ -30,7 +30,7 @@ from types import TracebackType
 
 import httpx
 
-from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 from sessionpool.server.app import create_app
 from sessionpool.server.cli import LISTENING
 from sessionpool.server.settings import ServerSettings
@@ -159,7 +159,7 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def in_process(settings: ServerSettings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process(settings: ServerSettings, engine: EngineHandle) -> AsyncIterator[httpx.AsyncClient]:
     """A client of ``create_app(settings, engine)`` in this process, authenticated with the
     first of ``settings.api_keys``. ``engine`` must be started; the app closes it at the end."""
     app = create_app(settings, engine)

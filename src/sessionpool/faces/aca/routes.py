@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors, paths
-from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 from sessionpool.faces.aca import models, stream, translate
 from sessionpool.faces.aca.executions import Execution, ExecutionStore
 from sessionpool.faces.aca.params import (
@@ -270,7 +270,7 @@ class AcaFace:
     # --- helpers -------------------------------------------------------------------------------
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineHandle:
         if self._runtime is None:
             raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
         return self._runtime.engine
@@ -397,7 +397,7 @@ class AcaFace:
         target = paths.joined(directory, name)
         session = await p.acquire(ident)
         if download:
-            info, chunks = session.open_file(target)
+            info, chunks = await session.download(target)
             return StreamingResponse(
                 chunks,
                 media_type="application/octet-stream",
@@ -551,7 +551,7 @@ class AcaFace:
         p = self.engine.pool(pool)
         ident = identifier(request)
         family(request)
-        session = p.get(ident)
+        session = await p.lookup(ident)
         if session is None:
             raise errors.SessionNotFound(pool, ident)
         return json_response(
@@ -575,7 +575,7 @@ class AcaFace:
         if not raw_skip.isdigit():
             raise HttpError(400, "InvalidSkip", "skip must be a non-negative integer")
         skip = int(raw_skip)
-        sessions = sorted(p.sessions(), key=lambda s: (s.created_at, s.identifier))
+        sessions = sorted(await p.list_sessions(), key=lambda s: (s.created_at, s.identifier))
         page = sessions[skip : skip + PAGE_SIZE]
         next_link = None
         if skip + PAGE_SIZE < len(sessions):

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors
-from sessionpool.engine import Engine
+from sessionpool.pool import EngineHandle
 from sessionpool.faces.aca import models, translate
 from sessionpool.faces.aca.params import decode_code, family, identifier, read_json
 from sessionpool.faces.http import HttpError, sse, wire_code
@@ -32,7 +32,7 @@ from sessionpool.types import ExecutionResult
 PATH = "/executions/stream"
 
 
-async def stream_execution(engine: Engine, request: Request, pool: str) -> Response:
+async def stream_execution(engine: EngineHandle, request: Request, pool: str) -> Response:
     p = engine.pool(pool)
     ident = identifier(request)
     family(request)

@@ -1,0 +1,97 @@
+"""What the layers above use of a pool and of a session, wherever the session runs.
+
+A session lives either in this process (``pool.Pool`` and ``session.Session``) or on another
+node of a cluster (``cluster.remote``): faces and the agents service see only these protocols,
+so every API works the same on one machine and on many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+from sessionpool.config import PoolConfig
+from sessionpool.types import ExecutionResult, FileInfo, ShellResult
+
+#: a download's bytes: read from the workspace here, or streamed from another node
+Chunks = Iterator[bytes] | AsyncIterator[bytes]
+
+
+class SessionInfo(Protocol):
+    """What a listing shows of one session."""
+
+    @property
+    def identifier(self) -> str: ...
+
+    @property
+    def created_at(self) -> float: ...
+
+    @property
+    def last_used(self) -> float: ...
+
+    @property
+    def expires_at(self) -> float: ...
+
+
+class SessionHandle(SessionInfo, Protocol):
+    """One session: calls run one at a time; files are served beside the interpreter."""
+
+    async def execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> ExecutionResult: ...
+
+    async def run_shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
+
+    async def interrupt(self) -> None: ...
+
+    async def write_file(self, path: str, data: bytes | AsyncIterator[bytes]) -> FileInfo: ...
+
+    async def read_file(self, path: str) -> bytes: ...
+
+    async def download(self, path: str) -> tuple[FileInfo, Chunks]: ...
+
+    async def stat_file(self, path: str) -> FileInfo: ...
+
+    async def list_files(self, path: str = "", recursive: bool = False) -> list[FileInfo]: ...
+
+    async def delete_file(self, path: str) -> None: ...
+
+
+class PoolHandle(Protocol):
+    """Sessions by identifier, allocated on first use, within the pool's limits."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> PoolConfig: ...
+
+    async def acquire(self, identifier: str) -> SessionHandle: ...
+
+    async def lookup(self, identifier: str) -> SessionHandle | None:
+        """The live session named ``identifier``, or None (never allocates)."""
+        ...
+
+    async def delete(self, identifier: str) -> bool: ...
+
+    async def list_sessions(self) -> Sequence[SessionInfo]: ...
+
+    def is_ready(self) -> bool: ...
+
+
+class EngineHandle(Protocol):
+    """The pools a server serves from: the local engine, or a cluster's."""
+
+    @property
+    def pools(self) -> Mapping[str, PoolHandle]: ...
+
+    def pool(self, name: str) -> PoolHandle: ...
+
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self, deadline_s: float = 10.0) -> None: ...
