@@ -78,3 +78,25 @@ class EngineConfig:
     uid_count: int = 65536
     #: refuse new sessions when MemAvailable would drop below this
     memory_reserve_bytes: int = 512 * MiB
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode: this server is a gateway of the Ray cluster at ``address``.
+
+    Every Ray node that offers the custom resource ``resource`` runs a node engine (its own
+    zygotes, jails and cgroups); the gateway places sessions on them and routes calls to them.
+    """
+
+    #: the Ray cluster to join (``host:port`` of its head, or ``auto``)
+    address: str
+    #: this machine's address in the Ray cluster (empty: Ray's choice, the interface address)
+    node_ip_address: str = ""
+    #: the Ray namespace of sessionpool's named actors: one namespace is one cluster of pools
+    namespace: str = "sessionpool"
+    #: nodes that offer this custom Ray resource run a node engine
+    resource: str = "sessionpool"
+    #: how often the directory reads the node table and the node engines' figures
+    poll_seconds: float = 0.5
+    #: a placement not yet seen on its node is kept this long before it counts as unused
+    placement_grace_seconds: float = 30.0

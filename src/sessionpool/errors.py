@@ -18,6 +18,7 @@ API's vocabulary. The client SDK has its own tree (``sessionpool.client``): no n
     │   ├── InvalidIdentifier
     │   ├── SessionNotFound
     │   ├── InterpreterLost       the interpreter died; its state is gone, files are kept
+    │   ├── SessionLost           the node holding it was lost: state and files are gone
     │   └── ProtocolError         the kernel sent something malformed (the session is killed)
     ├── FileError                 concerns a file in a session's workspace
     │   ├── InvalidPath           `..`, NUL, absolute path outside /mnt/data, too long ...
@@ -179,6 +180,18 @@ class InterpreterLost(SessionError):
             f"the interpreter ended ({reason}); its variables and imports are lost, files in "
             "/mnt/data are kept. The next call starts a fresh interpreter.",
         )
+
+
+class SessionLost(SessionError):
+    """The cluster node that held the session was lost (or its engine restarted): variables,
+    imports and files are gone. Said once; the next call gets a fresh session elsewhere."""
+
+    code = ErrorCode.INTERPRETER_LOST
+
+    def __init__(self, pool: str, identifier: str, reason: str) -> None:
+        self.reason = reason
+        SessionError.__init__(self, pool, identifier, "lost")
+        self.message = reason
 
 
 class ProtocolError(SessionError):

@@ -31,7 +31,12 @@ from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
 
 class Containers:
     def __init__(
-        self, config: AgentsConfig, records: Records, files: Files, engine: EngineHandle, pool_name: str
+        self,
+        config: AgentsConfig,
+        records: Records,
+        files: Files,
+        engine: EngineHandle,
+        pool_name: str,
     ) -> None:
         self._config = config
         self._records = records

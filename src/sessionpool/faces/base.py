@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from sessionpool.agents.service import AgentService
-from sessionpool.pool import EngineHandle
 from sessionpool.faces.http import HttpError
+from sessionpool.pool import EngineHandle
 
 
 @dataclass

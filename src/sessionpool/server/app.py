@@ -8,21 +8,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionpool._version import __version__
 from sessionpool.agents import AgentService
+from sessionpool.cluster.remote import ClusterEngine
 from sessionpool.engine import Engine
-from sessionpool.pool import EngineHandle
-from sessionpool.errors import ConfigError
+from sessionpool.errors import ConfigError, InvalidArgument
 from sessionpool.faces.aca import AcaFace
 from sessionpool.faces.assistants import AssistantsFace
 from sessionpool.faces.base import Face, Runtime
-from sessionpool.faces.http import install_error_handlers
+from sessionpool.faces.http import HttpError, install_error_handlers
 from sessionpool.faces.mcp import McpFace
 from sessionpool.faces.responses import ResponsesFace
+from sessionpool.pool import EngineHandle
 from sessionpool.server.auth import ApiKeyMiddleware
 from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
@@ -116,6 +117,14 @@ class Shutdown:
         await runtime.engine.close(deadline_s=deadline_s)
 
 
+def make_engine(settings: ServerSettings) -> EngineHandle:
+    """This machine's engine, or with ``[cluster]`` the pools of a Ray cluster (Ray is then
+    imported, when the engine starts; a single server never imports it)."""
+    if settings.cluster is None:
+        return Engine(settings.engine_config(), list(settings.pools))
+    return ClusterEngine(settings.cluster, settings.engine_config(), list(settings.pools))
+
+
 def create_app(
     settings: ServerSettings,
     engine: EngineHandle | None = None,
@@ -140,7 +149,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         eng = engine
         if eng is None:
-            eng = Engine(settings.engine_config(), list(settings.pools))
+            eng = make_engine(settings)
             await eng.start()
         runtime = Runtime(eng)
         app.state.engine = eng
@@ -186,6 +195,8 @@ def create_app(
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    if settings.cluster is not None:
+        install_cluster_routes(app)
     for face in faces:
         face.install(app)
     public = set(PUBLIC_PATHS)
@@ -196,3 +207,35 @@ def create_app(
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=public)
     app.add_middleware(NormalizePath)
     return app
+
+
+def install_cluster_routes(app: FastAPI) -> None:
+    """``GET /cluster``: the nodes, their sessions, ready pools, memory and health;
+    ``POST /cluster/nodes/{node_id}/drain``: no new sessions there (``{"draining": false}``
+    takes it back), for a rolling restart."""
+
+    def cluster_engine(request: Request) -> ClusterEngine:
+        eng = getattr(request.app.state, "engine", None)
+        if not isinstance(eng, ClusterEngine):
+            raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
+        return eng
+
+    @app.get("/cluster", tags=["cluster"], summary="The cluster's nodes and their sessions")
+    async def cluster_view(request: Request) -> JSONResponse:
+        return JSONResponse(await cluster_engine(request).view())
+
+    @app.post(
+        "/cluster/nodes/{node_id}/drain",
+        tags=["cluster"],
+        summary="Stop placing new sessions on a node (or, with draining false, start again)",
+    )
+    async def cluster_drain(request: Request, node_id: str) -> JSONResponse:
+        draining = True
+        if await request.body():
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("draining", True), bool):
+                raise InvalidArgument('the body is {"draining": true|false}', "draining")
+            draining = body.get("draining", True)
+        if not await cluster_engine(request).drain(node_id, draining):
+            raise HttpError(404, "NodeNotFound", f"no node {node_id!r} in the cluster")
+        return JSONResponse({"node_id": node_id, "draining": draining})

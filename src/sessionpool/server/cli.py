@@ -21,9 +21,8 @@ from typing import Any, TextIO
 
 import uvicorn
 
-from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError, ServiceError
-from sessionpool.server.app import Shutdown, create_app
+from sessionpool.server.app import Shutdown, create_app, make_engine
 from sessionpool.server.auth import load_or_create_key
 from sessionpool.server.settings import LOG_LEVELS, ServerSettings, load_settings
 from sessionpool.server.tls import TlsFiles, ensure_self_signed
@@ -94,6 +93,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long executions in flight may finish after a stop signal (default 10)",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="join the Ray cluster at ADDRESS and serve every session pool across its nodes "
+        "([cluster] address, SESSIONPOOL_CLUSTER_ADDRESS); see docs/cluster.md",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     parser.add_argument(
         "--no-access-log",
@@ -126,7 +131,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     overrides: dict[str, Any] = {k: getattr(args, k, None) for k in _FLAG_SETTINGS}
     if overrides["api_keys"] is not None:
         overrides["api_keys"] = tuple(overrides["api_keys"])
-    return load_settings(overrides, config_file=getattr(args, "config", None))
+    return load_settings(
+        overrides,
+        config_file=getattr(args, "config", None),
+        cluster_address=getattr(args, "cluster", None),
+    )
 
 
 def resolve_keys(settings: ServerSettings, out: TextIO) -> tuple[ServerSettings, str]:
@@ -188,6 +197,11 @@ def _banner(
         )
     if tls is not None and tls.ca is not None:
         lines.append(f"  TLS: self-signed; clients trust {tls.ca} (e.g. SSL_CERT_FILE={tls.ca})")
+    if settings.cluster is not None:
+        lines.append(
+            f"  cluster: Ray at {settings.cluster.address} (namespace "
+            f"{settings.cluster.namespace!r}); nodes and their sessions: {url}/cluster"
+        )
     lines.append(f"  API docs: {url}/docs")
     print("\n".join(lines), file=out, flush=True)
 
@@ -206,7 +220,7 @@ class _Server(uvicorn.Server):
 
 async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out: TextIO) -> None:
     sock = _bind(settings.host, settings.port)
-    engine = Engine(settings.engine_config(), list(settings.pools))
+    engine = make_engine(settings)
     closed = False
 
     def mark_closed() -> None:

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from sessionpool.agents.config import AgentsConfig
-from sessionpool.config import BackendName, EngineConfig, Limits, PoolConfig
+from sessionpool.config import BackendName, ClusterConfig, EngineConfig, Limits, PoolConfig
 from sessionpool.errors import ConfigError
 
 ENV_PREFIX = "SESSIONPOOL_"
 POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
 AGENTS_ENV_PREFIX = "SESSIONPOOL_AGENTS_"
+CLUSTER_ENV_PREFIX = "SESSIONPOOL_CLUSTER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -58,6 +59,8 @@ class ServerSettings:
     pools: tuple[PoolConfig, ...] = field(default_factory=lambda: (PoolConfig(),))
     #: the agents service ([agents] table); its data_dir is this server's
     agents: AgentsConfig = field(default_factory=AgentsConfig)
+    #: cluster mode ([cluster] table, --cluster): None serves from this machine's own engine
+    cluster: ClusterConfig | None = None
     #: the TOML file these settings were read from, if any
     config_file: Path | None = None
 
@@ -311,6 +314,8 @@ def _field_converters(
 #: pool settings (top level of a [pools.<name>] table) and limits ([pools.<name>.limits])
 POOL_FIELDS = _field_converters(PoolConfig)
 LIMIT_FIELDS = _field_converters(Limits)
+#: cluster settings ([cluster] table, SESSIONPOOL_CLUSTER_<SETTING>)
+CLUSTER_FIELDS = _field_converters(ClusterConfig, skip=())
 #: agents settings ([agents] table, SESSIONPOOL_AGENTS_<SETTING>)
 AGENTS_FIELDS = _field_converters(AgentsConfig, skip=("data_dir",))
 
@@ -335,6 +340,34 @@ def build_agents(
         if env in environ:
             values[key] = parse(environ[env], env)
     return AgentsConfig(data_dir=data_dir, **values)  # type: ignore[arg-type]
+
+
+def build_cluster(
+    table: Mapping[str, object], environ: Mapping[str, str], address: str | None
+) -> ClusterConfig | None:
+    """The [cluster] table, SESSIONPOOL_CLUSTER_* over it, ``--cluster ADDRESS`` over both;
+    None (a single machine) unless an address is given somewhere."""
+    values: dict[str, object] = {}
+    for key, raw in table.items():
+        if key not in CLUSTER_FIELDS:
+            raise ConfigError(
+                f"[cluster]: unknown setting {key!r}; known: {', '.join(CLUSTER_FIELDS)}"
+            )
+        values[key] = CLUSTER_FIELDS[key](raw, f"[cluster] {key}")
+    for key, parse in CLUSTER_FIELDS.items():
+        env = CLUSTER_ENV_PREFIX + key.upper()
+        if env in environ:
+            values[key] = parse(environ[env], env)
+    if address:
+        values["address"] = address
+    if not values.get("address"):
+        if values:
+            raise ConfigError("[cluster] needs an address (the Ray cluster to join)")
+        return None
+    config = ClusterConfig(**values)  # type: ignore[arg-type]
+    if config.poll_seconds <= 0 or config.placement_grace_seconds <= 0:
+        raise ConfigError("[cluster] poll_seconds and placement_grace_seconds must be positive")
+    return config
 
 
 def pool_env_name(setting: str) -> str:
@@ -405,6 +438,7 @@ def load_settings(
     overrides: Mapping[str, object] | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
+    cluster_address: str | None = None,
 ) -> ServerSettings:
     """Merge defaults < TOML < environment < ``overrides`` (already-typed flag values).
 
@@ -418,14 +452,18 @@ def load_settings(
     values: dict[str, object] = {}
     pool_tables: dict[str, Mapping[str, object]] | None = None
     agents_table: Mapping[str, object] = {}
+    cluster_table: Mapping[str, object] = {}
     if config_file is not None:
         doc = read_toml(config_file)
-        unknown = set(doc) - {"server", "pools", "agents"}
+        unknown = set(doc) - {"server", "pools", "agents", "cluster"}
         if unknown:
             raise ConfigError(
                 f"{config_file}: unknown table(s) {sorted(unknown)}; "
-                "use [server], [pools.<name>] and [agents]"
+                "use [server], [pools.<name>], [agents] and [cluster]"
             )
+        cluster_table = doc.get("cluster", {})
+        if not isinstance(cluster_table, dict):
+            raise ConfigError(f"{config_file}: [cluster] must be a table")
         agents_table = doc.get("agents", {})
         if not isinstance(agents_table, dict):
             raise ConfigError(f"{config_file}: [agents] must be a table")
@@ -473,6 +511,7 @@ def load_settings(
     settings = ServerSettings(
         pools=pools,
         agents=agents,
+        cluster=build_cluster(cluster_table, env, cluster_address),
         config_file=config_file,
         **values,  # type: ignore[arg-type]
     )

@@ -159,7 +159,9 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def in_process(settings: ServerSettings, engine: EngineHandle) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process(
+    settings: ServerSettings, engine: EngineHandle
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client of ``create_app(settings, engine)`` in this process, authenticated with the
     first of ``settings.api_keys``. ``engine`` must be started; the app closes it at the end."""
     app = create_app(settings, engine)

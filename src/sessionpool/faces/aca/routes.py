@@ -23,7 +23,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors, paths
-from sessionpool.pool import EngineHandle
 from sessionpool.faces.aca import models, stream, translate
 from sessionpool.faces.aca.executions import Execution, ExecutionStore
 from sessionpool.faces.aca.params import (
@@ -42,6 +41,7 @@ from sessionpool.faces.uploads import (
     FRAMING_ALLOWANCE,
     open_multipart,
 )
+from sessionpool.pool import EngineHandle
 from sessionpool.types import ExecutionStatus, FileInfo
 
 logger = logging.getLogger("sessionpool.faces.aca")

@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors
-from sessionpool.pool import EngineHandle
 from sessionpool.faces.aca import models, translate
 from sessionpool.faces.aca.params import decode_code, family, identifier, read_json
 from sessionpool.faces.http import HttpError, sse, wire_code
+from sessionpool.pool import EngineHandle
 from sessionpool.types import ExecutionResult
 
 PATH = "/executions/stream"
