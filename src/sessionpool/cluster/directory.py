@@ -170,6 +170,7 @@ class Directory:
             node.reachable, node.error = False, "its engine did not answer in time"
             return
         except Exception as exc:  # Ray's errors: the actor is gone or restarting
+            log.info("directory: node %s: %s: %s", node.node_id[:12], type(exc).__name__, exc)
             if glue.actor_dead(exc):
                 self._node_lost(node.node_id, "its engine died with the node")
             else:
@@ -293,12 +294,23 @@ class Directory:
         self.placements.pop((pool, ident), None)
         self.lost.pop((pool, ident), None)
 
-    async def unreachable(self, node_id: str) -> None:
-        """A gateway could not reach ``node_id``: look at it now rather than at the next poll."""
+    async def unreachable(self, node_id: str) -> str:
+        """A gateway could not reach ``node_id``: look at it now rather than at the next poll.
+
+        ``"lost"`` (Ray says it is gone: its sessions are reported lost), ``"up"`` (its
+        engine answers) or ``"unknown"`` (not yet decided: ask again shortly).
+        """
         self._ensure_polling()
         node = self.nodes.get(node_id)
-        if node is not None:
-            await self._read(node)
+        if node is None:
+            return "lost"
+        await self._read(node)
+        if node_id not in self.nodes:
+            return "lost"
+        if node_id not in await asyncio.to_thread(glue.node_table, self.cluster.resource):
+            self._node_lost(node_id, "the node left the cluster")
+            return "lost"
+        return "up" if node.reachable else "unknown"
 
     async def routes(self) -> list[dict[str, Any]]:
         """Every node engine that is up: what the gateways need to reach them."""
@@ -340,6 +352,7 @@ class Directory:
                     "url": node.info.get("url", ""),
                     "state": state,
                     "incarnation": node.incarnation,
+                    "pid": node.figures.get("pid"),
                     "mem_available": node.figures.get("mem_available"),
                     "pools": pools,
                     "error": node.error,

@@ -30,6 +30,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -296,6 +297,7 @@ class NodeEngine:
             "url": self.url,
             "token": self.token,
             "started": self._server is not None,
+            "pid": os.getpid(),
             "error": self.error,
         }
 

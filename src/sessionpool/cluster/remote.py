@@ -30,6 +30,8 @@ from sessionpool.types import ErrorInfo, ExecutionResult, ExecutionStatus, FileI
 log = logging.getLogger("sessionpool.cluster")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: how long a call waits for Ray's verdict on a node that stopped answering
+UNREACHABLE_SECONDS = 30.0
 #: how often a gateway refreshes its map of node engines from the directory
 ROUTES_SECONDS = 1.0
 #: how long ``start`` waits for the first node engine before serving anyway (readyz says so)
@@ -130,14 +132,24 @@ class ClusterEngine:
             pool.drop_stale(self.nodes)
 
     async def unreachable(self, route: Route) -> None:
-        """A node did not answer: let the directory look at it now, then take its view."""
+        """A node did not answer: wait (up to ``UNREACHABLE_SECONDS``) until Ray decides
+        whether it is lost (its sessions then report the loss) or back, then take its view."""
+        deadline = time.monotonic() + UNREACHABLE_SECONDS
         with contextlib.suppress(Exception):
-            await self.directory.unreachable.remote(route.node_id)
+            while time.monotonic() < deadline:
+                state = await self.directory.unreachable.remote(route.node_id)
+                if state != "unknown":
+                    break
+                await asyncio.sleep(0.2)
             await self.refresh_routes()
 
     async def view(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.directory.view.remote()
         return result
+
+    async def locate(self, pool: str, identifier: str) -> Route | None:
+        """The node that holds ``identifier`` now, if any (never places it)."""
+        return await self.pool(pool).locate(identifier)
 
     async def drain(self, node_id: str, draining: bool) -> bool:
         result: bool = await self.directory.drain.remote(node_id, draining)
@@ -216,14 +228,15 @@ class RemotePool:
         self._routes[ident] = route
         return route, True, ""
 
-    async def _locate(self, ident: str) -> Route | None:
-        route = self._routes.get(ident)
-        if route is not None:
-            return route
+    async def locate(self, ident: str) -> Route | None:
+        """Where the directory says ``ident`` lives (not this gateway's cached route)."""
         answer = await self.engine.directory.locate.remote(self.name, ident)
         if not answer or "route" not in answer:
             return None
         return Route.of(answer["route"])
+
+    async def _locate(self, ident: str) -> Route | None:
+        return self._routes.get(ident) or await self.locate(ident)
 
     async def acquire(self, identifier: str) -> RemoteSession:
         validate_identifier(self.name, identifier)
@@ -347,11 +360,14 @@ class RemoteSession:
                 self._route = None
                 self.pool.forget_route(self.identifier)
                 await engine.unreachable(route)
-                if not retry or attempt == 2 or not isinstance(exc, httpx.ConnectError):
-                    raise errors.SandboxError(
-                        f"the node holding session {self.identifier!r} did not answer ({exc})"
-                    ) from exc
-                continue
+                if retry and attempt < 2 and isinstance(exc, httpx.ConnectError):
+                    continue  # nothing was sent: place it again (or hear of its loss)
+                _, _, lost = await self.pool.place(self.identifier)
+                if lost:  # the node died under this call
+                    raise errors.SessionLost(self.pool.name, self.identifier, lost) from exc
+                raise errors.SandboxError(
+                    f"the node holding session {self.identifier!r} did not answer ({exc})"
+                ) from exc
             self._create = False
             if r.status_code == 404 and not create:
                 body = (await r.aread()) if stream else r.content

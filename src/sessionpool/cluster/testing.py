@@ -58,7 +58,7 @@ class LocalCluster:
         self.cluster.remove_node(node, allow_graceful=False)
 
     def shutdown(self) -> None:
-        self.cluster.shutdown()
+        self.cluster.shutdown()  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> LocalCluster:
         return self

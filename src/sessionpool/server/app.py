@@ -224,6 +224,17 @@ def install_cluster_routes(app: FastAPI) -> None:
     async def cluster_view(request: Request) -> JSONResponse:
         return JSONResponse(await cluster_engine(request).view())
 
+    @app.get(
+        "/cluster/pools/{pool}/session",
+        tags=["cluster"],
+        summary="Which node holds a session (query: identifier)",
+    )
+    async def cluster_locate(request: Request, pool: str, identifier: str) -> JSONResponse:
+        route = await cluster_engine(request).locate(pool, identifier)
+        if route is None:
+            raise HttpError(404, "SessionNotFound", f"no session {identifier!r} in pool {pool!r}")
+        return JSONResponse({"pool": pool, "identifier": identifier, "node_id": route.node_id})
+
     @app.post(
         "/cluster/nodes/{node_id}/drain",
         tags=["cluster"],
