@@ -1,0 +1,254 @@
+"""The cluster's pieces without Ray or root: the node API on the fake backend, the gateway's
+remote sessions against it (the directory scripted), placement, the wire format, settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sessionpool import errors
+from sessionpool.cluster import wire
+from sessionpool.cluster.directory import Node, choose
+from sessionpool.cluster.node import NodeServer
+from sessionpool.cluster.remote import ClusterEngine, RemotePool
+from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
+from sessionpool.engine import Engine
+from sessionpool.sandbox.fake import FakeBackend
+from sessionpool.server.settings import load_settings
+from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
+
+TOKEN = "t" * 64
+
+
+class _Method:
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        async def call() -> Any:
+            return self.fn(*args)
+
+        return call()
+
+
+class ScriptedDirectory:
+    """Places every session on the one node; a test may mark one as lost."""
+
+    def __init__(self) -> None:
+        self.lost: dict[str, str] = {}
+        self.placed: list[str] = []
+        route = {"node_id": "n1", "url": "http://node", "token": TOKEN, "incarnation": "i1"}
+
+        def place(pool: str, ident: str) -> dict[str, Any]:
+            if ident in self.lost:
+                return {"lost": self.lost.pop(ident)}
+            self.placed.append(ident)
+            return {"route": route}
+
+        self.place = _Method(place)
+        self.locate = _Method(lambda pool, ident: {"route": route})
+        self.forget = _Method(lambda pool, ident: None)
+        self.routes = _Method(lambda: [route])
+        self.unreachable = _Method(lambda node_id: "up")
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[NodeServer]:
+    engine = Engine(
+        EngineConfig(data_dir=tmp_path),
+        [PoolConfig(ready_sessions=1, max_sessions=4)],
+        backend=FakeBackend(tmp_path),
+    )
+    await engine.start()
+    try:
+        yield NodeServer(engine, TOKEN)
+    finally:
+        await engine.close()
+
+
+@pytest.fixture
+async def pool(node: NodeServer) -> AsyncIterator[RemotePool]:
+    cluster = ClusterEngine(ClusterConfig("127.0.0.1:1"), EngineConfig(), [PoolConfig()])
+    await cluster.http.aclose()
+    cluster.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=node))
+    cluster.directory = ScriptedDirectory()
+    await cluster.refresh_routes()
+    try:
+        yield cluster.pool("default")
+    finally:
+        await cluster.http.aclose()
+
+
+async def test_the_node_api_wants_its_token(node: NodeServer) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node), base_url="http://node"
+    ) as http:
+        r = await http.get("/pools/default/sessions")
+        assert r.status_code == 401
+        r = await http.get("/pools/default/sessions", headers={wire.TOKEN_HEADER: "x" * 64})
+        assert r.status_code == 401
+        r = await http.get("/pools/default/sessions", headers={wire.TOKEN_HEADER: TOKEN})
+        assert (r.status_code, r.json()) == (200, [])
+
+
+async def test_a_node_allocates_only_what_the_directory_placed(node: NodeServer) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node),
+        base_url="http://node",
+        headers={wire.TOKEN_HEADER: TOKEN},
+    ) as http:
+        body = {"code": "x = 41\nx + 1"}
+        r = await http.post("/pools/default/execute", params={"identifier": "a"}, json=body)
+        assert r.status_code == 404 and wire.NOT_HERE in r.text  # not placed here
+        r = await http.post(
+            "/pools/default/execute", params={"identifier": "a", "create": "1"}, json=body
+        )
+        assert wire.result_in(r.json()["result"]).result == DisplayData({"text/plain": "42"})
+        r = await http.post("/pools/default/execute", params={"identifier": "a"}, json=body)
+        assert r.status_code == 200  # now it is here
+
+
+async def test_remote_sessions_keep_state_stream_and_move_files(pool: RemotePool) -> None:
+    session = await pool.acquire("s1")
+    assert (await session.execute("x = 1")).status is ExecutionStatus.OK
+    again = await pool.acquire("s1")  # the route is cached: the node is not asked to create
+    assert (await again.execute("x + 1")).result == DisplayData({"text/plain": "2"})
+    seen: list[tuple[str, str]] = []
+    res = await again.execute("print('a')\nprint('b')", on_output=lambda n, t: seen.append((n, t)))
+    assert res.stdout == "a\nb\n" and "".join(t for _, t in seen) == "a\nb\n"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(4):
+            yield bytes([i]) * 100_000
+
+    info = await again.write_file("d/big.bin", chunks())
+    assert (info.path, info.size) == ("d/big.bin", 400_000)
+    got, stream = await again.download("d/big.bin")
+    assert isinstance(stream, AsyncIterator)
+    data = b"".join([c async for c in stream])
+    assert got.size == 400_000 and data == b"".join(bytes([i]) * 100_000 for i in range(4))
+    assert [f.path for f in await again.list_files("", recursive=True)] == ["d", "d/big.bin"]
+    with pytest.raises(errors.FileNotFound) as caught:
+        await again.stat_file("nope.txt")
+    assert caught.value.identifier == "s1" and caught.value.pool == "default"
+    assert (await pool.lookup("s1")) is not None
+    assert [s.identifier for s in await pool.list_sessions()] == ["s1"]
+    assert await pool.delete("s1")
+    assert await pool.lookup("s1") is None
+
+
+async def test_a_session_that_cooled_down_on_its_node_is_placed_again(
+    pool: RemotePool, node: NodeServer
+) -> None:
+    session = await pool.acquire("cool")
+    await session.execute("x = 1")
+    await node.engine.pool("default").delete("cool")  # what the node's cooldown does
+    res = await (await pool.acquire("cool")).execute("'x' in dir()")
+    assert res.result == DisplayData({"text/plain": "False"})  # a fresh session, no error
+    directory = pool.engine.directory
+    assert isinstance(directory, ScriptedDirectory)
+    assert directory.placed == ["cool", "cool"]
+
+
+async def test_a_lost_session_says_so_once_then_works(pool: RemotePool) -> None:
+    directory = pool.engine.directory
+    assert isinstance(directory, ScriptedDirectory)
+    directory.lost["gone"] = "session 'gone' in pool 'default' was lost with node n0 (test)"
+    res = await (await pool.acquire("gone")).execute("1")
+    assert res.status is ExecutionStatus.LOST and res.state_lost
+    assert "was lost with node n0" in res.stderr
+    assert (await (await pool.acquire("gone")).execute("1")).status is ExecutionStatus.OK
+
+
+async def test_capacity_errors_from_the_directory_keep_their_type(pool: RemotePool) -> None:
+    directory = pool.engine.directory
+    assert isinstance(directory, ScriptedDirectory)
+    directory.place = _Method(
+        lambda p, i: wire.error_out(errors.PoolAtCapacity(p, "full", "max_sessions"))
+    )
+    with pytest.raises(errors.PoolAtCapacity) as caught:
+        await pool.acquire("new")
+    assert (caught.value.pool, caught.value.limit) == ("default", "max_sessions")
+    assert caught.value.code is errors.ErrorCode.POOL_AT_CAPACITY
+
+
+def test_results_and_errors_cross_the_wire_whole() -> None:
+    png = bytes(range(256))
+    res = ExecutionResult(
+        status=ExecutionStatus.ERROR,
+        stdout="out",
+        stderr="err",
+        result=DisplayData({"text/plain": "1", "image/png": png}),
+        displays=[DisplayData({"image/png": png})],
+        error=ErrorInfo("ValueError", "bad", "Traceback ..."),
+        truncated=True,
+        duration_ms=1.5,
+        state_lost=True,
+    )
+    assert wire.result_in(wire.result_out(res)) == res
+    exc = wire.error_in(wire.error_out(errors.FileOverLimit("a.bin", 10)))
+    assert isinstance(exc, errors.FileOverLimit)
+    assert (exc.path, exc.limit_bytes, exc.limit) == ("a.bin", 10, "limits.file_bytes")
+    assert isinstance(wire.error_in({"nonsense": 1}), errors.SandboxError)
+
+
+def _node(node_id: str, ready: int, live: int, mem: int = 8 << 30, **kw: Any) -> Node:
+    node = Node(node_id, "127.0.0.1", None, reachable=True, **kw)
+    node.info = {"started": True, "incarnation": "i", "url": "u", "token": "t"}
+    node.figures = {
+        "mem_available": mem,
+        "pools": {"p": {"ready": ready, "sessions": [f"s{i}" for i in range(live)]}},
+    }
+    return node
+
+
+def test_placement_prefers_a_warm_session_then_the_emptiest_node() -> None:
+    reserve = 512 << 20
+    warm, cold = _node("warm", ready=1, live=5), _node("cold", ready=0, live=0)
+    assert choose([cold, warm], "p", {}, reserve) is warm
+    # the warm one is already promised to a placement not yet seen there
+    assert choose([cold, warm], "p", {"warm": 1}, reserve) is cold
+    a, b = _node("a", ready=2, live=3), _node("b", ready=2, live=1)
+    assert choose([a, b], "p", {}, reserve) is b
+    assert choose([a, _node("c", 2, 0, draining=True)], "p", {}, reserve) is a
+    assert choose([a, _node("d", 2, 0, mem=100 << 20)], "p", {}, reserve) is a
+    assert choose([_node("e", 2, 0, draining=True)], "p", {}, reserve) is None
+
+
+def test_cluster_settings_come_from_the_table_the_environment_and_the_flag(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(environ={}).cluster is None
+    toml = tmp_path / "c.toml"
+    toml.write_text('[cluster]\naddress = "head:6379"\nnode_ip_address = "10.0.0.5"\n')
+    cluster = load_settings(environ={}, config_file=toml).cluster
+    assert cluster is not None
+    assert (cluster.address, cluster.node_ip_address) == ("head:6379", "10.0.0.5")
+    env = {"SESSIONPOOL_CLUSTER_NAMESPACE": "blue", "SESSIONPOOL_CLUSTER_POLL_SECONDS": "2"}
+    cluster = load_settings(environ=env, config_file=toml, cluster_address="other:1").cluster
+    assert cluster is not None
+    assert (cluster.address, cluster.namespace, cluster.poll_seconds) == ("other:1", "blue", 2.0)
+    toml.write_text('[cluster]\nnamespace = "x"\n')
+    with pytest.raises(errors.ConfigError, match="needs an address"):
+        load_settings(environ={}, config_file=toml)
+    toml.write_text('[cluster]\naddress = "h:1"\nnodes = 3\n')
+    with pytest.raises(errors.ConfigError, match="unknown setting 'nodes'"):
+        load_settings(environ={}, config_file=toml)
+
+
+def test_a_single_server_never_imports_ray() -> None:
+    code = (
+        "import sys\n"
+        "from sessionpool.server.app import create_app, make_engine\n"
+        "from sessionpool.server.settings import load_settings\n"
+        "s = load_settings(environ={})\n"
+        "print(type(make_engine(s)).__name__, 'ray' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["Engine", "False"]
