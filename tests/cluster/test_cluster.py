@@ -81,9 +81,13 @@ def new_ident(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def test_cluster_view_needs_the_key_and_shows_every_node(gateways: Gateways) -> None:
+def test_cluster_view_needs_the_key_and_shows_every_node(
+    gateways: Gateways, ray_cluster: Any
+) -> None:
     a, _ = gateways
     assert httpx.get(a.url + "/cluster").status_code == 401
+    # the directory sits on the head, never on a node whose loss it must report
+    assert view(a)["directory"]["node_id"] == ray_cluster.head_node_id
     nodes = view(a)["nodes"]
     assert len(nodes) == 3
     assert {n["state"] for n in nodes} == {"active"}

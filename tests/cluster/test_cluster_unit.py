@@ -19,6 +19,7 @@ from sessionpool.cluster.node import NodeServer
 from sessionpool.cluster.remote import ClusterEngine, RemotePool
 from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
 from sessionpool.engine import Engine
+from sessionpool.faces.http import status_for
 from sessionpool.sandbox.fake import FakeBackend
 from sessionpool.server.settings import load_settings
 from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
@@ -176,6 +177,22 @@ async def test_capacity_errors_from_the_directory_keep_their_type(pool: RemotePo
         await pool.acquire("new")
     assert (caught.value.pool, caught.value.limit) == ("default", "max_sessions")
     assert caught.value.code is errors.ErrorCode.POOL_AT_CAPACITY
+
+
+async def test_a_directory_out_of_reach_is_a_503_that_says_so(pool: RemotePool) -> None:
+    """Ray's errors from the directory (restarting, its node gone) never surface as a 500."""
+    directory = pool.engine.directory
+    assert isinstance(directory, ScriptedDirectory)
+
+    def unavailable(p: str, i: str) -> dict[str, Any]:
+        raise ConnectionError("the actor is temporarily unavailable")
+
+    directory.place = _Method(unavailable)
+    with pytest.raises(errors.SandboxError) as caught:
+        await pool.acquire("new")
+    assert "directory did not answer 'place'" in caught.value.message
+    assert "ConnectionError" in caught.value.message and "Retry" in caught.value.message
+    assert status_for(caught.value) == 503
 
 
 def test_results_and_errors_cross_the_wire_whole() -> None:

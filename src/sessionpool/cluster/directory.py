@@ -228,10 +228,11 @@ class Directory:
                 continue
             pool, ident = key
             del self.placements[key]
+            where = "on node" if incarnation is not None else "with node"
             self.lost[key] = (
-                f"session {ident!r} in pool {pool!r} was lost with node {node_id[:12]} ({why}): "
-                "its variables, imports and files are gone. The next call starts a fresh "
-                "session on another node."
+                f"session {ident!r} in pool {pool!r} was lost {where} {node_id[:12]} ({why}): "
+                "its variables, imports and session files are gone. The next call with this "
+                "identifier starts a fresh session wherever there is free capacity."
             )
 
     # -- calls from the gateways -----------------------------------------------------------------
@@ -365,15 +366,21 @@ class Directory:
             }
             for name, cfg in self.pool_configs.items()
         }
-        return {"nodes": nodes, "pools": pools, "lost_pending": len(self.lost)}
+        return {
+            "nodes": nodes,
+            "pools": pools,
+            "lost_pending": len(self.lost),
+            "directory": {"node_id": glue.ray.get_runtime_context().get_node_id()},
+        }
 
 
 def directory(config: ClusterConfig, engine_config: EngineConfig, pools: list[PoolConfig]) -> Any:
-    """The cluster's directory actor, started by the first gateway that asks."""
-    options: dict[str, Any] = {}
-    head = glue.head_node_id()
-    if head is not None:
-        options["scheduling_strategy"] = glue.NodeAffinitySchedulingStrategy(head, soft=True)
+    """The cluster's directory actor, started by the first gateway that asks.
+
+    Pinned to the head node by the head's own resource (a soft node affinity was not kept
+    there): it lives and dies with Ray's control plane, never with a node that holds sessions,
+    so a node's loss is reported by a directory that still knows its placements.
+    """
     actor_class = glue.ray.remote(Directory)
     return actor_class.options(
         name=glue.DIRECTORY,
@@ -383,5 +390,5 @@ def directory(config: ClusterConfig, engine_config: EngineConfig, pools: list[Po
         max_restarts=-1,
         max_task_retries=0,
         num_cpus=0,
-        **options,
+        resources={glue.HEAD_RESOURCE: 0.001},
     ).remote(config, engine_config, pools)

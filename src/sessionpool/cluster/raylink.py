@@ -3,7 +3,8 @@
 Imported only in cluster mode, so a single server never imports Ray. The actors:
 
 - ``directory`` (one per namespace): ``directory.Directory``, detached, restarted by Ray,
-  preferably on the head node (it survives a worker's loss there).
+  pinned to the head node (it lives and dies with Ray's control plane, not with a node that
+  holds sessions).
 - ``node-<node id>`` (one per offering node): ``node.NodeEngine``, detached, pinned to its node
   with a hard node affinity, restarted by Ray on that node when its process dies; it dies for
   good with its node, which is how the directory learns of the loss.
@@ -27,6 +28,7 @@ __all__ = ["NodeAffinitySchedulingStrategy", "ray"]
 log = logging.getLogger("sessionpool.cluster")
 
 DIRECTORY = "directory"
+#: the resource Ray gives the head node alone
 HEAD_RESOURCE = "node:__internal_head__"
 
 
@@ -58,13 +60,6 @@ def node_table(resource: str) -> dict[str, str]:
         for n in ray.nodes()  # type: ignore[no-untyped-call]
         if n.get("Alive") and n.get("Resources", {}).get(resource, 0) > 0
     }
-
-
-def head_node_id() -> str | None:
-    for n in ray.nodes():  # type: ignore[no-untyped-call]
-        if n.get("Alive") and HEAD_RESOURCE in n.get("Resources", {}):
-            return str(n["NodeID"])
-    return None
 
 
 def node_engine_config(config: EngineConfig, node_id: str) -> EngineConfig:

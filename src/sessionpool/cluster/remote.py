@@ -125,8 +125,22 @@ class ClusterEngine:
             with contextlib.suppress(Exception):
                 await self.refresh_routes()
 
+    async def ask(self, method: str, *args: Any) -> Any:
+        """One call to the directory. Ray's errors (it is restarting, or out of reach) become
+        a 503 that says so: a caller retries it, and the endpoint never answers 500 for it."""
+        try:
+            return await getattr(self.directory, method).remote(*args)
+        except errors.ServiceError:
+            raise
+        except Exception as exc:
+            raise errors.SandboxError(
+                f"the cluster's directory did not answer {method!r} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); it is restarting or the Ray head is out of reach. Retry "
+                "shortly; GET /cluster shows when it is back"
+            ) from exc
+
     async def refresh_routes(self) -> None:
-        routes = await self.directory.routes.remote()
+        routes = await self.ask("routes")
         self.nodes = {r["node_id"]: Route.of(r) for r in routes}
         for pool in self._pools.values():
             pool.drop_stale(self.nodes)
@@ -137,14 +151,14 @@ class ClusterEngine:
         deadline = time.monotonic() + UNREACHABLE_SECONDS
         with contextlib.suppress(Exception):
             while time.monotonic() < deadline:
-                state = await self.directory.unreachable.remote(route.node_id)
+                state = await self.ask("unreachable", route.node_id)
                 if state != "unknown":
                     break
                 await asyncio.sleep(0.2)
             await self.refresh_routes()
 
     async def view(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.directory.view.remote()
+        result: dict[str, Any] = await self.ask("view")
         return result
 
     async def locate(self, pool: str, identifier: str) -> Route | None:
@@ -152,7 +166,7 @@ class ClusterEngine:
         return await self.pool(pool).locate(identifier)
 
     async def drain(self, node_id: str, draining: bool) -> bool:
-        result: bool = await self.directory.drain.remote(node_id, draining)
+        result: bool = await self.ask("drain", node_id, draining)
         return result
 
     async def close(self, deadline_s: float = 10.0) -> None:
@@ -219,7 +233,7 @@ class RemotePool:
         route = self._routes.get(ident)
         if route is not None:
             return route, False, ""
-        answer = await self.engine.directory.place.remote(self.name, ident)
+        answer = await self.engine.ask("place", self.name, ident)
         if "lost" in answer:
             return None, False, str(answer["lost"])
         if "error" in answer:
@@ -230,7 +244,7 @@ class RemotePool:
 
     async def locate(self, ident: str) -> Route | None:
         """Where the directory says ``ident`` lives (not this gateway's cached route)."""
-        answer = await self.engine.directory.locate.remote(self.name, ident)
+        answer = await self.engine.ask("locate", self.name, ident)
         if not answer or "route" not in answer:
             return None
         return Route.of(answer["route"])
@@ -273,7 +287,7 @@ class RemotePool:
                     route, "DELETE", f"/pools/{self.name}/session", {"identifier": identifier}
                 )
                 deleted = r.status_code == 200 and bool(r.json().get("deleted"))
-        await self.engine.directory.forget.remote(self.name, identifier)
+        await self.engine.ask("forget", self.name, identifier)
         return deleted
 
     async def list_sessions(self) -> list[RemoteSession]:

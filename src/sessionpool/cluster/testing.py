@@ -48,6 +48,11 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
+    @property
+    def head_node_id(self) -> str:
+        head: Any = self.cluster.head_node  # set: the cluster is made with its head
+        return str(head.node_id)
+
     @staticmethod
     def node_id(node: Any) -> str:
         return str(node.node_id)
