@@ -184,7 +184,8 @@ class InterpreterLost(SessionError):
 
 class SessionLost(SessionError):
     """The cluster node that held the session was lost (or its engine restarted): variables,
-    imports and files are gone. Said once; the next call gets a fresh session elsewhere."""
+    imports and files are gone. Said once; the next call gets a fresh session wherever there is
+    free capacity."""
 
     code = ErrorCode.INTERPRETER_LOST
 

@@ -32,6 +32,7 @@ EXPECTED = {
     "InvalidIdentifier": 400,
     "SessionNotFound": 404,
     "InterpreterLost": 503,
+    "SessionLost": 503,  # its node was lost; the clients read it as SessionLost too
     "ProtocolError": 502,
     "FileError": 500,
     "InvalidPath": 400,
@@ -49,6 +50,7 @@ EXPECTED = {
 AZURE_NAMES = {
     "PoolAtCapacity": "SessionPoolExhausted",
     "InterpreterLost": "SessionLost",
+    "SessionLost": "SessionLost",
     "FileOverLimit": "FileTooLarge",
     "QuotaExceeded": "DiskQuotaExceeded",
     "InvalidPath": "InvalidFilePath",
