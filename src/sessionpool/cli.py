@@ -1,6 +1,6 @@
 """The ``sessionpool`` command: ``serve`` (the HTTP server), ``doctor`` (host checks), the client
-commands ``exec``, ``run``, ``files``, ``sessions``, ``repl`` (sessionpool.client._cli) and ``mcp``
-(sessionpool.faces.mcp)."""
+commands ``exec``, ``run``, ``files``, ``sessions``, ``repl``, ``cluster``
+(sessionpool.client._cli) and ``mcp`` (sessionpool.faces.mcp)."""
 
 from __future__ import annotations
 

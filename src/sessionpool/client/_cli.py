@@ -1,10 +1,10 @@
-"""The client subcommands of ``sessionpool``: exec, run, files, sessions, repl.
+"""The client subcommands of ``sessionpool``: exec, run, files, sessions, repl, cluster.
 
 Endpoint and key come from, in increasing precedence: the client config file
 (``~/.config/sessionpool/client.toml`` or ``--client-config`` / ``SESSIONPOOL_CLIENT_CONFIG``),
 the environment (``SESSIONPOOL_ENDPOINT``, ``SESSIONPOOL_API_KEY``), then flags.
 
-Exit codes (also in docs/cli.md) are stable, for scripts:
+Exit codes (also in docs/client.md) are stable, for scripts:
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from sessionpool.client._base import API_KEY_ENV, CA_ENV, ENDPOINT_ENV
+import httpx
+
+from sessionpool.client._base import (
+    API_KEY_ENV,
+    CA_ENV,
+    DEFAULT_TIMEOUT,
+    ENDPOINT_ENV,
+    verify_for,
+)
 from sessionpool.client._exceptions import (
     AuthenticationError,
     ConnectionFailed,
@@ -35,6 +43,7 @@ from sessionpool.client._exceptions import (
     SessionpoolError,
 )
 from sessionpool.client._models import ExecutionResult
+from sessionpool.client._protocol import Protocol, error_for, transport_error
 from sessionpool.client._sync import Client, Session
 
 CONFIG_ENV = "SESSIONPOOL_CLIENT_CONFIG"
@@ -64,7 +73,7 @@ EXIT_CODES: list[tuple[int, str]] = [
     (CODE_FAILED, "the code raised an exception"),
     (USAGE, "bad usage or configuration (no endpoint, unreadable input)"),
     (AUTH, "the API key was refused (401/403)"),
-    (NOT_FOUND, "no such pool, session or file (404)"),
+    (NOT_FOUND, "no such pool, session, file or node (404)"),
     (TIMEOUT, "the execution timed out"),
     (LOST, "the session's interpreter died"),
     (UNREACHABLE, "the server could not be reached or did not answer in time"),
@@ -373,6 +382,146 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return OK
 
 
+# --- cluster: the nodes behind a gateway in cluster mode --------------------------------------
+
+
+def server_root(endpoint: str) -> str:
+    """The server's root URL from a pool endpoint (``http://h:8080/pools/default`` ->
+    ``http://h:8080``); an endpoint without ``/pools/`` is the root already."""
+    base = endpoint.rstrip("/")
+    head, found, _ = base.rpartition("/pools/")
+    return head if found else base
+
+
+class ClusterAdmin:
+    """The cluster routes of a gateway, at its root: ``GET /cluster`` and
+    ``POST /cluster/nodes/{node_id}/drain``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        endpoint, key, verify = connection(args)
+        try:
+            self.protocol = Protocol(endpoint, key)
+            self.http = httpx.Client(timeout=DEFAULT_TIMEOUT, verify=verify_for(verify))
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        self.root = server_root(self.protocol.endpoint)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        request = self.http.build_request(
+            method, self.root + path, headers=self.protocol.headers(), json=body
+        )
+        try:
+            response = self.http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(request, exc) from exc
+        if response.status_code == 404 and path == "/cluster":
+            raise NotFound(
+                f"{self.root} has no GET /cluster: it is not a gateway in cluster mode "
+                "(sessionpool serve --cluster ADDRESS), or the endpoint is not a sessionpool "
+                "server",
+                status=404,
+            )
+        if not response.is_success:
+            raise error_for(response, f"{method} {path}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ServerError(
+                f"{method} {path}: unexpected answer {response.text[:200]!r}",
+                status=response.status_code,
+            )
+        return answer
+
+    def view(self) -> dict[str, Any]:
+        return self._send("GET", "/cluster")
+
+    def node_id(self, given: str) -> str:
+        """The full id of the node ``given`` names (its id, or a prefix of it that is unique)."""
+        ids = [str(n.get("node_id", "")) for n in self.view().get("nodes", [])]
+        if given in ids:
+            return given
+        matches = [i for i in ids if given and i.startswith(given)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFound(
+                f"no node {given!r} in the cluster; `sessionpool cluster` lists them", status=404
+            )
+        raise UsageError(f"{given!r} is the start of {len(matches)} node ids: give more of it")
+
+    def drain(self, node_id: str, draining: bool) -> dict[str, Any]:
+        return self._send("POST", f"/cluster/nodes/{node_id}/drain", {"draining": draining})
+
+
+def _memory(value: object) -> str:
+    return f"{value / 2**30:.1f} GiB" if isinstance(value, int | float) else "-"
+
+
+def format_cluster(view: dict[str, Any]) -> str:
+    """``GET /cluster`` as a table: one line per node, sessions/ready per pool."""
+    nodes = view.get("nodes", [])
+    pools = list(view.get("pools", {}))
+    if not nodes:
+        return "no nodes in the cluster yet\n"
+    header = ["NODE", "STATE", "FREE MEM", *pools]
+    rows = [header]
+    for node in nodes:
+        figures = node.get("pools", {})
+        rows.append(
+            [
+                str(node.get("node_id", ""))[:12],
+                str(node.get("state", "")),
+                _memory(node.get("mem_available")),
+                *(
+                    f"{figures.get(p, {}).get('sessions', 0)}/{figures.get(p, {}).get('ready', 0)}"
+                    for p in pools
+                ),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    placed = ", ".join(
+        f"{name} {info.get('placed', 0)} of {info.get('max_sessions', '?')}"
+        for name, info in view.get("pools", {}).items()
+    )
+    lines.append(f"(per pool: sessions/ready; placed across the cluster: {placed})")
+    for node in nodes:
+        if node.get("error"):
+            lines.append(f"{str(node.get('node_id', ''))[:12]}: {node['error']}")
+    if view.get("lost_pending"):
+        lines.append(f"{view['lost_pending']} loss notices not yet received by a client")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    admin = ClusterAdmin(args)
+    try:
+        if args.cluster_command is None:
+            view = admin.view()
+            sys.stdout.write(json.dumps(view) + "\n" if args.json else format_cluster(view))
+            return OK
+        draining = args.cluster_command == "drain"
+        node_id = admin.node_id(args.node_id)
+        answer = admin.drain(node_id, draining)
+        if args.json:
+            print(json.dumps(answer))
+        elif draining:
+            print(f"node {node_id} is draining: no new sessions go there")
+        else:
+            print(f"node {node_id} takes new sessions again")
+        return OK
+    finally:
+        admin.close()
+
+
 def _complete(source: str) -> bool:
     """True when ``source`` is a complete statement (or a syntax error the server will report)."""
     import codeop
@@ -447,8 +596,12 @@ def cmd_repl(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common(inherit: bool = False) -> argparse.ArgumentParser:
+    """The connection flags and ``--json``. ``inherit``: for a subcommand under a parser that
+    has them too; an absent flag then keeps what the outer parser read (no default of its own)."""
+    common = argparse.ArgumentParser(
+        add_help=False, argument_default=argparse.SUPPRESS if inherit else None
+    )
     g = common.add_argument_group("connection")
     g.add_argument("--endpoint", help=f"pool endpoint URL (or {ENDPOINT_ENV})")
     g.add_argument("--api-key", help=f"API key (or {API_KEY_ENV})")
@@ -478,7 +631,8 @@ EPILOG = "exit codes:\n" + "\n".join(f"  {c:>2}  {what}" for c, what in EXIT_COD
 
 
 def add_client_commands(sub: Any) -> None:
-    """Add exec, run, files, sessions and repl to the ``sessionpool`` parser's subcommands."""
+    """Add exec, run, files, sessions, repl and cluster to the ``sessionpool`` parser's
+    subcommands."""
     common = _common()
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -550,6 +704,27 @@ def add_client_commands(sub: Any) -> None:
     )
     _execution_args(p)
     p.set_defaults(func=_guard(cmd_repl))
+
+    p = sub.add_parser(
+        "cluster",
+        parents=[common],
+        help="a cluster's nodes (a gateway in cluster mode); drain or undrain one",
+        description="Without a subcommand: the nodes, their state, sessions/ready per pool and "
+        "free memory (GET /cluster at the server's root; --endpoint may be the root or any "
+        "pool endpoint).",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    p.set_defaults(func=_guard(cmd_cluster), cluster_command=None)
+    nodes = p.add_subparsers(dest="cluster_command", metavar="{drain,undrain}")
+    for name, helptext in [
+        ("drain", "place no new sessions on a node (its sessions keep running)"),
+        ("undrain", "let a drained node take new sessions again"),
+    ]:
+        np = nodes.add_parser(
+            name, parents=[_common(inherit=True)], help=helptext, epilog=EPILOG, formatter_class=fmt
+        )
+        np.add_argument("node_id", help="the node's id, or a unique start of it")
 
 
 def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
