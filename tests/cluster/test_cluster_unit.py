@@ -157,6 +157,39 @@ async def test_a_session_that_cooled_down_on_its_node_is_placed_again(
     assert directory.placed == ["cool", "cool"]
 
 
+class _DropsDeletes(httpx.ASGITransport):
+    """The node API, with the next ``drops`` DELETEs of a session cut off before they arrive."""
+
+    def __init__(self, app: NodeServer, drops: int) -> None:
+        super().__init__(app=app)
+        self.drops = drops
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE" and request.url.path.endswith("/session") and self.drops:
+            self.drops -= 1
+            raise httpx.RemoteProtocolError("peer closed connection", request=request)
+        return await super().handle_async_request(request)
+
+
+async def test_a_delete_cut_off_is_sent_again_and_never_claimed_when_it_failed(
+    pool: RemotePool, node: NodeServer
+) -> None:
+    """The session really goes, or the caller hears that it may not have (a 503)."""
+    engine = pool.engine
+    for ident in ("once", "never"):
+        assert (await (await pool.acquire(ident)).execute("1")).status is ExecutionStatus.OK
+    await engine.http.aclose()
+    engine.http = httpx.AsyncClient(transport=_DropsDeletes(node, drops=1))
+    assert await pool.delete("once")
+    assert node.engine.pool("default").get("once") is None
+    await engine.http.aclose()
+    engine.http = httpx.AsyncClient(transport=_DropsDeletes(node, drops=2))
+    with pytest.raises(errors.SandboxError) as caught:
+        await pool.delete("never")
+    assert "did not answer the delete" in caught.value.message and status_for(caught.value) == 503
+    assert node.engine.pool("default").get("never") is not None
+
+
 async def test_a_lost_session_says_so_once_then_works(pool: RemotePool) -> None:
     directory = pool.engine.directory
     assert isinstance(directory, ScriptedDirectory)

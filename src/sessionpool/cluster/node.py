@@ -279,7 +279,11 @@ class NodeEngine:
             sock.bind((self.host, 0))
             sock.listen(2048)
             config = uvicorn.Config(
-                self._server, log_level="warning", access_log=False, server_header=False
+                self._server,
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                timeout_keep_alive=wire.NODE_KEEP_ALIVE_SECONDS,
             )
             self._uvicorn = uvicorn.Server(config)
             self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))

@@ -36,6 +36,10 @@ UNREACHABLE_SECONDS = 30.0
 ROUTES_SECONDS = 1.0
 #: how long ``start`` waits for the first node engine before serving anyway (readyz says so)
 FIRST_NODE_SECONDS = 120.0
+#: how long an idle connection to a node is kept; the node keeps it longer
+#: (``wire.NODE_KEEP_ALIVE_SECONDS``), so the gateway always closes first and never sends on a
+#: connection the node is closing at that very moment
+KEEP_ALIVE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,11 @@ class ClusterEngine:
         self.nodes: dict[str, Route] = {}
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=256,
+                keepalive_expiry=KEEP_ALIVE_SECONDS,
+            ),
         )
         self._watcher: asyncio.Task[None] | None = None
         self.started = False
@@ -281,12 +289,26 @@ class RemotePool:
         route = await self._locate(identifier)
         self.forget_route(identifier)
         deleted = False
-        if route is not None:
-            with contextlib.suppress(httpx.TransportError):
+        for attempt in range(2 if route is not None else 0):
+            assert route is not None
+            try:
                 r = await self.engine.send(
                     route, "DELETE", f"/pools/{self.name}/session", {"identifier": identifier}
                 )
-                deleted = r.status_code == 200 and bool(r.json().get("deleted"))
+            except httpx.TransportError as exc:
+                if attempt == 0:
+                    continue  # a delete may be sent again
+                # never answer "deleted" for a session that may still run: a lost node took
+                # it with it, otherwise the caller retries
+                await self.engine.unreachable(route)
+                if route.node_id in self.engine.nodes:
+                    raise errors.SandboxError(
+                        f"the node holding session {identifier!r} did not answer the delete "
+                        f"({exc!r}); retry it"
+                    ) from exc
+                break
+            deleted = r.status_code == 200 and bool(r.json().get("deleted"))
+            break
         await self.engine.ask("forget", self.name, identifier)
         return deleted
 

@@ -23,6 +23,9 @@ from sessionpool.types import (
 TOKEN_HEADER = "x-sessionpool-node-token"
 #: the answer of a node that does not hold the session and was not asked to create it
 NOT_HERE = "not_here"
+#: how long a node keeps an idle connection from a gateway: longer than the gateways keep it
+#: (``remote.KEEP_ALIVE_SECONDS``), so a node never closes one a gateway is about to reuse
+NODE_KEEP_ALIVE_SECONDS = 75
 
 
 def _bundle_out(bundle: DisplayData) -> dict[str, Any]:
