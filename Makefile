@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-http bench-agents soak clean
+.PHONY: install-serve install lock serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-http bench-agents bench-cluster soak clean
 
 # the server and what runs inside the sessions: the project plus its kernel extra, nothing else
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -112,6 +112,11 @@ bench-engine: install
 
 bench-http: install
 	$(PY) -m benchmarks.http_api
+
+# a gateway over a local 3-node Ray cluster beside a single server: allocation, x += 1, a
+# burst of 500 and a node loss (writes benchmarks/results/cluster-<date>.json)
+bench-cluster: install
+	$(PY) -m benchmarks.cluster
 
 # the agent loop's own cost (a scripted model that answers at once): Responses and Assistants
 bench-agents: install
