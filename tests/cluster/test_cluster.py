@@ -87,7 +87,9 @@ def test_cluster_view_needs_the_key_and_shows_every_node(
     a, _ = gateways
     assert httpx.get(a.url + "/cluster").status_code == 401
     # the directory sits on the head, never on a node whose loss it must report
-    assert view(a)["directory"]["node_id"] == ray_cluster.head_node_id
+    directory = view(a)["directory"]
+    assert directory["node_id"] == ray_cluster.head_node_id
+    assert directory["url"].startswith("http://127.0.0.1:")  # its hot calls over HTTP
     nodes = view(a)["nodes"]
     assert len(nodes) == 3
     assert {n["state"] for n in nodes} == {"active"}

@@ -3,6 +3,7 @@ remote sessions against it (the directory scripted), placement, the wire format,
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ import pytest
 
 from sessionpool import errors
 from sessionpool.cluster import wire
-from sessionpool.cluster.directory import Node, choose
+from sessionpool.cluster.directory import Directory, Node, choose
 from sessionpool.cluster.node import NodeServer
 from sessionpool.cluster.remote import ClusterEngine, RemotePool
 from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
@@ -256,6 +257,42 @@ def _node(node_id: str, ready: int, live: int, mem: int = 8 << 30, **kw: Any) ->
         "pools": {"p": {"ready": ready, "sessions": [f"s{i}" for i in range(live)]}},
     }
     return node
+
+
+async def test_the_directory_takes_its_hot_calls_over_http_with_its_token() -> None:
+    """place, locate and forget over the directory's HTTP endpoint answer what the Ray calls
+    answer; anything else, or a wrong token, is refused."""
+    directory = Directory(ClusterConfig("127.0.0.1:1"), EngineConfig(), [PoolConfig(name="p")])
+    directory._poller = asyncio.get_running_loop().create_future()  # no Ray: no polling
+    directory.nodes["n1"] = _node("n1", ready=1, live=0)
+    headers = {wire.TOKEN_HEADER: directory.token}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=directory.http_app), base_url="http://directory"
+    ) as http:
+        placed = await http.post("/place", json=["p", "s1"], headers=headers)
+        assert placed.status_code == 200, placed.text
+        assert placed.json() == {"route": directory.nodes["n1"].route()}
+        assert placed.json() == await directory.place("p", "s1")  # the same placement
+        located = await http.post("/locate", json=["p", "s1"], headers=headers)
+        assert located.json() == placed.json()
+        assert (await http.post("/forget", json=["p", "s1"], headers=headers)).json() is None
+        assert (await http.post("/locate", json=["p", "s1"], headers=headers)).json() is None
+        assert (await http.post("/place", json=["p", "s1"])).status_code == 401
+        wrong = {wire.TOKEN_HEADER: "x" * 64}
+        assert (await http.post("/place", json=["p", "s1"], headers=wrong)).status_code == 401
+        assert (await http.post("/drain", json=["n1", True], headers=headers)).status_code == 404
+
+
+async def test_a_gateway_falls_back_to_ray_when_the_directory_http_is_gone(
+    pool: RemotePool,
+) -> None:
+    engine = pool.engine
+    engine.directory_http = ("http://127.0.0.1:9", "t" * 64)  # nothing listens there
+    session = await pool.acquire("via-ray")
+    assert (await session.execute("1")).status is ExecutionStatus.OK
+    assert engine.directory_http is None  # found again at the next route refresh
+    directory = engine.directory
+    assert isinstance(directory, ScriptedDirectory) and directory.placed == ["via-ray"]
 
 
 def test_placement_prefers_a_warm_session_then_the_emptiest_node() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -78,13 +77,9 @@ class NodeServer:
         self.app.add_exception_handler(errors.ServiceError, self._error)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(wire.TOKEN_HEADER.encode(), b"")
-            if not hmac.compare_digest(given, self.token.encode()):
-                await JSONResponse({"error": {"message": "bad node token"}}, 401)(
-                    scope, receive, send
-                )
-                return
+        if scope["type"] == "http" and not wire.token_ok(scope, self.token):
+            await JSONResponse({"error": {"message": "bad node token"}}, 401)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     @staticmethod
@@ -235,6 +230,32 @@ def _info(session: Session) -> dict[str, Any]:
     }
 
 
+def serve_http(app: Any, host: str) -> tuple[Any, asyncio.Task[None], str]:
+    """Serve ``app`` on ``host`` (a free port) in this event loop: (server, its task, its URL).
+
+    Idle connections are kept longer than the gateways keep them, so a gateway never sends on
+    a connection this side is closing.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(2048)
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",  # said, not guessed: a bound method would be taken for ASGI2
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=wire.NODE_KEEP_ALIVE_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    return server, task, f"http://{host}:{sock.getsockname()[1]}"
+
+
 class NodeEngine:
     """What the Ray actor of one node runs: the engine and its node API server.
 
@@ -268,26 +289,11 @@ class NodeEngine:
         return self.info()
 
     async def _start(self) -> None:
-        import uvicorn
-
         try:
             engine = Engine(self.engine_config, self.pool_configs)
             await engine.start()
             self._server = NodeServer(engine, self.token)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, 0))
-            sock.listen(2048)
-            config = uvicorn.Config(
-                self._server,
-                log_level="warning",
-                access_log=False,
-                server_header=False,
-                timeout_keep_alive=wire.NODE_KEEP_ALIVE_SECONDS,
-            )
-            self._uvicorn = uvicorn.Server(config)
-            self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
-            self.url = f"http://{self.host}:{sock.getsockname()[1]}"
+            self._uvicorn, self._serving, self.url = serve_http(self._server, self.host)
             log.info("node %s: engine up at %s", self.node_id[:12], self.url)
         except Exception as exc:
             self.error = str(exc.message if isinstance(exc, errors.ServiceError) else exc)

@@ -62,6 +62,11 @@ def node_table(resource: str) -> dict[str, str]:
     }
 
 
+def node_ip() -> str:
+    """This Ray node's address (inside an actor: the node it runs on)."""
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+
 def node_engine_config(config: EngineConfig, node_id: str) -> EngineConfig:
     """Each node engine its own data directory (several nodes may share a machine)."""
     return dataclasses.replace(config, data_dir=config.data_dir / "nodes" / node_id[:16])

@@ -83,6 +83,8 @@ class ClusterEngine:
         )
         self._watcher: asyncio.Task[None] | None = None
         self.started = False
+        #: the directory's HTTP endpoint for its hot calls: (url, token), or None (use Ray)
+        self.directory_http: tuple[str, str] | None = None
 
     @property
     def pools(self) -> Mapping[str, RemotePool]:
@@ -116,6 +118,7 @@ class ClusterEngine:
         self.directory = await asyncio.to_thread(
             directory.directory, self.cluster, self.engine_config, self.pool_configs
         )
+        await self.find_directory_http()
         deadline = time.monotonic() + FIRST_NODE_SECONDS
         while True:
             await self.refresh_routes()
@@ -132,10 +135,33 @@ class ClusterEngine:
             await asyncio.sleep(ROUTES_SECONDS)
             with contextlib.suppress(Exception):
                 await self.refresh_routes()
+            if self.directory_http is None:
+                await self.find_directory_http()
+
+    async def find_directory_http(self) -> None:
+        """Ask the directory (through Ray) where it takes its hot calls over HTTP."""
+        with contextlib.suppress(Exception):
+            found = await self.directory.endpoint.remote()
+            if found:
+                self.directory_http = (str(found["url"]), str(found["token"]))
 
     async def ask(self, method: str, *args: Any) -> Any:
-        """One call to the directory. Ray's errors (it is restarting, or out of reach) become
-        a 503 that says so: a caller retries it, and the endpoint never answers 500 for it."""
+        """One call to the directory: over HTTP when it is a hot call and the endpoint is
+        known, through Ray otherwise (and whenever HTTP fails: a restarted directory has a new
+        address, found again on the next route refresh). Ray's errors (it is restarting, or
+        out of reach) become a 503 that says so, never a 500."""
+        if self.directory_http is not None and method in wire.DIRECTORY_HTTP_CALLS:
+            url, token = self.directory_http
+            try:
+                r = await self.http.post(
+                    f"{url}/{method}", json=list(args), headers={wire.TOKEN_HEADER: token}
+                )
+                if r.status_code == 200:
+                    return r.json()
+                log.warning("cluster: the directory answered %s over HTTP", r.status_code)
+            except httpx.TransportError as exc:
+                log.info("cluster: the directory's HTTP endpoint: %r; through Ray", exc)
+            self.directory_http = None
         try:
             return await getattr(self.directory, method).remote(*args)
         except errors.ServiceError:

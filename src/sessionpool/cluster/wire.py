@@ -7,6 +7,7 @@ bytes (images) as base64, an error as its class name and attributes. Nothing her
 from __future__ import annotations
 
 import base64
+import hmac
 from typing import Any
 
 from sessionpool import errors
@@ -26,6 +27,14 @@ NOT_HERE = "not_here"
 #: how long a node keeps an idle connection from a gateway: longer than the gateways keep it
 #: (``remote.KEEP_ALIVE_SECONDS``), so a node never closes one a gateway is about to reuse
 NODE_KEEP_ALIVE_SECONDS = 75
+#: the directory's calls a gateway makes over HTTP: POST /<call>, the arguments as a JSON list
+DIRECTORY_HTTP_CALLS = ("place", "locate", "forget")
+
+
+def token_ok(scope: Any, token: str) -> bool:
+    """An ASGI request carries ``token`` (the node's, or the directory's) in its header."""
+    given = dict(scope["headers"]).get(TOKEN_HEADER.encode(), b"")
+    return hmac.compare_digest(given, token.encode())
 
 
 def _bundle_out(bundle: DisplayData) -> dict[str, Any]:
