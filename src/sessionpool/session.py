@@ -199,6 +199,8 @@ class Session:
             # its reply first, so replies never reach the wrong caller.
             kernel.signal(signal.SIGINT)
             self._abandoned = reply
+            # a session closed before that next call: its end is nobody's error
+            reply.add_done_callback(_observed)
             raise
         finally:
             timer.cancel()
@@ -447,3 +449,9 @@ def _bundle(raw: Any) -> DisplayData | None:
         if isinstance(value, (str, bytes)):
             data[str(mime)] = value
     return DisplayData(data) if data else None
+
+
+def _observed(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned reply's outcome as seen, so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
