@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from sessionpool import errors
+from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents.types import RunStatus
 from sessionpool.cluster import wire
 from sessionpool.cluster.directory import Directory, Node, choose
 from sessionpool.cluster.node import NodeServer
@@ -24,6 +26,7 @@ from sessionpool.faces.http import status_for
 from sessionpool.sandbox.fake import FakeBackend
 from sessionpool.server.settings import load_settings
 from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
+from tests.agents.scripted_model import ScriptedModel
 
 TOKEN = "t" * 64
 
@@ -339,3 +342,89 @@ def test_a_single_server_never_imports_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["Engine", "False"]
+
+
+class _InProcessActor:
+    """A ``Directory`` reached the way Ray reaches its actor (``actor.method.remote(...)``), in
+    this process."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._directory, name)
+
+        class _Remote:
+            @staticmethod
+            def remote(*args: Any) -> Any:
+                return method(*args)
+
+        return _Remote()
+
+
+async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
+    tmp_path: Path, scripted_model: ScriptedModel
+) -> None:
+    """Two gateways' agents services on one database and one directory: a conversation has one
+    run in flight whichever gateway is asked, and a cancel sent to the other gateway stops it
+    (its code interrupted), after which the conversation takes a new run anywhere."""
+    engine = Engine(
+        EngineConfig(data_dir=tmp_path / "engine"),
+        [PoolConfig(ready_sessions=1, max_sessions=4)],
+        backend=FakeBackend(tmp_path / "engine"),
+    )
+    await engine.start()
+    directory = Directory(ClusterConfig("127.0.0.1:1"), EngineConfig(), [PoolConfig()])
+    directory._poller = asyncio.get_running_loop().create_future()  # no Ray: no polling
+    cluster = ClusterEngine(ClusterConfig("127.0.0.1:1"), EngineConfig(), [PoolConfig()])
+    await cluster.http.aclose()
+    cluster.directory = _InProcessActor(directory)
+
+    def config(gateway: str) -> AgentsConfig:
+        return AgentsConfig(
+            model_base_url=scripted_model.url,
+            default_model="scripted-slow",
+            max_steps=3,
+            model_timeout_seconds=5,
+            data_dir=tmp_path / gateway,
+            database_url=f"sqlite:///{tmp_path / 'agents.db'}",
+        )
+
+    a = AgentService(config("a"), engine, cluster.run_locks)
+    b = AgentService(config("b"), engine, cluster.run_locks)
+    await a.start()
+    await b.start()
+    try:
+        assert a.owner != b.owner
+        conversation = await a.create_conversation()
+        await a.add_message(conversation.id, role="user", content="wait")
+        run = await a.start_run(conversation.id, model="scripted-slow")
+        for _ in range(200):  # until its code runs
+            steps = await a.run_steps(run.id)
+            if steps and steps[0].tool_calls[0].status == "interpreting":
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(errors.Conflict, match=run.id):
+            await b.start_run(conversation.id, model="scripted-slow")
+        with pytest.raises(errors.Conflict, match=run.id):
+            await b.add_message(conversation.id, role="user", content="more")
+        cancelling = await b.cancel_run(run.id)
+        assert cancelling.status == RunStatus.CANCELLING
+        done = await a.wait_run(run.id, timeout=10)
+        assert done.status == RunStatus.CANCELLED and done.cancelled_at is not None
+        for _ in range(100):  # released once its task ended
+            if await directory.run_holder(conversation.id) is None:
+                break
+            await asyncio.sleep(0.02)
+        await b.add_message(conversation.id, role="user", content="hello")
+        again = await b.start_run(conversation.id, model="scripted-hello")
+        assert (await b.wait_run(again.id, timeout=30)).status == RunStatus.COMPLETED
+        for _ in range(100):
+            if await directory.run_holder(conversation.id) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await directory.run_holder(conversation.id) is None
+    finally:
+        await a.close()
+        await b.close()
+        await engine.close()

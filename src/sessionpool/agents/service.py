@@ -19,7 +19,7 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sessionpool import errors
 from sessionpool.agents.config import AgentsConfig
@@ -80,10 +80,33 @@ class ResponseRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: how often a gateway asks whether its runs were cancelled through another gateway
+CANCEL_POLL_SECONDS = 0.25
+
+
+class RunLocks(Protocol):
+    """Runs across the gateways of a cluster (``cluster.remote.ClusterRunLocks``): one run in
+    flight per conversation, and cancels that reach the gateway executing the run."""
+
+    async def claim(self, conversation: str, run_id: str, until: float) -> str | None: ...
+
+    async def release(self, conversation: str, run_id: str) -> None: ...
+
+    async def holder(self, conversation: str) -> str | None: ...
+
+    async def cancel(self, run_id: str) -> None: ...
+
+    async def cancels(self, run_ids: list[str]) -> list[str]: ...
+
+
 class AgentService:
-    def __init__(self, config: AgentsConfig, engine: EngineHandle) -> None:
+    def __init__(
+        self, config: AgentsConfig, engine: EngineHandle, runs: RunLocks | None = None
+    ) -> None:
         self.config = config
         self.engine = engine
+        #: set in cluster mode: the runs of every gateway; None: this server's alone
+        self.runs = runs
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
         self.pool_name = config.pool or (
             "default" if "default" in engine.pools else next(iter(engine.pools))
@@ -104,6 +127,7 @@ class AgentService:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Open (and create) the database; mark runs a previous process left running as failed."""
@@ -117,11 +141,46 @@ class AgentService:
                     message="the server restarted while this run was in progress; start a new run",
                 )
                 await self.records.save(run)
+                if self.runs is not None:
+                    with contextlib.suppress(errors.ServiceError):
+                        await self.runs.release(run.conversation_id, run.id)
+        if self.runs is not None:
+            self._spawn(self._watch_cancels())
         log.info("agents service ready (database %s)", _redact(self.records.store.url))
+
+    def _spawn(self, call: Any) -> None:
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_cancels(self) -> None:
+        """Cancels of this gateway's runs sent to another gateway (cluster mode)."""
+        assert self.runs is not None
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if not self._tasks:
+                continue
+            try:
+                asked = await self.runs.cancels(list(self._tasks))
+            except errors.ServiceError:
+                continue
+            for run_id in asked:
+                if not self.events.cancel_requested(run_id):
+                    with contextlib.suppress(errors.ServiceError):
+                        await self.cancel_run(run_id)
+
+    async def _active_run(self, conversation_id: str) -> str | None:
+        """The run in flight on the conversation: here, or (cluster mode) on any gateway."""
+        active = self.events.active_run(conversation_id)
+        if active is None and self.runs is not None:
+            active = await self.runs.holder(conversation_id)
+        return active
 
     async def close(self) -> None:
         """Cancel runs in flight (they end ``failed``: server shutting down), close the database."""
         self._closing = True
+        for background in list(self._background):
+            background.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -269,7 +328,7 @@ class AgentService:
     ) -> Message:
         """Conflict while a run is active on the conversation (as Assistants v2 answers)."""
         await self.get_conversation(conversation_id)
-        active = self.events.active_run(conversation_id)
+        active = await self._active_run(conversation_id)
         if active is not None:
             raise errors.Conflict(
                 f"thread {conversation_id!r} has an active run {active!r}; "
@@ -362,7 +421,7 @@ class AgentService:
                 )
         if max_steps is not None and max_steps < 1:
             raise errors.InvalidArgument("max_steps must be at least 1", "max_steps")
-        active = self.events.active_run(conversation_id)
+        active = await self._active_run(conversation_id)
         if active is not None:
             raise errors.Conflict(
                 f"thread {conversation_id!r} already has an active run {active!r}; "
@@ -396,16 +455,39 @@ class AgentService:
             raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
         self.events.claim(conversation_id, run.id)
         try:
+            if self.runs is not None:  # and on no other gateway either
+                until = run.expires_at or now() + int(self.config.run_timeout_seconds)
+                held = await self.runs.claim(conversation_id, run.id, float(until))
+                if held is not None:
+                    raise errors.Conflict(
+                        f"thread {conversation_id!r} already has an active run {held!r} "
+                        "(started through another gateway); wait for it or cancel it"
+                    )
             await self.records.insert(run, conversation_id, run.kind)
         except BaseException:
             self.events.release(conversation_id)
+            if self.runs is not None:
+                self._spawn(self._release(conversation_id, run.id))
             raise
         self.events.open(run.id)
         self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
         task = asyncio.get_running_loop().create_task(execute_run(self._run_parts, run))
         self._tasks[run.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(run.id, None))
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._tasks.pop(run.id, None)
+            if self.runs is not None:
+                self._spawn(self._release(conversation_id, run.id))
+
+        task.add_done_callback(done)
         return run
+
+    async def _release(self, conversation_id: str, run_id: str) -> None:
+        assert self.runs is not None
+        try:
+            await self.runs.release(conversation_id, run_id)
+        except errors.ServiceError as exc:  # it lapses at the run's expiry
+            log.warning("run %s: could not release its conversation: %s", run_id, exc.message)
 
     async def start_response(self, request: ResponseRequest) -> Run:
         """Add a Responses turn's input to its conversation and start its run (kind response).
@@ -508,8 +590,14 @@ class AgentService:
         """
         run = await self.get_run(run_id, conversation_id)
         task = self._tasks.get(run_id)
-        if run.status.terminal or task is None:
+        if run.status.terminal:
             return run
+        if task is None:
+            if self.runs is None or run.owner == self.owner:
+                return run
+            # another gateway executes it: it hears of the cancel within CANCEL_POLL_SECONDS
+            await self.runs.cancel(run_id)
+            return run.model_copy(update={"status": RunStatus.CANCELLING})
         self.events.request_cancel(run_id)
         run.status = RunStatus.CANCELLING
         await self.records.save(run)

@@ -131,6 +131,10 @@ class Directory:
         self._poller: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Lock | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        #: agent runs in flight, cluster-wide: conversation -> (run id, until when it holds)
+        self.runs: dict[str, tuple[str, float]] = {}
+        #: runs asked to stop through a gateway that does not execute them
+        self.run_cancels: set[str] = set()
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
         self.url = ""
         self._serving: asyncio.Future[None] | None = None
@@ -347,6 +351,39 @@ class Directory:
             self._node_lost(node_id, "the node left the cluster")
             return "lost"
         return "up" if node.reachable else "unknown"
+
+    # -- agent runs: one in flight per conversation, and cancels, across the gateways ----------
+
+    async def claim_run(self, conversation: str, run_id: str, until: float) -> str | None:
+        """Hold ``conversation`` for ``run_id`` until it is released or ``until`` passes (a
+        gateway that died holding it); the run that holds it instead, if any."""
+        held = await self.run_holder(conversation)
+        if held is not None and held != run_id:
+            return held
+        self.runs[conversation] = (run_id, until)
+        return None
+
+    async def release_run(self, conversation: str, run_id: str) -> None:
+        if self.runs.get(conversation, ("", 0.0))[0] == run_id:
+            del self.runs[conversation]
+        self.run_cancels.discard(run_id)
+
+    async def run_holder(self, conversation: str) -> str | None:
+        held = self.runs.get(conversation)
+        if held is None or held[1] < time.time():
+            return None
+        return held[0]
+
+    async def cancel_run(self, run_id: str) -> None:
+        """Pass a cancel on to the gateway that executes ``run_id`` (it asks ``run_cancels``)."""
+        if any(held[0] == run_id for held in self.runs.values()):
+            self.run_cancels.add(run_id)
+
+    async def run_cancels_for(self, run_ids: list[str]) -> list[str]:
+        """Which of a gateway's runs were asked to stop elsewhere (each said once)."""
+        found = [r for r in run_ids if r in self.run_cancels]
+        self.run_cancels.difference_update(found)
+        return found
 
     async def routes(self) -> list[dict[str, Any]]:
         """Every node engine that is up: what the gateways need to reach them."""

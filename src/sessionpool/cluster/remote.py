@@ -85,6 +85,7 @@ class ClusterEngine:
         self.started = False
         #: the directory's HTTP endpoint for its hot calls: (url, token), or None (use Ray)
         self.directory_http: tuple[str, str] | None = None
+        self.run_locks = ClusterRunLocks(self)
 
     @property
     def pools(self) -> Mapping[str, RemotePool]:
@@ -237,6 +238,33 @@ class ClusterEngine:
             headers={wire.TOKEN_HEADER: route.token},
         )
         return await self.http.send(request, stream=stream)
+
+
+class ClusterRunLocks:
+    """Agent runs across gateways, kept by the directory: one run in flight per conversation,
+    and a cancel sent to any gateway reaches the one that executes the run (it asks for
+    cancels while it has runs in flight)."""
+
+    def __init__(self, engine: ClusterEngine) -> None:
+        self.engine = engine
+
+    async def claim(self, conversation: str, run_id: str, until: float) -> str | None:
+        held: str | None = await self.engine.ask("claim_run", conversation, run_id, until)
+        return held
+
+    async def release(self, conversation: str, run_id: str) -> None:
+        await self.engine.ask("release_run", conversation, run_id)
+
+    async def holder(self, conversation: str) -> str | None:
+        held: str | None = await self.engine.ask("run_holder", conversation)
+        return held
+
+    async def cancel(self, run_id: str) -> None:
+        await self.engine.ask("cancel_run", run_id)
+
+    async def cancels(self, run_ids: list[str]) -> list[str]:
+        found: list[str] = await self.engine.ask("run_cancels_for", run_ids)
+        return found
 
 
 class RemotePool:

@@ -154,7 +154,8 @@ def create_app(
         runtime = Runtime(eng)
         app.state.engine = eng
         if settings.agents.enabled:
-            runtime.agents = AgentService(settings.agents, eng)
+            runs = eng.run_locks if isinstance(eng, ClusterEngine) else None
+            runtime.agents = AgentService(settings.agents, eng, runs)
             try:
                 await runtime.agents.start()
             except BaseException:
