@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -155,10 +156,21 @@ def test_cluster_wide_limit_holds_under_a_burst_across_gateways(gateways: Gatewa
     assert result_of(run(a, new_ident("after"), "2", pool="small"))["result"] == "2"
 
 
+def peak_rss(server: ServerProcess) -> int:
+    """The process's peak resident memory so far, in bytes (VmHWM)."""
+    assert server.process is not None
+    status = (Path("/proc") / str(server.process.pid) / "status").read_text()
+    kib = next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+    return int(kib) * 1024
+
+
 def test_streams_and_large_files_pass_through_the_gateway(gateways: Gateways) -> None:
+    """A file near the 128 MB limit goes up through one gateway and down through the other;
+    neither holds it whole (their peak memory grows by far less than the file)."""
     a, b = gateways
     ident = new_ident("files")
-    payload = os.urandom(24 * 1024 * 1024)
+    payload = os.urandom(120 * 1024 * 1024)
+    peaks = (peak_rss(a), peak_rss(b))
     up = httpx.post(
         f"{a.url}/pools/default/files/upload",
         params={"identifier": ident, "api-version": V},
@@ -178,6 +190,8 @@ def test_streams_and_large_files_pass_through_the_gateway(gateways: Gateways) ->
         assert down.headers["content-length"] == str(len(payload))
         got = b"".join(down.iter_bytes())
     assert got == payload
+    grown = (peak_rss(a) - peaks[0], peak_rss(b) - peaks[1])
+    assert max(grown) < len(payload) // 4, f"gateway peak memory grew by {grown} bytes"
     props = result_of(
         run(a, ident, "import hashlib\nhashlib.sha256(open('big.bin','rb').read()).hexdigest()")
     )
