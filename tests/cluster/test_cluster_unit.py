@@ -26,7 +26,7 @@ from sessionpool.faces.http import status_for
 from sessionpool.sandbox.fake import FakeBackend
 from sessionpool.server.settings import load_settings
 from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
-from tests.agents.scripted_model import ScriptedModel
+from tests.agents.scripted_model import SLOW_CODE, ScriptedModel
 
 TOKEN = "t" * 64
 
@@ -368,10 +368,11 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
     """Two gateways' agents services on one database and one directory: a conversation has one
     run in flight whichever gateway is asked, and a cancel sent to the other gateway stops it
     (its code interrupted), after which the conversation takes a new run anywhere."""
+    backend = FakeBackend(tmp_path / "engine")
     engine = Engine(
         EngineConfig(data_dir=tmp_path / "engine"),
         [PoolConfig(ready_sessions=1, max_sessions=4)],
-        backend=FakeBackend(tmp_path / "engine"),
+        backend=backend,
     )
     await engine.start()
     directory = Directory(ClusterConfig("127.0.0.1:1"), EngineConfig(), [PoolConfig()])
@@ -399,19 +400,26 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
         conversation = await a.create_conversation()
         await a.add_message(conversation.id, role="user", content="wait")
         run = await a.start_run(conversation.id, model="scripted-slow")
-        for _ in range(200):  # until its code runs
-            steps = await a.run_steps(run.id)
-            if steps and steps[0].tool_calls[0].status == "interpreting":
+
+        def running() -> bool:  # the cell reached its kernel
+            return any(
+                r.get("code") == SLOW_CODE for k in backend.kernels for r in list(k.requests)
+            )
+
+        for _ in range(600):
+            if running():
                 break
             await asyncio.sleep(0.05)
+        assert running(), await a.get_run(run.id)
         with pytest.raises(errors.Conflict, match=run.id):
             await b.start_run(conversation.id, model="scripted-slow")
         with pytest.raises(errors.Conflict, match=run.id):
             await b.add_message(conversation.id, role="user", content="more")
         cancelling = await b.cancel_run(run.id)
         assert cancelling.status == RunStatus.CANCELLING
-        done = await a.wait_run(run.id, timeout=10)
-        assert done.status == RunStatus.CANCELLED and done.cancelled_at is not None
+        done = await a.wait_run(run.id, timeout=30)
+        assert done.status == RunStatus.CANCELLED, (done, a._tasks.get(run.id))
+        assert done.cancelled_at is not None
         for _ in range(100):  # released once its task ended
             if await directory.run_holder(conversation.id) is None:
                 break
