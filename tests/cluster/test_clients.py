@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import gc
 import hashlib
 import io
 import json
@@ -215,6 +216,14 @@ class StaticToken:
         return AccessToken(self.key, int(time.time()) + 3600)
 
 
+# The executor may leave an aiohttp connection unreleased (a leak in the client library, seen
+# once under load); collect it here, inside this test's filters, rather than let the garbage
+# collector report it during whichever test runs next.
+@pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning")
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function Connection.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 async def test_autogen_executor(gateways: Gateways, tmp_path: Path) -> None:
     from autogen_core import CancellationToken
     from autogen_core.code_executor import CodeBlock
@@ -259,6 +268,7 @@ async def test_autogen_executor(gateways: Gateways, tmp_path: Path) -> None:
         assert (tmp_path / "ag_out.bin").read_bytes() == PAYLOAD[::-1]
     finally:
         await ex.stop()
+        gc.collect()
 
 
 # --- Semantic Kernel, over https ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sessionpool.cluster.remote import ClusterEngine, RemotePool
 from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.faces.http import status_for
-from sessionpool.sandbox.fake import FakeBackend
+from sessionpool.sandbox.fake import FakeBackend, run_python
 from sessionpool.server.settings import load_settings
 from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
 from tests.agents.scripted_model import SLOW_CODE, ScriptedModel
@@ -368,7 +368,13 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
     """Two gateways' agents services on one database and one directory: a conversation has one
     run in flight whichever gateway is asked, and a cancel sent to the other gateway stops it
     (its code interrupted), after which the conversation takes a new run anywhere."""
-    backend = FakeBackend(tmp_path / "engine")
+
+    async def handler(kernel: Any, request: dict[str, Any]) -> Any:
+        if request.get("code") == SLOW_CODE:  # a cell that runs until it is interrupted
+            await asyncio.Event().wait()
+        return await run_python(kernel, request)
+
+    backend = FakeBackend(tmp_path / "engine", handler=handler)
     engine = Engine(
         EngineConfig(data_dir=tmp_path / "engine"),
         [PoolConfig(ready_sessions=1, max_sessions=4)],
@@ -418,7 +424,8 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
         cancelling = await b.cancel_run(run.id)
         assert cancelling.status == RunStatus.CANCELLING
         done = await a.wait_run(run.id, timeout=30)
-        assert done.status == RunStatus.CANCELLED, (done, a._tasks.get(run.id))
+        task = a._tasks.get(run.id)
+        assert done.status == RunStatus.CANCELLED, (done.status, task and task.get_stack())
         assert done.cancelled_at is not None
         for _ in range(100):  # released once its task ended
             if await directory.run_holder(conversation.id) is None:
