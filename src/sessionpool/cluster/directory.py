@@ -138,7 +138,6 @@ class Directory:
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
         self.url = ""
         self._serving: asyncio.Future[None] | None = None
-        self._http_server: Any = None
         self.http_app = HttpCalls(self)
 
     def _background(self, call: Coroutine[Any, Any, Any]) -> None:
@@ -268,7 +267,7 @@ class Directory:
     async def _serve(self) -> None:
         host = glue.node_ip()
         try:
-            self._http_server, task, self.url = serve_http(self.http_app, host)
+            _, task, self.url = serve_http(self.http_app, host)
         except Exception:
             log.exception("directory: its HTTP endpoint did not start; calls go through Ray")
             raise

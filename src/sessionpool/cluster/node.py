@@ -244,7 +244,7 @@ def serve_http(app: Any, host: str) -> tuple[Any, asyncio.Task[None], str]:
     sock.listen(2048)
     config = uvicorn.Config(
         app,
-        interface="asgi3",  # said, not guessed: a bound method would be taken for ASGI2
+        interface="asgi3",  # said, not guessed from the app's shape
         lifespan="off",
         log_level="warning",
         access_log=False,

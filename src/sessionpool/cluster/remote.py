@@ -342,29 +342,31 @@ class RemotePool:
     async def delete(self, identifier: str) -> bool:
         route = await self._locate(identifier)
         self.forget_route(identifier)
-        deleted = False
-        for attempt in range(2 if route is not None else 0):
-            assert route is not None
+        deleted = route is not None and await self._delete_on(route, identifier)
+        await self.engine.ask("forget", self.name, identifier)
+        return deleted
+
+    async def _delete_on(self, route: Route, identifier: str) -> bool:
+        """Delete ``identifier`` on its node, sent once more if the connection failed. Never
+        "deleted" for a session that may still run: a lost node took it with it, otherwise
+        the caller hears it failed (and retries)."""
+        for attempt in (1, 2):
             try:
                 r = await self.engine.send(
                     route, "DELETE", f"/pools/{self.name}/session", {"identifier": identifier}
                 )
             except httpx.TransportError as exc:
-                if attempt == 0:
-                    continue  # a delete may be sent again
-                # never answer "deleted" for a session that may still run: a lost node took
-                # it with it, otherwise the caller retries
+                if attempt == 1:
+                    continue
                 await self.engine.unreachable(route)
                 if route.node_id in self.engine.nodes:
                     raise errors.SandboxError(
                         f"the node holding session {identifier!r} did not answer the delete "
                         f"({exc!r}); retry it"
                     ) from exc
-                break
-            deleted = r.status_code == 200 and bool(r.json().get("deleted"))
-            break
-        await self.engine.ask("forget", self.name, identifier)
-        return deleted
+                return False
+            return r.status_code == 200 and bool(r.json().get("deleted"))
+        return False
 
     async def list_sessions(self) -> list[RemoteSession]:
         """Every node's sessions of this pool (a node that does not answer is left out)."""
