@@ -13,18 +13,9 @@ from typing import Any
 import pytest
 
 from sessionpool.server.testing import ServerProcess
-from tests.clients.conftest import PAYLOAD, PLOT, WRONG_KEY
+from tests.clients.conftest import CLIENT_WARNINGS, PAYLOAD, PLOT, WRONG_KEY, ignores_aiohttp_leak
 
-pytestmark = [
-    pytest.mark.jail,
-    pytest.mark.filterwarnings(
-        "ignore:This class will be removed in a future version:DeprecationWarning:abc"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:The 'validate_default' attribute with value True"
-        ":pydantic.warnings.UnsupportedFieldAttributeWarning:pydantic._internal._generate_schema"
-    ),
-]
+pytestmark = [pytest.mark.jail, *CLIENT_WARNINGS]
 
 
 class StaticToken:
@@ -134,11 +125,7 @@ async def test_exception_is_reported_as_failure(make_executor: Factory) -> None:
 # The executor raises on a 401 without releasing aiohttp's connection (a leak in the client
 # library, not the server); collect it here, inside this test's filter, rather than let the
 # garbage collector report it during whichever test runs next.
-@pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning")
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function Connection.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+@ignores_aiohttp_leak
 async def test_wrong_key_is_refused(make_executor: Factory, tmp_path: Path) -> None:
     from autogen_core import CancellationToken
 

@@ -13,21 +13,9 @@ import httpx
 import pytest
 
 from sessionpool.server.testing import ServerProcess
-from tests.clients.conftest import PAYLOAD, PLOT, WRONG_KEY
+from tests.clients.conftest import CLIENT_WARNINGS, LANGCHAIN_DEPRECATED, PAYLOAD, PLOT, WRONG_KEY
 
-pytestmark = [
-    pytest.mark.jail,
-    pytest.mark.filterwarnings(
-        "ignore:langchain-azure-dynamic-sessions is deprecated:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:This class will be removed in a future version:DeprecationWarning:abc"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:The 'validate_default' attribute with value True"
-        ":pydantic.warnings.UnsupportedFieldAttributeWarning:pydantic._internal._generate_schema"
-    ),
-]
+pytestmark = [pytest.mark.jail, LANGCHAIN_DEPRECATED, *CLIENT_WARNINGS]
 
 
 def python_tool(server: ServerProcess, session_id: str, key: str | None = None) -> Any:

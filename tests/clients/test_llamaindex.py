@@ -8,18 +8,9 @@ from typing import Any
 import pytest
 
 from sessionpool.server.testing import ServerProcess
-from tests.clients.conftest import PAYLOAD, PLOT, WRONG_KEY
+from tests.clients.conftest import CLIENT_WARNINGS, PAYLOAD, PLOT, WRONG_KEY
 
-pytestmark = [
-    pytest.mark.jail,
-    pytest.mark.filterwarnings(
-        "ignore:This class will be removed in a future version:DeprecationWarning:abc"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:The 'validate_default' attribute with value True"
-        ":pydantic.warnings.UnsupportedFieldAttributeWarning:pydantic._internal._generate_schema"
-    ),
-]
+pytestmark = [pytest.mark.jail, *CLIENT_WARNINGS]
 
 
 def make_tool(

@@ -22,7 +22,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,54 +31,20 @@ import pytest
 from sessionpool import Client
 from sessionpool.client._cli import AUTH, NOT_FOUND, OK, UNREACHABLE
 from sessionpool.server.testing import ServerProcess
-from tests.clients.conftest import PAYLOAD, PLOT
+from tests.clients.conftest import (
+    CLIENT_WARNINGS,
+    LANGCHAIN_DEPRECATED,
+    PAYLOAD,
+    PLOT,
+    ignores_aiohttp_leak,
+)
+from tests.cluster.helpers import holder, new_ident, view, wait_until
 
-pytestmark = [
-    pytest.mark.jail,
-    pytest.mark.filterwarnings(
-        "ignore:langchain-azure-dynamic-sessions is deprecated:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:This class will be removed in a future version:DeprecationWarning:abc"
-    ),
-    pytest.mark.filterwarnings(
-        "ignore:The 'validate_default' attribute with value True"
-        ":pydantic.warnings.UnsupportedFieldAttributeWarning:pydantic._internal._generate_schema"
-    ),
-]
+pytestmark = [pytest.mark.jail, LANGCHAIN_DEPRECATED, *CLIENT_WARNINGS]
 
 Gateways = tuple[ServerProcess, ServerProcess]
 PNG = b"\x89PNG\r\n\x1a\n"
 CHART_TOOL: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
-
-
-def new_ident(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def view(gw: ServerProcess) -> dict[str, Any]:
-    r = httpx.get(gw.url + "/cluster", headers=gw.auth, timeout=30)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()
-    return result
-
-
-def holder(gw: ServerProcess, ident: str, pool: str = "default") -> str:
-    r = httpx.get(
-        f"{gw.url}/cluster/pools/{pool}/session",
-        params={"identifier": ident},
-        headers=gw.auth,
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["node_id"])
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 # --- sessionpool's own client: one session, two gateways ----------------------------------------
@@ -216,14 +181,9 @@ class StaticToken:
         return AccessToken(self.key, int(time.time()) + 3600)
 
 
-# The executor may leave an aiohttp connection unreleased (a leak in the client library, seen
-# once under load); collect it here, inside this test's filters, rather than let the garbage
-# collector report it during whichever test runs next.
-@pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning")
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function Connection.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+# The executor may leave an aiohttp connection unreleased (seen once under load); collect it
+# here rather than let the garbage collector report it during whichever test runs next.
+@ignores_aiohttp_leak
 async def test_autogen_executor(gateways: Gateways, tmp_path: Path) -> None:
     from autogen_core import CancellationToken
     from autogen_core.code_executor import CodeBlock

@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from sessionpool.server.testing import ServerProcess
 from tests.cluster.conftest import wait_for_nodes
+from tests.cluster.helpers import holder, new_ident, view, wait_until
 
 pytestmark = pytest.mark.jail
 
@@ -50,24 +50,6 @@ def result_of(r: httpx.Response) -> dict[str, Any]:
     return props
 
 
-def holder(gw: ServerProcess, ident: str, pool: str = "default") -> str:
-    r = httpx.get(
-        f"{gw.url}/cluster/pools/{pool}/session",
-        params={"identifier": ident},
-        headers=gw.auth,
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["node_id"])
-
-
-def view(gw: ServerProcess) -> dict[str, Any]:
-    r = httpx.get(gw.url + "/cluster", headers=gw.auth, timeout=30)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()
-    return result
-
-
 def delete(gw: ServerProcess, pool: str, ident: str) -> None:
     r = httpx.delete(
         f"{gw.url}/pools/{pool}/session",
@@ -76,10 +58,6 @@ def delete(gw: ServerProcess, pool: str, ident: str) -> None:
         timeout=30,
     )
     assert r.status_code == 204, r.text
-
-
-def new_ident(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def test_cluster_view_needs_the_key_and_shows_every_node(
@@ -241,13 +219,6 @@ def test_a_drained_node_takes_no_new_sessions(gateways: Gateways) -> None:
         assert r.status_code == 200, r.text
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_a_crashed_engine_is_restarted_by_ray_and_its_sessions_report_the_loss(
     gateways: Gateways,
 ) -> None:
@@ -266,7 +237,7 @@ def test_a_crashed_engine_is_restarted_by_ray_and_its_sessions_report_the_loss(
         n = now.get(victim)
         return n is not None and n["state"] == "active" and n["incarnation"] != node["incarnation"]
 
-    _wait(restarted, 120, "Ray did not restart the node engine")
+    wait_until(restarted, 120, "Ray did not restart the node engine")
     for ident in on_victim:
         lost = result_of(run(b, ident, "x"))
         assert lost["status"] == "Failure", lost
