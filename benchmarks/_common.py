@@ -14,10 +14,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 #: where the scripts write their results unless told otherwise
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -88,6 +91,37 @@ class Target:
 
 def ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
+
+
+async def timed_print_1(
+    client: httpx.AsyncClient,
+    url: httpx.URL | str,
+    payload: bytes,
+    outcomes: Counter[str],
+    messages: dict[str, str],
+) -> float | None:
+    """One ``print(1)`` execution of a burst: its latency in ms, or None with what went wrong
+    counted in ``outcomes`` (and the first text of each kind kept in ``messages``)."""
+    t0 = time.perf_counter()
+    try:
+        response = await client.post(url, content=payload)
+    except httpx.HTTPError as exc:
+        outcomes[f"transport:{type(exc).__name__}"] += 1
+        return None
+    elapsed = ms_since(t0)
+    if response.status_code != 200:
+        code = response.headers.get("x-ms-error-code", "")
+        outcome = f"http:{response.status_code}:{code}"
+        outcomes[outcome] += 1
+        messages.setdefault(outcome, response.text[:300])
+        return None
+    props = response.json()["properties"]
+    if props["status"] != "Success" or props["stdout"] != "1\n":
+        outcomes[f"result:{props['status']}"] += 1
+        messages.setdefault(f"result:{props['status']}", str(props)[:300])
+        return None
+    outcomes["ok"] += 1
+    return elapsed
 
 
 def logger(began: float) -> Callable[[str], None]:
@@ -338,11 +372,18 @@ class IpykernelPeer(Bench):
 # -- command line and report ----------------------------------------------------------------------
 
 
-def parse_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(
+    doc: str | None,
+    argv: list[str] | None,
+    quick: str = "small sample sizes (< 2 minutes)",
+    peer: bool = True,
+) -> argparse.Namespace:
+    """The benchmarks' flags; ``peer``: the script measures a peer that can be skipped."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
-    parser.add_argument("--quick", action="store_true", help="small sample sizes (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--json", type=Path, help="where to write the JSON results")
-    parser.add_argument("--skip-peer", action="store_true", help="measure sessionpool only")
+    if peer:
+        parser.add_argument("--skip-peer", action="store_true", help="measure sessionpool only")
     parser.add_argument(
         "--wait-quiet",
         type=float,

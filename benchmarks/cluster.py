@@ -613,29 +613,8 @@ class ClusterBench:
             messages: dict[str, str] = {}
 
             async def one(client: httpx.AsyncClient, ident: str) -> float | None:
-                t0 = time.perf_counter()
-                try:
-                    response = await client.post(
-                        side.execute_url(BURST_POOL, ident), content=PRINT_1
-                    )
-                except httpx.HTTPError as exc:
-                    outcomes[f"transport:{type(exc).__name__}"] += 1
-                    return None
-                elapsed = ms_since(t0)
-                if response.status_code != 200:
-                    outcome = (
-                        f"http:{response.status_code}:{response.headers.get('x-ms-error-code', '')}"
-                    )
-                    outcomes[outcome] += 1
-                    messages.setdefault(outcome, response.text[:300])
-                    return None
-                props = response.json()["properties"]
-                if props["status"] != "Success" or props["stdout"] != "1\n":
-                    outcomes[f"result:{props['status']}"] += 1
-                    messages.setdefault(f"result:{props['status']}", str(props)[:300])
-                    return None
-                outcomes["ok"] += 1
-                return elapsed
+                url = side.execute_url(BURST_POOL, ident)
+                return await _common.timed_print_1(client, url, PRINT_1, outcomes, messages)
 
             t0 = time.perf_counter()
             results = await asyncio.gather(
@@ -1000,23 +979,8 @@ def machine_meta(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
 # -- command line ---------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sample sizes (a few minutes)")
-    parser.add_argument("--json", type=Path, help="where to write the JSON results")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to this long for the machine to be idle (other work skews latency)",
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = _common.parse_args(__doc__, argv, quick="small sample sizes (a few minutes)", peer=False)
     if os.geteuid() != 0:
         print(
             "the jail backend needs root (per-session uids, namespaces, cgroups)", file=sys.stderr

@@ -637,26 +637,8 @@ class HttpBench(Bench):
         messages: dict[str, str] = {}  # the first error body of each kind
 
         async def one(client: httpx.AsyncClient, ident: str) -> float | None:
-            t0 = time.perf_counter()
-            try:
-                response = await client.post(self.execute_url(BURST_POOL, ident), content=payload)
-            except httpx.HTTPError as exc:
-                outcomes[f"transport:{type(exc).__name__}"] += 1
-                return None
-            elapsed = ms_since(t0)
-            if response.status_code != 200:
-                code = response.headers.get("x-ms-error-code", "")
-                outcome = f"http:{response.status_code}:{code}"
-                outcomes[outcome] += 1
-                messages.setdefault(outcome, response.text[:300])
-                return None
-            props = response.json()["properties"]
-            if props["status"] != "Success" or props["stdout"] != "1\n":
-                outcomes[f"result:{props['status']}"] += 1
-                messages.setdefault(f"result:{props['status']}", str(props)[:300])
-                return None
-            outcomes["ok"] += 1
-            return elapsed
+            url = self.execute_url(BURST_POOL, ident)
+            return await _common.timed_print_1(client, url, payload, outcomes, messages)
 
         zygotes_before = self.zygotes()
         server_pid = self.server.process.pid
