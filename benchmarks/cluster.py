@@ -285,21 +285,6 @@ def engines_gone(pids: set[int], timeout: float) -> list[int]:
     return alive
 
 
-def unmount_under(root: Path) -> int:
-    """Detach every mount below ``root`` (this run's own data directories); how many."""
-    from sessionpool.sandbox import linux
-
-    prefix = str(root) + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    done = 0
-    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
-        with contextlib.suppress(OSError):
-            linux.umount2(point, linux.MNT_DETACH)
-            done += 1
-    return done
-
-
 def remove_cgroups(pids: set[int]) -> int:
     """Remove the (empty) cgroup trees the node engines of ``pids`` made, as a server's own
     start sweeps those of dead servers (``sessionpool-<pid>-*``); how many trees."""
@@ -448,6 +433,8 @@ class ClusterBench:
         alive = engines_gone(self.engine_pids, 30.0)
         if alive:
             self.notes.append(f"node engine processes still alive after the shutdown: {alive}")
+        from sessionpool.cluster.testing import unmount_under
+
         leaked = unmount_under(workdir)
         self.extra["mounts_left_by_the_node_engines"] = leaked
         if leaked:

@@ -44,14 +44,18 @@ ENGINES_UP_SECONDS = 180.0
 
 
 @pytest.fixture(scope="package")
-def ray_cluster() -> Iterator[Any]:
-    from sessionpool.cluster.testing import LocalCluster
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from sessionpool.cluster.testing import LocalCluster, unmount_under
 
     cluster = LocalCluster(nodes=3)
     try:
         yield cluster
     finally:
         cluster.shutdown()
+        # the killed node engines' session workspaces, under the gateways' data directories:
+        # left mounted, they would slow every later jail (each copies the mount table)
+        for nodes in tmp_path_factory.getbasetemp().glob("gateway-*/data/nodes"):
+            unmount_under(nodes)
 
 
 def wait_for_nodes(

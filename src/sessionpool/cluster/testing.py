@@ -8,12 +8,31 @@ otherwise pick the machine's interface address). Nodes that serve sessions offer
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
 #: each raylet's object store; sessionpool moves no objects through it (the data path is HTTP)
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
+
+
+def unmount_under(root: Path) -> int:
+    """Detach every mount below ``root``; how many. Ray kills node engines rather than closing
+    them, so their sessions' workspace mounts outlive them: a test or benchmark that removed
+    a node, or shut its cluster down, calls this on the node engines' data directories."""
+    from sessionpool.sandbox import linux
+
+    prefix = str(root) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    done = 0
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        with contextlib.suppress(OSError):
+            linux.umount2(point, linux.MNT_DETACH)
+            done += 1
+    return done
 
 
 class LocalCluster:
