@@ -9,13 +9,16 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-http bench-agents bench-cluster soak clean
+.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-http bench-agents bench-cluster soak clean
 
-# the server and what runs inside the sessions: the project plus its kernel extra, nothing else
+# the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip==25.3
-	$(PIP) -e '.[kernel]'
+	$(PIP) -e .
+	# from Debian: mksquashfs and patchelf build the runtimes, Node.js runs the node runtime
+	command -v mksquashfs >/dev/null && command -v patchelf >/dev/null && command -v node >/dev/null \
+	  || (apt-get update -q && apt-get install -y -q squashfs-tools patchelf nodejs) >/dev/null
 	touch $(SERVE_STAMP)
 
 # on top of that, what the tests, linters and benchmarks need
@@ -36,7 +39,21 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 
 install-serve: $(SERVE_STAMP)
 
-install: $(DEV_STAMP)
+install: $(DEV_STAMP) runtimes runtimes-dev
+
+# the session runtimes (runtimes/<name>: a pinned package set, built into its own image under
+# .venv/share/sessionpool/runtimes). Quick when nothing changed: a build is skipped while its
+# definition and interpreter are the same
+runtimes: $(SERVE_STAMP)
+	$(VENV)/bin/sessionpool runtime build runtimes/python runtimes/node
+
+# a runtime on another CPython, for the tests (skipped, with a message, where there is none)
+runtimes-dev: $(SERVE_STAMP)
+	$(VENV)/bin/sessionpool runtime build runtimes/python-3.13 || echo "no CPython 3.13 here: its tests will be skipped"
+
+# re-resolves every runtimes/*/requirements.in into its requirements.txt (after changing a pin)
+lock-runtimes: $(SERVE_STAMP)
+	$(VENV)/bin/sessionpool runtime lock runtimes/python runtimes/python-3.13
 
 # remakes $(CONSTRAINTS) from scratch: resolve pyproject.toml's pins (kernel and dev extras) and
 # requirements/clients.txt in a fresh temporary venv, without the old constraints, and freeze it.
@@ -64,7 +81,7 @@ lock:
 	echo "wrote $(CONSTRAINTS); pip check says:"; \
 	$$tmp/venv/bin/python -m pip check || true
 
-serve: install-serve
+serve: install-serve runtimes
 	$(VENV)/bin/sessionpool serve
 
 # the whole suite, with a coverage report of the test process's own code (report only)

@@ -1,4 +1,5 @@
-"""The ``sessionpool`` command: ``serve`` (the HTTP server), ``doctor`` (host checks), the client
+"""The ``sessionpool`` command: ``serve`` (the HTTP server), ``doctor`` (host checks), ``runtime``
+(session runtimes), the client
 commands ``exec``, ``run``, ``files``, ``sessions``, ``repl``, ``cluster``
 (sessionpool.client._cli) and ``mcp`` (sessionpool.faces.mcp)."""
 
@@ -10,11 +11,39 @@ from pathlib import Path
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from sessionpool.sandbox.doctor import check_host, format_report
+    from sessionpool.config import default_runtimes_dir
+    from sessionpool.sandbox.doctor import check_host, format_report, format_runtimes
 
     checks = check_host(Path(args.data_dir))
     print(format_report(checks))
+    print(format_runtimes(args.runtimes_dir or default_runtimes_dir()))
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    from sessionpool import errors
+    from sessionpool.config import default_runtimes_dir
+    from sessionpool.sandbox import runtime_build
+    from sessionpool.sandbox.doctor import format_runtimes
+
+    out = args.runtimes_dir or default_runtimes_dir()
+    try:
+        if args.action == "list":
+            print(format_runtimes(out))
+        elif args.action == "lock":
+            for definition in args.definitions:
+                pins = runtime_build.lock(definition, args.python)
+                print(f"{definition}/requirements.txt: {len(pins)} packages")
+        else:
+            for definition in args.definitions:
+                rt = runtime_build.build(definition, out, args.python, args.force)
+                print(
+                    f"{rt.name}: {rt.kind} {rt.version}, {len(rt.packages)} packages, {rt.digest}"
+                )
+    except errors.ConfigError as exc:
+        print(f"sessionpool runtime {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -50,9 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=serve_command)
 
-    doctor = sub.add_parser("doctor", help="report which parts of the jail this host supports")
+    doctor = sub.add_parser(
+        "doctor", help="report which parts of the jail this host supports, and the runtimes"
+    )
     doctor.add_argument("--data-dir", default="/var/lib/sessionpool")
+    doctor.add_argument("--runtimes-dir", type=Path, default=None)
     doctor.set_defaults(func=_doctor)
+
+    runtime = sub.add_parser(
+        "runtime", help="build, list or lock session runtimes (runtimes/<name> definitions)"
+    )
+    runtime.add_argument("action", choices=("build", "list", "lock"))
+    runtime.add_argument("definitions", nargs="*", type=Path, help="runtimes/<name> directories")
+    runtime.add_argument("--runtimes-dir", type=Path, default=None, help="where builds go")
+    runtime.add_argument("--python", type=Path, default=None, help="the CPython to build on")
+    runtime.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    runtime.set_defaults(func=_runtime)
 
     bench = sub.add_parser(
         "bench",

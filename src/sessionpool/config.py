@@ -7,6 +7,7 @@ knows nothing about where a setting came from.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,12 @@ GiB = 1024 * MiB
 BackendName = Literal["jail", "unsafe"]
 
 DEFAULT_PRELOAD: tuple[str, ...] = ("numpy", "pandas", "matplotlib.pyplot", "IPython")
+
+
+def default_runtimes_dir() -> Path:
+    """Where ``make`` builds the runtimes: beside the server's environment, not inside it."""
+    env = os.environ.get("SESSIONPOOL_RUNTIMES_DIR")
+    return Path(env) if env else Path(sys.prefix) / "share" / "sessionpool" / "runtimes"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,12 @@ class PoolConfig:
     network: Literal["disabled"] = "disabled"
     #: a zygote is retired after forking this many live sessions (fork cost grows with them)
     zygote_max_children: int = 200
+    #: what the sessions run: a runtime built in the engine's runtimes_dir (``python``,
+    #: ``python-3.13``, ``node``; ``sessionpool runtime list`` shows them)
+    runtime: str = "python"
+    #: a custom root filesystem for the sessions (rootfs directory or tarball, OCI layout):
+    #: the session's / is this image, read-only; the kernel is still the runtime's
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class EngineConfig:
     uid_count: int = 65536
     #: refuse new sessions when MemAvailable would drop below this
     memory_reserve_bytes: int = 512 * MiB
+    #: built session runtimes (``sessionpool runtime build``) and prepared custom images
+    runtimes_dir: Path = field(default_factory=lambda: default_runtimes_dir())
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,21 @@ class ExecutionStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class RuntimeInfo:
+    """What a pool's sessions run (``sandbox/runtimes.py`` builds it from a runtime manifest)."""
+
+    name: str
+    kind: str  # "python", "node"; "unknown" when the runtime is not built here
+    version: str
+    #: ``name==version`` of every package in the runtime
+    packages: tuple[str, ...] = ()
+    #: sha256 over the sorted package lines: equal digests, equal package sets
+    digest: str = ""
+    #: the pool's custom image, if any
+    image: str = ""
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     ename: str
     evalue: str

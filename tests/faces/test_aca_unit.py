@@ -249,7 +249,10 @@ async def test_an_exhausted_pool_answers_404_and_keeps_its_session(
 async def test_metadata_names_the_runtime(http: httpx.AsyncClient) -> None:
     meta = (await http.get(f"/pools/default/metadata{q('m', V2510)}")).json()
     assert meta["runtimes"][0]["name"] == "python"
+    # the fake backend's kernels run in this process: its packages are the runtime's
     assert any(p["name"].lower() == "fastapi" for p in meta["preInstalledPackages"])
+    assert meta["runtime"]["name"] == "python"
+    assert meta["runtime"]["packagesDigest"].startswith("sha256:")
 
 
 async def test_a_broken_sandbox_is_503_with_what_to_check(tmp_path: Path) -> None:

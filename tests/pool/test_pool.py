@@ -129,7 +129,7 @@ async def test_idle_sessions_cool_down_and_calls_reset_the_timer(small: Engine) 
 async def test_zygote_is_rotated_after_max_children(small: Engine) -> None:
     pool = small.pool("rotate")
     sessions = [await pool.acquire(f"rot-{i}") for i in range(3)]
-    zygotes = small.backend._zygotes[(pool.config.preload, 2)]
+    zygotes = small.backend.zygote_set(pool.config)
     assert len(zygotes.retired) == 1  # the first zygote forked 2 live sessions, then retired
     for s in sessions:
         r = await s.execute("6 * 7")
@@ -142,7 +142,7 @@ async def test_killing_the_zygote_spares_sessions_and_is_repaired(small: Engine)
     pool = small.pool("small")
     s = await pool.acquire("survivor")
     await s.execute("alive = True")
-    zygote = small.backend._zygotes[(pool.config.preload, pool.config.zygote_max_children)]
+    zygote = small.backend.zygote_set(pool.config)
     assert zygote.current is not None
     os.kill(zygote.current.pid, signal.SIGKILL)
     for _ in range(100):
@@ -208,7 +208,7 @@ async def test_requests_queued_for_a_retiring_zygote_go_to_its_successor(small: 
     used to wait out its 30 s timeout): they go to the successor at once."""
     pool = small.pool("rotate")
     await pool.acquire("rot-first")  # the zygote exists
-    zygotes = small.backend._zygotes[(pool.config.preload, pool.config.zygote_max_children)]
+    zygotes = small.backend.zygote_set(pool.config)
     old = zygotes.current
     assert old is not None
     slots = [await small.backend.create_slot(pool.config) for _ in range(8)]

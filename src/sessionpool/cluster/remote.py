@@ -25,7 +25,15 @@ from sessionpool import errors
 from sessionpool.cluster import wire
 from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
 from sessionpool.pool import validate_identifier
-from sessionpool.types import ErrorInfo, ExecutionResult, ExecutionStatus, FileInfo, ShellResult
+from sessionpool.sandbox import runtimes
+from sessionpool.types import (
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    FileInfo,
+    RuntimeInfo,
+    ShellResult,
+)
 
 log = logging.getLogger("sessionpool.cluster")
 
@@ -278,6 +286,10 @@ class RemotePool:
 
     def is_ready(self) -> bool:
         return self.engine.ready()
+
+    def runtime(self) -> RuntimeInfo:
+        # the node engines run the runtimes of this installation (one build, every node)
+        return runtimes.describe(self.engine.engine_config.runtimes_dir, self.config)
 
     def drop_stale(self, nodes: Mapping[str, Route]) -> None:
         """Forget routes to nodes that left or whose engine restarted."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from sessionpool.config import PoolConfig
-from sessionpool.types import ExecutionResult, FileInfo, ShellResult
+from sessionpool.types import ExecutionResult, FileInfo, RuntimeInfo, ShellResult
 
 #: a download's bytes: read from the workspace here, or streamed from another node
 Chunks = Iterator[bytes] | AsyncIterator[bytes]
@@ -80,6 +80,10 @@ class PoolHandle(Protocol):
     async def list_sessions(self) -> Sequence[SessionInfo]: ...
 
     def is_ready(self) -> bool: ...
+
+    def runtime(self) -> RuntimeInfo:
+        """What the pool's sessions run (its runtime's name, version and packages)."""
+        ...
 
 
 class EngineHandle(Protocol):

@@ -17,6 +17,7 @@ from sessionpool import errors
 from sessionpool.config import PoolConfig
 from sessionpool.sandbox.backend import Backend
 from sessionpool.session import Session
+from sessionpool.types import RuntimeInfo
 
 log = logging.getLogger("sessionpool.pool")
 
@@ -107,6 +108,9 @@ class Pool:
     @property
     def ready_count(self) -> int:
         return len(self._ready)
+
+    def runtime(self) -> RuntimeInfo:
+        return self.backend.runtime_info(self.config)
 
     def is_ready(self) -> bool:
         return len(self._ready) >= self.config.ready_sessions

@@ -20,6 +20,7 @@ from typing import ClassVar, Protocol
 from sessionpool.config import Limits, PoolConfig
 from sessionpool.protocol import Message
 from sessionpool.sandbox.workspace import Workspace
+from sessionpool.types import RuntimeInfo
 
 
 class KernelDied(Exception):
@@ -104,3 +105,7 @@ class Backend(ABC):
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         """Why the kernel of ``slot`` ended, for the user (a backend may know more)."""
         return describe_status(status)
+
+    def runtime_info(self, pool: PoolConfig) -> RuntimeInfo:
+        """What the pool's sessions run (this backend runs no runtime of its own)."""
+        return RuntimeInfo(pool.runtime, "unknown", "", image=pool.image)

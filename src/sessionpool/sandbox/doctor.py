@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def check_host(data_dir: Path) -> list[Check]:
             checks.append(Check("tmpfs mounts (sized workspaces)", True, "ok"))
         except OSError as exc:
             checks.append(Check("tmpfs mounts (sized workspaces)", False, str(exc)))
+        checks.append(_loop_devices())
         from sessionpool.sandbox.cgroups import Cgroups
 
         try:
@@ -118,6 +120,19 @@ def check_host(data_dir: Path) -> list[Check]:
             checks.append(Check("cgroups (memory, pids, cpu)", False, str(exc)))
         checks.append(_favordynmods())
     return checks
+
+
+def _loop_devices() -> Check:
+    """Runtimes and custom images are squashfs images mounted through loop devices."""
+    name = "loop devices (runtime images)"
+    if not os.path.exists("/dev/loop-control"):
+        return Check(name, False, "/dev/loop-control is missing (load the loop module)")
+    if shutil.which("losetup") is None:
+        return Check(name, False, "losetup is not installed (util-linux)")
+    with open("/proc/filesystems") as f:
+        if "squashfs" not in f.read():
+            return Check(name, False, "the kernel has no squashfs (load the squashfs module)")
+    return Check(name, True, "ok")
 
 
 def _favordynmods() -> Check:
@@ -137,6 +152,21 @@ def _favordynmods() -> Check:
         "off: each session's cgroup attach waits ~8 ms; boot with cgroup_favordynmods=true "
         "(or mount cgroup2 with -o favordynmods) to take it off on-demand allocations",
     )
+
+
+def format_runtimes(runtimes_dir: Path) -> str:
+    """The runtimes built in ``runtimes_dir``: what each pool's ``runtime`` setting may name."""
+    from sessionpool.sandbox.runtimes import available
+
+    found = available(runtimes_dir)
+    if not found:
+        return f"no runtimes built in {runtimes_dir}: run `make runtimes`"
+    lines = [f"runtimes in {runtimes_dir}:"]
+    for rt in found:
+        lines.append(
+            f"  {rt.name}: {rt.kind} {rt.version}, {len(rt.packages)} packages, {rt.digest}"
+        )
+    return "\n".join(lines)
 
 
 def format_report(checks: list[Check]) -> str:

@@ -33,9 +33,11 @@ import asyncio
 import builtins
 import contextlib
 import ctypes
+import importlib.metadata
 import io
 import itertools
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -51,7 +53,9 @@ from sessionpool import paths, protocol
 from sessionpool.config import PoolConfig
 from sessionpool.protocol import Message
 from sessionpool.sandbox.backend import Backend, KernelDied, Slot
+from sessionpool.sandbox.runtimes import package_digest
 from sessionpool.sandbox.workspace import Workspace
+from sessionpool.types import RuntimeInfo
 
 Reply = tuple[Message, list[bytes]]
 Handler = Callable[["FakeKernel", Message], Awaitable[Reply]]
@@ -240,6 +244,16 @@ class FakeBackend(Backend):
         self.handler: Handler = handler or run_python
         #: every kernel spawned, in order
         self.kernels: list[FakeKernel] = []
+
+    def runtime_info(self, pool: PoolConfig) -> RuntimeInfo:
+        """Kernels run in this process: this interpreter and its packages are the runtime."""
+        packages = sorted(
+            {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()},
+            key=str.lower,
+        )
+        version = platform.python_version()
+        digest = package_digest(packages)
+        return RuntimeInfo(pool.runtime, "python", version, tuple(packages), digest, pool.image)
 
     async def start(self) -> None:
         self.workspaces.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,10 @@ The child arrives here as host root and pid 1 of a new pid namespace (the zygote
 CLONE_NEWPID before forking). In order:
 
 1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket;
-2. a private mount namespace; a tmpfs root holding read-only binds of what Python needs, a
-   curated /etc, a minimal /dev, fresh /proc, size-capped /tmp and /dev/shm, and the session's
-   own workspace on /mnt/data; the tmpfs root is then made read-only;
+2. a private mount namespace; a tmpfs root holding read-only binds of the host's /usr and the
+   runtime (/opt/python) and kernel (/opt/sessionpool), a curated /etc, a minimal /dev, fresh
+   /proc, size-capped /tmp and /dev/shm, and the session's own workspace on /mnt/data; the
+   tmpfs root is then made read-only. With a custom image, the image is the root instead;
 3. pivot_root into the new root and detach the host's tree;
 4. drop to the session's unique host uid, then unshare user, mount, net, ipc, uts and cgroup
    namespaces, mapping root inside to that uid only; hostname; loopback up;
@@ -42,8 +43,11 @@ ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "mime.
 class JailSpec:
     uid: int  # the session's unique host uid (root inside maps to it)
     workspace: str  # host path of the session's /mnt/data
-    root: str  # an empty host directory to build the new root on
-    ro_binds: list[str]  # host paths bound read-only at the same path inside
+    root: str  # an empty directory to build the new root on
+    ro_binds: list[str]  # paths bound read-only at the same path inside
+    #: a custom image's root filesystem (read-only) to use as the session's root instead of a
+    #: tmpfs with the host's /usr; it has every mount point the jail needs (``images``)
+    image: str = ""
     hostname: str = "sandbox"
     tmp_bytes: int = 256 * 1024 * 1024
     open_files: int = 1024
@@ -78,47 +82,67 @@ def _mkpoint(path: str, is_dir: bool) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 
 
-def _build_root(spec: JailSpec) -> None:
+def _build_root(spec: JailSpec) -> str:
+    """Build the session's root under ``spec.root``; returns the directory to pivot into."""
     root = spec.root
     nosuid_nodev = linux.MS_NOSUID | linux.MS_NODEV
     linux.mount("tmpfs", root, "tmpfs", nosuid_nodev, "size=4m,nr_inodes=4096,mode=0755")
-    # merged-/usr hosts have /bin -> usr/bin etc.; mirror links, bind real directories
-    for top in ("bin", "sbin", "lib", "lib64", "lib32"):
-        host = "/" + top
-        if os.path.islink(host):
-            os.symlink(os.readlink(host), f"{root}/{top}")
-        elif os.path.isdir(host) and host not in spec.ro_binds:
-            spec.ro_binds.append(host)
-    # private, size-capped /tmp and /dev/shm first: a bind below them (a virtualenv under
-    # /tmp, say) must land on top of the tmpfs, not be hidden by it
+    if spec.image:
+        # the image is the root; the tmpfs below it only holds the generated /etc files
+        etc = f"{root}/.etc"
+        new = f"{root}/image"
+        os.makedirs(new)
+        _bind_ro(spec.image, new)
+    else:
+        etc = f"{root}/etc"
+        new = root
+        # merged-/usr hosts have /bin -> usr/bin etc.; mirror links, bind real directories
+        for top in ("bin", "sbin", "lib", "lib64", "lib32"):
+            host = "/" + top
+            if os.path.islink(host):
+                os.symlink(os.readlink(host), f"{root}/{top}")
+            elif os.path.isdir(host) and host not in spec.ro_binds:
+                spec.ro_binds.append(host)
+    # /etc: generated identity files plus a few harmless host files; never shadow, never keys
+    os.makedirs(etc, exist_ok=True)
+    generated = {
+        "passwd": _PASSWD,
+        "group": _GROUP,
+        "hosts": _HOSTS,
+        "hostname": spec.hostname + "\n",
+        "nsswitch.conf": _NSSWITCH,
+        "resolv.conf": "",
+    }
+    for name, text in generated.items():
+        _write(f"{etc}/{name}", text)
+    # private, size-capped /tmp and /dev/shm first: a bind below them must land on top of the
+    # tmpfs, not be hidden by it
     tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
-    dev = f"{root}/dev"
-    os.makedirs(f"{dev}/shm")
+    dev = f"{new}/dev"
+    if spec.image:
+        linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "size=64k,mode=0755")
+    os.makedirs(f"{dev}/shm", exist_ok=True)
     linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
-    os.makedirs(f"{root}/tmp")
-    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
+    os.makedirs(f"{new}/tmp", exist_ok=True)
+    linux.mount("tmpfs", f"{new}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     for src in sorted(spec.ro_binds):
         if not os.path.exists(src):
             continue
-        dst = root + src
-        _mkpoint(dst, os.path.isdir(src))
+        dst = new + src
+        if not spec.image:
+            _mkpoint(dst, os.path.isdir(src))
         _bind_ro(src, dst)
-    # /etc: generated identity files plus a few harmless host files; never shadow, never keys
-    etc = f"{root}/etc"
-    os.makedirs(etc, exist_ok=True)
-    _write(f"{etc}/passwd", _PASSWD)
-    _write(f"{etc}/group", _GROUP)
-    _write(f"{etc}/hosts", _HOSTS)
-    _write(f"{etc}/hostname", spec.hostname + "\n")
-    _write(f"{etc}/nsswitch.conf", _NSSWITCH)
-    _write(f"{etc}/resolv.conf", "")
-    if os.path.islink("/etc/localtime"):
-        os.symlink(os.readlink("/etc/localtime"), f"{etc}/localtime")
-    for name in ETC_BINDS:
-        src = f"/etc/{name}"
-        if os.path.exists(src):
-            _mkpoint(f"{etc}/{name}", os.path.isdir(src))
-            _bind_ro(src, f"{etc}/{name}")
+    if spec.image:
+        for name in generated:
+            _bind_ro(f"{etc}/{name}", f"{new}/etc/{name}")
+    else:
+        if os.path.islink("/etc/localtime"):
+            os.symlink(os.readlink("/etc/localtime"), f"{etc}/localtime")
+        for name in ETC_BINDS:
+            src = f"/etc/{name}"
+            if os.path.exists(src):
+                _mkpoint(f"{etc}/{name}", os.path.isdir(src))
+                _bind_ro(src, f"{etc}/{name}")
     # /dev: a handful of harmless nodes bound from the host
     for node in DEV_NODES:
         _mkpoint(f"{dev}/{node}", False)
@@ -126,15 +150,18 @@ def _build_root(spec: JailSpec) -> None:
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", f"{dev}/fd")
+    if spec.image:
+        linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID)
     # the session's workspace
-    os.makedirs(f"{root}/mnt/data", exist_ok=True)
-    linux.mount(spec.workspace, f"{root}/mnt/data", None, linux.MS_BIND)
-    linux.mount(None, f"{root}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
+    os.makedirs(f"{new}/mnt/data", exist_ok=True)
+    linux.mount(spec.workspace, f"{new}/mnt/data", None, linux.MS_BIND)
+    linux.mount(None, f"{new}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
     # /proc of the new pid namespace: the session sees only its own processes
-    os.makedirs(f"{root}/proc", exist_ok=True)
-    linux.mount("proc", f"{root}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
+    os.makedirs(f"{new}/proc", exist_ok=True)
+    linux.mount("proc", f"{new}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
     # the skeleton is complete: nothing in it may change from now on
     linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | nosuid_nodev)
+    return new
 
 
 def _loopback_up() -> None:
@@ -155,12 +182,12 @@ def enter(spec: JailSpec, keep_fd: int) -> None:
 
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    _build_root(spec)
+    new_root = _build_root(spec)
 
     # Pivot as host root, before the user namespace: mounts copied into a less privileged
     # namespace are locked, and pivot_root refuses a locked new root.
-    linux.mount(spec.root, spec.root, None, linux.MS_BIND | linux.MS_REC)
-    os.chdir(spec.root)
+    linux.mount(new_root, new_root, None, linux.MS_BIND | linux.MS_REC)
+    os.chdir(new_root)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the host's tree is gone from this namespace
     os.chdir("/")

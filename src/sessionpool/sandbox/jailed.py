@@ -3,24 +3,40 @@
 A session gets its own host uid (``uids``), a sized tmpfs as /mnt/data (``workspace``), memory,
 pids and CPU cgroups (``cgroups``), and a kernel forked from the zygote that builds the jail
 (``jail``: user, mount, pid, network, ipc, uts and cgroup namespaces, a read-only view of the
-interpreter, seccomp, no capabilities). ``start`` fails closed when the host cannot do this.
+host's /usr and the pool's runtime, seccomp, no capabilities). Zygotes start through
+``launch``, at neutral paths. ``start`` fails closed when the host cannot do this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
-from sessionpool.sandbox import linux
+from sessionpool.sandbox import images, linux
 from sessionpool.sandbox.backend import Slot
 from sessionpool.sandbox.cgroups import CgroupLimits, Cgroups
 from sessionpool.sandbox.doctor import check_host
 from sessionpool.sandbox.process import KernelProcess
+from sessionpool.sandbox.runtimes import (
+    IMAGE_MOUNT,
+    JAIL_BUILD,
+    KERNEL_LIB,
+    KERNEL_MOUNT,
+    NODE_KERNEL,
+    PYTHON_MOUNT,
+    ZYGOTE_HOME,
+    LoopDevices,
+    Runtime,
+)
+from sessionpool.sandbox.seccomp import build_filter_bpf
 from sessionpool.sandbox.uids import UidClaims
 from sessionpool.sandbox.workspace import Workspace
 from sessionpool.sandbox.zygotes import KERNEL_READY_TIMEOUT, ZygoteBackend
@@ -33,9 +49,11 @@ class JailBackend(ZygoteBackend):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         self.cgroups: Cgroups | None = None
-        self.jail_root = self.data_dir / "jail-root"
-        self.ro_binds: list[str] = []
         self.uids = UidClaims(config.uid_base, config.uid_count)
+        self.loops = LoopDevices()
+        self._seccomp_bpf = ""
+        self._images: dict[str, Path] = {}
+        self._shared = False
 
     async def start(self) -> None:
         checks = await asyncio.to_thread(check_host, self.data_dir)
@@ -44,18 +62,56 @@ class JailBackend(ZygoteBackend):
             raise errors.SandboxUnavailable(missing)
         self._prepare_dirs()
         self._sweep_stale_mounts()
-        self.jail_root = self.data_dir / "jail-root"
-        self.jail_root.mkdir(exist_ok=True, mode=0o755)
+        self._share_workspaces()
         try:
             self.cgroups = Cgroups.detect(self.instance)
         except OSError as exc:
             raise errors.SandboxUnavailable([f"cgroups: {exc}"]) from None
-        binds: list[str] = []
-        for path in ("/usr", sys.base_prefix, sys.prefix):
-            real = os.path.realpath(path)
-            if not any(real == b or real.startswith(b + "/") for b in binds):
-                binds.append(real)
-        self.ro_binds = binds
+        # built here, not in the zygote: the libseccomp binding is the server's, not the runtime's
+        self._seccomp_bpf = base64.b64encode(build_filter_bpf()).decode()
+
+    def _zygote_config(self) -> dict[str, Any]:
+        # the zygote's home is in its private /opt: no host path in the memory sessions inherit
+        env = {"HOME": ZYGOTE_HOME, "MPLCONFIGDIR": f"{ZYGOTE_HOME}/matplotlib"}
+        return {"jail": True, "env": env, "seccomp_bpf": self._seccomp_bpf}
+
+    async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
+        """The launcher sets up the zygote's mount namespace (``launch``), then execs it."""
+        images: list[list[str]] = []
+        plan: dict[str, Any] = {"images": images}
+        if runtime.kind == "python":
+            images.append([self.loops.attach(runtime.image), PYTHON_MOUNT])
+            plan["python"] = f"{PYTHON_MOUNT}/{runtime.executable}"
+            plan["matplotlib_cache"] = f"{PYTHON_MOUNT}/share/matplotlib"
+        else:
+            plan["python"] = sys.executable  # it only builds jails and execs the kernel
+        if pool.image:
+            image = await self._image(pool.image)
+            images.append([self.loops.attach(image), IMAGE_MOUNT])
+        return [sys.executable, "-I", "-m", "sessionpool.sandbox.launch", "{fd}", json.dumps(plan)]
+
+    async def _image(self, source: str) -> Path:
+        image = self._images.get(source)
+        if image is None:
+            # seconds to minutes, once per image and server: unpack and pack off the loop
+            image = await asyncio.to_thread(images.prepare, Path(source), self.config.runtimes_dir)
+            self._images[source] = image
+        return image
+
+    def _share_workspaces(self) -> None:
+        """Make the workspaces directory a shared mount: a zygote's mount namespace (a slave
+        of the host's) then sees each workspace mounted after the zygote started."""
+        path = str(self.workspaces)
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(line.split()[4] == path for line in f)
+        try:
+            if not mounted:
+                linux.mount(path, path, None, linux.MS_BIND)
+            linux.mount(None, path, None, linux.MS_SHARED)
+        except OSError as exc:
+            detail = f"{path} could not be made a shared mount: {exc}"
+            raise errors.SandboxUnavailable([detail]) from None
+        self._shared = True
 
     def _sweep_stale_mounts(self) -> None:
         """Unmount workspaces a crashed earlier server left behind."""
@@ -113,23 +169,31 @@ class JailBackend(ZygoteBackend):
         if slot.uid is not None:
             self.uids.release(slot.uid - self.config.uid_base)
 
-    def _spawn_request(self, slot: Slot) -> dict[str, Any]:
+    def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         assert slot.uid is not None
         limits = slot.limits
-        return {
+        binds = [KERNEL_MOUNT] if pool.image else ["/usr", KERNEL_MOUNT]
+        request: dict[str, Any] = {
             "jail": {
                 "uid": slot.uid,
                 "workspace": str(slot.workspace.path),
-                "root": str(self.jail_root),
-                "ro_binds": list(self.ro_binds),
+                "root": JAIL_BUILD,
+                "ro_binds": binds,
+                "image": IMAGE_MOUNT if pool.image else "",
                 "tmp_bytes": limits.tmp_bytes,
                 "open_files": limits.open_files,
                 "file_bytes": limits.disk_bytes,
                 "nproc": limits.pids,
             },
             "workspace": "/mnt/data",
-            "env": self._session_env("/tmp"),
         }
+        if runtime.kind == "python":
+            binds.append(PYTHON_MOUNT)
+            request["env"] = self._session_env("/tmp", f"{PYTHON_MOUNT}/bin")
+        else:
+            request["env"] = self._session_env("/tmp", None)
+            request["exec"] = [runtime.executable, f"{KERNEL_LIB}/{NODE_KERNEL}"]
+        return request
 
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         # The cgroup attach (slow on v1) overlaps with the child building its jail.
@@ -154,5 +218,10 @@ class JailBackend(ZygoteBackend):
 
     async def close(self) -> None:
         await super().close()
+        self.loops.close()
+        if self._shared:
+            with contextlib.suppress(OSError):
+                linux.umount2(str(self.workspaces), linux.MNT_DETACH)
+            self._shared = False
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_base)

@@ -15,7 +15,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 from typing import Any
 
 from sessionpool import errors, protocol
@@ -112,9 +111,11 @@ class KernelProcess:
 class ZygoteHandle:
     """The host's end of one zygote: start it, ask for forks, hear about exits."""
 
-    def __init__(self, config: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(self, config: dict[str, Any], env: dict[str, str], command: list[str]) -> None:
+        """``command`` starts the zygote; its ``{fd}`` item becomes the control socket's fd."""
         self.config = config
         self.env = env
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.ctl: socket.socket | None = None
         self.pid = 0
@@ -135,7 +136,8 @@ class ZygoteHandle:
         # exec, not fork: the zygote starts from a clean interpreter holding no server state.
         # Its configuration (host paths included) arrives on the socket, not in argv or the
         # environment, which every session inherits in /proc/self/{cmdline,environ}.
-        cmd = [sys.executable, "-I", "-m", "sessionpool.sandbox.zygote", str(theirs.fileno())]
+        fd = str(theirs.fileno())
+        cmd = [fd if part == "{fd}" else part for part in self.command]
 
         self.proc = subprocess.Popen(
             cmd,

@@ -7,10 +7,15 @@ files. The server starts with it only when the operator names it explicitly.
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 from typing import Any
 
+from sessionpool import errors
 from sessionpool.config import PoolConfig
 from sessionpool.sandbox.backend import Slot
+from sessionpool.sandbox.launch import boot_code
+from sessionpool.sandbox.runtimes import NODE_KERNEL, Runtime, install_kernel
 from sessionpool.sandbox.workspace import Workspace
 from sessionpool.sandbox.zygotes import ZygoteBackend
 
@@ -27,6 +32,18 @@ class UnsafeBackend(ZygoteBackend):
             "host's network and files. Never expose this server to untrusted code."
         )
         self._prepare_dirs()
+        # the kernel's modules, copied fresh as a jail zygote's launcher does
+        self.kernel_lib = self.data_dir / "kernel" / "lib"
+        shutil.rmtree(self.kernel_lib, ignore_errors=True)
+        install_kernel(self.kernel_lib)
+
+    async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
+        if pool.image:
+            detail = f"a custom image ({pool.image}) needs the jail backend"
+            raise errors.ConfigError(f"pool {pool.name!r}: {detail}")
+        # the runtime's tree in place: no mount namespace here, so its real path shows
+        python = str(runtime.tree / runtime.executable) if runtime.kind == "python" else None
+        return [python or sys.executable, "-I", "-c", boot_code(str(self.kernel_lib)), "{fd}"]
 
     async def create_slot(self, pool: PoolConfig) -> Slot:
         limits = pool.limits
@@ -38,9 +55,12 @@ class UnsafeBackend(ZygoteBackend):
     def release_slot(self, slot: Slot) -> None:
         slot.workspace.destroy()
 
-    def _spawn_request(self, slot: Slot) -> dict[str, Any]:
-        return {
-            "jail": None,
-            "workspace": str(slot.workspace.path),
-            "env": self._session_env(str(slot.workspace.path)),
-        }
+    def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
+        home = str(slot.workspace.path)
+        request: dict[str, Any] = {"jail": None, "workspace": home}
+        if runtime.kind == "python":
+            request["env"] = self._session_env(home, str(runtime.tree / "bin"))
+        else:
+            request["env"] = self._session_env(home, None)
+            request["exec"] = [runtime.executable, str(self.kernel_lib / NODE_KERNEL)]
+        return request

@@ -1,13 +1,15 @@
 """The zygote: a preloaded interpreter that forks one child per session.
 
 Started by the host with exec and a scrubbed environment (it never holds the server's secrets),
-it imports the template's modules, builds the IPython shell, warms up, precompiles the seccomp
-filter and freezes the GC so pages stay shared after fork. Then it serves requests on a
-SOCK_SEQPACKET control socket (its fd number is argv[1]; the first message from the host is
-the configuration):
+with the runtime's interpreter (``launch`` sets up its neutral paths), it imports the template's
+modules, builds the IPython shell, warms up and freezes the GC so pages stay shared after fork.
+Then it serves requests on a SOCK_SEQPACKET control socket (its fd number is argv[1]; the first
+message from the host is the configuration, with the host-built seccomp filter). With
+``"exec": true`` in the configuration it preloads nothing: each child builds its jail and execs
+the spawn request's ``exec`` argv (another language's kernel), the session socket's fd appended.
 
     host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
-                      "workspace": path, "env": {...}}
+                      "workspace": path, "env": {...}, "exec": [argv] | null}
     zygote -> host   {"op": "spawned", "req": n, "pid": pid}   + fds [session socket, pidfd]
                      {"op": "spawn-failed", "req": n, "error": "..."}
                      {"op": "exited", "pid": pid, "status": code or -signal}
@@ -19,6 +21,7 @@ CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 
 from __future__ import annotations
 
+import base64
 import gc
 import importlib
 import json
@@ -29,6 +32,8 @@ import socket
 import sys
 import traceback
 from typing import Any, NoReturn
+
+from sessionpool import protocol
 
 MAX_CONTROL_MESSAGE = 1 << 20
 
@@ -43,8 +48,6 @@ def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None)
 
 class Zygote:
     def __init__(self, ctl: socket.socket, config: dict[str, Any]) -> None:
-        from sessionpool.kernel.main import Kernel
-        from sessionpool.kernel.shell import SessionShell
         from sessionpool.sandbox import linux
 
         self.linux = linux
@@ -52,23 +55,28 @@ class Zygote:
         self.jail = bool(config.get("jail"))
         self.preloaded: list[str] = []
         self.failed: dict[str, str] = {}
-        for name in config.get("preload", []):
-            try:
-                importlib.import_module(name)
-                self.preloaded.append(name)
-            except Exception as exc:  # a missing module must not stop the pool; report it
-                self.failed[name] = repr(exc)
-        shell = SessionShell()
-        shell.enable_matplotlib()
-        shell.warm_up()
-        self.kernel = Kernel(shell)
-        self.seccomp_bpf = b""
+        #: None: each child execs its kernel (another language's), so nothing is preloaded
+        self.kernel: Any = None
+        if not config.get("exec"):
+            from sessionpool.kernel.main import Kernel
+            from sessionpool.kernel.shell import SessionShell
+
+            for name in config.get("preload", []):
+                try:
+                    importlib.import_module(name)
+                    self.preloaded.append(name)
+                except Exception as exc:  # a missing module must not stop the pool; report it
+                    self.failed[name] = repr(exc)
+            shell = SessionShell()
+            shell.enable_matplotlib()
+            shell.warm_up()
+            self.kernel = Kernel(shell)
+        #: built by the host (its libseccomp binding is not the runtime's business)
+        self.seccomp_bpf = base64.b64decode(config.get("seccomp_bpf", ""))
         self.pidns_fd = -1
         if self.jail:
             from sessionpool.sandbox import jail  # noqa: F401 - imported once, not per fork
-            from sessionpool.sandbox.seccomp import build_filter_bpf
 
-            self.seccomp_bpf = build_filter_bpf()
             self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.cap_last = linux.cap_last_cap()
         self.children: set[int] = set()
@@ -196,15 +204,20 @@ class Zygote:
                 enter(spec, sock.fileno())
             else:
                 self._enter_unsafe(msg, sock.fileno())
+            argv = msg.get("exec")
+            if argv:
+                # another language's kernel: it inherits the session socket, its fd last in argv
+                os.set_inheritable(sock.fileno(), True)
+                os.execve(argv[0], [*argv, str(sock.fileno())], os.environ)
         except BaseException:
             try:
                 err = traceback.format_exc(limit=6)
-                from sessionpool import protocol
-
                 protocol.send_message(sock, {"op": "failed", "error": err})
             finally:
                 os._exit(70)
+        _hide_kernel_modules()
         self.kernel.serve(sock)
+        os._exit(0)  # serve never returns
 
     def _enter_unsafe(self, msg: dict[str, Any], keep_fd: int) -> None:
         """Development backend: a plain forked process, no isolation at all."""
@@ -216,6 +229,16 @@ class Zygote:
         os.chdir(msg["workspace"])
         os.environ.clear()
         os.environ.update(msg["env"])
+
+
+def _hide_kernel_modules() -> None:
+    """Take the kernel's own package out of the session's reach: user code finds no
+    ``sessionpool`` to import (the kernel keeps its references to what it already loaded)."""
+    lib = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path[:] = [p for p in sys.path if p != lib]
+    for name in [n for n in sys.modules if n == "sessionpool" or n.startswith("sessionpool.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def main() -> NoReturn:

@@ -12,15 +12,17 @@ import asyncio
 import logging
 import os
 import secrets
-import sys
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.sandbox import runtimes
 from sessionpool.sandbox.backend import Backend, Slot
 from sessionpool.sandbox.process import KernelProcess, ZygoteHandle, ZygoteRetired
+from sessionpool.sandbox.runtimes import Runtime
+from sessionpool.types import RuntimeInfo
 
 log = logging.getLogger("sessionpool.sandbox")
 
@@ -52,11 +54,13 @@ class ZygoteSet:
         max_children: int,
         config: dict[str, Any],
         env: dict[str, str],
+        command: list[str],
     ) -> None:
         self.preload = preload
         self.max_children = max_children
         self.config = {**config, "preload": list(preload)}
         self.env = env
+        self.command = command
         self.current: ZygoteHandle | None = None
         self.retired: list[ZygoteHandle] = []
         self._starting: asyncio.Task[ZygoteHandle] | None = None
@@ -79,7 +83,7 @@ class ZygoteSet:
                 self._starting = None
 
     async def _start(self) -> ZygoteHandle:
-        z = ZygoteHandle(self.config, self.env)
+        z = ZygoteHandle(self.config, self.env, self.command)
         await z.start()
         if z.failed_modules:
             log.warning("zygote could not preload %s", z.failed_modules)
@@ -101,7 +105,8 @@ class ZygoteBackend(Backend):
         self.config = config
         self.data_dir = config.data_dir.resolve() if config.data_dir.exists() else config.data_dir
         self.workspaces = self.data_dir / "workspaces"
-        self._zygotes: dict[tuple[tuple[str, ...], int], ZygoteSet] = {}
+        self._zygotes: dict[tuple[str, str, tuple[str, ...], int], ZygoteSet] = {}
+        self._runtimes: dict[str, Runtime] = {}
         self.instance = f"sessionpool-{os.getpid()}-{secrets.token_hex(3)}"
 
     async def close(self) -> None:
@@ -109,18 +114,42 @@ class ZygoteBackend(Backend):
             zs.close()
         self._zygotes.clear()
 
+    def runtime(self, pool: PoolConfig) -> Runtime:
+        """The pool's runtime (its manifest, read once). ConfigError names the build command."""
+        rt = self._runtimes.get(pool.runtime)
+        if rt is None:
+            rt = self._runtimes[pool.runtime] = Runtime.load(self.config.runtimes_dir, pool.runtime)
+        return rt
+
+    def runtime_info(self, pool: PoolConfig) -> RuntimeInfo:
+        return runtimes.describe(self.config.runtimes_dir, pool)
+
+    @staticmethod
+    def _zygote_key(pool: PoolConfig, rt: Runtime) -> tuple[str, str, tuple[str, ...], int]:
+        """Pools with equal keys share zygotes: same runtime, image and preload list."""
+        preload = pool.preload if rt.kind == "python" else ()
+        return (rt.name, pool.image, preload, pool.zygote_max_children)
+
+    def zygote_set(self, pool: PoolConfig) -> ZygoteSet | None:
+        """The zygotes serving ``pool``, once it has spawned a session."""
+        return self._zygotes.get(self._zygote_key(pool, self.runtime(pool)))
+
     async def spawn(self, pool: PoolConfig, slot: Slot) -> KernelProcess:
         """Fork a kernel for ``slot`` from the pool's zygote and wait until it is serving."""
-        key = (pool.preload, pool.zygote_max_children)
+        rt = self.runtime(pool)
+        key = self._zygote_key(pool, rt)
+        preload = key[2]
         zs = self._zygotes.get(key)
         if zs is None:
+            command = await self._zygote_command(rt, pool)
+            config = {**self._zygote_config(), "exec": rt.kind != "python"}
             zs = self._zygotes[key] = ZygoteSet(
-                pool.preload, pool.zygote_max_children, self._zygote_config(), self._zygote_env()
+                preload, pool.zygote_max_children, config, self._zygote_env(), command
             )
         for _ in range(SPAWN_ATTEMPTS):
             zygote = await zs.get()
             try:
-                kernel = await zygote.spawn(self._spawn_request(slot))
+                kernel = await zygote.spawn(self._spawn_request(slot, pool, rt))
                 break
             except ZygoteRetired:
                 continue  # rotated under a burst: the next get() returns its successor
@@ -138,8 +167,12 @@ class ZygoteBackend(Backend):
     # -- what subclasses decide -------------------------------------------------------------------
 
     @abstractmethod
-    def _spawn_request(self, slot: Slot) -> dict[str, Any]:
+    def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         """The zygote's fork request for ``slot`` (docs in sandbox/zygote.py)."""
+
+    @abstractmethod
+    async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
+        """The argv that starts a zygote for this runtime (``{fd}``: its control socket)."""
 
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         await kernel.connect(1 << 20, KERNEL_READY_TIMEOUT)
@@ -161,9 +194,10 @@ class ZygoteBackend(Backend):
             **thread_env(),
         }
 
-    def _session_env(self, home: str) -> dict[str, str]:
+    def _session_env(self, home: str, bin_dir: str | None) -> dict[str, str]:
+        path = "/usr/local/bin:/usr/bin:/bin"
         return {
-            "PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+            "PATH": f"{bin_dir}:{path}" if bin_dir else path,
             "LANG": "C.UTF-8",
             "HOME": home,
             "TMPDIR": "/tmp",

@@ -87,6 +87,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="workspaces and state (default /var/lib/sessionpool)",
     )
     parser.add_argument(
+        "--runtimes-dir",
+        type=Path,
+        metavar="DIR",
+        help="built session runtimes (default: share/sessionpool/runtimes beside this Python)",
+    )
+    parser.add_argument(
         "--shutdown-deadline",
         dest="shutdown_deadline_seconds",
         type=float,
@@ -121,6 +127,7 @@ _FLAG_SETTINGS = (
     "tls_self_signed",
     "backend",
     "data_dir",
+    "runtimes_dir",
     "shutdown_deadline_seconds",
     "log_level",
     "access_log",

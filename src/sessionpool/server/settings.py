@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from sessionpool.agents.config import AgentsConfig
-from sessionpool.config import BackendName, ClusterConfig, EngineConfig, Limits, PoolConfig
+from sessionpool.config import (
+    BackendName,
+    ClusterConfig,
+    EngineConfig,
+    Limits,
+    PoolConfig,
+    default_runtimes_dir,
+)
 from sessionpool.errors import ConfigError
 
 ENV_PREFIX = "SESSIONPOOL_"
@@ -47,6 +54,8 @@ class ServerSettings:
     tls_self_signed: Path | None = None
     backend: BackendName = "jail"
     data_dir: Path = EngineConfig.data_dir
+    #: built session runtimes (default: share/sessionpool/runtimes beside the server's Python)
+    runtimes_dir: Path | None = None
     #: host uids for sessions: uid_base .. uid_base + uid_count - 1
     uid_base: int = EngineConfig.uid_base
     uid_count: int = EngineConfig.uid_count
@@ -76,6 +85,7 @@ class ServerSettings:
         return EngineConfig(
             backend=self.backend,
             data_dir=self.data_dir,
+            runtimes_dir=self.runtimes_dir or default_runtimes_dir(),
             uid_base=self.uid_base,
             uid_count=self.uid_count,
             memory_reserve_bytes=self.memory_reserve_bytes,
@@ -267,6 +277,7 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "tls_self_signed": _parse_path,
     "backend": _parse_choice(("jail", "unsafe")),
     "data_dir": _parse_path,
+    "runtimes_dir": _parse_path,
     "uid_base": parse_int,
     "uid_count": parse_int,
     "memory_reserve_bytes": parse_size,

@@ -218,9 +218,20 @@ class KernelInfo(_Wire):
     description: str
 
 
+class RuntimeDescription(_Wire):
+    """sessionpool's own addition: which runtime the pool runs, and a digest of its packages."""
+
+    name: str
+    kind: str
+    version: str
+    packagesDigest: str
+    image: str | None = None
+
+
 class Metadata(_Wire):
     runtimes: list[NameVersion]
     preInstalledPackages: list[NameVersion]
     createdAt: str
     lastUpdatedAt: str
     jupyterKernel: KernelInfo
+    runtime: RuntimeDescription

@@ -9,9 +9,7 @@ means different things (``GET files``, uploads).
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
-import platform
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,7 +40,7 @@ from sessionpool.faces.uploads import (
     open_multipart,
 )
 from sessionpool.pool import EngineHandle
-from sessionpool.types import ExecutionStatus, FileInfo
+from sessionpool.types import ExecutionStatus, FileInfo, RuntimeInfo
 
 logger = logging.getLogger("sessionpool.faces.aca")
 
@@ -128,7 +126,7 @@ class AcaFace:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
         self._executions = ExecutionStore()
-        self._metadata: models.Metadata | None = None
+        self._metadata: dict[str, models.Metadata] = {}
         self._started_at = time.time()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -601,37 +599,46 @@ class AcaFace:
         )
 
     async def metadata(self, request: Request, pool: str) -> Response:
-        self.engine.pool(pool)
+        handle = self.engine.pool(pool)
         family(request)
-        if self._metadata is None:
-            self._metadata = await asyncio.to_thread(self._build_metadata)
-        return json_response(self._metadata)
+        if pool not in self._metadata:
+            self._metadata[pool] = self._build_metadata(handle.runtime())
+        return json_response(self._metadata[pool])
 
-    def _build_metadata(self) -> models.Metadata:
-        """What sessions run: they share this interpreter and its installed packages."""
-        packages: dict[str, str] = {}
-        for dist in importlib.metadata.distributions():
-            name = dist.metadata["Name"]
-            if name:
-                packages.setdefault(name, dist.version)
-        try:
-            ipython = importlib.metadata.version("ipython")
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - kernel extra missing
-            ipython = "unknown"
+    def _build_metadata(self, runtime: RuntimeInfo) -> models.Metadata:
+        """What the pool's sessions run: its runtime and the packages built into it."""
+        packages = dict(p.split("==", 1) for p in runtime.packages if "==" in p)
         stamp = translate.timestamp(self._started_at)
+        if runtime.kind == "node":
+            kernel = models.KernelInfo(
+                name="javascript",
+                version=runtime.version,
+                projectUrl="https://nodejs.org",
+                description="a Node.js REPL: state kept across calls, the last expression is "
+                "the result, console output is stdout",
+            )
+        else:
+            kernel = models.KernelInfo(
+                name="python3",
+                version=packages.get("ipython", "unknown"),
+                projectUrl="https://ipython.org",
+                description="IPython semantics: the last expression is the result; display() "
+                "output and matplotlib figures come back as images",
+            )
         return models.Metadata(
-            runtimes=[models.NameVersion(name="python", version=platform.python_version())],
+            runtimes=[models.NameVersion(name=runtime.kind, version=runtime.version)],
             preInstalledPackages=[
                 models.NameVersion(name=n, version=v)
                 for n, v in sorted(packages.items(), key=lambda kv: kv[0].lower())
             ],
             createdAt=stamp,
             lastUpdatedAt=stamp,
-            jupyterKernel=models.KernelInfo(
-                name="python3",
-                version=ipython,
-                projectUrl="https://ipython.org",
-                description="IPython semantics: the last expression is the result; display() "
-                "output and matplotlib figures come back as images",
+            jupyterKernel=kernel,
+            runtime=models.RuntimeDescription(
+                name=runtime.name,
+                kind=runtime.kind,
+                version=runtime.version,
+                packagesDigest=runtime.digest,
+                image=runtime.image or None,
             ),
         )

@@ -1,0 +1,71 @@
+"""Starts a jail zygote in its own mount namespace, at neutral paths, then execs it.
+
+Run by the host as ``python -I -m sessionpool.sandbox.launch <fd> <plan>``. In a private mount
+namespace it puts a small tmpfs on ``/opt`` (hiding the host's ``/opt`` from the zygote only)
+and fills it:
+
+- ``/opt/python``: the runtime's image (a loop device), read-only;
+- ``/opt/image``: a custom image's root filesystem, read-only, when the pool has one;
+- ``/opt/sessionpool/lib``: a copy of the kernel's own modules (``runtimes.KERNEL_MODULES``);
+- ``/opt/home``: the zygote's writable home (matplotlib's font cache, copied from the runtime);
+- ``/opt/jail``: where each child builds its jail.
+
+Then it execs the zygote's interpreter, which imports the kernel from ``/opt/sessionpool/lib``:
+every path the zygote (and so every session forked from it) holds is one of these neutral
+paths, and the server's own environment is not on its ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from sessionpool.sandbox import linux
+from sessionpool.sandbox.runtimes import (
+    JAIL_BUILD,
+    KERNEL_LIB,
+    OPT,
+    ZYGOTE_HOME,
+    install_kernel,
+)
+
+
+def boot_code(lib: str) -> str:
+    """The zygote's ``-c`` program: the kernel's modules from ``lib``, nothing else added."""
+    return (
+        f"import sys; sys.path.insert(0, {lib!r}); "
+        "from sessionpool.sandbox.zygote import main; main()"
+    )
+
+
+def main() -> NoReturn:
+    fd = sys.argv[1]
+    plan = json.loads(sys.argv[2])
+    linux.prctl(linux.PR_SET_PDEATHSIG, 9)  # the zygote, too, never outlives the server
+    linux.unshare(linux.CLONE_NEWNS)
+    # a slave: the workspaces the host mounts later (a shared mount, see jailed) still arrive
+    # here; nothing mounted here goes back
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    os.makedirs(OPT, exist_ok=True)
+    linux.mount("sessionpool", OPT, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=0755")
+    for device, target in plan.get("images", []):
+        os.makedirs(target)
+        flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+        linux.mount(device, target, "squashfs", flags)
+    install_kernel(Path(KERNEL_LIB))
+    os.makedirs(JAIL_BUILD)
+    os.makedirs(ZYGOTE_HOME, mode=0o700)
+    cache = plan.get("matplotlib_cache")
+    if cache and os.path.isdir(cache):
+        shutil.copytree(cache, f"{ZYGOTE_HOME}/matplotlib")
+    python = plan["python"]
+    os.chdir("/")
+    os.execv(python, [python, "-I", "-c", boot_code(KERNEL_LIB), fd])
+
+
+if __name__ == "__main__":
+    main()
