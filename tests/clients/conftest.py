@@ -22,6 +22,11 @@ CONFIG = """
 ready_sessions = 2
 max_sessions = 40
 execution_timeout_seconds = 60
+
+[pools.js]
+runtime = "node"
+ready_sessions = 1
+max_sessions = 8
 """
 
 WRONG_KEY = "not-the-key-at-all"

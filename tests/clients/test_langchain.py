@@ -175,3 +175,22 @@ def test_bash_tool_exit_code_and_files(server: ServerProcess, session_id: str) -
     while session_exists(server, session_id):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_the_tool_drives_a_node_pool_unmodified(server: ServerProcess, session_id: str) -> None:
+    """A JavaScript pool behind the same API: the unmodified tool, pointed at /pools/js."""
+    from langchain_azure_dynamic_sessions import SessionsPythonREPLTool
+
+    tool = SessionsPythonREPLTool(
+        pool_management_endpoint=server.endpoint("js"),
+        access_token_provider=lambda: server.api_key,
+        session_id=session_id,
+    )
+    assert tool.execute("const xs = [1, 2, 3]")["status"] == "Success"
+    props = tool.execute("console.log(xs.length); xs.reduce((a, b) => a + b, 36)")
+    assert props["status"] == "Success", props
+    assert props["stdout"] == "3\n"
+    assert props["result"] == "42"
+    failed = tool.execute("xs.nope()")
+    assert failed["status"] == "Failure", failed
+    assert "TypeError" in failed["stderr"] or "TypeError" in str(failed.get("result")), failed

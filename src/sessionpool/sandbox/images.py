@@ -23,8 +23,8 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from sessionpool import errors
 from sessionpool.sandbox.runtime_build import squash
@@ -76,56 +76,51 @@ def prepare(source: Path, runtimes_dir: Path) -> Path:
 def unpack(source: Path, root: Path) -> None:
     if source.is_dir():
         if (source / "index.json").is_file() and (source / "blobs").is_dir():
-            _unpack_oci(lambda name: (source / name).open("rb"), root)
+            _unpack_oci(lambda name: (source / name).read_bytes(), root)
         else:
             shutil.copytree(source, root, symlinks=True, dirs_exist_ok=True)
         return
     try:
         with tarfile.open(source) as tar:
-            names = set(tar.getnames())
-            if "index.json" in names and "oci-layout" in names:
-                _unpack_oci(lambda name: _member(tar, name), root)
-            elif "manifest.json" in names and not any(
-                n.startswith(("etc/", "usr/")) for n in names
-            ):
-                manifest = json.load(_member(tar, "manifest.json"))
-                for layer in manifest[0]["Layers"]:
-                    _apply_layer(_member(tar, layer), root)
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+
+            def read(name: str) -> bytes:
+                f = tar.extractfile(members[name])
+                if f is None:
+                    raise KeyError(name)
+                with f:
+                    return f.read()
+
+            rootfs = any(n.startswith(("etc/", "usr/")) for n in members)
+            if "index.json" in members and "oci-layout" in members:
+                _unpack_oci(read, root)
+            elif "manifest.json" in members and not rootfs:
+                for layer in json.loads(read("manifest.json"))[0]["Layers"]:
+                    _apply_layer(read(layer), root)
             else:
                 _extract(tar, root)
     except (tarfile.TarError, KeyError, ValueError, IndexError) as exc:
         raise errors.ConfigError(f"image {source} is not a rootfs or OCI image: {exc}") from None
 
 
-def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
-    f = tar.extractfile(name.removeprefix("./"))
-    if f is None:
-        raise KeyError(name)
-    return f
-
-
-def _unpack_oci(open_blob: object, root: Path) -> None:
-    opener = open_blob  # Callable[[str], IO[bytes]]
-
-    def blob(digest: str) -> IO[bytes]:
+def _unpack_oci(read: Callable[[str], bytes], root: Path) -> None:
+    def blob(digest: str) -> bytes:
         algo, hexd = digest.split(":", 1)
-        return opener(f"blobs/{algo}/{hexd}")  # type: ignore[operator, no-any-return]
+        return read(f"blobs/{algo}/{hexd}")
 
-    index = json.load(opener("index.json"))  # type: ignore[operator]
-    desc = index["manifests"][0]
-    doc = json.load(blob(desc["digest"]))
+    index = json.loads(read("index.json"))
+    doc = json.loads(blob(index["manifests"][0]["digest"]))
     if "manifests" in doc:  # an index of platforms: take linux/amd64, or the first
         picks = [
             m for m in doc["manifests"] if m.get("platform", {}).get("architecture") == "amd64"
         ]
-        doc = json.load(blob((picks or doc["manifests"])[0]["digest"]))
+        doc = json.loads(blob((picks or doc["manifests"])[0]["digest"]))
     for layer in doc["layers"]:
         _apply_layer(blob(layer["digest"]), root)
 
 
-def _apply_layer(data: IO[bytes], root: Path) -> None:
-    raw = data.read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
+def _apply_layer(data: bytes, root: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as layer:
         # whiteouts first: they delete what lower layers put there
         for member in layer.getmembers():
             base = os.path.basename(member.name)
