@@ -75,12 +75,15 @@ class Zygote:
         self.seccomp_bpf = base64.b64decode(config.get("seccomp_bpf", ""))
         self.pidns_fd = -1
         if self.jail:
-            from sessionpool.sandbox import jail  # noqa: F401 - imported once, not per fork
+            from sessionpool.sandbox import jail
 
+            self.jail_module: Any = jail  # imported once, not per fork
             self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.cap_last = linux.cap_last_cap()
         self.children: set[int] = set()
         self.retired = False
+        # here, not in each child: a child that popped them copied 1.7 MB of shared pages
+        _hide_kernel_modules()
         # Every allocation from here on would be copied into each child on first write; the
         # freeze keeps the collector from touching (and so copying) the preloaded objects.
         gc.collect()
@@ -195,13 +198,11 @@ class Zygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.ctl.close()
             if self.jail:
-                from sessionpool.sandbox.jail import JailSpec, enter
-
-                spec = JailSpec(**msg["jail"])
+                spec = self.jail_module.JailSpec(**msg["jail"])
                 spec.seccomp_bpf = self.seccomp_bpf
                 spec.cap_last = self.cap_last
                 spec.env = msg["env"]
-                enter(spec, sock.fileno())
+                self.jail_module.enter(spec, sock.fileno())
             else:
                 self._enter_unsafe(msg, sock.fileno())
             argv = msg.get("exec")
@@ -215,7 +216,6 @@ class Zygote:
                 protocol.send_message(sock, {"op": "failed", "error": err})
             finally:
                 os._exit(70)
-        _hide_kernel_modules()
         self.kernel.serve(sock)
         os._exit(0)  # serve never returns
 
@@ -231,14 +231,18 @@ class Zygote:
         os.environ.update(msg["env"])
 
 
+#: the kernel's own modules, out of sys.modules but still referenced (freeing them would write
+#: to pages every session shares with the zygote)
+_hidden: list[Any] = []
+
+
 def _hide_kernel_modules() -> None:
-    """Take the kernel's own package out of the session's reach: user code finds no
-    ``sessionpool`` to import (the kernel keeps its references to what it already loaded)."""
+    """Take the kernel's own package out of the sessions' reach: user code finds no
+    ``sessionpool`` to import. Everything the kernel needs is imported by now and referenced."""
     lib = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path[:] = [p for p in sys.path if p != lib]
     for name in [n for n in sys.modules if n == "sessionpool" or n.startswith("sessionpool.")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
+        _hidden.append(sys.modules.pop(name))
 
 
 def main() -> NoReturn:
