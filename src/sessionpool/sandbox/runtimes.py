@@ -151,7 +151,9 @@ class LoopDevices:
 
     Mounting the same block device again reuses its superblock, so every zygote and session of
     a runtime shares one page cache of the image. direct-io keeps the backing file's own pages
-    out of the cache (they would be a second copy).
+    out of the cache (they would be a second copy). Each engine attaches its own devices and
+    detaches them at close: another engine's devices (a second server, cluster node engines on
+    one host) are never touched, so a server that crashed leaves its few devices attached.
     """
 
     def __init__(self) -> None:
@@ -162,7 +164,6 @@ class LoopDevices:
         dev = self._devices.get(image)
         if dev is not None:
             return dev
-        self._detach_stale(image)
         try:
             out = subprocess.run(
                 ["losetup", "--find", "--show", "--read-only", "--direct-io=on", str(image)],
@@ -179,15 +180,6 @@ class LoopDevices:
         dev = out.stdout.strip()
         self._devices[image] = dev
         return dev
-
-    @staticmethod
-    def _detach_stale(image: Path) -> None:
-        """Detach loop devices a crashed earlier server left on this image (unused ones only)."""
-        out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
-        for line in out.stdout.splitlines():
-            dev = line.split(":", 1)[0]
-            if dev:
-                subprocess.run(["losetup", "-d", dev], capture_output=True)
 
     def close(self) -> None:
         for dev in self._devices.values():
