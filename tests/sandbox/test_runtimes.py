@@ -91,7 +91,7 @@ def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def engine(
+async def rt_engine(
     tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path
 ) -> AsyncIterator[Engine]:
     pools = [
@@ -131,10 +131,10 @@ hits
 """
 
 
-async def test_no_host_path_anywhere_in_the_session(engine: Engine) -> None:
+async def test_no_host_path_anywhere_in_the_session(rt_engine: Engine) -> None:
     """Walk the whole tree (link targets too) and read mountinfo, cmdline, environ and the
     kernel's memory map: none names the checkout, the server's prefix or pyenv."""
-    session = await acquire(engine, "py", "walk")
+    session = await acquire(rt_engine, "py", "walk")
     assert await value(session, WALK.format(marks=HOST_MARKS), timeout=120) == []
     facts = await value(session, "import sys\n(sys.prefix, sys.executable, sys.path)")
     prefix, executable, path = facts
@@ -142,8 +142,8 @@ async def test_no_host_path_anywhere_in_the_session(engine: Engine) -> None:
     assert all(p.startswith("/opt/python/") for p in path), path
 
 
-async def test_the_servers_packages_are_not_importable(engine: Engine) -> None:
-    session = await acquire(engine, "py", "imports")
+async def test_the_servers_packages_are_not_importable(rt_engine: Engine) -> None:
+    session = await acquire(rt_engine, "py", "imports")
     names = ["sessionpool", "fastapi", "uvicorn", "starlette", "pytest", "schemathesis", "httpx"]
     found = await value(
         session, f"import importlib.util\n[importlib.util.find_spec(n) is None for n in {names}]"
@@ -160,8 +160,8 @@ def test_the_sessions_packages_are_not_on_the_servers_path() -> None:
     assert not any(p.startswith(str(RUNTIMES)) for p in sys.path)
 
 
-async def test_the_kernel_preloads_from_the_runtime(engine: Engine) -> None:
-    session = await acquire(engine, "py", "preload")
+async def test_the_kernel_preloads_from_the_runtime(rt_engine: Engine) -> None:
+    session = await acquire(rt_engine, "py", "preload")
     files = await value(
         session, "import sys\n[sys.modules[m].__file__ for m in ('numpy', 'IPython')]"
     )
@@ -172,8 +172,8 @@ async def test_the_kernel_preloads_from_the_runtime(engine: Engine) -> None:
 
 
 @needs_313
-async def test_a_pool_on_cpython_3_13(engine: Engine) -> None:
-    session = await acquire(engine, "py313", "three-thirteen")
+async def test_a_pool_on_cpython_3_13(rt_engine: Engine) -> None:
+    session = await acquire(rt_engine, "py313", "three-thirteen")
     assert await value(session, "import sys\nsys.version_info[:2]") == (3, 13)
     await value(session, "import numpy as np\nx = np.arange(10)\n0")
     assert await value(session, "int(x.sum())") == 45  # state across calls
@@ -185,8 +185,8 @@ async def test_a_pool_on_cpython_3_13(engine: Engine) -> None:
 # -- Node.js ----------------------------------------------------------------------------------
 
 
-async def test_a_node_pool_keeps_state_like_a_repl(engine: Engine) -> None:
-    session = await acquire(engine, "js", "node-state")
+async def test_a_node_pool_keeps_state_like_a_repl(rt_engine: Engine) -> None:
+    session = await acquire(rt_engine, "js", "node-state")
     r = await session.execute("let total = 40; function add(n) { return total += n }")
     assert r.status is ExecutionStatus.OK, r.error
     r = await session.execute("console.log('adding'); add(2)")
@@ -198,8 +198,8 @@ async def test_a_node_pool_keeps_state_like_a_repl(engine: Engine) -> None:
     assert r.result.data["text/plain"] == f"'{Runtime.load(RUNTIMES, 'node').version} 0'"
 
 
-async def test_a_thrown_error_in_node_is_a_failure(engine: Engine) -> None:
-    session = await acquire(engine, "js", "node-error")
+async def test_a_thrown_error_in_node_is_a_failure(rt_engine: Engine) -> None:
+    session = await acquire(rt_engine, "js", "node-error")
     r = await session.execute("throw new TypeError('no such thing')")
     assert r.status is ExecutionStatus.ERROR
     assert r.error is not None and r.error.ename == "TypeError"
@@ -212,8 +212,8 @@ async def test_a_thrown_error_in_node_is_a_failure(engine: Engine) -> None:
 # -- a custom image ---------------------------------------------------------------------------
 
 
-async def test_a_custom_image_runs_a_program_the_default_runtime_lacks(engine: Engine) -> None:
-    image = await acquire(engine, "img", "image")
+async def test_a_custom_image_runs_a_program_the_default_runtime_lacks(rt_engine: Engine) -> None:
+    image = await acquire(rt_engine, "img", "image")
     shell = await image.run_shell("sessionpool-hello && cat /etc/os-release && echo $0")
     assert shell.exit_code == 0, shell.stderr
     assert shell.stdout == "hello from the image\nID=sessionpool-test\n/bin/sh\n"
@@ -227,7 +227,7 @@ async def test_a_custom_image_runs_a_program_the_default_runtime_lacks(engine: E
     assert await value(image, "open('/mnt/data/in.txt').read()") == "uploaded"
     readonly = await image.run_shell("echo x > /usr/bin/new")
     assert readonly.exit_code != 0 and "Read-only" in readonly.stderr
-    default = await acquire(engine, "py", "no-hello")
+    default = await acquire(rt_engine, "py", "no-hello")
     missing = await default.run_shell("sessionpool-hello")
     assert missing.exit_code == 127
 
@@ -243,12 +243,12 @@ JAIL_FACTS = (
 
 
 @pytest.mark.parametrize("pool", ["py", "js", "img", "py313"])
-async def test_the_same_jail_in_every_runtime(engine: Engine, pool: str) -> None:
+async def test_the_same_jail_in_every_runtime(rt_engine: Engine, pool: str) -> None:
     """Every runtime's session is confined the same way: no privileges, seccomp, no network
     but loopback, no host secrets, its own processes only, read-only runtime."""
-    if pool not in engine.pools:
+    if pool not in rt_engine.pools:
         pytest.skip("no python-3.13 runtime built here")
-    session = await acquire(engine, pool, f"jail-{pool}")
+    session = await acquire(rt_engine, pool, f"jail-{pool}")
     r = await session.run_shell(JAIL_FACTS)
     lines = r.stdout.split()
     facts = dict(zip(lines[0:8:2], lines[1:8:2], strict=True))
