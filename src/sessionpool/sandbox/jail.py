@@ -136,6 +136,7 @@ def _build_root(spec: JailSpec) -> str:
         for name in generated:
             _bind_ro(f"{etc}/{name}", f"{new}/etc/{name}")
     else:
+        # the host's harmless /etc files (an image brings its own)
         if os.path.islink("/etc/localtime"):
             os.symlink(os.readlink("/etc/localtime"), f"{etc}/localtime")
         for name in ETC_BINDS:

@@ -30,7 +30,6 @@ from sessionpool.sandbox.runtimes import (
     JAIL_BUILD,
     KERNEL_LIB,
     KERNEL_MOUNT,
-    NODE_KERNEL,
     PYTHON_MOUNT,
     ZYGOTE_HOME,
     LoopDevices,
@@ -172,8 +171,11 @@ class JailBackend(ZygoteBackend):
     def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         assert slot.uid is not None
         limits = slot.limits
+        # an image brings its own /usr; a Node.js kernel needs no Python runtime
         binds = [KERNEL_MOUNT] if pool.image else ["/usr", KERNEL_MOUNT]
-        request: dict[str, Any] = {
+        if runtime.kind == "python":
+            binds.append(PYTHON_MOUNT)
+        return {
             "jail": {
                 "uid": slot.uid,
                 "workspace": str(slot.workspace.path),
@@ -186,14 +188,8 @@ class JailBackend(ZygoteBackend):
                 "nproc": limits.pids,
             },
             "workspace": "/mnt/data",
+            **self._kernel_request(runtime, "/tmp", PYTHON_MOUNT, KERNEL_LIB),
         }
-        if runtime.kind == "python":
-            binds.append(PYTHON_MOUNT)
-            request["env"] = self._session_env("/tmp", f"{PYTHON_MOUNT}/bin")
-        else:
-            request["env"] = self._session_env("/tmp", None)
-            request["exec"] = [runtime.executable, f"{KERNEL_LIB}/{NODE_KERNEL}"]
-        return request
 
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         # The cgroup attach (slow on v1) overlaps with the child building its jail.

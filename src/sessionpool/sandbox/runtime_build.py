@@ -109,7 +109,7 @@ def build(
     tree = work / "root"
     _copy_interpreter(Path(facts["prefix"]), facts, tree)
     _install_packages(tree, facts, definition / "requirements.txt")
-    packages = _list_packages(tree, facts)
+    packages = _list_packages(tree / "bin" / f"python{facts['xy']}")
     squash(tree, work / "image.sqfs")
     manifest = {
         "name": name,
@@ -190,13 +190,16 @@ MPLCONFIGDIR={mpl} {py} -I -c 'import matplotlib.font_manager' 2>/dev/null || tr
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-euc", script])
 
 
-def _list_packages(tree: Path, facts: dict[str, str]) -> list[str]:
+def _list_packages(python: Path, path: Path | None = None) -> list[str]:
+    """``name==version`` of every distribution ``python`` sees (or only those under ``path``),
+    sorted as the manifest and the lock files keep them."""
     code = (
-        "import importlib.metadata as m, json; print(json.dumps(sorted({"
-        "'%s==%s' % (d.metadata['Name'], d.version) for d in m.distributions()}, key=str.lower)))"
+        "import importlib.metadata as m, json, sys; print(json.dumps(sorted({'%s==%s' % "
+        "(d.metadata['Name'], d.version) for d in m.distributions(path=sys.argv[1:] or sys.path)}, "
+        "key=str.lower)))"
     )
-    out = _run([str(tree / "bin" / f"python{facts['xy']}"), "-I", "-c", code]).stdout
-    packages: list[str] = json.loads(out)
+    extra = [str(path)] if path is not None else []
+    packages: list[str] = json.loads(_run([str(python), "-I", "-c", code, *extra]).stdout)
     return packages
 
 
@@ -226,12 +229,7 @@ def lock(definition: Path, python: Path | None = None) -> list[str]:
         requirements = str(definition / "requirements.in")
         pip = [str(exe), "-I", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         _run([*pip, "--target", str(target), "-r", requirements])
-        code = (
-            "import importlib.metadata as m, json, sys; print(json.dumps(sorted({'%s==%s' % "
-            "(d.metadata['Name'], d.version) for d in m.distributions(path=[sys.argv[1]])}, "
-            "key=str.lower)))"
-        )
-        pins: list[str] = json.loads(_run([str(exe), "-I", "-c", code, str(target)]).stdout)
+        pins = _list_packages(exe, target)
     finally:
         shutil.rmtree(target, ignore_errors=True)
     header = (

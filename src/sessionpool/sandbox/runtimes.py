@@ -53,7 +53,6 @@ KERNEL_MODULES = (
     "sandbox/zygote.py",
 )
 
-DEFAULT_RUNTIME = "python"
 RuntimeKind = Literal["python", "node"]
 
 

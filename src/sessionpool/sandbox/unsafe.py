@@ -15,7 +15,7 @@ from sessionpool import errors
 from sessionpool.config import PoolConfig
 from sessionpool.sandbox.backend import Slot
 from sessionpool.sandbox.launch import boot_code
-from sessionpool.sandbox.runtimes import NODE_KERNEL, Runtime, install_kernel
+from sessionpool.sandbox.runtimes import Runtime, install_kernel
 from sessionpool.sandbox.workspace import Workspace
 from sessionpool.sandbox.zygotes import ZygoteBackend
 
@@ -57,10 +57,5 @@ class UnsafeBackend(ZygoteBackend):
 
     def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         home = str(slot.workspace.path)
-        request: dict[str, Any] = {"jail": None, "workspace": home}
-        if runtime.kind == "python":
-            request["env"] = self._session_env(home, str(runtime.tree / "bin"))
-        else:
-            request["env"] = self._session_env(home, None)
-            request["exec"] = [runtime.executable, str(self.kernel_lib / NODE_KERNEL)]
-        return request
+        kernel = self._kernel_request(runtime, home, str(runtime.tree), str(self.kernel_lib))
+        return {"jail": None, "workspace": home, **kernel}

@@ -21,7 +21,7 @@ from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.sandbox import runtimes
 from sessionpool.sandbox.backend import Backend, Slot
 from sessionpool.sandbox.process import KernelProcess, ZygoteHandle, ZygoteRetired
-from sessionpool.sandbox.runtimes import Runtime
+from sessionpool.sandbox.runtimes import NODE_KERNEL, Runtime
 from sessionpool.types import RuntimeInfo
 
 log = logging.getLogger("sessionpool.sandbox")
@@ -192,6 +192,18 @@ class ZygoteBackend(Backend):
             "HOME": "/",
             "MPLBACKEND": "Agg",
             **thread_env(),
+        }
+
+    def _kernel_request(
+        self, runtime: Runtime, home: str, python_root: str, kernel_lib: str
+    ) -> dict[str, Any]:
+        """The fork request's ``env`` (and ``exec``, for a Node.js kernel): a Python runtime's
+        ``bin`` (under ``python_root``) leads the PATH; Node's kernel is in ``kernel_lib``."""
+        if runtime.kind == "python":
+            return {"env": self._session_env(home, f"{python_root}/bin")}
+        return {
+            "env": self._session_env(home, None),
+            "exec": [runtime.executable, f"{kernel_lib}/{NODE_KERNEL}"],
         }
 
     def _session_env(self, home: str, bin_dir: str | None) -> dict[str, str]:
