@@ -83,7 +83,12 @@ USES: dict[str, tuple[str, object]] = {
         "wb.save('/mnt/data/w.xlsx')\nopenpyxl.load_workbook('/mnt/data/w.xlsx').active['A1'].value",
         "cell",
     ),
-    "xlrd": ("import xlrd\nxlrd.__version__.split('.')[0]", "2"),
+    "xlrd": (
+        "import openpyxl, xlrd\nopenpyxl.Workbook().save('/mnt/data/new.xlsx')\n"
+        "try:\n    xlrd.open_workbook('/mnt/data/new.xlsx')\n"
+        "except xlrd.XLRDError as exc:\n    r = str(exc)\nr",
+        "Excel xlsx file; not supported",
+    ),
     "xlsxwriter": (
         "import xlsxwriter, pandas as pd\nw = xlsxwriter.Workbook('/mnt/data/x.xlsx')\n"
         "w.add_worksheet().write('A1', 41)\nw.close()\n"
@@ -149,7 +154,12 @@ USES: dict[str, tuple[str, object]] = {
         "2026-12-04T10:00:00+00:00",
     ),
     "pytz": ("import pytz\nstr(pytz.timezone('Europe/Paris'))", "Europe/Paris"),
-    "setuptools": ("import setuptools\nbool(setuptools.__version__)", True),
+    "setuptools": (
+        "import os, setuptools\nos.makedirs('/mnt/data/proj/pkg', exist_ok=True)\n"
+        "open('/mnt/data/proj/pkg/__init__.py', 'w').close()\n"
+        "setuptools.find_packages('/mnt/data/proj')",
+        ["pkg"],
+    ),
 }
 
 
