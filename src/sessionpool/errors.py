@@ -27,6 +27,9 @@ API's vocabulary. The client SDK has its own tree (``sessionpool.client``): no n
     │   ├── FileOverLimit         one file over the per-file limit
     │   └── QuotaExceeded         the session's workspace is full
     ├── InvalidArgument           a request that cannot be carried out as asked (names the param)
+    ├── AccessError               concerns the caller's credential and its tenant
+    │   ├── ScopeDenied           the credential lacks the right (scope) the operation needs
+    │   └── TenantQuotaExceeded   the tenant is over one of its quotas (retry after a while)
     └── AgentsError               concerns the agents service (assistants, threads, responses)
         ├── ObjectNotFound        no agent, thread, run, file, container ... with that id
         └── Conflict              the object is busy (a run is already active on the thread)
@@ -59,6 +62,8 @@ class ErrorCode(StrEnum):
     OBJECT_NOT_FOUND = "object_not_found"
     INVALID_ARGUMENT = "invalid_argument"
     CONFLICT = "conflict"
+    SCOPE_DENIED = "scope_denied"
+    TENANT_QUOTA = "tenant_quota"
 
 
 class ServiceError(Exception):
@@ -254,6 +259,42 @@ class InvalidArgument(ServiceError):
     def __init__(self, message: str, param: str | None = None) -> None:
         self.param = param
         super().__init__(message)
+
+
+class AccessError(ServiceError):
+    """Concerns the caller's credential or tenant (never another tenant's objects: those are
+    simply not found)."""
+
+    tenant: str | None = None
+
+
+class ScopeDenied(AccessError):
+    code = ErrorCode.SCOPE_DENIED
+
+    def __init__(self, tenant: str, scope: str, operation: str) -> None:
+        self.tenant = tenant
+        self.scope = scope
+        super().__init__(
+            f"{operation} needs the {scope!r} scope, which this credential (tenant {tenant!r}) "
+            f"does not carry; use a key or token with it (sessionpool keys create --scopes {scope})"
+        )
+
+
+class TenantQuotaExceeded(AccessError):
+    """One of a tenant's quotas is used up; ``retry_after`` seconds is when to try again."""
+
+    code = ErrorCode.TENANT_QUOTA
+
+    def __init__(self, tenant: str, quota: str, detail: str, retry_after: float) -> None:
+        self.tenant = tenant
+        self.limit = f"quotas.{quota}"
+        self.quota = quota
+        self.retry_after = retry_after
+        super().__init__(
+            f"tenant {tenant!r} is over its {quota} quota ({detail}); retry after "
+            f"{max(1, round(retry_after))} s, or ask the operator to raise [tenants.{tenant}] "
+            f"{quota}"
+        )
 
 
 class AgentsError(ServiceError):

@@ -14,8 +14,13 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from sessionpool.agents.service import AgentService
+from sessionpool.errors import PoolNotFound, ScopeDenied
 from sessionpool.faces.http import HttpError
 from sessionpool.pool import EngineHandle
+from sessionpool.tenancy import ROOT, Principal, Scope
+
+#: where the server's authentication leaves the request's principal (an ASGI scope key)
+PRINCIPAL_KEY = "sessionpool.principal"
 
 
 @dataclass
@@ -48,6 +53,30 @@ def runtime_of(request: Request) -> Runtime:
         raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
     assert isinstance(runtime, Runtime)
     return runtime
+
+
+def principal_of(request: Request) -> Principal:
+    """Who ``request`` acts for: set by the server's authentication; with authentication off
+    (development only) every request is the server's own, the default tenant with every scope."""
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if principal is None:
+        return ROOT
+    assert isinstance(principal, Principal)
+    return principal
+
+
+def require(request: Request, scope: Scope, operation: str, pool: str | None = None) -> Principal:
+    """The request's principal, if it carries ``scope`` (403 otherwise) and may use ``pool``.
+
+    A pool outside the credential's pools is not found (404), like a pool that does not exist:
+    the answer does not tell a tenant which pools others have.
+    """
+    principal = principal_of(request)
+    if not principal.may(scope):
+        raise ScopeDenied(principal.tenant, scope.value, operation)
+    if pool is not None and not principal.may_use(pool):
+        raise PoolNotFound(pool)
+    return principal
 
 
 def agents_service(request: Request) -> AgentService:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -73,6 +74,8 @@ STATUS: Mapping[Code, int] = {
     Code.OBJECT_NOT_FOUND: 404,
     Code.INVALID_ARGUMENT: 400,
     Code.CONFLICT: 409,
+    Code.SCOPE_DENIED: 403,
+    Code.TENANT_QUOTA: 429,
 }
 
 #: the neutral codes' wire names in the Azure REST vocabulary (``x-ms-error-code``), which the
@@ -97,6 +100,8 @@ AZURE_CODES: Mapping[Code, str] = {
     Code.OBJECT_NOT_FOUND: "NotFound",
     Code.INVALID_ARGUMENT: "InvalidRequest",
     Code.CONFLICT: "Conflict",
+    Code.SCOPE_DENIED: "Forbidden",
+    Code.TENANT_QUOTA: "TooManyRequests",
 }
 
 #: the OpenAI-style faces (Assistants, Responses): OpenAI's own codes where it has them
@@ -105,6 +110,8 @@ OPENAI_CODES: Mapping[Code, str] = {
     Code.OBJECT_NOT_FOUND: "not_found",
     Code.INVALID_ARGUMENT: "invalid_request",
     Code.CONFLICT: "conflict",
+    Code.SCOPE_DENIED: "forbidden",
+    Code.TENANT_QUOTA: "rate_limit_exceeded",
 }
 
 
@@ -179,7 +186,13 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
     code = wire_code(exc, _wire_codes(request))
     if status >= 500:
         logger.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, code, exc)
-    return error_response(status, code, exc.message, param=getattr(exc, "param", None))
+    headers = {}
+    if isinstance(exc, errors.TenantQuotaExceeded):
+        # whole seconds, rounded up: every client library reads the integer form
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    return error_response(
+        status, code, exc.message, headers, param=getattr(exc, "param", None)
+    )
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
