@@ -190,9 +190,7 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, errors.TenantQuotaExceeded):
         # whole seconds, rounded up: every client library reads the integer form
         headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return error_response(
-        status, code, exc.message, headers, param=getattr(exc, "param", None)
-    )
+    return error_response(status, code, exc.message, headers, param=getattr(exc, "param", None))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

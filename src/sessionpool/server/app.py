@@ -24,7 +24,8 @@ from sessionpool.faces.http import HttpError, install_error_handlers
 from sessionpool.faces.mcp import McpFace
 from sessionpool.faces.responses import ResponsesFace
 from sessionpool.pool import EngineHandle
-from sessionpool.server.auth import ApiKeyMiddleware
+from sessionpool.server.auth import Authenticator, AuthMiddleware
+from sessionpool.server.keys import KeyStore
 from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
 
@@ -205,7 +206,8 @@ def create_app(
         install_msi(app, settings.api_keys, settings.no_auth)
         public.add(MSI_PATH)  # it checks the identity header itself
     if not settings.no_auth:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_paths=public)
+        authenticator = Authenticator(settings.api_keys, KeyStore(settings.key_store))
+        app.add_middleware(AuthMiddleware, authenticator=authenticator, public_paths=public)
     app.add_middleware(NormalizePath)
     return app
 

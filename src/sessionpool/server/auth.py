@@ -1,8 +1,12 @@
-"""API-key authentication: a plain ASGI middleware in front of every route but the public ones.
+"""Authentication: a plain ASGI middleware in front of every route but the public ones.
 
-Clients send ``Authorization: Bearer <key>`` (every dynamic-sessions client) or ``api-key: <key>``
-(the Azure OpenAI convention). Keys are compared in constant time against every configured key, so
-the answer's timing says nothing about how much of a key was right, nor which key matched.
+Clients send ``Authorization: Bearer <credential>`` (every dynamic-sessions client) or
+``api-key: <key>`` (the Azure OpenAI convention). A credential is one of the server's own keys
+(the default tenant, every scope), a stored tenant key (``server/keys.py``) or an identity token
+from a configured issuer (``server/tokens.py``); it becomes the request's principal, whose scopes
+and pools the routes check. The server's keys are compared in constant time against every
+configured key, so the answer's timing says nothing about how much of a key was right, nor which
+key matched.
 
 The server is never open by accident: with no key configured, one is generated, printed once and
 kept in a file only its owner can read (see :func:`load_or_create_key`).
@@ -17,11 +21,15 @@ import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionpool.errors import ConfigError
+from sessionpool.faces.base import PRINCIPAL_KEY
 from sessionpool.faces.http import ERROR_CODE_HEADER
+from sessionpool.server.keys import KeyStore
+from sessionpool.tenancy import ROOT, Principal
 
 
 def keys_match(candidate: str, keys: Iterable[bytes]) -> bool:
@@ -48,12 +56,67 @@ def credentials(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     return found
 
 
-class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str]) -> None:
+class InvalidToken(Exception):
+    """A bearer token that is a token but not a valid one: the message says why (expired,
+    wrong audience, unknown issuer, bad signature ...), without echoing the token."""
+
+
+class TokenVerifier(Protocol):
+    """Identity tokens (JWT) from the issuers the operator configured (``server/tokens.py``)."""
+
+    async def verify(self, token: str) -> Principal:
+        """The principal the token names; raises :class:`InvalidToken` if it is not valid."""
+        ...
+
+
+def looks_like_jwt(credential: str) -> bool:
+    """Three base64url segments, the first a JSON object (``eyJ``: ``{"``). API keys never
+    look so (``sp-...``, ``spk_...``)."""
+    return credential.startswith("eyJ") and credential.count(".") == 2
+
+
+class Authenticator:
+    """Credentials to a principal: the server's own keys (the default tenant, every scope),
+    the stored tenant keys, then identity tokens."""
+
+    def __init__(
+        self,
+        server_keys: Iterable[str],
+        store: KeyStore | None = None,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
+        self.server_keys = tuple(k.encode("utf-8") for k in server_keys)
+        self.store = store
+        self.tokens = tokens
+
+    async def authenticate(self, offered: list[str]) -> Principal:
+        """The principal of the first valid credential; :class:`InvalidToken` with the reason
+        (for the 401) if none is."""
+        reason = "the API key is not valid for this server"
+        for credential in offered:
+            if keys_match(credential, self.server_keys):
+                return ROOT
+            if self.store is not None:
+                principal = self.store.lookup(credential)
+                if principal is not None:
+                    return principal
+            if self.tokens is not None and looks_like_jwt(credential):
+                try:
+                    return await self.tokens.verify(credential)
+                except InvalidToken as exc:
+                    reason = f"the bearer token is not valid: {exc}"
+        raise InvalidToken(reason)
+
+
+class AuthMiddleware:
+    """Authenticates every request but the public paths and leaves its principal in the ASGI
+    scope (``faces.base.PRINCIPAL_KEY``) for the routes to check rights against."""
+
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, public_paths: Iterable[str]
+    ) -> None:
         self.app = app
-        self.keys = tuple(k.encode("utf-8") for k in keys)
-        if not self.keys:
-            raise ConfigError("authentication is on but no API key is configured")
+        self.authenticator = authenticator
         self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,11 +124,15 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         offered = credentials(scope["headers"])
-        if offered and any(keys_match(c, self.keys) for c in offered):
-            await self.app(scope, receive, send)
-            return
         if offered:
-            message = "the API key is not valid for this server"
+            try:
+                principal = await self.authenticator.authenticate(offered)
+            except InvalidToken as exc:
+                message = str(exc)
+            else:
+                scope[PRINCIPAL_KEY] = principal
+                await self.app(scope, receive, send)
+                return
         else:
             message = "no credentials: send 'Authorization: Bearer <key>' or 'api-key: <key>'"
         body = json.dumps({"error": {"code": "Unauthorized", "message": message}}).encode()

@@ -46,6 +46,8 @@ class ServerSettings:
     api_keys: tuple[str, ...] = ()
     #: where the generated key lives (default: <data_dir>/api-key)
     api_key_file: Path | None = None
+    #: tenant keys, stored hashed (``sessionpool keys``; default: <data_dir>/keys.json)
+    keys_file: Path | None = None
     #: development only, refused unless host is a loopback address
     no_auth: bool = False
     tls_cert: Path | None = None
@@ -76,6 +78,10 @@ class ServerSettings:
     @property
     def key_file(self) -> Path:
         return self.api_key_file or self.data_dir / "api-key"
+
+    @property
+    def key_store(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
 
     @property
     def tls(self) -> bool:
@@ -271,6 +277,7 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "port": parse_int,
     "api_keys": parse_str_list,
     "api_key_file": _parse_path,
+    "keys_file": _parse_path,
     "no_auth": parse_bool,
     "tls_cert": _parse_path,
     "tls_key": _parse_path,
