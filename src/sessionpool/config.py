@@ -115,3 +115,21 @@ class ClusterConfig:
     poll_seconds: float = 0.5
     #: a placement not yet seen on its node is kept this long before it counts as unused
     placement_grace_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class TenantQuotas:
+    """What one tenant may use at once or per unit of time; 0 is no limit.
+
+    ``[quotas]`` in the server configuration sets them for every tenant, ``[tenants.<name>]``
+    for one; exceeding one answers 429 with ``Retry-After``.
+    """
+
+    #: live sessions of the tenant, over all pools (counted when a new one is allocated)
+    max_sessions: int = 0
+    #: executions (code and shell) started per second, with a burst of one second's worth
+    executions_per_second: float = 0.0
+    #: bytes uploaded into sessions per hour (a bucket refilled continuously)
+    upload_bytes_per_hour: int = 0
+    #: agent runs and responses in progress at once
+    agents_runs: int = 0

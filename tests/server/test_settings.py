@@ -15,6 +15,7 @@ from sessionpool.server.settings import (
     AGENTS_FIELDS,
     LIMIT_FIELDS,
     POOL_FIELDS,
+    QUOTA_FIELDS,
     SERVER_FIELDS,
     is_loopback,
     load_settings,
@@ -226,6 +227,8 @@ def test_every_setting_is_documented() -> None:
         assert f"SESSIONPOOL_POOL_{name.upper()}" in text
     for name in AGENTS_FIELDS:
         assert f"| `{name}` |" in text, f"[agents] {name} is missing from docs/configuration.md"
+    for name in QUOTA_FIELDS:
+        assert f"| `{name}` |" in text, f"[quotas] {name} is missing from docs/configuration.md"
 
 
 def test_agents_table_then_environment(tmp_path: Path) -> None:
@@ -245,3 +248,34 @@ def test_agents_table_then_environment(tmp_path: Path) -> None:
     assert s.agents.mapped_model(None) == "from-env"
     assert s.agents.database == f"sqlite:///{tmp_path / 'data' / 'agents.db'}"
     assert not load_settings(environ={"SESSIONPOOL_AGENTS_ENABLED": "no"}).agents.enabled
+
+
+def test_quotas_for_every_tenant_and_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(
+        "[quotas]\nmax_sessions = 5\nexecutions_per_second = 2.5\n"
+        "[tenants.acme]\nmax_sessions = 50\nupload_bytes_per_hour = '1GB'\n"
+    )
+    s = load_settings(config_file=cfg, environ={})
+    assert s.quotas.max_sessions == 5 and s.quotas.executions_per_second == 2.5
+    acme = dict(s.tenant_quotas)["acme"]
+    # a tenant's table is over [quotas]: what it does not say, [quotas] does
+    assert acme.max_sessions == 50 and acme.executions_per_second == 2.5
+    assert acme.upload_bytes_per_hour == 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[quotas]\nmax_session = 1\n", "unknown setting 'max_session'"),
+        ("[quotas]\nmax_sessions = -1\n", "must not be negative"),
+        ("[tenants.Acme]\nmax_sessions = 1\n", "is not a tenant name"),
+        ("[tenants]\nacme = 3\n", "[tenants.acme] must be a table"),
+    ],
+)
+def test_bad_quotas_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=cfg, environ={})
+    assert message in str(info.value)

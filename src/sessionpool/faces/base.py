@@ -7,7 +7,7 @@ agents service and the engine close, so nothing the face started outlives the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastapi import FastAPI
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from sessionpool.agents.service import AgentService
 from sessionpool.errors import PoolNotFound, ScopeDenied
 from sessionpool.faces.http import HttpError
+from sessionpool.faces.quotas import Quotas
 from sessionpool.pool import EngineHandle
 from sessionpool.tenancy import ROOT, Principal, Scope
 
@@ -31,6 +32,8 @@ class Runtime:
     agents: AgentService | None = None
     #: the server has begun to stop: executions that the stop ends answer 503, not a result
     stopping: bool = False
+    #: every tenant's quotas and their counters
+    quotas: Quotas = field(default_factory=Quotas)
 
 
 class Face(Protocol):

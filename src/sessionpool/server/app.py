@@ -19,15 +19,17 @@ from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError, InvalidArgument
 from sessionpool.faces.aca import AcaFace
 from sessionpool.faces.assistants import AssistantsFace
-from sessionpool.faces.base import Face, Runtime
+from sessionpool.faces.base import Face, Runtime, require
 from sessionpool.faces.http import HttpError, install_error_handlers
 from sessionpool.faces.mcp import McpFace
+from sessionpool.faces.quotas import Quotas
 from sessionpool.faces.responses import ResponsesFace
 from sessionpool.pool import EngineHandle
 from sessionpool.server.auth import Authenticator, AuthMiddleware
 from sessionpool.server.keys import KeyStore
 from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
+from sessionpool.tenancy import Scope as Right
 
 logger = logging.getLogger("sessionpool.server")
 
@@ -141,7 +143,7 @@ def create_app(
     """
     if not settings.no_auth and not settings.api_keys:
         raise ConfigError("no API key configured (resolve or generate one before create_app)")
-    faces: list[Face] = [AcaFace(), McpFace(None if settings.no_auth else settings.api_keys[0])]
+    faces: list[Face] = [AcaFace(), McpFace()]
     if settings.agents.enabled:
         faces += [AssistantsFace(), ResponsesFace()]
     stopper = shutdown or Shutdown(settings.shutdown_deadline_seconds)
@@ -152,7 +154,7 @@ def create_app(
         if eng is None:
             eng = make_engine(settings)
             await eng.start()
-        runtime = Runtime(eng)
+        runtime = Runtime(eng, quotas=Quotas(settings.quotas, dict(settings.tenant_quotas)))
         app.state.engine = eng
         if settings.agents.enabled:
             runs = eng.run_locks if isinstance(eng, ClusterEngine) else None
@@ -218,6 +220,7 @@ def install_cluster_routes(app: FastAPI) -> None:
     takes it back), for a rolling restart."""
 
     def cluster_engine(request: Request) -> ClusterEngine:
+        require(request, Right.ADMIN, "the cluster's routes")
         eng = getattr(request.app.state, "engine", None)
         if not isinstance(eng, ClusterEngine):
             raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")

@@ -26,9 +26,11 @@ from sessionpool.config import (
     EngineConfig,
     Limits,
     PoolConfig,
+    TenantQuotas,
     default_runtimes_dir,
 )
 from sessionpool.errors import ConfigError
+from sessionpool.tenancy import check_tenant
 
 ENV_PREFIX = "SESSIONPOOL_"
 POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
@@ -72,6 +74,10 @@ class ServerSettings:
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     #: cluster mode ([cluster] table, --cluster): None serves from this machine's own engine
     cluster: ClusterConfig | None = None
+    #: every tenant's quotas ([quotas] table); 0 is no limit
+    quotas: TenantQuotas = field(default_factory=TenantQuotas)
+    #: one tenant's quotas ([tenants.<name>] tables, over [quotas])
+    tenant_quotas: tuple[tuple[str, TenantQuotas], ...] = ()
     #: the TOML file these settings were read from, if any
     config_file: Path | None = None
 
@@ -306,7 +312,7 @@ def _converter(hint: Any, name: str) -> Callable[[object, str], object]:
     if hint is bool:
         return parse_bool
     if hint is int:
-        return parse_size if name.endswith("_bytes") else parse_int
+        return parse_size if "_bytes" in name else parse_int
     if hint is float:
         return parse_float
     if hint is str:
@@ -386,6 +392,43 @@ def build_cluster(
     if config.poll_seconds <= 0 or config.placement_grace_seconds <= 0:
         raise ConfigError("[cluster] poll_seconds and placement_grace_seconds must be positive")
     return config
+
+
+#: quota settings ([quotas] and [tenants.<name>] tables)
+QUOTA_FIELDS = _field_converters(TenantQuotas)
+
+
+def build_quotas(
+    quotas_table: Mapping[str, object], tenant_tables: Mapping[str, object]
+) -> tuple[TenantQuotas, tuple[tuple[str, TenantQuotas], ...]]:
+    """[quotas] for every tenant, and [tenants.<name>] over it for one."""
+
+    def values(table: object, where: str, base: Mapping[str, object]) -> dict[str, object]:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        out = dict(base)
+        for key, raw in table.items():
+            if key not in QUOTA_FIELDS:
+                raise ConfigError(
+                    f"{where}: unknown setting {key!r}; known: {', '.join(QUOTA_FIELDS)}"
+                )
+            value = QUOTA_FIELDS[key](raw, f"{where} {key}")
+            if isinstance(value, int | float) and value < 0:
+                raise ConfigError(f"{where} {key} must not be negative (0 is no limit)")
+            out[key] = value
+        return out
+
+    base = values(quotas_table, "[quotas]", {})
+    default = TenantQuotas(**base)  # type: ignore[arg-type]
+    tenants = []
+    for name, table in tenant_tables.items():
+        try:
+            check_tenant(name, "[tenants]")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        per = values(table, f"[tenants.{name}]", base)
+        tenants.append((name, TenantQuotas(**per)))  # type: ignore[arg-type]
+    return default, tuple(tenants)
 
 
 def pool_env_name(setting: str) -> str:
@@ -468,17 +511,21 @@ def load_settings(
         config_file = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
 
     values: dict[str, object] = {}
+    quota_values: dict[str, object] = {}
     pool_tables: dict[str, Mapping[str, object]] | None = None
     agents_table: Mapping[str, object] = {}
     cluster_table: Mapping[str, object] = {}
     if config_file is not None:
         doc = read_toml(config_file)
-        unknown = set(doc) - {"server", "pools", "agents", "cluster"}
+        unknown = set(doc) - {"server", "pools", "agents", "cluster", "quotas", "tenants", "auth"}
         if unknown:
             raise ConfigError(
-                f"{config_file}: unknown table(s) {sorted(unknown)}; "
-                "use [server], [pools.<name>], [agents] and [cluster]"
+                f"{config_file}: unknown table(s) {sorted(unknown)}; use [server], "
+                "[pools.<name>], [agents], [cluster], [quotas], [tenants.<name>] and [auth]"
             )
+        quota_values["quotas"], quota_values["tenant_quotas"] = build_quotas(
+            doc.get("quotas", {}), doc.get("tenants", {})
+        )
         cluster_table = doc.get("cluster", {})
         if not isinstance(cluster_table, dict):
             raise ConfigError(f"{config_file}: [cluster] must be a table")
@@ -531,6 +578,7 @@ def load_settings(
         agents=agents,
         cluster=build_cluster(cluster_table, env, cluster_address),
         config_file=config_file,
+        **quota_values,  # type: ignore[arg-type]
         **values,  # type: ignore[arg-type]
     )
     settings.check()

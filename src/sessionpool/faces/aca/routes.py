@@ -32,14 +32,16 @@ from sessionpool.faces.aca.params import (
     read_json,
     version_at_least,
 )
-from sessionpool.faces.base import Runtime
+from sessionpool.faces.base import Runtime, require
 from sessionpool.faces.http import HttpError, mount, request_body, wire_code
+from sessionpool.faces.quotas import Quotas
 from sessionpool.faces.uploads import (
     DRAIN_LIMIT,
     FRAMING_ALLOWANCE,
     open_multipart,
 )
-from sessionpool.pool import EngineHandle
+from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
+from sessionpool.tenancy import Principal, Scope, identifier_of, session_key
 from sessionpool.types import ExecutionStatus, FileInfo, RuntimeInfo
 
 logger = logging.getLogger("sessionpool.faces.aca")
@@ -285,14 +287,47 @@ class AcaFace:
             "the server shut down while this was running; the session and its files are gone",
         )
 
+    @property
+    def quotas(self) -> Quotas:
+        return self._runtime.quotas if self._runtime is not None else Quotas()
+
+    def _open(
+        self, request: Request, pool: str, scope: Scope, operation: str
+    ) -> tuple[PoolHandle, str, str, Principal]:
+        """The pool, the identifier as the caller named it, the session's key in the pool (the
+        caller's tenant's namespace), and the caller, once it is known to carry ``scope``."""
+        who = require(request, scope, operation, pool)
+        p = self.engine.pool(pool)
+        ident = identifier(request)
+        return p, ident, session_key(who.tenant, ident), who
+
+    async def _acquire(self, p: PoolHandle, who: Principal, key: str) -> SessionHandle:
+        """The session, allocated on first use within the tenant's ``max_sessions``."""
+        if self.quotas.of(who.tenant).max_sessions <= 0:
+            return await p.acquire(key)
+        session = await p.lookup(key)
+        if session is not None:
+            return session
+        async with self.quotas.new_session(who.tenant, lambda: self._live(who.tenant)):
+            return await p.acquire(key)
+
+    async def _live(self, tenant: str) -> int:
+        """The tenant's live sessions, over every pool."""
+        total = 0
+        for handle in self.engine.pools.values():
+            total += sum(
+                identifier_of(tenant, s.identifier) is not None
+                for s in await handle.list_sessions()
+            )
+        return total
+
     def _effective_timeout(self, pool_default: float, requested: float | None) -> float:
         return pool_default if requested is None else min(requested, pool_default)
 
     # --- 2024-02-02-preview --------------------------------------------------------------------
 
     async def code_execute(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, who = self._open(request, pool, Scope.EXECUTE, "running code")
         family(request)
         body = await read_json(request, models.ExecuteRequest)
         props = body.properties
@@ -300,7 +335,8 @@ class AcaFace:
         timeout = self._effective_timeout(
             p.config.execution_timeout_seconds, props.timeoutInSeconds
         )
-        session = await p.acquire(ident)
+        self.quotas.execution(who.tenant)
+        session = await self._acquire(p, who, key)
         try:
             res = await session.execute(code, timeout=props.timeoutInSeconds)
         except errors.ServiceError as exc:
@@ -316,8 +352,7 @@ class AcaFace:
     # --- files (both families) -----------------------------------------------------------------
 
     async def upload(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, who = self._open(request, pool, Scope.FILES, "uploading files")
         fam = family(request)
         limit = p.config.limits.file_bytes
         declared = request.headers.get("content-length", "")
@@ -328,7 +363,8 @@ class AcaFace:
                 f"the upload is larger than the per-file limit of {limit} bytes",
                 headers={"connection": "close"},
             )
-        session = await p.acquire(ident)
+        self.quotas.upload_allowed(who.tenant, int(declared) if declared.isdigit() else None)
+        session = await self._acquire(p, who, key)
         directory = query(request).get("path")
         stored: list[FileInfo] = []
         try:
@@ -343,6 +379,7 @@ class AcaFace:
                         raise HttpError(400, "MissingFileName", "a file part needs a file name")
                     target = paths.joined(directory, part.filename)
                     stored.append(await session.write_file(target, part.chunks()))
+                    self.quotas.uploaded(who.tenant, stored[-1].size)
             except (errors.ServiceError, HttpError):
                 await reader.drain()
                 raise
@@ -359,11 +396,10 @@ class AcaFace:
         return json_response(translate.resource_file(stored[0]))
 
     async def list_files(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, who = self._open(request, pool, Scope.FILES, "listing files")
         fam = family(request)
         q = query(request)
-        session = await p.acquire(ident)
+        session = await self._acquire(p, who, key)
         directory = paths.relative(q.get("path", ""))
         if fam is Family.PROPERTIES:
             # one flat list of files, sub-paths included, as uploads name them
@@ -380,8 +416,7 @@ class AcaFace:
         )
 
     async def get_file(self, request: Request, pool: str, file_path: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, who = self._open(request, pool, Scope.FILES, "reading files")
         fam = family(request)
         directory = query(request).get("path")
         if file_path.startswith("content/") and (
@@ -393,7 +428,7 @@ class AcaFace:
         else:
             name, download = file_path, False
         target = paths.joined(directory, name)
-        session = await p.acquire(ident)
+        session = await self._acquire(p, who, key)
         if download:
             info, chunks = await session.download(target)
             return StreamingResponse(
@@ -409,11 +444,10 @@ class AcaFace:
         return json_response(translate.resource_file(info))
 
     async def delete_file(self, request: Request, pool: str, file_path: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, who = self._open(request, pool, Scope.FILES, "deleting files")
         family(request)
         target = paths.joined(query(request).get("path"), file_path)
-        session = await p.acquire(ident)
+        session = await self._acquire(p, who, key)
         await session.delete_file(target)
         return Response(status_code=204)
 
@@ -431,13 +465,13 @@ class AcaFace:
         )
 
     async def create_execution(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, ident, key, who = self._open(request, pool, Scope.EXECUTE, "running code")
         family(request)
         req = await read_json(request, models.ExecutionRequest)
         execution_id = request.headers.get("operation-id") or str(uuid.uuid4())
         timeout = self._effective_timeout(p.config.execution_timeout_seconds, req.timeoutInSeconds)
-        session = await p.acquire(ident)
+        self.quotas.execution(who.tenant)
+        session = await self._acquire(p, who, key)
         headers = {
             "operation-id": execution_id,
             "Operation-Location": self._operation_location(request, execution_id, ident),
@@ -457,7 +491,7 @@ class AcaFace:
             resource: models._Wire = translate.shell_resource(
                 shell, execution_id=execution_id, identifier=ident, timeout_s=timeout
             )
-            self._executions.remember(execution_id, Execution(pool, ident, resource))
+            self._executions.remember(execution_id, Execution(pool, key, resource))
             return json_response(resource, done_status, headers)
 
         assert req.code is not None
@@ -493,12 +527,12 @@ class AcaFace:
             resource = await run()
             if self.stopping and resource.status == "Failed":
                 raise self._stopped()
-            self._executions.remember(execution_id, Execution(pool, ident, resource))
+            self._executions.remember(execution_id, Execution(pool, key, resource))
             return json_response(resource, done_status, headers)
 
         record = Execution(
             pool,
-            ident,
+            key,
             models.CodeExecutionResource(
                 id=execution_id, identifier=ident, executionType="Asynchronous", status="Running"
             ),
@@ -527,10 +561,9 @@ class AcaFace:
             self._executions.update(record, failed)
 
     async def get_execution(self, request: Request, pool: str, execution_id: str) -> Response:
-        self.engine.pool(pool)
-        ident = identifier(request)
+        _, _, key, _ = self._open(request, pool, Scope.EXECUTE, "reading an execution")
         family(request)
-        record = self._executions.get(pool, ident, execution_id)
+        record = self._executions.get(pool, key, execution_id)
         if record is None:
             raise HttpError(
                 404,
@@ -541,15 +574,20 @@ class AcaFace:
         return json_response(record.resource)
 
     async def stream_execution(self, request: Request, pool: str) -> Response:
-        return await stream.stream_execution(self.engine, request, pool)
+        p, ident, key, who = self._open(request, pool, Scope.EXECUTE, "running code")
+
+        async def acquire() -> SessionHandle:
+            self.quotas.execution(who.tenant)
+            return await self._acquire(p, who, key)
+
+        return await stream.stream_execution(request, p, ident, acquire)
 
     # --- sessions ------------------------------------------------------------------------------
 
     async def get_session(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, ident, key, _ = self._open(request, pool, Scope.SESSIONS, "reading a session")
         family(request)
-        session = await p.lookup(ident)
+        session = await p.lookup(key)
         if session is None:
             raise errors.SessionNotFound(pool, ident)
         return json_response(
@@ -559,21 +597,29 @@ class AcaFace:
         )
 
     async def delete_session(self, request: Request, pool: str) -> Response:
-        p = self.engine.pool(pool)
-        ident = identifier(request)
+        p, _, key, _ = self._open(request, pool, Scope.SESSIONS, "deleting a session")
         family(request)
-        await p.delete(ident)
-        self._executions.forget_session(pool, ident)
+        await p.delete(key)
+        self._executions.forget_session(pool, key)
         return Response(status_code=204)
 
     async def list_sessions(self, request: Request, pool: str) -> Response:
+        who = require(request, Scope.SESSIONS, "listing sessions", pool)
         p = self.engine.pool(pool)
         family(request)
         raw_skip = query(request).get("skip", "0") or "0"
         if not raw_skip.isdigit():
             raise HttpError(400, "InvalidSkip", "skip must be a non-negative integer")
         skip = int(raw_skip)
-        sessions = sorted(await p.list_sessions(), key=lambda s: (s.created_at, s.identifier))
+        # the caller's own sessions only, under the names it gave them
+        sessions = sorted(
+            (
+                (s, ident)
+                for s in await p.list_sessions()
+                if (ident := identifier_of(who.tenant, s.identifier)) is not None
+            ),
+            key=lambda si: (si[0].created_at, si[1]),
+        )
         page = sessions[skip : skip + PAGE_SIZE]
         next_link = None
         if skip + PAGE_SIZE < len(sessions):
@@ -589,16 +635,16 @@ class AcaFace:
         return json_response(
             models.SessionList(
                 sessions=[
-                    translate.session_resource(
-                        pool, s.identifier, s.created_at, s.last_used, s.expires_at
-                    )
-                    for s in page
+                    translate.session_resource(pool, ident, s.created_at, s.last_used, s.expires_at)
+                    for s, ident in page
                 ],
                 nextLink=next_link,
             )
         )
 
     async def metadata(self, request: Request, pool: str) -> Response:
+        # what any caller that may use the pool is entitled to read: it holds no session
+        require(request, Scope.EXECUTE, "reading the pool's metadata", pool)
         handle = self.engine.pool(pool)
         family(request)
         if pool not in self._metadata:

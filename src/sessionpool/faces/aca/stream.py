@@ -17,24 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from sessionpool import errors
 from sessionpool.faces.aca import models, translate
-from sessionpool.faces.aca.params import decode_code, family, identifier, read_json
+from sessionpool.faces.aca.params import decode_code, family, read_json
 from sessionpool.faces.http import HttpError, sse, wire_code
-from sessionpool.pool import EngineHandle
+from sessionpool.pool import PoolHandle, SessionHandle
 from sessionpool.types import ExecutionResult
 
 PATH = "/executions/stream"
 
 
-async def stream_execution(engine: EngineHandle, request: Request, pool: str) -> Response:
-    p = engine.pool(pool)
-    ident = identifier(request)
+async def stream_execution(
+    request: Request,
+    p: PoolHandle,
+    ident: str,
+    acquire: Callable[[], Awaitable[SessionHandle]],
+) -> Response:
+    """Stream a cell of session ``ident`` (as the caller named it) of pool ``p``; ``acquire``
+    gets the session, allocating it in the caller's namespace within its quotas."""
     family(request)
     req = await read_json(request, models.ExecutionRequest)
     if req.code is None:
@@ -45,7 +50,7 @@ async def stream_execution(engine: EngineHandle, request: Request, pool: str) ->
     timeout = p.config.execution_timeout_seconds
     if req.timeoutInSeconds is not None:
         timeout = min(timeout, req.timeoutInSeconds)
-    session = await p.acquire(ident)
+    session = await acquire()
     execution_id = request.headers.get("operation-id") or str(uuid.uuid4())
     chunks: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
 

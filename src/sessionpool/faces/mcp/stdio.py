@@ -21,7 +21,7 @@ def mcp_command(args: argparse.Namespace) -> int:
         return USAGE
     holder: dict[str, AsyncClient] = {}
 
-    async def client() -> AsyncClient:
+    async def client(ctx: Any) -> AsyncClient:
         if "client" not in holder:
             holder["client"] = AsyncClient(endpoint, api_key=credential, verify=verify)
         return holder["client"]

@@ -37,13 +37,16 @@ session). Variables, imports and files in /mnt/data persist between calls to the
 environmentId. Call launchShell to get a fresh environmentId, or omit environmentId to use this \
 connection's own environment. matplotlib figures come back as images."""
 
-ClientFactory = Callable[[], Awaitable[AsyncClient]]
+#: the client for the tool call in ``ctx``: over HTTP with the user's credential (stdio), or the
+#: server's own routes with the caller's credentials (/mcp), so a tool can do no more than the
+#: caller could
+ClientFactory = Callable[["Context[Any, Any, Any]"], Awaitable[AsyncClient]]
 #: largest file the download tool returns inline
 MAX_INLINE_BYTES = 8 * 1024 * 1024
 
 
 def build_server(client: ClientFactory, *, name: str = "sessionpool") -> FastMCP[Any]:
-    """A FastMCP server whose tools run in sessions of the pool that ``client()`` talks to.
+    """A FastMCP server whose tools run in sessions of the pool that ``client(ctx)`` talks to.
 
     FastMCP configures the root logger when it is built; that is undone here, so the host
     process (the server, or ``sessionpool mcp``) keeps its own logging.
@@ -68,7 +71,7 @@ def build_server(client: ClientFactory, *, name: str = "sessionpool") -> FastMCP
             environment_id = defaults.get(key)
             if environment_id is None:
                 environment_id = defaults[key] = new_identifier()
-        return (await client()).session(environment_id)
+        return (await client(ctx)).session(environment_id)
 
     @mcp.tool(
         name="launchShell",
@@ -76,9 +79,9 @@ def build_server(client: ClientFactory, *, name: str = "sessionpool") -> FastMCP
         "return its environmentId.",
         structured_output=False,
     )
-    async def launch_shell() -> str:
+    async def launch_shell(ctx: Context[Any, Any, Any]) -> str:
         ident = new_identifier()
-        await (await client()).session(ident).run("None")
+        await (await client(ctx)).session(ident).run("None")
         return json.dumps({"environmentId": ident})
 
     @mcp.tool(
