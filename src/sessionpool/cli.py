@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=serve_command)
 
+    from sessionpool.server.keys_cli import add_keys_command
+
+    add_keys_command(sub)
+
     doctor = sub.add_parser(
         "doctor", help="report which parts of the jail this host supports, and the runtimes"
     )
