@@ -29,6 +29,7 @@ from sessionpool.server.auth import Authenticator, AuthMiddleware
 from sessionpool.server.keys import KeyStore
 from sessionpool.server.msi import MSI_PATH, install_msi
 from sessionpool.server.settings import ServerSettings
+from sessionpool.server.tokens import verifier_for
 from sessionpool.tenancy import Scope as Right
 
 logger = logging.getLogger("sessionpool.server")
@@ -208,7 +209,9 @@ def create_app(
         install_msi(app, settings.api_keys, settings.no_auth)
         public.add(MSI_PATH)  # it checks the identity header itself
     if not settings.no_auth:
-        authenticator = Authenticator(settings.api_keys, KeyStore(settings.key_store))
+        authenticator = Authenticator(
+            settings.api_keys, KeyStore(settings.key_store), verifier_for(settings.issuers)
+        )
         app.add_middleware(AuthMiddleware, authenticator=authenticator, public_paths=public)
     app.add_middleware(NormalizePath)
     return app

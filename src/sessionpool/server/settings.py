@@ -30,6 +30,7 @@ from sessionpool.config import (
     default_runtimes_dir,
 )
 from sessionpool.errors import ConfigError
+from sessionpool.server.tokens import IssuerConfig, parse_auth
 from sessionpool.tenancy import check_tenant
 
 ENV_PREFIX = "SESSIONPOOL_"
@@ -78,6 +79,8 @@ class ServerSettings:
     quotas: TenantQuotas = field(default_factory=TenantQuotas)
     #: one tenant's quotas ([tenants.<name>] tables, over [quotas])
     tenant_quotas: tuple[tuple[str, TenantQuotas], ...] = ()
+    #: identity-token issuers ([[auth.issuers]]); none: keys only
+    issuers: tuple[IssuerConfig, ...] = ()
     #: the TOML file these settings were read from, if any
     config_file: Path | None = None
 
@@ -515,6 +518,7 @@ def load_settings(
     pool_tables: dict[str, Mapping[str, object]] | None = None
     agents_table: Mapping[str, object] = {}
     cluster_table: Mapping[str, object] = {}
+    issuers: tuple[IssuerConfig, ...] = ()
     if config_file is not None:
         doc = read_toml(config_file)
         unknown = set(doc) - {"server", "pools", "agents", "cluster", "quotas", "tenants", "auth"}
@@ -526,6 +530,10 @@ def load_settings(
         quota_values["quotas"], quota_values["tenant_quotas"] = build_quotas(
             doc.get("quotas", {}), doc.get("tenants", {})
         )
+        auth_table = doc.get("auth", {})
+        if not isinstance(auth_table, dict):
+            raise ConfigError(f"{config_file}: [auth] must be a table")
+        issuers = parse_auth(auth_table)
         cluster_table = doc.get("cluster", {})
         if not isinstance(cluster_table, dict):
             raise ConfigError(f"{config_file}: [cluster] must be a table")
@@ -577,6 +585,7 @@ def load_settings(
         pools=pools,
         agents=agents,
         cluster=build_cluster(cluster_table, env, cluster_address),
+        issuers=issuers,
         config_file=config_file,
         **quota_values,  # type: ignore[arg-type]
         **values,  # type: ignore[arg-type]
