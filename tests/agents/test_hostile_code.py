@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from sessionpool import errors
-from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents import AgentsConfig, AgentService, TenantAgents
 from sessionpool.agents.loop import CAPTURE_MAX_FILES
 from sessionpool.agents.types import Run, RunStatus, TextPart
 from sessionpool.engine import Engine
+from sessionpool.tenancy import DEFAULT_TENANT
 from tests.agents.scripted_model import ECHO_PREFIX, ScriptedModel
 
 pytestmark = pytest.mark.jail
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.jail
 @pytest.fixture
 async def service(
     engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
-) -> AsyncIterator[AgentService]:
+) -> AsyncIterator[TenantAgents]:
     config = AgentsConfig(
         model_base_url=scripted_model.url,
         default_model="scripted-echo",
@@ -30,11 +31,11 @@ async def service(
     )
     svc = AgentService(config, engine)
     await svc.start()
-    yield svc
+    yield svc.for_tenant(DEFAULT_TENANT)
     await svc.close()
 
 
-async def run_code(service: AgentService, code: str, conversation_id: str | None = None) -> Run:
+async def run_code(service: TenantAgents, code: str, conversation_id: str | None = None) -> Run:
     """One turn whose cell is ``code`` (the echo script runs the user's message)."""
     if conversation_id is None:
         conversation_id = (await service.create_conversation()).id
@@ -45,12 +46,12 @@ async def run_code(service: AgentService, code: str, conversation_id: str | None
     return run
 
 
-async def answer(service: AgentService, run: Run) -> str:
+async def answer(service: TenantAgents, run: Run) -> str:
     [message] = await service.run_messages(run.id)
     return message.text
 
 
-async def test_links_fifos_and_devices_are_never_read(service: AgentService) -> None:
+async def test_links_fifos_and_devices_are_never_read(service: TenantAgents) -> None:
     run = await run_code(
         service,
         "import os\n"
@@ -68,7 +69,7 @@ async def test_links_fifos_and_devices_are_never_read(service: AgentService) -> 
     assert "planted" in await answer(service, run)
 
 
-async def test_a_cell_cannot_flood_the_database(service: AgentService) -> None:
+async def test_a_cell_cannot_flood_the_database(service: TenantAgents) -> None:
     count = CAPTURE_MAX_FILES + 20
     run = await run_code(
         service,
@@ -82,7 +83,7 @@ async def test_a_cell_cannot_flood_the_database(service: AgentService) -> None:
     assert "file(s) not kept" in text and str(CAPTURE_MAX_FILES) in text
 
 
-async def test_files_deleted_by_code_leave_the_container(service: AgentService) -> None:
+async def test_files_deleted_by_code_leave_the_container(service: TenantAgents) -> None:
     run = await run_code(service, "open('tmp.csv', 'w').write('a\\n1\\n')")
     [record] = await service.containers.all_files(str(run.container_id))
     again = await run_code(service, "import os; os.remove('tmp.csv')", run.conversation_id)
@@ -92,7 +93,7 @@ async def test_files_deleted_by_code_leave_the_container(service: AgentService) 
         await service.files.get(record.id)
 
 
-async def test_links_in_the_answer_only_name_files_the_code_wrote(service: AgentService) -> None:
+async def test_links_in_the_answer_only_name_files_the_code_wrote(service: TenantAgents) -> None:
     """The model's text is untrusted too: a link to a path the code did not write, or one
     that climbs out of /mnt/data, is left as plain text."""
     code = (
@@ -109,7 +110,7 @@ async def test_links_in_the_answer_only_name_files_the_code_wrote(service: Agent
     assert text_part.text[ann.start_index : ann.end_index] == ann.text
 
 
-async def test_upload_names_cannot_climb_out(service: AgentService) -> None:
+async def test_upload_names_cannot_climb_out(service: TenantAgents) -> None:
     upload = await service.files.create(filename="../../etc/cron.d/evil.csv", data=b"a\n")
     assert upload.filename == "evil.csv"
     container = await service.containers.create(file_ids=[upload.id])

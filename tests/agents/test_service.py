@@ -1,6 +1,7 @@
 """The agents service in process: real jailed sessions, a real scripted model over HTTP, SQLite.
 
-Each test drives ``AgentService`` the way the faces do and checks what a client would see:
+Each test drives ``AgentService`` the way the faces do (through the default tenant's view) and
+checks what a client would see:
 statuses, steps, messages, annotations, files in the container and their bytes.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from sessionpool import errors
-from sessionpool.agents import AgentsConfig, AgentService
+from sessionpool.agents import AgentsConfig, AgentService, TenantAgents
 from sessionpool.agents.service import ResponseRequest
 from sessionpool.agents.types import (
     Conversation,
@@ -29,6 +30,7 @@ from sessionpool.agents.types import (
     TextPart,
 )
 from sessionpool.engine import Engine
+from sessionpool.tenancy import DEFAULT_TENANT
 from tests.agents.scripted_model import (
     CHART_ANSWER,
     CHART_CODE,
@@ -47,7 +49,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 async def service(
     engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
-) -> AsyncIterator[AgentService]:
+) -> AsyncIterator[TenantAgents]:
     config = AgentsConfig(
         model_base_url=scripted_model.url,
         default_model="scripted-chart",
@@ -57,11 +59,11 @@ async def service(
     )
     svc = AgentService(config, engine)
     await svc.start()
-    yield svc
+    yield svc.for_tenant(DEFAULT_TENANT)
     await svc.close()
 
 
-async def run_to_end(service: AgentService, model: str, prompt: str, **kw: object) -> Run:
+async def run_to_end(service: TenantAgents, model: str, prompt: str, **kw: object) -> Run:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content=prompt)
     run = await service.start_run(conversation.id, model=model, **kw)  # type: ignore[arg-type]
@@ -69,7 +71,7 @@ async def run_to_end(service: AgentService, model: str, prompt: str, **kw: objec
 
 
 async def test_chart_run_records_code_figure_files_and_annotated_answer(
-    service: AgentService,
+    service: TenantAgents,
 ) -> None:
     run = await run_to_end(service, "scripted-chart", "a bar chart please")
     assert run.status == RunStatus.COMPLETED, run.last_error
@@ -104,7 +106,7 @@ async def test_chart_run_records_code_figure_files_and_annotated_answer(
     assert {by_name["chart.png"].file_id, images[0]} <= {f.id for f in generated.items}
 
 
-async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
+async def test_uploaded_file_is_read_by_the_code(service: TenantAgents) -> None:
     upload = await service.files.create(filename="profits.csv", data=b"company,profit\nX,7\nY,35\n")
     conversation = await service.create_conversation()
     await service.add_message(
@@ -122,7 +124,7 @@ async def test_uploaded_file_is_read_by_the_code(service: AgentService) -> None:
 
 
 async def test_variables_persist_across_runs_of_a_conversation(
-    service: AgentService, scripted_model: ScriptedModel
+    service: TenantAgents, scripted_model: ScriptedModel
 ) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="hi")
@@ -154,14 +156,14 @@ async def test_variables_persist_across_runs_of_a_conversation(
     assert [m.role for m in page.items] == ["assistant", "user", "assistant", "user"]
 
 
-async def test_model_error_fails_the_run_with_last_error(service: AgentService) -> None:
+async def test_model_error_fails_the_run_with_last_error(service: TenantAgents) -> None:
     run = await run_to_end(service, "scripted-error", "x")
     assert run.status == RunStatus.FAILED and run.failed_at is not None
     assert run.last_error is not None and run.last_error.code == "server_error"
     assert "HTTP 500" in run.last_error.message and "scripted failure" in run.last_error.message
 
 
-async def test_model_that_never_stops_hits_the_step_limit(service: AgentService) -> None:
+async def test_model_that_never_stops_hits_the_step_limit(service: TenantAgents) -> None:
     run = await run_to_end(service, "scripted-loop", "x")
     assert run.status == RunStatus.FAILED
     assert run.last_error == RunError(code="max_steps_exceeded", message=run.last_error.message)
@@ -169,13 +171,13 @@ async def test_model_that_never_stops_hits_the_step_limit(service: AgentService)
     assert len(steps) == 3 and all(s.type == "tool_calls" for s in steps)
 
 
-async def test_model_that_never_answers_times_out(service: AgentService) -> None:
+async def test_model_that_never_answers_times_out(service: TenantAgents) -> None:
     run = await run_to_end(service, "scripted-hang", "x")
     assert run.status == RunStatus.FAILED and run.last_error is not None
     assert "did not answer within 2 s" in run.last_error.message
 
 
-async def test_cancel_interrupts_running_code(service: AgentService) -> None:
+async def test_cancel_interrupts_running_code(service: TenantAgents) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="wait")
     run = await service.start_run(conversation.id, model="scripted-slow")
@@ -199,7 +201,7 @@ async def test_cancel_interrupts_running_code(service: AgentService) -> None:
     assert result.result is not None and result.result.data["text/plain"] == "2"
 
 
-async def test_events_stream_the_whole_run(service: AgentService) -> None:
+async def test_events_stream_the_whole_run(service: TenantAgents) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
@@ -217,7 +219,7 @@ async def test_events_stream_the_whole_run(service: AgentService) -> None:
 
 
 async def test_container_files_come_back_after_the_session_cooled_down(
-    service: AgentService,
+    service: TenantAgents,
 ) -> None:
     run = await run_to_end(service, "scripted-chart", "chart")
     container = await service.containers.get(str(run.container_id))
@@ -232,15 +234,16 @@ async def test_runs_left_in_flight_are_failed_on_restart(
     config = AgentsConfig(model_base_url=scripted_model.url, data_dir=tmp_path)
     first = AgentService(config, engine)
     await first.start()
-    conversation = await first.create_conversation()
+    conversation = await first.for_tenant(DEFAULT_TENANT).create_conversation()
     mine = Run(id="run_stale", conversation_id=conversation.id, model="m", owner=first.owner)
     # a run of another server sharing the database: not this server's to declare dead
     theirs = Run(id="run_theirs", conversation_id=conversation.id, model="m", owner="elsewhere")
     for run in (mine, theirs):
-        await first.records.insert(run, conversation.id, "run")
+        await first.for_tenant(DEFAULT_TENANT).records.insert(run, conversation.id, "run")
     await first.close()
-    second = AgentService(dataclasses.replace(config), engine)
-    await second.start()
+    restarted = AgentService(dataclasses.replace(config), engine)
+    await restarted.start()
+    second = restarted.for_tenant(DEFAULT_TENANT)
     try:
         stale = await second.get_run("run_stale")
         assert stale.status == RunStatus.FAILED and stale.last_error is not None
@@ -248,10 +251,10 @@ async def test_runs_left_in_flight_are_failed_on_restart(
         assert (await second.get_run("run_theirs")).status == RunStatus.QUEUED
         assert (await second.get_conversation(conversation.id)).id == conversation.id
     finally:
-        await second.close()
+        await restarted.close()
 
 
-async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentService) -> None:
+async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: TenantAgents) -> None:
     with pytest.raises(errors.ObjectNotFound, match="thread_nope"):
         await service.start_run("thread_nope")
     conversation = await service.create_conversation()
@@ -268,8 +271,9 @@ async def test_unknown_ids_and_bad_input_raise_the_right_errors(service: AgentSe
 
 
 async def test_no_model_configured_fails_with_a_clear_error(engine: Engine, tmp_path: Path) -> None:
-    svc = AgentService(AgentsConfig(data_dir=tmp_path), engine)
-    await svc.start()
+    service = AgentService(AgentsConfig(data_dir=tmp_path), engine)
+    await service.start()
+    svc = service.for_tenant(DEFAULT_TENANT)
     try:
         agent = await svc.create_agent(model=None)
         conversation = await svc.create_conversation()
@@ -278,11 +282,11 @@ async def test_no_model_configured_fails_with_a_clear_error(engine: Engine, tmp_
         assert run.status == RunStatus.FAILED and run.last_error is not None
         assert "default_model" in run.last_error.message
     finally:
-        await svc.close()
+        await service.close()
 
 
 async def test_delete_run_removes_it_and_its_steps_but_not_its_messages(
-    service: AgentService,
+    service: TenantAgents,
 ) -> None:
     run = await run_to_end(service, "scripted-chart", "chart")
     [message] = await service.run_messages(run.id)
@@ -299,7 +303,7 @@ def said(text: str) -> dict[str, Any]:
 
 
 async def test_responses_continue_their_conversation_and_copy_auto_container_files_once(
-    service: AgentService,
+    service: TenantAgents,
 ) -> None:
     upload = await service.files.create(filename="in.csv", data=b"a\n1\n")
     turn = ResponseRequest(
@@ -327,7 +331,7 @@ async def test_responses_continue_their_conversation_and_copy_auto_container_fil
     assert second.input_message_ids == [messages[2].id]
 
 
-async def test_a_response_that_cannot_start_leaves_nothing_behind(service: AgentService) -> None:
+async def test_a_response_that_cannot_start_leaves_nothing_behind(service: TenantAgents) -> None:
     doomed = ResponseRequest(messages=[said("one"), said("two")], agent_id="asst_nope")
     with pytest.raises(errors.ObjectNotFound, match="asst_nope"):
         await service.start_response(doomed)
@@ -347,7 +351,7 @@ async def test_a_response_that_cannot_start_leaves_nothing_behind(service: Agent
 
 
 async def test_a_conversation_stored_with_its_flags_in_extra_keeps_their_meaning(
-    service: AgentService,
+    service: TenantAgents,
 ) -> None:
     """Earlier versions kept auto_container and a conversation's instructions in ``extra``."""
     chosen = await service.containers.create(name="chosen by the client")
@@ -355,7 +359,7 @@ async def test_a_conversation_stored_with_its_flags_in_extra_keeps_their_meaning
     for cid, container, auto in (("thread_chose", chosen, False), ("thread_made", made, True)):
         extra = {"auto_container": auto, "instructions": ["Answer briefly."], "hidden": True}
         body = {"id": cid, "created_at": 1, "container_id": container.id, "extra": extra}
-        service.records.store.insert("conversation", cid, 1, body)
+        service.records.store.insert("conversation", cid, 1, body, tenant=DEFAULT_TENANT)
     old = await service.get_conversation("thread_chose")
     assert (old.auto_container, old.instructions, old.extra) == (
         False,
@@ -378,7 +382,7 @@ async def test_a_conversation_stored_with_its_flags_in_extra_keeps_their_meaning
         await service.containers.get(made.id)
 
 
-async def test_a_turn_without_code_takes_no_session(service: AgentService) -> None:
+async def test_a_turn_without_code_takes_no_session(service: TenantAgents) -> None:
     upload = await service.files.create(filename="in.csv", data=b"a,b\n1,2\n")
     conversation = await service.create_conversation(file_ids=[upload.id])
     await service.add_message(conversation.id, role="user", content="hi")
@@ -394,7 +398,7 @@ async def test_a_turn_without_code_takes_no_session(service: AgentService) -> No
     assert await session.read_file("in.csv") == b"a,b\n1,2\n"
 
 
-async def test_answers_stream_piece_by_piece(service: AgentService) -> None:
+async def test_answers_stream_piece_by_piece(service: TenantAgents) -> None:
     conversation = await service.create_conversation()
     await service.add_message(conversation.id, role="user", content="chart")
     run = await service.start_run(conversation.id, model="scripted-chart")
@@ -411,7 +415,7 @@ async def test_answers_stream_piece_by_piece(service: AgentService) -> None:
 
 
 async def test_text_before_code_is_a_message_of_its_own(
-    service: AgentService, scripted_model: ScriptedModel
+    service: TenantAgents, scripted_model: ScriptedModel
 ) -> None:
     run = await run_to_end(service, "scripted-preamble", "what is 6 times 7?")
     assert run.status == RunStatus.COMPLETED, run.last_error
@@ -442,8 +446,9 @@ async def test_a_model_that_cannot_stream_is_asked_without(
     engine: Engine, scripted_model: ScriptedModel, tmp_path: Path
 ) -> None:
     config = AgentsConfig(model_base_url=scripted_model.url, model_stream=False, data_dir=tmp_path)
-    svc = AgentService(config, engine)
-    await svc.start()
+    service = AgentService(config, engine)
+    await service.start()
+    svc = service.for_tenant(DEFAULT_TENANT)
     try:
         conversation = await svc.create_conversation()
         await svc.add_message(conversation.id, role="user", content="chart")
@@ -453,4 +458,4 @@ async def test_a_model_that_cannot_stream_is_asked_without(
         assert "stream" not in scripted_model.requests[-1]
         assert (await svc.get_run(run.id)).status == RunStatus.COMPLETED
     finally:
-        await svc.close()
+        await service.close()

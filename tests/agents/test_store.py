@@ -25,8 +25,11 @@ from sessionpool.agents.types import (
 )
 from sessionpool.engine import Engine
 from sessionpool.errors import ConfigError, ObjectNotFound
+from sessionpool.tenancy import DEFAULT_TENANT
 from tests.agents.postgres import PostgresServer
 from tests.agents.scripted_model import ScriptedModel
+
+T = DEFAULT_TENANT
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,65 +51,68 @@ def store(database_url: str) -> Iterator[Store]:
     s.close()
 
 
-def fill(store: Store, kind: str, n: int, parent: str = "p") -> list[str]:
-    ids = [f"{kind}-{i}" for i in range(n)]
+def fill(store: Store, kind: str, n: int, parent: str = "p", tenant: str = T) -> list[str]:
+    ids = [f"{kind}-{i}-{tenant}" for i in range(n)]
     for i, rid in enumerate(ids):
-        store.insert(
-            kind, rid, 1000 + i, {"id": rid, "n": i}, parent, "even" if i % 2 == 0 else "odd"
-        )
+        tag = "even" if i % 2 == 0 else "odd"
+        store.insert(kind, rid, 1000 + i, {"id": rid, "n": i}, parent, tag, tenant=tenant)
     return ids
 
 
 def test_records_round_trip_update_and_delete(store: Store) -> None:
     kind = f"k{uuid.uuid4().hex[:8]}"
-    store.insert(kind, "a", 1, {"id": "a", "text": "héllo \u2603", "nested": {"x": [1, None]}})
-    assert store.get(kind, "a") == {"id": "a", "text": "héllo \u2603", "nested": {"x": [1, None]}}
-    assert store.get("other", "a") is None  # ids are looked up within their kind
-    assert store.update(kind, "a", {"id": "a", "text": "new"})
-    assert store.get(kind, "a") == {"id": "a", "text": "new"}
-    assert not store.update(kind, "missing", {})
-    assert store.delete(kind, "a") and not store.delete(kind, "a")
-    assert store.get(kind, "a") is None
+    doc = {"id": "a", "text": "héllo \u2603", "nested": {"x": [1, None]}}
+    store.insert(kind, "a", 1, doc, tenant=T)
+    assert store.get(kind, "a", tenant=T) == doc
+    assert store.get("other", "a", tenant=T) is None  # ids are looked up within their kind
+    assert store.update(kind, "a", {"id": "a", "text": "new"}, tenant=T)
+    assert store.get(kind, "a", tenant=T) == {"id": "a", "text": "new"}
+    assert not store.update(kind, "missing", {}, tenant=T)
+    assert store.delete(kind, "a", tenant=T) and not store.delete(kind, "a", tenant=T)
+    assert store.get(kind, "a", tenant=T) is None
 
 
 def test_paging_follows_insertion_order_both_ways(store: Store) -> None:
     kind = f"k{uuid.uuid4().hex[:8]}"
     ids = fill(store, kind, 7)
-    page, more = store.page(kind, PageRequest(limit=3))
+    page, more = store.page(kind, PageRequest(limit=3), tenant=T)
     assert [d["id"] for d in page] == ids[::-1][:3] and more  # newest first by default
-    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]))
+    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]), tenant=T)
     assert [d["id"] for d in page] == ids[::-1][3:6] and more
-    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]))
+    page, more = store.page(kind, PageRequest(limit=3, after=page[-1]["id"]), tenant=T)
     assert [d["id"] for d in page] == [ids[0]] and not more
-    page, more = store.page(kind, PageRequest(limit=3, after=ids[0]))
+    page, more = store.page(kind, PageRequest(limit=3, after=ids[0]), tenant=T)
     assert page == [] and not more  # past the end: an empty page, no more
-    page, _ = store.page(kind, PageRequest(limit=10, order="asc", after=ids[1], before=ids[5]))
+    between = PageRequest(limit=10, order="asc", after=ids[1], before=ids[5])
+    page, _ = store.page(kind, between, tenant=T)
     assert [d["id"] for d in page] == ids[2:5]
-    odd, _ = store.page(kind, PageRequest(limit=10, order="asc"), tag="odd")
+    odd, _ = store.page(kind, PageRequest(limit=10, order="asc"), tag="odd", tenant=T)
     assert [d["id"] for d in odd] == ids[1::2]
-    not_odd, _ = store.page(kind, PageRequest(limit=10, order="asc"), exclude_tag="odd")
+    asc = PageRequest(limit=10, order="asc")
+    not_odd, _ = store.page(kind, asc, exclude_tag="odd", tenant=T)
     assert [d["id"] for d in not_odd] == ids[0::2]
-    assert store.page(kind, PageRequest(after="nope")) == ([], False)
+    assert store.page(kind, PageRequest(after="nope"), tenant=T) == ([], False)
 
 
 def test_children_are_listed_and_deleted_by_parent(store: Store) -> None:
     kind = f"k{uuid.uuid4().hex[:8]}"
     mine = fill(store, kind, 3, parent="mine")
-    store.insert(kind, "theirs", 1, {"id": "theirs"}, "theirs")
-    assert [d["id"] for d in store.all(kind, "mine")] == mine
-    assert [d["id"] for d in store.all(kind, "mine", "even")] == [mine[0], mine[2]]
-    assert sorted(store.delete_children(kind, "mine")) == sorted(mine)
-    assert [d["id"] for d in store.all(kind)] == ["theirs"]
+    store.insert(kind, "theirs", 1, {"id": "theirs"}, "theirs", tenant=T)
+    assert [d["id"] for d in store.all(kind, "mine", tenant=T)] == mine
+    assert [d["id"] for d in store.all(kind, "mine", "even", tenant=T)] == [mine[0], mine[2]]
+    assert sorted(store.delete_children(kind, "mine", tenant=T)) == sorted(mine)
+    assert [d["id"] for d in store.all(kind, tenant=T)] == ["theirs"]
 
 
 def test_blobs_keep_every_byte(store: Store) -> None:
     data = bytes(range(256)) * 1000
-    store.put_blob("b1", data)
-    assert store.get_blob("b1") == data
-    store.put_blob("b1", b"replaced")
-    assert store.get_blob("b1") == b"replaced"
-    store.delete_blob("b1")
-    assert store.get_blob("b1") is None
+    blob = f"b{uuid.uuid4().hex[:8]}"
+    store.put_blob(blob, data)
+    assert store.get_blob(blob, tenant=None) == data
+    store.put_blob(blob, b"replaced")
+    assert store.get_blob(blob, tenant=None) == b"replaced"
+    store.delete_blob(blob)
+    assert store.get_blob(blob, tenant=None) is None
 
 
 #: the row kind each record type has always been stored under: databases written by earlier
@@ -124,22 +130,23 @@ STORED_KINDS: list[tuple[type[Record], str, dict[str, object]]] = [
 
 async def test_records_read_and_write_the_kinds_earlier_versions_stored(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'agents.db'}")
-    records = Records(store)
-    await records.open()
+    root = Records(store)
+    await root.open()
+    records = root.scoped(T)
     try:
         for cls, kind, fields in STORED_KINDS:
             rid = f"{kind}-old"
-            store.insert(kind, rid, 1, {"id": rid, **fields}, "p")
+            store.insert(kind, rid, 1, {"id": rid, **fields}, "p", tenant=T)
             record = await records.load(cls, rid)
             assert record.id == rid and [r.id for r in await records.all(cls, "p")] == [rid]
             new = cls.model_validate({"id": f"{kind}-new", **fields})
             await records.insert(new, "p")
-            assert store.get(kind, new.id) is not None
-            assert await records.delete(cls, new.id) and store.get(kind, new.id) is None
+            assert store.get(kind, new.id, tenant=T) is not None
+            assert await records.delete(cls, new.id) and store.get(kind, new.id, tenant=T) is None
         with pytest.raises(ObjectNotFound, match="thread"):
             await records.load(Conversation, "nope")
     finally:
-        await records.close()
+        await root.close()
 
 
 def test_bad_database_urls_are_refused() -> None:
@@ -155,8 +162,9 @@ async def test_a_whole_run_persists_on_either_database(
     config = AgentsConfig(
         model_base_url=scripted_model.url, database_url=database_url, data_dir=tmp_path
     )
-    first = AgentService(config, engine)
-    await first.start()
+    service = AgentService(config, engine)
+    await service.start()
+    first = service.for_tenant(T)
     try:
         agent = await first.create_agent(model="scripted-chart", name="charts")
         conversation = await first.create_conversation()
@@ -165,9 +173,10 @@ async def test_a_whole_run_persists_on_either_database(
         run = await first.wait_run(run.id, timeout=60)
         assert run.status == RunStatus.COMPLETED, run.last_error
     finally:
-        await first.close()
-    second = AgentService(config, engine)
-    await second.start()
+        await service.close()
+    restarted = AgentService(config, engine)
+    await restarted.start()
+    second = restarted.for_tenant(T)
     try:
         again = await second.get_run(run.id)
         assert again.status == RunStatus.COMPLETED and again.agent_id == agent.id
@@ -178,4 +187,4 @@ async def test_a_whole_run_persists_on_either_database(
         assert image.file_id and (await second.files.content(image.file_id)).startswith(b"\x89PNG")
         assert [a.id for a in await second.agents_named("charts")] == [agent.id]
     finally:
-        await second.close()
+        await restarted.close()

@@ -25,6 +25,7 @@ from sessionpool.engine import Engine
 from sessionpool.faces.http import status_for
 from sessionpool.sandbox.fake import FakeBackend, run_python
 from sessionpool.server.settings import load_settings
+from sessionpool.tenancy import DEFAULT_TENANT
 from sessionpool.types import DisplayData, ErrorInfo, ExecutionResult, ExecutionStatus
 from tests.agents.scripted_model import SLOW_CODE, ScriptedModel
 
@@ -397,12 +398,13 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
             database_url=f"sqlite:///{tmp_path / 'agents.db'}",
         )
 
-    a = AgentService(config("a"), engine, cluster.run_locks)
-    b = AgentService(config("b"), engine, cluster.run_locks)
-    await a.start()
-    await b.start()
+    gateway_a = AgentService(config("a"), engine, cluster.run_locks)
+    gateway_b = AgentService(config("b"), engine, cluster.run_locks)
+    await gateway_a.start()
+    await gateway_b.start()
+    a, b = gateway_a.for_tenant(DEFAULT_TENANT), gateway_b.for_tenant(DEFAULT_TENANT)
     try:
-        assert a.owner != b.owner
+        assert gateway_a.owner != gateway_b.owner
         conversation = await a.create_conversation()
         await a.add_message(conversation.id, role="user", content="wait")
         run = await a.start_run(conversation.id, model="scripted-slow")
@@ -424,7 +426,7 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
         cancelling = await b.cancel_run(run.id)
         assert cancelling.status == RunStatus.CANCELLING
         done = await a.wait_run(run.id, timeout=30)
-        task = a._tasks.get(run.id)
+        task = gateway_a.task(run.id)
         assert done.status == RunStatus.CANCELLED, (done.status, task and task.get_stack())
         assert done.cancelled_at is not None
         for _ in range(100):  # released once its task ended
@@ -440,6 +442,6 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
             await asyncio.sleep(0.02)
         assert await directory.run_holder(conversation.id) is None
     finally:
-        await a.close()
-        await b.close()
+        await gateway_a.close()
+        await gateway_b.close()
         await engine.close()

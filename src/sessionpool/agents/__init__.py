@@ -7,13 +7,15 @@ runs each call in the conversation's container (a sessionpool session), and reco
 Everything except live interpreter state is kept in SQLite or PostgreSQL (``store``, typed by
 ``records``).
 
-``service.AgentService`` holds agents, conversations, messages and runs, and composes the rest:
-``files`` (file objects), ``containers`` (containers, their files and sessions) and ``events``
-(runs in flight and their event streams). Each module imports only those below it; ``loop``
-gets the collaborators it needs, never the service.
+``service.AgentService`` is what tenants share; ``AgentService.for_tenant`` gives one tenant's
+view (``service.TenantAgents``), which holds the tenant's agents, conversations, messages and
+runs, and composes the rest: ``files`` (file objects) and ``containers`` (containers, their
+files and sessions), both scoped to the tenant too, and ``events`` (runs in flight and their
+event streams). Each module imports only those below it; ``loop`` gets the collaborators it
+needs, never the service.
 """
 
 from sessionpool.agents.config import AgentsConfig
-from sessionpool.agents.service import AgentService
+from sessionpool.agents.service import AgentService, TenantAgents
 
-__all__ = ["AgentService", "AgentsConfig"]
+__all__ = ["AgentService", "AgentsConfig", "TenantAgents"]

@@ -4,6 +4,12 @@ Every file in a container's /mnt/data is also a record with its bytes in the sto
 container outlives its session: when the session has cooled down (or the server restarted),
 ``session_for`` starts a fresh one and writes the files back. Idle past its expiry, a container
 is ``expired``: its session ends and its files are no longer served.
+
+A container's session lives in the agents pool under :func:`session_key`, a name no face can
+say: dynamic-sessions identifiers never hold the tenant separator, and every tenant's session
+key starts with its tenant name or is the bare identifier, never with the separator. So no
+client of any tenant reaches a container's interpreter through the sessions API (nor sees it
+in a session listing), and the key carries the owning tenant for whoever counts its sessions.
 """
 
 from __future__ import annotations
@@ -27,9 +33,20 @@ from sessionpool.agents.types import (
     now,
 )
 from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
+from sessionpool.tenancy import SEPARATOR
+
+#: the first component of every container session key
+CONTAINER_KEYS = "agents"
+
+
+def session_key(tenant: str, container_id: str) -> str:
+    """Where ``tenant``'s container ``container_id`` keeps its session in the agents pool."""
+    return f"{SEPARATOR}{CONTAINER_KEYS}{SEPARATOR}{tenant}{SEPARATOR}{container_id}"
 
 
 class Containers:
+    """One tenant's containers (``records`` and ``files`` are that tenant's)."""
+
     def __init__(
         self,
         config: AgentsConfig,
@@ -37,16 +54,26 @@ class Containers:
         files: Files,
         engine: EngineHandle,
         pool_name: str,
+        tenant: str,
+        locks: dict[str, asyncio.Lock],
     ) -> None:
         self._config = config
         self._records = records
         self._files = files
         self._engine = engine
         self._pool_name = pool_name
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._tenant = tenant
+        #: one per container, shared by every view of the service: a fresh session is filled once
+        self._locks = locks
 
     def _pool(self) -> PoolHandle:
         return self._engine.pool(self._pool_name)
+
+    def _key(self, container: Container) -> str:
+        """The container's session key, always made from its owner and id: what the record
+        stores (``session_id``; containers made before tenants stored the bare id, a name the
+        sessions API accepts) never decides which session a container reaches."""
+        return session_key(self._tenant, container.id)
 
     # --- containers -----------------------------------------------------------------------------
 
@@ -70,7 +97,7 @@ class Containers:
         container = Container(
             id=cid,
             name=name,
-            session_id=cid,
+            session_id=session_key(self._tenant, cid),
             expires_after_minutes=minutes,
             memory_limit=memory_limit,
             metadata=metadata or {},
@@ -84,7 +111,7 @@ class Containers:
         if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
             container.status = ContainerStatus.EXPIRED
             await self._records.save(container)
-            await self._pool().delete(container.session_id)
+            await self._pool().delete(self._key(container))
         return container
 
     async def get(self, container_id: str) -> Container:
@@ -111,7 +138,7 @@ class Containers:
     async def delete(self, container_id: str) -> None:
         """Ends its session and deletes its files."""
         container = await self._records.load(Container, container_id)
-        await self._pool().delete(container.session_id)
+        await self._pool().delete(self._key(container))
         for fid in await self._records.delete_children(StoredFile, container.id):
             await self._records.delete_blob(fid)
         await self._records.delete(Container, container_id)
@@ -143,8 +170,9 @@ class Containers:
         lock = self._locks.setdefault(container.id, asyncio.Lock())
         async with lock:
             pool = self._pool()
-            fresh = await pool.lookup(container.session_id) is None
-            session = await pool.acquire(container.session_id)
+            key = self._key(container)
+            fresh = await pool.lookup(key) is None
+            session = await pool.acquire(key)
             if fresh:
                 for record in await self.all_files(container.id):
                     data = await self._records.get_blob(record.id)
@@ -205,7 +233,7 @@ class Containers:
                 origin_id=origin_id,
             )
             await self._files.add(record, data)
-        if write and await self._pool().lookup(container.session_id):
+        if write and await self._pool().lookup(self._key(container)):
             session = await self.session_for(container)
             await session.write_file(path, data)
         return record
@@ -264,7 +292,7 @@ class Containers:
         container = await self._live(container_id)
         record = await self.get_file(container_id, file_id)
         await self._files.discard(file_id)
-        session = await self._pool().lookup(container.session_id)
+        session = await self._pool().lookup(self._key(container))
         if session is not None and record.path:
             with contextlib.suppress(errors.FileError):
                 await session.delete_file(record.path)

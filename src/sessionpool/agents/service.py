@@ -1,9 +1,13 @@
 """AgentService: the one entry point of the agents layer for both HTTP faces.
 
-The service holds agents, conversations, messages and runs, and composes the collaborators that
-faces reach through it: ``files`` (file objects), ``containers`` (containers and their files)
-and ``events`` (run event streams). Faces call these coroutines with internal types and plain
-values, and translate the results to their wire formats. Errors are
+Every object belongs to a tenant, and faces act for one: ``AgentService.for_tenant(t)`` is the
+tenant's view (``TenantAgents``), which holds its agents, conversations, messages and runs and
+composes the collaborators faces reach through it: ``files`` (file objects), ``containers``
+(containers and their files) and ``events`` (run event streams). The service itself keeps what
+tenants share (the database, the model client, runs in flight) and starts every run
+(``launch``, where the ``admit_run`` quota hook is asked). Faces call the view's coroutines
+with internal types and plain values, and translate the results to their wire formats.
+Errors are
 ``sessionpool.errors.AgentsError`` subclasses (ObjectNotFound -> 404, InvalidArgument -> 400,
 Conflict -> 409), already rendered by the server's error handlers.
 
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,35 +104,55 @@ class RunLocks(Protocol):
     async def cancels(self, run_ids: list[str]) -> list[str]: ...
 
 
+#: admits one run (a response too) of a tenant, or refuses it (raising, e.g.
+#: ``errors.TenantQuotaExceeded``); what it returns is called once when the run ends, however
+#: it ends (a quota's counter goes back down)
+RunAdmission = Callable[[str], Callable[[], None]]
+
+
 class AgentService:
+    """What every tenant shares: the database, the model client, runs in flight and their
+    events, the cluster's run locks. A tenant's agents, conversations, runs, files and
+    containers are reached only through ``for_tenant``.
+    """
+
     def __init__(
-        self, config: AgentsConfig, engine: EngineHandle, runs: RunLocks | None = None
+        self,
+        config: AgentsConfig,
+        engine: EngineHandle,
+        runs: RunLocks | None = None,
+        admit_run: RunAdmission | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         #: set in cluster mode: the runs of every gateway; None: this server's alone
         self.runs = runs
+        #: the quota hook: asked before each run starts (None: every run is admitted)
+        self.admit_run = admit_run
         self.owner = f"{socket.gethostname()}:{config.data_dir.resolve()}"
         self.pool_name = config.pool or (
             "default" if "default" in engine.pools else next(iter(engine.pools))
         )
         self.model = ChatModel(config)
-        # collaborators: faces use files, containers and events directly, the loop all of them
+        #: every tenant's records: for recovery at start and replaying a finished run's events
+        #: (whose run a tenant view has already found); tenant views scope their own
         self.records = Records(Store(config.database))
         self.events = RunEvents(self.records)
-        self.files = Files(config, self.records)
-        self.containers = Containers(config, self.records, self.files, engine, self.pool_name)
-        self._run_parts = Collaborators(
-            config=config,
-            model=self.model,
-            records=self.records,
-            events=self.events,
-            files=self.files,
-            containers=self.containers,
-        )
+        #: one lock per container, for every tenant view (see ``Containers.session_for``)
+        self.container_locks: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: the tenant of each run in ``_tasks``, so a cancel from another gateway finds it
+        self._tenants: dict[str, str] = {}
         self._closing = False
         self._background: set[asyncio.Task[Any]] = set()
+
+    def for_tenant(self, tenant: str) -> TenantAgents:
+        """The service as ``tenant`` sees it: its own objects, and nobody else's."""
+        return TenantAgents(self, tenant)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     async def start(self) -> None:
         """Open (and create) the database; mark runs a previous process left running as failed."""
@@ -165,16 +190,73 @@ class AgentService:
             except errors.ServiceError:
                 continue
             for run_id in asked:
-                if not self.events.cancel_requested(run_id):
+                tenant = self._tenants.get(run_id)
+                if tenant is not None and not self.events.cancel_requested(run_id):
                     with contextlib.suppress(errors.ServiceError):
-                        await self.cancel_run(run_id)
+                        await self.for_tenant(tenant).cancel_run(run_id)
 
-    async def _active_run(self, conversation_id: str) -> str | None:
+    async def active_run(self, conversation_id: str) -> str | None:
         """The run in flight on the conversation: here, or (cluster mode) on any gateway."""
         active = self.events.active_run(conversation_id)
         if active is None and self.runs is not None:
             active = await self.runs.holder(conversation_id)
         return active
+
+    def task(self, run_id: str) -> asyncio.Task[None] | None:
+        """The background task executing ``run_id`` on this server, if any."""
+        return self._tasks.get(run_id)
+
+    async def launch(self, tenant: str, parts: Collaborators, run: Run) -> Run:
+        """Start executing ``run`` (already validated by ``tenant``'s view): the one place every
+        run and response starts, so the admission hook sees them all.
+
+        The conversation is claimed here (Conflict while another run holds it, here or on
+        another gateway); on any failure before the run is stored, nothing stays claimed or
+        admitted.
+        """
+        conversation_id = run.conversation_id
+        if self._closing or self.events.active_run(conversation_id) is not None:
+            raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
+        release = self.admit_run(tenant) if self.admit_run is not None else _nothing
+        self.events.claim(conversation_id, run.id)
+        try:
+            if self.runs is not None:  # and on no other gateway either
+                until = run.expires_at or now() + int(self.config.run_timeout_seconds)
+                held = await self.runs.claim(conversation_id, run.id, float(until))
+                if held is not None:
+                    raise errors.Conflict(
+                        f"thread {conversation_id!r} already has an active run {held!r} "
+                        "(started through another gateway); wait for it or cancel it"
+                    )
+            await parts.records.insert(run, conversation_id, run.kind)
+        except BaseException:
+            release()
+            self.events.release(conversation_id)
+            if self.runs is not None:
+                self._spawn(self._release(conversation_id, run.id))
+            raise
+        self.events.open(run.id)
+        self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
+        task = asyncio.get_running_loop().create_task(execute_run(parts, run))
+        self._tasks[run.id] = task
+        self._tenants[run.id] = tenant
+
+        def done(_task: asyncio.Task[None]) -> None:
+            release()
+            self._tasks.pop(run.id, None)
+            self._tenants.pop(run.id, None)
+            if self.runs is not None:
+                self._spawn(self._release(conversation_id, run.id))
+
+        task.add_done_callback(done)
+        return run
+
+    async def _release(self, conversation_id: str, run_id: str) -> None:
+        assert self.runs is not None
+        try:
+            await self.runs.release(conversation_id, run_id)
+        except errors.ServiceError as exc:  # it lapses at the run's expiry
+            log.warning("run %s: could not release its conversation: %s", run_id, exc.message)
 
     async def close(self) -> None:
         """Cancel runs in flight (they end ``failed``: server shutting down), close the database."""
@@ -188,6 +270,48 @@ class AgentService:
             await asyncio.wait(tasks, timeout=10)
         await self.model.close()
         await self.records.close()
+
+
+def _nothing() -> None:
+    """The release of a run no admission hook counted."""
+
+
+class TenantAgents:
+    """One tenant's agents service: its agents, conversations, messages, runs, files and
+    containers, and no one else's.
+
+    Everything it reads, lists, changes or deletes is the tenant's own (``records`` is scoped),
+    so another tenant's id answers ObjectNotFound exactly as an id never issued; everything it
+    creates belongs to the tenant; its runs execute in the tenant's containers. Faces get one
+    per request (``AgentService.for_tenant``); it is cheap and holds no state of its own.
+    """
+
+    def __init__(self, service: AgentService, tenant: str) -> None:
+        self.service = service
+        self.tenant = tenant
+        self.config = service.config
+        self.engine = service.engine
+        #: a face subscribes to runs it has found through this view
+        self.events = service.events
+        self.records = service.records.scoped(tenant)
+        self.files = Files(self.config, self.records)
+        self.containers = Containers(
+            self.config,
+            self.records,
+            self.files,
+            service.engine,
+            service.pool_name,
+            tenant,
+            service.container_locks,
+        )
+        self._run_parts = Collaborators(
+            config=self.config,
+            model=service.model,
+            records=self.records,
+            events=self.events,
+            files=self.files,
+            containers=self.containers,
+        )
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -328,7 +452,7 @@ class AgentService:
     ) -> Message:
         """Conflict while a run is active on the conversation (as Assistants v2 answers)."""
         await self.get_conversation(conversation_id)
-        active = await self._active_run(conversation_id)
+        active = await self.service.active_run(conversation_id)
         if active is not None:
             raise errors.Conflict(
                 f"thread {conversation_id!r} has an active run {active!r}; "
@@ -409,7 +533,7 @@ class AgentService:
         ``container_id`` binds the conversation to that container (Responses' explicit one).
         Conflict if a run is already active on the conversation.
         """
-        if self._closing:
+        if self.service.closing:
             raise errors.Conflict("the server is shutting down; start the run again later")
         conversation = await self.get_conversation(conversation_id)
         agent = await self.get_agent(agent_id) if agent_id else None
@@ -421,7 +545,7 @@ class AgentService:
                 )
         if max_steps is not None and max_steps < 1:
             raise errors.InvalidArgument("max_steps must be at least 1", "max_steps")
-        active = await self._active_run(conversation_id)
+        active = await self.service.active_run(conversation_id)
         if active is not None:
             raise errors.Conflict(
                 f"thread {conversation_id!r} already has an active run {active!r}; "
@@ -448,46 +572,9 @@ class AgentService:
             input_message_ids=input_message_ids or [],
             expires_at=now() + int(self.config.run_timeout_seconds),
             extra=extra or {},
-            owner=self.owner,
+            owner=self.service.owner,
         )
-        # checked again after the awaits
-        if self._closing or self.events.active_run(conversation_id) is not None:
-            raise errors.Conflict(f"thread {conversation_id!r} already has an active run")
-        self.events.claim(conversation_id, run.id)
-        try:
-            if self.runs is not None:  # and on no other gateway either
-                until = run.expires_at or now() + int(self.config.run_timeout_seconds)
-                held = await self.runs.claim(conversation_id, run.id, float(until))
-                if held is not None:
-                    raise errors.Conflict(
-                        f"thread {conversation_id!r} already has an active run {held!r} "
-                        "(started through another gateway); wait for it or cancel it"
-                    )
-            await self.records.insert(run, conversation_id, run.kind)
-        except BaseException:
-            self.events.release(conversation_id)
-            if self.runs is not None:
-                self._spawn(self._release(conversation_id, run.id))
-            raise
-        self.events.open(run.id)
-        self.events.emit(run.id, RunEvent(kind="run", run=run.model_copy(deep=True)))
-        task = asyncio.get_running_loop().create_task(execute_run(self._run_parts, run))
-        self._tasks[run.id] = task
-
-        def done(_task: asyncio.Task[None]) -> None:
-            self._tasks.pop(run.id, None)
-            if self.runs is not None:
-                self._spawn(self._release(conversation_id, run.id))
-
-        task.add_done_callback(done)
-        return run
-
-    async def _release(self, conversation_id: str, run_id: str) -> None:
-        assert self.runs is not None
-        try:
-            await self.runs.release(conversation_id, run_id)
-        except errors.ServiceError as exc:  # it lapses at the run's expiry
-            log.warning("run %s: could not release its conversation: %s", run_id, exc.message)
+        return await self.service.launch(self.tenant, self._run_parts, run)
 
     async def start_response(self, request: ResponseRequest) -> Run:
         """Add a Responses turn's input to its conversation and start its run (kind response).
@@ -589,14 +676,15 @@ class AgentService:
         The background task then interrupts any code running and marks it ``cancelled``.
         """
         run = await self.get_run(run_id, conversation_id)
-        task = self._tasks.get(run_id)
+        task = self.service.task(run_id)
         if run.status.terminal:
             return run
         if task is None:
-            if self.runs is None or run.owner == self.owner:
+            runs = self.service.runs
+            if runs is None or run.owner == self.service.owner:
                 return run
             # another gateway executes it: it hears of the cancel within CANCEL_POLL_SECONDS
-            await self.runs.cancel(run_id)
+            await runs.cancel(run_id)
             return run.model_copy(update={"status": RunStatus.CANCELLING})
         self.events.request_cancel(run_id)
         run.status = RunStatus.CANCELLING
@@ -609,15 +697,19 @@ class AgentService:
         """Delete a run (a response) and its steps; one in flight is cancelled first. The
         messages it added stay in their conversation."""
         run = await self.get_run(run_id)
-        if not run.status.terminal and run_id in self._tasks:
+        if not run.status.terminal and self.service.task(run_id) is not None:
             await self.cancel_run(run_id)
             await self.wait_run(run_id, timeout=30)
         await self.records.delete_children(Step, run_id)
         await self.records.delete(Run, run_id)
 
     async def wait_run(self, run_id: str, timeout: float | None = None) -> Run:
-        """The run once it is terminal (or as it is when ``timeout`` passes)."""
-        task = self._tasks.get(run_id)
+        """The run once it is terminal (or as it is when ``timeout`` passes).
+
+        Another tenant's run is not found at once, never after waiting for it to end.
+        """
+        await self.get_run(run_id)
+        task = self.service.task(run_id)
         if task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)

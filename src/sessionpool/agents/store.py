@@ -1,10 +1,14 @@
 """Persistence for the agents service: JSON documents and blobs in SQLite or PostgreSQL.
 
 Every record (agent, conversation, message, run, step, file, container) is one row of the
-``objects`` table: its id, kind, parent (the conversation of a message, the run of a step, the
-container of a file), an optional tag (a file's purpose, a run's face), and the record as JSON.
-File bytes live in ``blobs``. The schema is the same on both databases (SQLAlchemy Core emits
-the dialect), and insertion order (``seq``) gives stable cursor paging.
+``objects`` table: its id, kind, the tenant that owns it, parent (the conversation of a message,
+the run of a step, the container of a file), an optional tag (a file's purpose, a run's face),
+and the record as JSON. File bytes live in ``blobs``. The schema is the same on both databases
+(SQLAlchemy Core emits the dialect), and insertion order (``seq``) gives stable cursor paging.
+
+Every method takes the ``tenant`` it acts for and sees that tenant's rows only, so another
+tenant's id behaves exactly like an id never issued (cursors included). ``tenant=None`` is every
+tenant's, for the service's own housekeeping (runs a crashed server left behind); no face gets it.
 
 The methods are synchronous; the service runs them on one worker thread so the event loop never
 waits on the database and SQLite never sees two writers.
@@ -14,15 +18,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sessionpool.agents.types import PageRequest
 from sessionpool.errors import ConfigError
+from sessionpool.tenancy import DEFAULT_TENANT
 
 metadata = sa.MetaData()
+_Q = TypeVar("_Q", sa.Select[Any], sa.Update, sa.Delete)
 
 objects = sa.Table(
     "agents_objects",
@@ -34,7 +40,20 @@ objects = sa.Table(
     sa.Column("tag", sa.String(64), nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    # rows written before tenants existed were the default tenant's: that is whose they stay
+    sa.Column("tenant", sa.String(64), nullable=False, server_default=DEFAULT_TENANT),
     sa.Index("agents_objects_kind_parent", "kind", "parent", "seq"),
+    sa.Index("agents_objects_tenant_kind", "tenant", "kind", "seq"),
+)
+
+#: what ``Store.open`` adds to a table created before tenants (both dialects take these; IF NOT
+#: EXISTS lets servers sharing one PostgreSQL database upgrade it at the same time)
+_ADD_TENANT = (
+    f"ALTER TABLE {objects.name} ADD COLUMN {{if_not_exists}}tenant VARCHAR(64) NOT NULL "
+    f"DEFAULT '{DEFAULT_TENANT}'"
+)
+_TENANT_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS agents_objects_tenant_kind ON {objects.name} (tenant, kind, seq)"
 )
 
 blobs = sa.Table(
@@ -80,13 +99,37 @@ class Store:
         self.engine = engine_for(url)
 
     def open(self) -> None:
-        """Create the tables on first start (idempotent)."""
+        """Create the tables on first start, or bring older ones up to date (idempotent)."""
         metadata.create_all(self.engine)
+        self._add_tenants()
+
+    def _add_tenants(self) -> None:
+        """A database written before tenants has no ``tenant`` column: add it, every existing
+        row the default tenant's (the only one there was), and its index."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(objects.name)}
+        if "tenant" not in columns:
+            postgres = self.engine.dialect.name == "postgresql"
+            ddl = _ADD_TENANT.format(if_not_exists="IF NOT EXISTS " if postgres else "")
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+            except sa.exc.OperationalError:
+                # SQLite has no IF NOT EXISTS here: another process may have added it meanwhile
+                columns = {c["name"] for c in sa.inspect(self.engine).get_columns(objects.name)}
+                if "tenant" not in columns:
+                    raise
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(_TENANT_INDEX))
 
     def close(self) -> None:
         self.engine.dispose()
 
     # --- records --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _owned(query: _Q, tenant: str | None) -> _Q:
+        """``query`` restricted to ``tenant``'s rows (None: every tenant's)."""
+        return query if tenant is None else query.where(objects.c.tenant == tenant)
 
     def insert(
         self,
@@ -96,12 +139,15 @@ class Store:
         body: dict[str, Any],
         parent: str | None = None,
         tag: str | None = None,
+        *,
+        tenant: str,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 objects.insert().values(
                     id=record_id,
                     kind=kind,
+                    tenant=tenant,
                     parent=parent,
                     tag=tag,
                     created_at=created_at,
@@ -109,48 +155,46 @@ class Store:
                 )
             )
 
-    def update(self, kind: str, record_id: str, body: dict[str, Any]) -> bool:
+    def update(
+        self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str | None
+    ) -> bool:
         with self.engine.begin() as conn:
-            result = conn.execute(
-                objects.update()
-                .where(objects.c.id == record_id, objects.c.kind == kind)
-                .values(body=json.dumps(body))
-            )
+            query = objects.update().where(objects.c.id == record_id, objects.c.kind == kind)
+            result = conn.execute(self._owned(query, tenant).values(body=json.dumps(body)))
             return bool(result.rowcount)
 
-    def get(self, kind: str, record_id: str) -> dict[str, Any] | None:
+    def get(self, kind: str, record_id: str, *, tenant: str | None) -> dict[str, Any] | None:
+        query = sa.select(objects.c.body).where(objects.c.id == record_id, objects.c.kind == kind)
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(objects.c.body).where(objects.c.id == record_id, objects.c.kind == kind)
-            ).first()
+            row = conn.execute(self._owned(query, tenant)).first()
         return None if row is None else dict(json.loads(row[0]))
 
-    def delete(self, kind: str, record_id: str) -> bool:
+    def delete(self, kind: str, record_id: str, *, tenant: str | None) -> bool:
+        query = objects.delete().where(objects.c.id == record_id, objects.c.kind == kind)
         with self.engine.begin() as conn:
-            result = conn.execute(
-                objects.delete().where(objects.c.id == record_id, objects.c.kind == kind)
-            )
-            return bool(result.rowcount)
+            return bool(conn.execute(self._owned(query, tenant)).rowcount)
 
-    def delete_children(self, kind: str, parent: str) -> list[str]:
+    def delete_children(self, kind: str, parent: str, *, tenant: str | None) -> list[str]:
         """Delete every ``kind`` record under ``parent``; their ids."""
+        where = (objects.c.kind == kind, objects.c.parent == parent)
         with self.engine.begin() as conn:
             ids = [
                 r[0]
-                for r in conn.execute(
-                    sa.select(objects.c.id).where(
-                        objects.c.kind == kind, objects.c.parent == parent
-                    )
-                )
+                for r in conn.execute(self._owned(sa.select(objects.c.id).where(*where), tenant))
             ]
-            conn.execute(objects.delete().where(objects.c.kind == kind, objects.c.parent == parent))
+            conn.execute(self._owned(objects.delete().where(*where), tenant))
         return ids
 
     def all(
-        self, kind: str, parent: str | None = None, tag: str | None = None
+        self,
+        kind: str,
+        parent: str | None = None,
+        tag: str | None = None,
+        *,
+        tenant: str | None,
     ) -> list[dict[str, Any]]:
         """Every matching record, oldest first."""
-        query = sa.select(objects.c.body).where(objects.c.kind == kind)
+        query = self._owned(sa.select(objects.c.body).where(objects.c.kind == kind), tenant)
         if parent is not None:
             query = query.where(objects.c.parent == parent)
         if tag is not None:
@@ -165,9 +209,15 @@ class Store:
         parent: str | None = None,
         tag: str | None = None,
         exclude_tag: str | None = None,
+        *,
+        tenant: str | None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """One page in ``page.order`` of insertion, after/before the given ids; and has_more."""
-        query = sa.select(objects.c.body).where(objects.c.kind == kind)
+        """One page in ``page.order`` of insertion, after/before the given ids; and has_more.
+
+        A cursor is looked up among the tenant's rows too: another tenant's id is an unknown
+        cursor, and where its row sits says nothing.
+        """
+        query = self._owned(sa.select(objects.c.body).where(objects.c.kind == kind), tenant)
         if parent is not None:
             query = query.where(objects.c.parent == parent)
         if tag is not None:
@@ -179,9 +229,10 @@ class Store:
             for cursor, later in ((page.after, not desc), (page.before, desc)):
                 if cursor is None:
                     continue
-                seq = conn.execute(
-                    sa.select(objects.c.seq).where(objects.c.id == cursor, objects.c.kind == kind)
-                ).scalar()
+                where = sa.select(objects.c.seq).where(
+                    objects.c.id == cursor, objects.c.kind == kind
+                )
+                seq = conn.execute(self._owned(where, tenant)).scalar()
                 if seq is None:
                     return [], False  # an unknown cursor: nothing after it
                 query = query.where(objects.c.seq > seq if later else objects.c.seq < seq)
@@ -191,15 +242,24 @@ class Store:
         return items, len(rows) > page.limit
 
     # --- blobs ----------------------------------------------------------------------------------
+    # A blob is written before its record (so a record never points at missing bytes) and is
+    # reached only through a record the caller already holds; reads still check the owner.
 
     def put_blob(self, blob_id: str, data: bytes) -> None:
         with self.engine.begin() as conn:
             conn.execute(blobs.delete().where(blobs.c.id == blob_id))
             conn.execute(blobs.insert().values(id=blob_id, data=data))
 
-    def get_blob(self, blob_id: str) -> bytes | None:
+    def get_blob(self, blob_id: str, *, tenant: str | None) -> bytes | None:
+        """The bytes of ``blob_id``; with a ``tenant``, only if that tenant owns its record."""
+        query = sa.select(blobs.c.data).where(blobs.c.id == blob_id)
+        if tenant is not None:
+            owner = sa.select(objects.c.id).where(
+                objects.c.id == blob_id, objects.c.tenant == tenant
+            )
+            query = query.where(sa.exists(owner))
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(blobs.c.data).where(blobs.c.id == blob_id)).first()
+            row = conn.execute(query).first()
         return None if row is None else bytes(row[0])
 
     def delete_blob(self, blob_id: str) -> None:

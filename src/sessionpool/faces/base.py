@@ -13,7 +13,7 @@ from typing import Protocol
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from sessionpool.agents.service import AgentService
+from sessionpool.agents.service import AgentService, TenantAgents
 from sessionpool.errors import PoolNotFound, ScopeDenied
 from sessionpool.faces.http import HttpError
 from sessionpool.faces.quotas import Quotas
@@ -95,3 +95,10 @@ def agents_service(request: Request) -> AgentService:
             "server; set enabled = true in the [agents] section of the server configuration",
         )
     return svc
+
+
+def tenant_agents(request: Request, operation: str) -> TenantAgents:
+    """The agents service as the request's tenant sees it, once the request is known to carry
+    the agents scope: every agents route starts here, so none reads another tenant's objects."""
+    who = require(request, Scope.AGENTS, operation)
+    return agents_service(request).for_tenant(who.tenant)

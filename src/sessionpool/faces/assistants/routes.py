@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sessionpool import errors
-from sessionpool.agents.service import AgentService
+from sessionpool.agents.service import TenantAgents
 from sessionpool.agents.types import Run
 from sessionpool.faces.assistants import parse, wire
 from sessionpool.faces.assistants.stream import run_stream
-from sessionpool.faces.base import Runtime, agents_service
+from sessionpool.faces.base import Runtime, tenant_agents
 from sessionpool.faces.http import (
     JSON,
     OPENAI_CODES,
@@ -76,7 +76,8 @@ FUNCTION_TOOLS_UNSUPPORTED = (
 # --- helpers -----------------------------------------------------------------------------------
 
 
-service = agents_service
+#: the caller's tenant's agents (403 without the agents scope): every route starts here
+service = tenant_agents
 
 
 async def body(request: Request) -> JSON:
@@ -114,34 +115,37 @@ def _agent_fields(data: JSON) -> JSON:
 
 
 async def create_assistant(request: Request) -> Response:
+    svc = service(request, "creating assistants")
     data = await body(request)
-    agent = await service(request).create_agent(
-        model=parse.opt_str(data, "model"), **_agent_fields(data)
-    )
+    agent = await svc.create_agent(model=parse.opt_str(data, "model"), **_agent_fields(data))
     return ok(wire.assistant(agent))
 
 
 async def list_assistants(request: Request) -> Response:
-    page = await service(request).list_agents(page_request(query(request)))
+    svc = service(request, "listing assistants")
+    page = await svc.list_agents(page_request(query(request)))
     return ok(wire.page(page, wire.assistant))
 
 
 async def get_assistant(request: Request, assistant_id: str) -> Response:
-    return ok(wire.assistant(await service(request).get_agent(assistant_id)))
+    svc = service(request, "reading assistants")
+    return ok(wire.assistant(await svc.get_agent(assistant_id)))
 
 
 async def update_assistant(request: Request, assistant_id: str) -> Response:
+    svc = service(request, "changing assistants")
     data = await body(request)
     changes = {k: v for k, v in _agent_fields(data).items() if v is not None}
     model = parse.opt_str(data, "model")
     if model:
         changes["model"] = model
-    agent = await service(request).update_agent(assistant_id, **changes)
+    agent = await svc.update_agent(assistant_id, **changes)
     return ok(wire.assistant(agent))
 
 
 async def delete_assistant(request: Request, assistant_id: str) -> Response:
-    await service(request).delete_agent(assistant_id)
+    svc = service(request, "deleting assistants")
+    await svc.delete_agent(assistant_id)
     return ok(wire.deleted(assistant_id, "assistant.deleted"))
 
 
@@ -162,15 +166,16 @@ def _thread_fields(data: JSON) -> JSON:
 
 
 async def create_thread(request: Request) -> Response:
+    svc = service(request, "creating threads")
     data = await body(request)
-    conversation = await service(request).create_conversation(**_thread_fields(data))
+    conversation = await svc.create_conversation(**_thread_fields(data))
     return ok(wire.thread(conversation))
 
 
 # declared before /threads/{thread_id}: "runs" is not a thread id
 async def create_thread_and_run(request: Request) -> Response:
+    svc = service(request, "starting runs")
     data = await body(request)
-    svc = service(request)
     options = _run_options(data)
     stream = bool(parse.opt_bool(data, "stream"))
     thread_data = parse.opt_object(data, "thread") or {}
@@ -186,19 +191,20 @@ async def create_thread_and_run(request: Request) -> Response:
 
 
 async def get_thread(request: Request, thread_id: str) -> Response:
-    return ok(wire.thread(await service(request).get_conversation(thread_id)))
+    svc = service(request, "reading threads")
+    return ok(wire.thread(await svc.get_conversation(thread_id)))
 
 
 async def update_thread(request: Request, thread_id: str) -> Response:
+    svc = service(request, "changing threads")
     data = await body(request)
-    conversation = await service(request).update_conversation(
-        thread_id, metadata=parse.opt_metadata(data)
-    )
+    conversation = await svc.update_conversation(thread_id, metadata=parse.opt_metadata(data))
     return ok(wire.thread(conversation))
 
 
 async def delete_thread(request: Request, thread_id: str) -> Response:
-    await service(request).delete_conversation(thread_id)
+    svc = service(request, "deleting threads")
+    await svc.delete_conversation(thread_id)
     return ok(wire.deleted(thread_id, "thread.deleted"))
 
 
@@ -206,10 +212,11 @@ async def delete_thread(request: Request, thread_id: str) -> Response:
 
 
 async def create_message(request: Request, thread_id: str) -> Response:
+    svc = service(request, "adding messages")
     data = await body(request)
     if "content" not in data:
         raise errors.InvalidArgument("'content' is required", "content")
-    msg = await service(request).add_message(
+    msg = await svc.add_message(
         thread_id,
         role=parse.role(data.get("role", "user")),
         content=parse.message_content(data.get("content")),
@@ -220,27 +227,27 @@ async def create_message(request: Request, thread_id: str) -> Response:
 
 
 async def list_messages(request: Request, thread_id: str) -> Response:
+    svc = service(request, "listing messages")
     q = query(request)
-    page = await service(request).list_messages(
-        thread_id, page_request(q), run_id=q.get("run_id") or None
-    )
+    page = await svc.list_messages(thread_id, page_request(q), run_id=q.get("run_id") or None)
     return ok(wire.page(page, wire.message))
 
 
 async def get_message(request: Request, thread_id: str, message_id: str) -> Response:
-    return ok(wire.message(await service(request).get_message(thread_id, message_id)))
+    svc = service(request, "reading messages")
+    return ok(wire.message(await svc.get_message(thread_id, message_id)))
 
 
 async def update_message(request: Request, thread_id: str, message_id: str) -> Response:
+    svc = service(request, "changing messages")
     data = await body(request)
-    msg = await service(request).update_message(
-        thread_id, message_id, metadata=parse.opt_metadata(data)
-    )
+    msg = await svc.update_message(thread_id, message_id, metadata=parse.opt_metadata(data))
     return ok(wire.message(msg))
 
 
 async def delete_message(request: Request, thread_id: str, message_id: str) -> Response:
-    await service(request).delete_message(thread_id, message_id)
+    svc = service(request, "deleting messages")
+    await svc.delete_message(thread_id, message_id)
     return ok(wire.deleted(message_id, "thread.message.deleted"))
 
 
@@ -277,7 +284,7 @@ def _run_options(data: JSON) -> JSON:
 
 async def _start(
     request: Request,
-    svc: AgentService,
+    svc: TenantAgents,
     thread_id: str,
     options: JSON,
     stream: bool,
@@ -300,8 +307,8 @@ async def _start(
 
 
 async def create_run(request: Request, thread_id: str) -> Response:
+    svc = service(request, "starting runs")
     data = await body(request)
-    svc = service(request)
     options = _run_options(data)
     stream = bool(parse.opt_bool(data, "stream"))
     additional = parse.new_messages(data, "additional_messages")
@@ -313,18 +320,20 @@ async def create_run(request: Request, thread_id: str) -> Response:
 
 
 async def list_runs(request: Request, thread_id: str) -> Response:
-    page = await service(request).list_runs(thread_id, page_request(query(request)))
+    svc = service(request, "listing runs")
+    page = await svc.list_runs(thread_id, page_request(query(request)))
     return ok(wire.page(page, wire.run))
 
 
 async def get_run(request: Request, thread_id: str, run_id: str) -> Response:
-    run = await service(request).get_run(run_id, thread_id)
+    svc = service(request, "reading runs")
+    run = await svc.get_run(run_id, thread_id)
     return ok(wire.run(run), POLL_HEADERS)
 
 
 async def update_run(request: Request, thread_id: str, run_id: str) -> Response:
+    svc = service(request, "changing runs")
     data = await body(request)
-    svc = service(request)
     metadata = parse.opt_metadata(data)
     if metadata is None:  # nothing to change
         run = await svc.get_run(run_id, thread_id)
@@ -334,12 +343,14 @@ async def update_run(request: Request, thread_id: str, run_id: str) -> Response:
 
 
 async def cancel_run(request: Request, thread_id: str, run_id: str) -> Response:
-    run = await service(request).cancel_run(run_id, thread_id)
+    svc = service(request, "cancelling runs")
+    run = await svc.cancel_run(run_id, thread_id)
     return ok(wire.run(run), POLL_HEADERS)
 
 
 async def submit_tool_outputs(request: Request, thread_id: str, run_id: str) -> Response:
-    await service(request).get_run(run_id, thread_id)
+    svc = service(request, "submitting tool outputs")
+    await svc.get_run(run_id, thread_id)
     raise errors.InvalidArgument(FUNCTION_TOOLS_UNSUPPORTED, "tool_outputs")
 
 
@@ -347,14 +358,13 @@ async def submit_tool_outputs(request: Request, thread_id: str, run_id: str) -> 
 
 
 async def list_steps(request: Request, thread_id: str, run_id: str) -> Response:
-    page = await service(request).list_steps(
-        run_id, page_request(query(request)), conversation_id=thread_id
-    )
+    svc = service(request, "listing run steps")
+    page = await svc.list_steps(run_id, page_request(query(request)), conversation_id=thread_id)
     return ok(wire.page(page, wire.step))
 
 
 async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading run steps")
     await svc.get_run(run_id, thread_id)
     step = await svc.get_step(run_id, step_id)
     if step.conversation_id != thread_id:
@@ -366,7 +376,7 @@ async def get_step(request: Request, thread_id: str, run_id: str, step_id: str) 
 
 
 async def upload_file(request: Request) -> Response:
-    svc = service(request)
+    svc = service(request, "uploading files")
     form = await read_upload(request, svc.config.max_file_bytes, "agents.max_file_bytes")
     if form.data is None:
         raise errors.InvalidArgument(
@@ -381,22 +391,26 @@ async def upload_file(request: Request) -> Response:
 
 
 async def list_files(request: Request) -> Response:
+    svc = service(request, "listing files")
     q = query(request)
-    page = await service(request).files.page(page_request(q), q.get("purpose") or None)
+    page = await svc.files.page(page_request(q), q.get("purpose") or None)
     return ok(wire.page(page, wire.file))
 
 
 async def get_file(request: Request, file_id: str) -> Response:
-    return ok(wire.file(await service(request).files.get(file_id)))
+    svc = service(request, "reading files")
+    return ok(wire.file(await svc.files.get(file_id)))
 
 
 async def delete_file(request: Request, file_id: str) -> Response:
-    await service(request).files.delete(file_id)
+    svc = service(request, "deleting files")
+    await svc.files.delete(file_id)
     return ok(wire.deleted(file_id, "file"))
 
 
 async def file_content(request: Request, file_id: str) -> Response:
-    data = await service(request).files.content(file_id)
+    svc = service(request, "downloading files")
+    data = await svc.files.content(file_id)
     return Response(data, media_type="application/octet-stream")
 
 

@@ -3,7 +3,8 @@
 One router, mounted under ``/v1`` (openai-python), ``/openai/v1`` (Azure OpenAI's v1 base) and
 ``/api/projects/{project}/openai/v1`` (Azure AI Foundry's ``get_openai_client()``); any
 ``api-version`` query is ignored. Only the ``/v1`` copy is in the OpenAPI description. Every
-handler translates with ``wire`` and calls the ``AgentService`` on ``app.state.agents``; its
+handler translates with ``wire`` and calls the caller's tenant's view of the ``AgentService``
+(``faces.base.tenant_agents``: the agents scope, then that tenant's objects only); its
 errors (ObjectNotFound, InvalidArgument, Conflict) are rendered by the server's handlers.
 """
 
@@ -18,10 +19,10 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from sessionpool.agents.service import AgentService, ResponseRequest
+from sessionpool.agents.service import ResponseRequest, TenantAgents
 from sessionpool.agents.types import Agent, Message, Run, RunEvent, RunStatus, Step
 from sessionpool.errors import InvalidArgument, ObjectNotFound, ServiceError
-from sessionpool.faces.base import Runtime, agents_service
+from sessionpool.faces.base import Runtime, tenant_agents
 from sessionpool.faces.http import (
     JSON,
     OPENAI_CODES,
@@ -58,7 +59,8 @@ FOUNDRY_PREFIXES: tuple[tuple[str, bool], ...] = (("/api/projects/{project}", Fa
 # --- helpers ------------------------------------------------------------------------------------
 
 
-service = agents_service
+#: the caller's tenant's agents (403 without the agents scope): every route starts here
+service = tenant_agents
 
 
 def api_base(request: Request) -> str:
@@ -82,7 +84,7 @@ def ok(data: Any) -> JSONResponse:
 
 
 async def image_urls(
-    svc: AgentService, steps: list[Step], base_url: str, known: dict[str, str] | None = None
+    svc: TenantAgents, steps: list[Step], base_url: str, known: dict[str, str] | None = None
 ) -> dict[str, str]:
     """URLs of the image outputs in ``steps`` (``wire.image_url``), added to ``known``."""
     urls = known if known is not None else {}
@@ -98,7 +100,7 @@ async def image_urls(
     return urls
 
 
-async def render_response(svc: AgentService, run: Run, base_url: str) -> dict[str, Any]:
+async def render_response(svc: TenantAgents, run: Run, base_url: str) -> dict[str, Any]:
     steps: list[Step] = []
     messages: list[Message] = []
     if run.status is not RunStatus.QUEUED:
@@ -112,7 +114,7 @@ async def render_response(svc: AgentService, run: Run, base_url: str) -> dict[st
 # --- responses ----------------------------------------------------------------------------------
 
 
-async def resolve_agent(svc: AgentService, name: str, version: str | None) -> Agent:
+async def resolve_agent(svc: TenantAgents, name: str, version: str | None) -> Agent:
     """A Foundry agent by name (the newest version unless ``version`` is given)."""
     found = [
         a
@@ -153,7 +155,7 @@ def echo_fields(
 
 
 async def create_response(request: Request) -> Response:
-    svc = service(request)
+    svc = service(request, "creating responses")
     req: parse.ResponseCreate = await read_model(request, parse.ResponseCreate)
     base = api_base(request)
     parsed = parse.parse_input(req.input)
@@ -199,7 +201,7 @@ async def create_response(request: Request) -> Response:
 
 
 async def stream_response(
-    svc: AgentService,
+    svc: TenantAgents,
     run: Run,
     events: AsyncIterator[RunEvent],
     first: RunEvent | None,
@@ -214,7 +216,7 @@ async def stream_response(
 
 
 async def _stream_events(
-    svc: AgentService,
+    svc: TenantAgents,
     run: Run,
     events: AsyncIterator[RunEvent],
     first: RunEvent | None,
@@ -256,7 +258,7 @@ async def _stream_events(
 
 async def get_response(request: Request, response_id: str) -> Response:
     """The response; with ``stream=true``, its events again (from ``starting_after`` on)."""
-    svc = service(request)
+    svc = service(request, "reading responses")
     run = await svc.get_response(response_id)
     if request.query_params.get("stream", "").lower() == "true":
         raw_after = request.query_params.get("starting_after", "")
@@ -282,14 +284,14 @@ async def get_response(request: Request, response_id: str) -> Response:
 
 
 async def delete_response(request: Request, response_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting responses")
     run = await svc.get_response(response_id)
     await svc.delete_run(run.id)
     return ok(wire.response_deleted(run.id))
 
 
 async def cancel_response(request: Request, response_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "cancelling responses")
     run = await svc.get_response(response_id)
     if not run.status.terminal:
         await svc.cancel_run(run.id)
@@ -298,7 +300,7 @@ async def cancel_response(request: Request, response_id: str) -> Response:
 
 
 async def list_input_items(request: Request, response_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading responses")
     run = await svc.get_response(response_id)
     page = page_request(request.query_params)
     items: list[dict[str, Any]] = []
@@ -315,7 +317,7 @@ async def list_input_items(request: Request, response_id: str) -> Response:
 
 
 async def create_conversation(request: Request) -> Response:
-    svc = service(request)
+    svc = service(request, "creating conversations")
     req: parse.ConversationCreate = await read_model(request, parse.ConversationCreate)
     parsed = parse.parse_input(req.items, "items")
     conv = await svc.create_conversation(
@@ -325,25 +327,26 @@ async def create_conversation(request: Request) -> Response:
 
 
 async def get_conversation(request: Request, conversation_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading conversations")
     return ok(wire.conversation_object(await svc.get_conversation(conversation_id)))
 
 
 async def update_conversation(request: Request, conversation_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "changing conversations")
     req: parse.ConversationUpdate = await read_model(request, parse.ConversationUpdate)
     conv = await svc.update_conversation(conversation_id, metadata=req.metadata)
     return ok(wire.conversation_object(conv))
 
 
 async def delete_conversation(request: Request, conversation_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting conversations")
     await svc.delete_conversation(conversation_id)
     return ok(wire.conversation_deleted(conversation_id))
 
 
-async def conversation_items(request: Request, conversation_id: str) -> list[dict[str, Any]]:
-    svc = service(request)
+async def conversation_items(
+    svc: TenantAgents, request: Request, conversation_id: str
+) -> list[dict[str, Any]]:
     await svc.get_conversation(conversation_id)
     messages = await svc.all_messages(conversation_id)
     runs = await svc.all_runs(conversation_id, kind="response")
@@ -354,14 +357,15 @@ async def conversation_items(request: Request, conversation_id: str) -> list[dic
 
 
 async def list_items(request: Request, conversation_id: str) -> Response:
+    svc = service(request, "reading conversations")
     page = page_request(request.query_params)
-    items = await conversation_items(request, conversation_id)
+    items = await conversation_items(svc, request, conversation_id)
     data, has_more = wire.paginate(items, limit=page.limit, order=page.order, after=page.after)
     return ok(wire.list_object(data, has_more))
 
 
 async def create_items(request: Request, conversation_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "adding conversation items")
     req: parse.ItemsCreate = await read_model(request, parse.ItemsCreate)
     parsed = parse.parse_input(req.items, "items")
     if parsed.instructions:
@@ -381,19 +385,20 @@ async def create_items(request: Request, conversation_id: str) -> Response:
 
 
 async def get_item(request: Request, conversation_id: str, item_id: str) -> Response:
-    for item in await conversation_items(request, conversation_id):
+    svc = service(request, "reading conversations")
+    for item in await conversation_items(svc, request, conversation_id):
         if item["id"] == item_id:
             return ok(item)
     raise ObjectNotFound("item", item_id)
 
 
 async def delete_item(request: Request, conversation_id: str, item_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting conversation items")
     conv = await svc.get_conversation(conversation_id)
     try:
         await svc.delete_message(conversation_id, item_id)
     except ObjectNotFound:
-        for item in await conversation_items(request, conversation_id):
+        for item in await conversation_items(svc, request, conversation_id):
             if item["id"] == item_id:
                 raise InvalidArgument("only message items can be deleted here", "item_id") from None
         raise
@@ -404,7 +409,7 @@ async def delete_item(request: Request, conversation_id: str, item_id: str) -> R
 
 
 async def create_container(request: Request) -> Response:
-    svc = service(request)
+    svc = service(request, "creating containers")
     req: parse.ContainerCreate = await read_model(request, parse.ContainerCreate)
     minutes = req.expires_after.minutes if req.expires_after is not None else None
     if minutes is not None and minutes < 1:
@@ -420,25 +425,25 @@ async def create_container(request: Request) -> Response:
 
 
 async def list_containers(request: Request) -> Response:
-    svc = service(request)
+    svc = service(request, "listing containers")
     page = await svc.containers.page(page_request(request.query_params))
     data = [wire.container_object(c) for c in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container(request: Request, container_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading containers")
     return ok(wire.container_object(await svc.containers.get(container_id)))
 
 
 async def delete_container(request: Request, container_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting containers")
     await svc.containers.delete(container_id)
     return ok(wire.container_deleted(container_id))
 
 
 async def create_container_file(request: Request, container_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "adding container files")
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await read_upload(request, svc.config.max_file_bytes, "agents.max_file_bytes")
@@ -458,20 +463,20 @@ async def create_container_file(request: Request, container_id: str) -> Response
 
 
 async def list_container_files(request: Request, container_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "listing container files")
     page = await svc.containers.page_files(container_id, page_request(request.query_params))
     data = [wire.container_file_object(f, container_id) for f in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container_file(request: Request, container_id: str, file_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading container files")
     stored = await svc.containers.get_file(container_id, file_id)
     return ok(wire.container_file_object(stored, container_id))
 
 
 async def container_file_content(request: Request, container_id: str, file_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "downloading container files")
     stored = await svc.containers.get_file(container_id, file_id)
     data = await svc.containers.file_content(container_id, file_id)
     media_type = mimetypes.guess_type(stored.filename)[0] or "application/octet-stream"
@@ -484,7 +489,7 @@ async def container_file_content(request: Request, container_id: str, file_id: s
 
 
 async def delete_container_file(request: Request, container_id: str, file_id: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting container files")
     await svc.containers.delete_file(container_id, file_id)
     return ok(wire.container_file_deleted(file_id))
 
@@ -503,12 +508,12 @@ def _agent_version(agent: Agent) -> dict[str, Any]:
     )
 
 
-async def _agent_versions(svc: AgentService, name: str) -> list[Agent]:
+async def _agent_versions(svc: TenantAgents, name: str) -> list[Agent]:
     return [a for a in await svc.agents_named(name) if "version" in a.extra]
 
 
 async def create_agent_version(request: Request, name: str) -> Response:
-    svc = service(request)
+    svc = service(request, "creating agents")
     req: parse.AgentVersionCreate = await read_model(request, parse.AgentVersionCreate)
     definition = req.definition
     tools = definition.get("tools") or []
@@ -530,7 +535,7 @@ async def create_agent_version(request: Request, name: str) -> Response:
 
 
 async def get_agent_version(request: Request, name: str, version: str) -> Response:
-    svc = service(request)
+    svc = service(request, "reading agents")
     for agent in await _agent_versions(svc, name):
         if str(agent.extra.get("version")) == version:
             return ok(_agent_version(agent))
@@ -538,7 +543,7 @@ async def get_agent_version(request: Request, name: str, version: str) -> Respon
 
 
 async def delete_agent_version(request: Request, name: str, version: str) -> Response:
-    svc = service(request)
+    svc = service(request, "deleting agents")
     for agent in await _agent_versions(svc, name):
         if str(agent.extra.get("version")) == version:
             await svc.delete_agent(agent.id)
