@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from sessionpool.errors import ConfigError
 from sessionpool.sandbox.fake import FakeBackend
 from sessionpool.server.settings import ServerSettings, load_settings
 from sessionpool.server.testing import ServerProcess, in_process
-from sessionpool.server.tokens import ENTRA_AUDIENCE, IssuerConfig, JwtVerifier
+from sessionpool.server.tokens import ENTRA_AUDIENCES, IssuerConfig, JwtVerifier
 from sessionpool.tenancy import Scope
 
 KEY = "unit-test-key-0123"
@@ -429,6 +430,17 @@ def test_a_jwks_file_that_does_not_parse_stops_the_start(tmp_path: Path, issuer:
             JwtVerifier([issuer.config(jwks_file=path)])
 
 
+async def test_a_short_rsa_key_is_refused(tmp_path: Path, issuer: Issuer) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [public_jwk(weak, "weak")]}))
+    with warnings.catch_warnings():  # PyJWT warns about the short key when signing
+        warnings.simplefilter("ignore")
+        token = issuer.token(key=weak, kid="weak")
+    async with token_server(tmp_path, issuer.config(jwks_file=path)) as http:
+        await refused(http, token, "the issuer's key is not acceptable")
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 
@@ -452,7 +464,7 @@ leeway_seconds = 5
     assert config.issuer == issuer.url and config.audience == (AUDIENCE, "api://other")
     assert config.scope_map["Code.Run"] == {Scope.EXECUTE, Scope.FILES}
     assert config.scope_map["Ops"] == {Scope.ADMIN, Scope.METRICS}
-    assert config.default_scopes == frozenset() and config.pools == {"default"}
+    assert config.default_scopes == frozenset() and config.pools == frozenset({"default"})
     assert config.algorithms == ("RS256", "ES256") and config.leeway_seconds == 5
     assert load_settings(environ={}).issuers == ()
 
@@ -528,7 +540,7 @@ def entra_claims(**extra: Any) -> dict[str, Any]:
     """Shaped like the v1 access token ``DefaultAzureCredential`` gets for dynamic sessions."""
     now = int(time.time())
     base = {
-        "aud": ENTRA_AUDIENCE,
+        "aud": "https://dynamicsessions.io",
         "iss": f"https://sts.windows.net/{TID}/",
         "iat": now,
         "nbf": now,
@@ -581,7 +593,7 @@ async def test_entra_preset_accepts_tokens_shaped_like_entras(
     v1, v2 = entra_settings(tmp_path, issuer).issuers
     assert v1.issuer == f"https://sts.windows.net/{TID}/"
     assert v2.issuer == f"https://login.microsoftonline.com/{TID}/v2.0"
-    assert v1.audience == (ENTRA_AUDIENCE,) and v1.tenant_claim == "tid"
+    assert v1.audience == ENTRA_AUDIENCES and v1.tenant_claim == "tid"
     assert v1.default_scopes == {Scope.EXECUTE, Scope.FILES, Scope.SESSIONS}
     async with token_server(tmp_path, v1, v2) as http:
         token = entra_token(issuer)
@@ -601,6 +613,9 @@ async def test_entra_preset_accepts_tokens_shaped_like_entras(
             oid=str(uuid.uuid4()),
         )
         assert await result(http, v2_token, "x") == "'entra'"
+        # Semantic Kernel asks for the other resource name of dynamic sessions
+        sk = entra_token(issuer, aud="https://acasessions.io")
+        assert await result(http, sk, "x") == "'entra'"
         # refused: a principal not listed, another Entra tenant, another resource's token
         stranger = entra_token(issuer, oid=str(uuid.uuid4()))
         await refused(http, stranger, "is not one this server admits")

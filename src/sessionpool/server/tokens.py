@@ -65,7 +65,10 @@ _DEFAULT_ALG = {"RSA": "RS256", "P-256": "ES256", "P-384": "ES384", "P-521": "ES
 #: what ACA's "Azure ContainerApps Session Executor" role allows: run code, files, sessions
 EXECUTOR_SCOPES = frozenset({Scope.EXECUTE, Scope.FILES, Scope.SESSIONS})
 
-ENTRA_AUDIENCE = "https://dynamicsessions.io"
+#: the resource the dynamic-sessions clients ask tokens for: Python's LangChain, LlamaIndex and
+#: AutoGen ask for dynamicsessions.io, Semantic Kernel and the JavaScript and .NET samples for
+#: acasessions.io; ACA takes both
+ENTRA_AUDIENCES = ("https://dynamicsessions.io", "https://acasessions.io")
 ENTRA_V1_ISSUER = "https://sts.windows.net/{tid}/"
 ENTRA_V2_ISSUER = "https://login.microsoftonline.com/{tid}/v2.0"
 ENTRA_JWKS = "https://login.microsoftonline.com/{tid}/discovery/v2.0/keys"
@@ -628,7 +631,7 @@ def _entra(values: dict[str, Any], tid: object, where: str) -> list[IssuerConfig
             'principals = ["*"] to admit every identity of the Entra tenant'
         )
     preset: dict[str, Any] = {
-        "audience": (ENTRA_AUDIENCE,),
+        "audience": ENTRA_AUDIENCES,
         "jwks_url": ENTRA_JWKS.format(tid=tid),
         "subject_claim": "oid",
         "principal_claims": ("oid", "appid", "azp"),
