@@ -159,7 +159,9 @@ def create_app(
         app.state.engine = eng
         if settings.agents.enabled:
             runs = eng.run_locks if isinstance(eng, ClusterEngine) else None
-            runtime.agents = AgentService(settings.agents, eng, runs)
+            runtime.agents = AgentService(
+                settings.agents, eng, runs, admit_run=runtime.quotas.admit_run
+            )
             try:
                 await runtime.agents.start()
             except BaseException:
