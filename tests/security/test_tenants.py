@@ -254,3 +254,18 @@ async def test_mcp_refuses_a_revoked_key(server: ServerProcess) -> None:
             await mcp.call_tool("launchShell", {})
     r = httpx.post(server.url + "/mcp", headers={"Authorization": f"Bearer {key}"}, json={})
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize("form", ["{tenant}\\{name}", "{tenant}%5C{name}", "{tenant}\\\\{name}"])
+def test_no_identifier_names_another_tenants_session_key(
+    alice: Tenant, api: Api, shared_name: str, form: str
+) -> None:
+    """Sessions are kept under ``tenant\\identifier``: no caller may write that form itself."""
+    alice.ok(shared_name, "x = 'alice'")
+    forged = form.format(tenant="alice", name=shared_name)
+    r = api.client.post(
+        f"/pools/default/code/execute?identifier={forged}&api-version=2024-02-02-preview",
+        json=code_body("x"),
+    )
+    assert_client_error(r, 400)
+    assert "alice'" not in r.text
