@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from sessionpool.agents import AgentsConfig, AgentService
 from sessionpool.agents.records import Records
@@ -188,3 +190,98 @@ async def test_a_whole_run_persists_on_either_database(
         assert [a.id for a in await second.agents_named("charts")] == [agent.id]
     finally:
         await restarted.close()
+
+
+# --- tenants --------------------------------------------------------------------------------------
+
+
+def test_a_tenant_sees_only_its_own_rows(store: Store) -> None:
+    """Every read, change, listing and cursor is within the tenant: another tenant's row is
+    exactly as absent as one never written."""
+    kind = f"k{uuid.uuid4().hex[:8]}"
+    mine = fill(store, kind, 3, parent="p", tenant="acme")
+    theirs = fill(store, kind, 3, parent="p", tenant="umbrella")
+    store.put_blob(mine[0], b"acme's bytes")
+    for row in mine:
+        assert store.get(kind, row, tenant="acme") is not None
+        assert store.get(kind, row, tenant="umbrella") is None
+        assert not store.update(kind, row, {"id": row, "stolen": True}, tenant="umbrella")
+        assert not store.delete(kind, row, tenant="umbrella")
+    assert store.get_blob(mine[0], tenant="umbrella") is None
+    assert store.get_blob(mine[0], tenant="acme") == b"acme's bytes"
+    assert [d["id"] for d in store.all(kind, "p", tenant="umbrella")] == theirs
+    page, more = store.page(kind, PageRequest(limit=100, order="asc"), tenant="umbrella")
+    assert [d["id"] for d in page] == theirs and not more
+    # acme's id as umbrella's cursor: the same empty page as an id never issued
+    for cursor in ({"after": mine[0]}, {"before": mine[-1]}):
+        request = PageRequest(limit=100, order="asc", **cursor)
+        assert store.page(kind, request, tenant="umbrella") == ([], False)
+    assert store.delete_children(kind, "p", tenant="umbrella") == theirs
+    assert [d["id"] for d in store.all(kind, "p", tenant="acme")] == mine
+    assert store.get(kind, mine[1], tenant="acme") == {"id": mine[1], "n": 1}  # untouched
+    assert [d["id"] for d in store.all(kind, "p", tenant=None)] == mine  # housekeeping: all
+
+
+#: the objects table as versions before tenants created it
+OLD_OBJECTS = """
+CREATE TABLE agents_objects (
+    seq {serial},
+    id VARCHAR(80) NOT NULL UNIQUE,
+    kind VARCHAR(32) NOT NULL,
+    parent VARCHAR(80),
+    tag VARCHAR(64),
+    created_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+
+
+@pytest.fixture
+def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own (not the run's shared PostgreSQL one): its tables are rewritten."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    name = f"old_{uuid.uuid4().hex[:8]}"
+    admin = engine_for(database_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield database_url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+async def test_a_database_from_before_tenants_opens_with_its_rows_the_default_tenants(
+    empty_database: str,
+) -> None:
+    engine = engine_for(empty_database)
+    serial = "SERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    body = json.dumps({"id": "asst_old", "model": "m", "created_at": 1})
+    with engine.begin() as conn:
+        conn.execute(sa.text(OLD_OBJECTS.format(serial=serial)))
+        conn.execute(
+            sa.text(
+                "INSERT INTO agents_objects (id, kind, created_at, body) "
+                "VALUES ('asst_old', 'agent', 1, :body)"
+            ),
+            {"body": body},
+        )
+    engine.dispose()
+    store = Store(empty_database)
+    root = Records(store)
+    await root.open()
+    try:
+        store.open()  # a second start (or a second server) finds it done
+        old = await root.scoped(T).load(Agent, "asst_old")
+        assert old.model == "m"
+        with pytest.raises(ObjectNotFound):
+            await root.scoped("acme").load(Agent, "asst_old")
+        new = Agent(id="asst_new", model="m")
+        await root.scoped("acme").insert(new)
+        assert [a.id for a in await root.scoped("acme").all(Agent)] == ["asst_new"]
+        assert [a.id for a in await root.scoped(T).all(Agent)] == ["asst_old"]
+        indexes = {i["name"] for i in sa.inspect(store.engine).get_indexes("agents_objects")}
+        assert "agents_objects_tenant_kind" in indexes
+    finally:
+        await root.close()
