@@ -386,6 +386,7 @@ class JwtVerifier:
         self.keys: dict[str, KeySet] = {}
         shared: dict[str, KeySet] = {}
         for config in issuers:
+            config.check()  # settings built in code get the checks a TOML file gets
             if config.issuer in self.issuers:
                 raise ConfigError(f"{config.where}: issuer {config.issuer!r} is configured twice")
             self.issuers[config.issuer] = config
