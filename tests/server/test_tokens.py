@@ -126,6 +126,9 @@ class Issuer:
             "iat": now,
             "nbf": now,
             "exp": now + 600,
+            # each token its own, as real issuers make them (and so the server's cache of
+            # verified tokens never answers for a token a test means to be verified afresh)
+            "jti": uuid.uuid4().hex,
         }
         return {k: v for k, v in {**base, **extra}.items() if v is not None}
 
@@ -713,3 +716,17 @@ principals = ["{ALLOWED_OID}"]
         assert json.loads(tool.run("print(y + 1)"))["stdout"] == "43\n"
         tool.close()
         assert token not in server.log()
+
+
+async def test_a_verified_token_is_cached_until_it_expires(tmp_path: Path, issuer: Issuer) -> None:
+    """A token sent again is not verified again (clients resend one token for its whole life),
+    but the cache never outlives the token."""
+    async with token_server(tmp_path, issuer.config(leeway_seconds=0)) as http:
+        token = issuer.token(exp=int(time.time()) + 2)
+        assert await result(http, token, "1") == "1"
+        fetches = issuer.jwks_fetches
+        for i in range(20):
+            assert await result(http, token, str(i)) == str(i)
+        assert issuer.jwks_fetches == fetches
+        await asyncio.sleep(2.2)
+        await refused(http, token, "expired")

@@ -112,10 +112,10 @@ def keys_command(args: argparse.Namespace) -> int:
                 print(json.dumps(rows, indent=1))
             else:
                 for r in rows:
-                    pools = ",".join(r["pools"]) if r["pools"] is not None else "*"
+                    where = ",".join(r["pools"]) if r["pools"] is not None else "*"
                     print(
                         f"{r['id']}  {r['tenant']:<16} {','.join(r['scopes']):<32} "
-                        f"pools={pools:<12} {r['state']:<10} {r['created_at']}  {r['name']}"
+                        f"pools={where:<12} {r['state']:<10} {r['created_at']}  {r['name']}"
                     )
     except (ConfigError, ValueError) as exc:
         print(f"sessionpool keys: {exc}", file=sys.stderr)
