@@ -246,6 +246,10 @@ def mount(
         app.include_router(router, prefix=prefix, include_in_schema=described, **options)
         for route in app.router.routes[before:]:
             claimed[id(route)] = codes
+    # this FastAPI includes a router as one entry that dispatches to the router's own routes,
+    # and those are what a request's scope names: claim them too
+    for route in router.routes:
+        claimed[id(route)] = codes
 
 
 def inline_defs(schema: JSON) -> JSON:
