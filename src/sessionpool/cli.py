@@ -12,9 +12,16 @@ from pathlib import Path
 
 def _doctor(args: argparse.Namespace) -> int:
     from sessionpool.config import default_runtimes_dir
+    from sessionpool.errors import ConfigError
     from sessionpool.sandbox.doctor import check_host, format_report, format_runtimes
+    from sessionpool.server.settings import load_settings
 
-    checks = check_host(Path(args.data_dir))
+    try:  # the settings serve would use (SESSIONPOOL_* and the config file): the memory bound
+        engine = load_settings(config_file=args.config).engine_config()
+    except ConfigError as exc:
+        print(f"sessionpool doctor: {exc}", file=sys.stderr)
+        return 2
+    checks = check_host(Path(args.data_dir), engine)
     print(format_report(checks))
     print(format_runtimes(args.runtimes_dir or default_runtimes_dir()))
     return 0 if all(c.ok for c in checks) else 1
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--data-dir", default="/var/lib/sessionpool")
     doctor.add_argument("--runtimes-dir", type=Path, default=None)
+    doctor.add_argument("--config", type=Path, default=None, help="the server's settings file")
     doctor.set_defaults(func=_doctor)
 
     runtime = sub.add_parser(

@@ -91,6 +91,11 @@ class EngineConfig:
     uid_count: int = 65536
     #: refuse new sessions when MemAvailable would drop below this
     memory_reserve_bytes: int = 512 * MiB
+    #: the memory all sessions share (one cgroup over theirs); 0: the machine's memory (or the
+    #: server's own cgroup limit, if lower) minus sessions_memory_reserve_bytes
+    sessions_memory_bytes: int = 0
+    #: what a derived bound leaves to the server, its zygotes and the host; 0: max(1 GiB, 10%)
+    sessions_memory_reserve_bytes: int = 0
     #: built session runtimes (``sessionpool runtime build``) and prepared custom images
     runtimes_dir: Path = field(default_factory=lambda: default_runtimes_dir())
 

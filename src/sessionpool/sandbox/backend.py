@@ -19,6 +19,7 @@ from typing import ClassVar, Protocol
 
 from sessionpool.config import Limits, PoolConfig
 from sessionpool.protocol import Message
+from sessionpool.sandbox.cgroups import OomCounters
 from sessionpool.sandbox.workspace import Workspace
 from sessionpool.types import RuntimeInfo
 
@@ -63,8 +64,8 @@ class Slot:
     workspace: Workspace
     limits: Limits
     cgroup: str | None = None
-    #: the cgroup's OOM-kill count when the current kernel started (deaths before don't count)
-    oom_baseline: int = 0
+    #: the cgroups' OOM counts when the current kernel started (deaths before don't count)
+    oom_baseline: OomCounters | None = None
 
 
 def describe_status(status: int | None) -> str:

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sessionpool.config import EngineConfig
 from sessionpool.sandbox import linux
 
 
@@ -73,7 +74,8 @@ def _probe() -> dict[str, str]:
     return results
 
 
-def check_host(data_dir: Path) -> list[Check]:
+def check_host(data_dir: Path, config: EngineConfig | None = None) -> list[Check]:
+    """Every check; ``config`` (default: the built-in settings) gives the sessions' bound."""
     checks: list[Check] = []
     is_root = os.geteuid() == 0
     checks.append(
@@ -119,7 +121,33 @@ def check_host(data_dir: Path) -> list[Check]:
         except OSError as exc:
             checks.append(Check("cgroups (memory, pids, cpu)", False, str(exc)))
         checks.append(_favordynmods())
+    checks.append(_memory_bound(config or EngineConfig()))
     return checks
+
+
+def _memory_bound(config: EngineConfig) -> Check:
+    """The limit all sessions share, what it leaves to the server and the host, and who the OOM
+    killer picks first."""
+    from sessionpool.sandbox.cgroups import memory_ceiling, resolve_bound
+
+    name = "sessions' shared memory bound"
+    try:
+        bound = resolve_bound(
+            config.sessions_memory_bytes, config.sessions_memory_reserve_bytes, memory_ceiling()
+        )
+    except (OSError, ValueError) as exc:
+        return Check(name, False, str(exc))
+    server = (
+        str(linux.SERVER_OOM_SCORE_ADJ)
+        if linux.has_capability(linux.CAP_SYS_RESOURCE)
+        else "unchanged (lowering it needs CAP_SYS_RESOURCE, which this process lacks)"
+    )
+    return Check(
+        name,
+        True,
+        f"{bound.describe()}; oom_score_adj: sessions {linux.OOM_SCORE_ADJ_MAX}, server and "
+        f"zygotes {server}",
+    )
 
 
 def _loop_devices() -> Check:

@@ -10,7 +10,7 @@ CLONE_NEWPID before forking). In order:
    tmpfs root is then made read-only. With a custom image, the image is the root instead;
 3. pivot_root into the new root and detach the host's tree;
 4. drop to the session's unique host uid, then unshare user, mount, net, ipc, uts and cgroup
-   namespaces, mapping root inside to that uid only; hostname; loopback up;
+   namespaces, mapping root inside to that uid only; /proc read-only; hostname; loopback up;
 5. rlimits; every capability dropped and root locked out (securebits); no_new_privs; seccomp.
 
 Any failure raises; the caller reports it on the socket and exits, so a half-built jail never
@@ -209,6 +209,20 @@ def enter(spec: JailSpec, keep_fd: int) -> None:
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"0 {uid} 1\n")
     _write("/proc/self/gid_map", f"0 {uid} 1\n")
+    # /proc is read-only from here on: nothing in it is the session's to write, and its own
+    # oom_score_adj least of all (where the kernel kept no floor, it could lower it and have
+    # the OOM killer end its neighbours first)
+    linux.mount(
+        None,
+        "/proc",
+        None,
+        linux.MS_REMOUNT
+        | linux.MS_BIND
+        | linux.MS_RDONLY
+        | linux.MS_NOSUID
+        | linux.MS_NODEV
+        | linux.MS_NOEXEC,
+    )
 
     socket.sethostname(spec.hostname)
     _loopback_up()

@@ -13,7 +13,9 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,13 @@ from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.sandbox import images, linux
 from sessionpool.sandbox.backend import Slot
-from sessionpool.sandbox.cgroups import CgroupLimits, Cgroups
+from sessionpool.sandbox.cgroups import (
+    CgroupLimits,
+    Cgroups,
+    MemoryBound,
+    memory_ceiling,
+    resolve_bound,
+)
 from sessionpool.sandbox.doctor import check_host
 from sessionpool.sandbox.process import KernelProcess
 from sessionpool.sandbox.runtimes import (
@@ -40,6 +48,8 @@ from sessionpool.sandbox.uids import UidClaims
 from sessionpool.sandbox.workspace import Workspace
 from sessionpool.sandbox.zygotes import KERNEL_READY_TIMEOUT, ZygoteBackend
 
+log = logging.getLogger("sessionpool.sandbox")
+
 
 class JailBackend(ZygoteBackend):
     name = "jail"
@@ -53,9 +63,12 @@ class JailBackend(ZygoteBackend):
         self._seccomp_bpf = ""
         self._images: dict[str, Path] = {}
         self._shared = False
+        self.bound: MemoryBound | None = None
+        #: the server's oom_score_adj before start lowered it (restored at close)
+        self._oom_score_adj: int | None = None
 
     async def start(self) -> None:
-        checks = await asyncio.to_thread(check_host, self.data_dir)
+        checks = await asyncio.to_thread(check_host, self.data_dir, self.config)
         missing = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
         if missing:
             raise errors.SandboxUnavailable(missing)
@@ -63,9 +76,26 @@ class JailBackend(ZygoteBackend):
         self._sweep_stale_mounts()
         self._share_workspaces()
         try:
-            self.cgroups = Cgroups.detect(self.instance)
+            self.bound = resolve_bound(
+                self.config.sessions_memory_bytes,
+                self.config.sessions_memory_reserve_bytes,
+                memory_ceiling(),
+            )
+        except ValueError as exc:
+            raise errors.ConfigError(str(exc)) from None
+        try:
+            self.cgroups = Cgroups.detect(self.instance, self.bound.limit)
         except OSError as exc:
             raise errors.SandboxUnavailable([f"cgroups: {exc}"]) from None
+        log.info("sessions' shared memory bound: %s", self.bound.describe())
+        try:
+            self._oom_score_adj = linux.lower_oom_score_adj(linux.SERVER_OOM_SCORE_ADJ)
+        except OSError as exc:
+            log.warning(
+                "the server's oom_score_adj stays as it is (%s; it needs CAP_SYS_RESOURCE): the "
+                "host's OOM killer still ends sessions first",
+                exc.strerror,
+            )
         # built here, not in the zygote: the libseccomp binding is the server's, not the runtime's
         self._seccomp_bpf = base64.b64encode(build_filter_bpf()).decode()
 
@@ -194,7 +224,8 @@ class JailBackend(ZygoteBackend):
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         # The cgroup attach (slow on v1) overlaps with the child building its jail.
         assert self.cgroups is not None and slot.cgroup is not None
-        slot.oom_baseline = self.cgroups.oom_kills(slot.cgroup)
+        self.cgroups.reset_peak(slot.cgroup)
+        slot.oom_baseline = self.cgroups.oom_counters(slot.cgroup)
         attach = asyncio.create_task(
             asyncio.to_thread(self.cgroups.attach, slot.cgroup, kernel.pid)
         )
@@ -205,12 +236,31 @@ class JailBackend(ZygoteBackend):
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         text = super().describe_exit(slot, status)
-        if self.cgroups and slot.cgroup and self.cgroups.oom_kills(slot.cgroup) > slot.oom_baseline:
+        before = slot.oom_baseline
+        if self.cgroups is None or slot.cgroup is None or before is None:
+            return text
+        now = self.cgroups.oom_counters(slot.cgroup)
+        own, bound = now.own > before.own, now.bound > before.bound
+        if now.kills is not None and before.kills is not None:
+            killed = now.kills > before.kills
+        else:  # a v1 kernel without the counter: a SIGKILL while a limit was reached
+            killed = status == -signal.SIGKILL and (own or bound)
+        if not killed:
+            return text
+        if own:
+            # both met in this kernel's life: the kernel does not say which one the kill
+            # answered (v1 counts meeting a limit, not OOMs at it); its own is the likelier
             return (
                 f"{text}: out of memory (the session's limit is "
                 f"{slot.limits.memory_bytes // (1024 * 1024)} MiB)"
             )
-        return text
+        if bound and self.bound is not None:
+            return (
+                f"{text}: out of memory: this server's sessions together reached their shared "
+                f"memory bound (sessions_memory_bytes, {self.bound.limit // (1024 * 1024)} MiB), "
+                "and the kernel ended this session to stay within it"
+            )
+        return f"{text}: out of memory: the host (or a limit above the server) ran out of memory"
 
     async def close(self) -> None:
         await super().close()
@@ -221,3 +271,7 @@ class JailBackend(ZygoteBackend):
             self._shared = False
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_base)
+        if self._oom_score_adj is not None:
+            with contextlib.suppress(OSError):
+                linux.set_oom_score_adj(self._oom_score_adj)
+            self._oom_score_adj = None

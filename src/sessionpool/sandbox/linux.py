@@ -177,3 +177,49 @@ def cap_last_cap() -> int:
             return int(f.read())
     except OSError:
         return 40
+
+
+#: the OOM killer's highest preference: a session is the first process it ends
+OOM_SCORE_ADJ_MAX = 1000
+#: the server, and the zygotes it starts (they inherit it), are among the last it picks; not
+#: -1000 (never), so that a server that is itself the cause can still be stopped
+SERVER_OOM_SCORE_ADJ = -900
+
+
+def set_oom_score_adj(value: int, pid: str = "self") -> None:
+    """Set how eagerly the OOM killer picks this process (-1000 never, 1000 first). Set with
+    CAP_SYS_RESOURCE, the value is also the floor the process may later lower itself to."""
+    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(value))
+
+
+def get_oom_score_adj(pid: str = "self") -> int:
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        return int(f.read())
+
+
+def lower_oom_score_adj(value: int) -> int | None:
+    """Lower our own oom_score_adj to ``value`` (never raise it: an operator may have set it
+    lower); the previous value if it changed, to restore later, else None. OSError (EACCES)
+    without CAP_SYS_RESOURCE."""
+    before = get_oom_score_adj()
+    if before <= value:
+        return None
+    set_oom_score_adj(value)
+    return before
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process holds ``cap`` in its effective set (some containers drop
+    CAP_SYS_RESOURCE even for root)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, ValueError):
+        pass
+    return False

@@ -197,6 +197,10 @@ class Zygote:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.ctl.close()
+            # Sessions are the first the OOM killer ends (the zygote and the server the last).
+            # Written as host root before the jail: with CAP_SYS_RESOURCE 1000 is also the
+            # kernel's floor for it, and the jail's /proc is read-only besides.
+            self.linux.set_oom_score_adj(self.linux.OOM_SCORE_ADJ_MAX)
             if self.jail:
                 spec = self.jail_module.JailSpec(**msg["jail"])
                 spec.seccomp_bpf = self.seccomp_bpf

@@ -66,6 +66,10 @@ class ServerSettings:
     uid_count: int = EngineConfig.uid_count
     #: refuse new sessions when the host's available memory would drop below this
     memory_reserve_bytes: int = EngineConfig.memory_reserve_bytes
+    #: the memory all sessions share; 0: the machine's minus sessions_memory_reserve_bytes
+    sessions_memory_bytes: int = EngineConfig.sessions_memory_bytes
+    #: what a derived bound leaves to the server and the host; 0: max(1 GiB, 10% of memory)
+    sessions_memory_reserve_bytes: int = EngineConfig.sessions_memory_reserve_bytes
     #: after a stop signal, how long requests in flight may run before everything is killed
     shutdown_deadline_seconds: float = 10.0
     log_level: str = "info"
@@ -104,6 +108,8 @@ class ServerSettings:
             uid_base=self.uid_base,
             uid_count=self.uid_count,
             memory_reserve_bytes=self.memory_reserve_bytes,
+            sessions_memory_bytes=self.sessions_memory_bytes,
+            sessions_memory_reserve_bytes=self.sessions_memory_reserve_bytes,
         )
 
     def check(self) -> None:
@@ -123,6 +129,11 @@ class ServerSettings:
             raise ConfigError("uid_base and uid_count must be positive")
         if self.memory_reserve_bytes < 0:
             raise ConfigError("memory_reserve_bytes must not be negative")
+        if self.sessions_memory_bytes < 0 or self.sessions_memory_reserve_bytes < 0:
+            raise ConfigError(
+                "sessions_memory_bytes and sessions_memory_reserve_bytes must not be negative "
+                "(0: derived from the machine's memory)"
+            )
         if self.shutdown_deadline_seconds < 0:
             raise ConfigError("shutdown_deadline_seconds must not be negative")
         if self.log_level not in LOG_LEVELS:
@@ -297,6 +308,8 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "uid_base": parse_int,
     "uid_count": parse_int,
     "memory_reserve_bytes": parse_size,
+    "sessions_memory_bytes": parse_size,
+    "sessions_memory_reserve_bytes": parse_size,
     "shutdown_deadline_seconds": parse_float,
     "log_level": _parse_choice(LOG_LEVELS),
     "access_log": parse_bool,
