@@ -20,6 +20,7 @@ from typing import Any
 from sessionpool import errors, protocol
 from sessionpool.config import PoolConfig
 from sessionpool.sandbox.backend import Backend, Kernel, KernelDied, Slot
+from sessionpool.telemetry import FILES_WRITTEN, PoolStats
 from sessionpool.types import (
     DisplayData,
     ErrorInfo,
@@ -36,7 +37,9 @@ WARMUP_CODE = "1 + 1"
 
 
 class Session:
-    def __init__(self, pool: PoolConfig, backend: Backend, slot: Slot) -> None:
+    def __init__(
+        self, pool: PoolConfig, backend: Backend, slot: Slot, stats: PoolStats | None = None
+    ) -> None:
         self.pool_config = pool
         self.pool_name = pool.name
         self.backend = backend
@@ -51,16 +54,24 @@ class Session:
         self._replaced_note = ""
         self._abandoned: asyncio.Future[tuple[dict[str, Any], list[bytes]]] | None = None
         self._lock = asyncio.Lock()
+        #: its pool's counters (executions, timeouts, kills, uploads)
+        self.stats = stats if stats is not None else PoolStats()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, pool: PoolConfig, backend: Backend, warm_up: bool = True) -> Session:
+    async def create(
+        cls,
+        pool: PoolConfig,
+        backend: Backend,
+        warm_up: bool = True,
+        stats: PoolStats | None = None,
+    ) -> Session:
         """Reserve a slot and fork a kernel into it. Sessions for the ready pool also run a
         throwaway cell, so the user's first cell does not pay the copy-on-write faults; an
         on-demand session skips it (the user's cell would wait for it anyway)."""
         slot = await backend.create_slot(pool)
-        session = cls(pool, backend, slot)
+        session = cls(pool, backend, slot, stats)
         try:
             await session._start_kernel()
             if warm_up:
@@ -112,10 +123,25 @@ class Session:
         if self.kernel is not None:
             # it ended between calls (a background thread exited, an OOM kill ...)
             note = await self._kill_kernel(self.kernel)
+            self._ended("exited", note)
         try:
             return await self._start_kernel(), note
         except Exception as exc:
             raise self._error(f"a new interpreter could not be started: {exc}") from exc
+
+    def _ended(self, cause: str, reason: str) -> None:
+        """Count and log the end of an interpreter (``telemetry.KILL_CAUSES``)."""
+        # the backend's account of an exit says so when the OOM killer ended it
+        if "out of memory" in reason:
+            cause = "oom"
+        self.stats.kills[cause] += 1
+        log.warning(
+            "pool %s: session %s: interpreter ended (%s): %s",
+            self.pool_name,
+            self.identifier or "(unassigned)",
+            cause,
+            reason,
+        )
 
     async def _kill_kernel(self, kernel: Kernel) -> str:
         kernel.close()
@@ -160,7 +186,9 @@ class Session:
         try:
             await kernel.send({**request, "id": rid})
         except KernelDied:
-            return "died", {}, [], await self._kill_kernel(kernel)
+            reason = await self._kill_kernel(kernel)
+            self._ended("exited", reason)
+            return "died", {}, [], reason
         loop = asyncio.get_running_loop()
         phase = "running"
         kill_timer: asyncio.TimerHandle | None = None
@@ -183,6 +211,8 @@ class Session:
         except KernelDied:
             reason = await self._kill_kernel(kernel)
             if phase == "killed":
+                self.stats.timeouts["killed"] += 1
+                self._ended("timeout", reason)
                 return (
                     "killed",
                     {},
@@ -190,9 +220,11 @@ class Session:
                     f"timed out after {deadline:g} s and did not stop within {grace:g} s of "
                     f"the interrupt; the interpreter was killed ({reason})",
                 )
+            self._ended("exited", reason)
             return "died", {}, [], reason
         except protocol.FrameError as exc:
             await self._kill_kernel(kernel)
+            self._ended("protocol", str(exc))
             return "died", {}, [], f"the interpreter sent a malformed reply ({exc}) and was killed"
         except asyncio.CancelledError:
             # Nobody waits for this cell any more: interrupt it, and let the next call collect
@@ -207,6 +239,13 @@ class Session:
             if kill_timer is not None:
                 kill_timer.cancel()
         if phase == "interrupted":
+            self.stats.timeouts["interrupted"] += 1
+            log.warning(
+                "pool %s: session %s: timed out after %g s; interrupted",
+                self.pool_name,
+                self.identifier,
+                deadline,
+            )
             return "interrupted", header, blobs, f"timed out after {deadline:g} s"
         return "ok", header, blobs, ""
 
@@ -249,7 +288,8 @@ class Session:
             await asyncio.wait_for(reply, self.pool_config.interrupt_grace_seconds)
         except BaseException:
             if self.kernel is not None:
-                await self._kill_kernel(self.kernel)
+                reason = await self._kill_kernel(self.kernel)
+                self._ended("abandoned", reason)
 
     async def execute(
         self,
@@ -266,6 +306,7 @@ class Session:
             self.touch()
             self.busy = True
             limits = self.pool_config.limits
+            began = time.perf_counter()
             try:
                 outcome, header, blobs, note = await self._roundtrip(
                     {
@@ -282,8 +323,11 @@ class Session:
             finally:
                 self.busy = False
                 self.touch()
+        stats = self.stats
+        stats.execution_seconds.observe(time.perf_counter() - began)
         if outcome in ("killed", "died"):
             status = ExecutionStatus.TIMEOUT if outcome == "killed" else ExecutionStatus.LOST
+            stats.executions[status] += 1
             message = (
                 f"{note}. Variables and imports of this session are lost; files in /mnt/data "
                 "are kept. The next call starts a fresh interpreter."
@@ -299,6 +343,7 @@ class Session:
                 state_lost=True,
             )
         result = self._to_result(outcome, header, blobs, note)
+        stats.executions[result.status] += 1
         if self._replaced_note:
             message = (
                 f"note: the previous interpreter of this session had ended "
@@ -410,7 +455,13 @@ class Session:
 
     async def write_file(self, path: str, data: bytes | AsyncIterator[bytes]) -> FileInfo:
         with self._files():
-            return await self.slot.workspace.write(path, data)
+            info = await self.slot.workspace.write(path, data)
+        self.stats.uploads += 1
+        self.stats.upload_bytes += info.size
+        written = FILES_WRITTEN.get()
+        if written is not None:
+            written.append(info.path)
+        return info
 
     async def read_file(self, path: str) -> bytes:
         with self._files():

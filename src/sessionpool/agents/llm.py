@@ -12,6 +12,7 @@ import httpx
 
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.agents.types import Usage
+from sessionpool.telemetry import AgentStats
 
 #: the function offered to the model; its calls run as cells in the conversation's container
 PYTHON_TOOL: dict[str, Any] = {
@@ -76,6 +77,9 @@ class ChatReply:
 class ChatModel:
     def __init__(self, config: AgentsConfig) -> None:
         self.config = config
+        #: runs and model calls, for the metrics: kept here because every run of every tenant
+        #: shares this client
+        self.stats = AgentStats()
         verify: str | bool = config.model_ca_file or True
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.model_timeout_seconds, connect=10.0), verify=verify

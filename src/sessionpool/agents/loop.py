@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,7 @@ class _Stop(Exception):
 async def execute_run(parts: Collaborators, run: Run) -> None:
     """Carry ``run`` to a terminal status. Never raises."""
     loop = _Loop(parts, run)
+    parts.model.stats.runs_started += 1
     try:
         try:
             async with asyncio.timeout(parts.config.run_timeout_seconds):
@@ -227,6 +229,7 @@ class _Loop:
         except Exception:
             log.exception("could not record the end of run %s", self.run_.id)
         finally:
+            self.model.stats.run_ended(status)
             self.emit(RunEvent(kind="done"))
 
     # --- the loop -----------------------------------------------------------------------------
@@ -244,13 +247,19 @@ class _Loop:
             )
         chat = await self.prepare()
         for _ in range(run.max_steps):
-            reply = await self.model.complete(
-                run.model,
-                chat,
-                temperature=run.temperature,
-                top_p=run.top_p,
-                on_text=self.on_text,
-            )
+            began = time.perf_counter()
+            try:
+                reply = await self.model.complete(
+                    run.model,
+                    chat,
+                    temperature=run.temperature,
+                    top_p=run.top_p,
+                    on_text=self.on_text,
+                )
+            except ModelError:
+                self.model.stats.model_seconds["error"].observe(time.perf_counter() - began)
+                raise
+            self.model.stats.model_seconds["ok"].observe(time.perf_counter() - began)
             self.usage = self.usage.add(reply.usage)
             if not reply.tool_calls:
                 await self.answer(reply.content or "", reply.usage, final=True)

@@ -17,6 +17,7 @@ from sessionpool import errors
 from sessionpool.config import PoolConfig
 from sessionpool.sandbox.backend import Backend
 from sessionpool.session import Session
+from sessionpool.telemetry import PoolStats
 from sessionpool.types import RuntimeInfo
 
 log = logging.getLogger("sessionpool.pool")
@@ -77,13 +78,15 @@ class Pool:
         self._closing = False
         self._filling = 0
         self.last_refill_error: str | None = None
+        #: allocations here, and executions, timeouts, kills and uploads of its sessions
+        self.stats = PoolStats()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the zygote and the first ready session; a jail failure surfaces here."""
         if self.config.ready_sessions > 0:
-            self._ready.append(await Session.create(self.config, self.backend))
+            self._ready.append(await Session.create(self.config, self.backend, stats=self.stats))
         self._tasks.append(asyncio.create_task(self._refill_loop(), name=f"refill:{self.name}"))
         self._tasks.append(asyncio.create_task(self._reaper_loop(), name=f"reaper:{self.name}"))
 
@@ -118,6 +121,18 @@ class Pool:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
+    def states(self) -> dict[str, int]:
+        """Sessions by state (for the metrics): ``ready`` (warm, not yet allocated),
+        ``starting`` (being forked), ``busy`` (running a call), ``idle`` (allocated, between
+        calls)."""
+        busy = sum(s.busy for s in self._sessions.values())
+        return {
+            "ready": len(self._ready),
+            "starting": self._creating,
+            "busy": busy,
+            "idle": len(self._sessions) - busy,
+        }
+
     async def list_sessions(self) -> list[Session]:
         return self.sessions()
 
@@ -144,6 +159,7 @@ class Pool:
         if pending is not None:
             return await asyncio.shield(pending)
         if len(self._sessions) + len(self._allocating) >= self.config.max_sessions:
+            self.stats.allocations["refused"] += 1
             raise errors.PoolAtCapacity(
                 self.name,
                 f"max_sessions ({self.config.max_sessions}) sessions are allocated",
@@ -162,6 +178,10 @@ class Pool:
             future.set_result(session)
             return session
         except BaseException as exc:
+            if isinstance(exc, errors.PoolAtCapacity):  # the memory reserve
+                self.stats.allocations["refused"] += 1
+            elif isinstance(exc, Exception) and not isinstance(exc, errors.PoolClosed):
+                self.stats.allocations["failed"] += 1  # the sandbox could not start one
             future.set_exception(exc)
             future.exception()  # mark retrieved: other waiters re-raise it themselves
             raise
@@ -173,12 +193,17 @@ class Pool:
         while self._ready:
             session = self._ready.popleft()
             if session.kernel is not None and session.kernel.alive():
+                self.stats.allocations["warm"] += 1
                 return session
             await session.close()
         self._admit()
         self._creating += 1
         try:
-            return await Session.create(self.config, self.backend, warm_up=False)
+            session = await Session.create(
+                self.config, self.backend, warm_up=False, stats=self.stats
+            )
+            self.stats.allocations["on_demand"] += 1
+            return session
         except errors.ServiceError:
             raise
         except Exception as exc:  # a backend fault that is not typed yet: still not the user's
@@ -231,7 +256,7 @@ class Pool:
                     self._admit()
                     self._creating += 1
                     try:
-                        session = await Session.create(self.config, self.backend)
+                        session = await Session.create(self.config, self.backend, stats=self.stats)
                     finally:
                         self._creating -= 1
                 except asyncio.CancelledError:
