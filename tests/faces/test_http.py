@@ -44,6 +44,9 @@ EXPECTED = {
     "AgentsError": 500,
     "ObjectNotFound": 404,
     "Conflict": 409,
+    "AccessError": 500,
+    "ScopeDenied": 403,
+    "TenantQuotaExceeded": 429,
 }
 
 #: the wire names the clients read (x-ms-error-code, and the OpenAI error's code)
@@ -56,8 +59,14 @@ AZURE_NAMES = {
     "InvalidPath": "InvalidFilePath",
     "SessionNotFound": "SessionNotFound",
     "SandboxError": "SandboxFailure",
+    "ScopeDenied": "Forbidden",
+    "TenantQuotaExceeded": "TooManyRequests",
 }
-OPENAI_NAMES = {"ObjectNotFound": "not_found", "InvalidArgument": "invalid_request"}
+OPENAI_NAMES = {
+    "ObjectNotFound": "not_found",
+    "InvalidArgument": "invalid_request",
+    "TenantQuotaExceeded": "rate_limit_exceeded",
+}
 
 
 def _instance(cls: type[errors.ServiceError]) -> errors.ServiceError:
@@ -68,7 +77,7 @@ def _instance(cls: type[errors.ServiceError]) -> errors.ServiceError:
     ]
     args: list[object] = []
     for p in params:
-        numeric = p.name in ("limit_bytes", "quota")
+        numeric = p.name in ("limit_bytes", "quota", "retry_after")
         args.append(1 if numeric else ["x"] if p.name == "missing" else "x")
     return cls(*args)
 
