@@ -1,9 +1,10 @@
-"""The agents-runs quota on a real server: a tenant with one run in progress cannot start a
-second (429 with Retry-After naming the quota), another tenant can, and the slot comes back when
-the run ends."""
+"""The agents' quotas on a real server: a tenant with one run in progress cannot start a second
+(429 with Retry-After naming the quota), another tenant can, and the slot comes back when the run
+ends; file uploads count against the tenant's upload budget as uploads into sessions do."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentsServer]:
         AgentsServer(
             Path(tmp_path_factory.mktemp("agents-quota")),
             model.url,
-            extra_config="[quotas]\nagents_runs = 1\n",
+            extra_config="[quotas]\nagents_runs = 1\nupload_bytes_per_hour = 100000\n",
             tls=False,
         ) as srv,
     ):
@@ -83,3 +84,15 @@ def test_one_run_at_a_time_per_tenant(server: AgentsServer) -> None:
         again = start_run(busy, quick)
         assert again.status_code == 200, again.text
         wait_done(busy, again.json())
+
+
+def test_agents_uploads_count_against_the_upload_budget(server: AgentsServer) -> None:
+    with client(server, "uploader") as up, client(server, "other-uploader") as other:
+        data = os.urandom(60_000)
+        first = up.post("/files", data={"purpose": "assistants"}, files={"file": ("a.bin", data)})
+        assert first.status_code == 200, first.text
+        second = up.post("/files", data={"purpose": "assistants"}, files={"file": ("b.bin", data)})
+        assert second.status_code == 429, second.text
+        assert "upload_bytes_per_hour quota" in second.json()["error"]["message"]
+        mine = other.post("/files", data={"purpose": "assistants"}, files={"file": ("c.bin", data)})
+        assert mine.status_code == 200, mine.text

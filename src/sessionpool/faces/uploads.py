@@ -19,6 +19,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from sessionpool import errors
+from sessionpool.faces.base import Runtime, principal_of
 from sessionpool.faces.http import HttpError
 
 #: the longest boundary RFC 2046 allows is 70 characters; leave room for sloppy clients
@@ -292,9 +293,16 @@ async def read_form(
 
 async def read_upload(request: Request, max_file_bytes: int, limit: str) -> Form:
     """``request``'s multipart form with one file part, bounded (see ``read_form``); ``limit``
-    names the setting behind ``max_file_bytes``."""
+    names the setting behind ``max_file_bytes``. The bytes count against the caller's tenant's
+    upload quota, as uploads into sessions do."""
+    tenant = principal_of(request).tenant
+    runtime = getattr(request.app.state, "runtime", None)
+    quotas = runtime.quotas if isinstance(runtime, Runtime) else None
+    declared = request.headers.get("content-length", "")
+    if quotas is not None:
+        quotas.upload_allowed(tenant, int(declared) if declared.isdigit() else None)
     try:
-        return await read_form(
+        form = await read_form(
             request.headers.get("content-type"),
             request.stream(),
             max_file_bytes,
@@ -303,3 +311,6 @@ async def read_upload(request: Request, max_file_bytes: int, limit: str) -> Form
         )
     except ClientDisconnect as exc:
         raise HttpError(400, "ClientDisconnected", "the client went away mid-upload") from exc
+    if quotas is not None and form.data:
+        quotas.uploaded(tenant, len(form.data))
+    return form
