@@ -35,6 +35,8 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/side/azure-ai-projects-b10 azure-ai-projects==1.0.0b10
 	# best effort: a PostgreSQL server for the agents persistence tests (skipped without one)
 	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
+	# best effort: a Prometheus server, for the test that scrapes /metrics (skipped without one)
+	command -v prometheus >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q --no-install-recommends prometheus) >/dev/null 2>&1 || echo "Prometheus not installed: its scrape test will be skipped")
 	touch $(DEV_STAMP)
 
 install-serve: $(SERVE_STAMP)

@@ -28,6 +28,12 @@ from sessionpool.pool import EngineHandle
 from sessionpool.server.auth import Authenticator, AuthMiddleware
 from sessionpool.server.keys import KeyStore
 from sessionpool.server.msi import MSI_PATH, install_msi
+from sessionpool.server.observe import (
+    FASTAPI_TELEMETRY_OFF,
+    install_inner,
+    install_metrics,
+    install_outer,
+)
 from sessionpool.server.settings import ServerSettings
 from sessionpool.server.tokens import verifier_for
 from sessionpool.tenancy import Scope as Right
@@ -184,6 +190,7 @@ def create_app(
         version=__version__,
         summary="Self-hosted dynamic sessions: stateful, sandboxed Python for LLM agents",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     install_error_handlers(app)
 
@@ -206,16 +213,21 @@ def create_app(
         install_cluster_routes(app)
     for face in faces:
         face.install(app)
+    install_metrics(app)
     public = set(PUBLIC_PATHS)
     if settings.agents.enabled and settings.agents.managed_identity:
         install_msi(app, settings.api_keys, settings.no_auth)
         public.add(MSI_PATH)  # it checks the identity header itself
+    # middleware added first runs innermost: the audit log (which reads the principal) inside
+    # the authentication, request ids (and traces) outside everything, so every line has the id
+    install_inner(app, settings, public)
     if not settings.no_auth:
         authenticator = Authenticator(
             settings.api_keys, KeyStore(settings.key_store), verifier_for(settings.issuers)
         )
         app.add_middleware(AuthMiddleware, authenticator=authenticator, public_paths=public)
     app.add_middleware(NormalizePath)
+    install_outer(app, settings)
     return app
 
 

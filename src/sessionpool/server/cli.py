@@ -24,7 +24,8 @@ import uvicorn
 from sessionpool.errors import ConfigError, ServiceError
 from sessionpool.server.app import Shutdown, create_app, make_engine
 from sessionpool.server.auth import load_or_create_key
-from sessionpool.server.settings import LOG_LEVELS, ServerSettings, load_settings
+from sessionpool.server.observe import configure_logging, configure_traces
+from sessionpool.server.settings import LOG_FORMATS, LOG_LEVELS, ServerSettings, load_settings
 from sessionpool.server.tls import TlsFiles, ensure_self_signed
 
 #: the line a supervisor (or a test) can wait for; the URL follows it
@@ -114,6 +115,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="do not log every request",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one object per line, with the request id",
+    )
+    parser.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="FILE",
+        help="write the audit log (who did what to which session or file) to FILE, as JSON "
+        "lines (default: with the other logs)",
+    )
+    parser.add_argument(
+        "--otel-traces",
+        action="store_const",
+        const=True,
+        default=None,
+        help="OpenTelemetry traces of the requests (needs the otel extra; the exporter comes "
+        "from the OTEL_* variables)",
+    )
 
 
 _FLAG_SETTINGS = (
@@ -131,6 +152,9 @@ _FLAG_SETTINGS = (
     "shutdown_deadline_seconds",
     "log_level",
     "access_log",
+    "log_format",
+    "audit_log",
+    "otel_traces",
 )
 
 
@@ -240,6 +264,7 @@ async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out:
         app = create_app(settings, engine, shutdown=shutdown, on_closed=mark_closed)
         config = uvicorn.Config(
             app,
+            log_config=None,  # configure_logging did it (serve_command)
             log_level=settings.log_level,
             access_log=settings.access_log,
             # a safety net: the engine ends executions at the deadline, so requests finish first
@@ -284,13 +309,16 @@ def serve_command(args: argparse.Namespace) -> int:
             tls = TlsFiles(cert=settings.tls_cert, key=settings.tls_key)
         if tls is not None:
             check_tls(tls)
+        configure_logging(settings)
+        if settings.otel_traces:
+            configure_traces()
     except ServiceError as exc:
         print(f"sessionpool serve: {exc.message}", file=sys.stderr)
         return 2
     # a stop before uvicorn takes over the signals still closes the engine (SystemExit unwinds)
     signal.signal(signal.SIGTERM, _terminate)
     # the event loop uvicorn would pick itself (uvloop when installed)
-    loop_factory = uvicorn.Config(app="", loop="auto").get_loop_factory()
+    loop_factory = uvicorn.Config(app="", loop="auto", log_config=None).get_loop_factory()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(settings, keys, tls, out))

@@ -38,6 +38,7 @@ POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
 AGENTS_ENV_PREFIX = "SESSIONPOOL_AGENTS_"
 CLUSTER_ENV_PREFIX = "SESSIONPOOL_CLUSTER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -74,6 +75,12 @@ class ServerSettings:
     shutdown_deadline_seconds: float = 10.0
     log_level: str = "info"
     access_log: bool = True
+    #: "text" (a line per record) or "json" (an object per line, with the request id)
+    log_format: str = "text"
+    #: the audit log's file (JSON lines); None: audit records go where the other logs go
+    audit_log: Path | None = None
+    #: OpenTelemetry traces of the requests (the otel extra; exporter from OTEL_* variables)
+    otel_traces: bool = False
     pools: tuple[PoolConfig, ...] = field(default_factory=lambda: (PoolConfig(),))
     #: the agents service ([agents] table); its data_dir is this server's
     agents: AgentsConfig = field(default_factory=AgentsConfig)
@@ -138,6 +145,8 @@ class ServerSettings:
             raise ConfigError("shutdown_deadline_seconds must not be negative")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if not self.pools:
             raise ConfigError("no pools configured")
         names = [p.name for p in self.pools]
@@ -313,6 +322,9 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "shutdown_deadline_seconds": parse_float,
     "log_level": _parse_choice(LOG_LEVELS),
     "access_log": parse_bool,
+    "log_format": _parse_choice(LOG_FORMATS),
+    "audit_log": _parse_path,
+    "otel_traces": parse_bool,
 }
 
 

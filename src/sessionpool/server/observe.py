@@ -1,0 +1,580 @@
+"""Operations: Prometheus metrics, request ids, structured logs, the audit log, traces.
+
+- **Metrics** (``/metrics``, the ``metrics`` scope): a collector reads the plain counters the
+  pools, sessions and the agents service keep (``sessionpool.telemetry``) when Prometheus
+  scrapes, so the layers below import no metrics library and pay a few integer additions per
+  event. Labels are bounded: pool names (configured), and fixed sets of states, outcomes and
+  causes; never an identifier or a tenant.
+- **Request ids**: each request has one (the client's ``X-Request-Id`` when it is sane, else a
+  new one), answered in the same header and kept in a context variable, which every log record
+  carries (``RequestIdFilter``): lines the pool and the session log while serving the request,
+  and tasks the request started, carry it too.
+- **Audit log**: one record per request that acts on something (a session, a file, an agents
+  object, an operator's route): who (tenant, credential), what (method, route, operation),
+  which (pool, identifier as the tenant named it, files, object ids), the status.
+- **Traces** (``otel_traces``, the ``otel`` extra): OpenTelemetry's ASGI middleware, with the
+  request id on each span.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn.config
+import uvicorn.logging
+from fastapi import FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sessionpool._version import __version__
+from sessionpool.errors import ConfigError
+from sessionpool.faces.base import PRINCIPAL_KEY, Runtime, require
+from sessionpool.pool import Pool
+from sessionpool.server.settings import ServerSettings
+from sessionpool.telemetry import FILES_WRITTEN, AgentStats, Latency
+from sessionpool.tenancy import ROOT, Principal
+from sessionpool.tenancy import Scope as Right
+
+METRICS_PATH = "/metrics"
+AUDIT_LOGGER = "sessionpool.audit"
+REQUEST_ID_HEADER = "x-request-id"
+
+audit_log = logging.getLogger(AUDIT_LOGGER)
+
+# --- request ids ---------------------------------------------------------------------------------
+
+#: the id of the request being served ("" outside one); tasks a request creates inherit it
+REQUEST_ID: ContextVar[str] = ContextVar("sessionpool_request_id", default="")
+#: a client's id is kept if it is short and plain (it goes into headers and log lines as is)
+_SANE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
+_HEADER = REQUEST_ID_HEADER.encode()
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class RequestIds:
+    """The outermost middleware: gives each request its id and answers it in ``X-Request-Id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == _HEADER:
+                if _SANE_ID.fullmatch(value):
+                    rid = value.decode("ascii")
+                break
+        rid = rid or new_request_id()
+        header = (_HEADER, rid.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        token = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every record with the request id (on handlers, so records of every logger that
+    reaches them get it, whichever logger they were logged on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+def _with_id(line: str, record: logging.LogRecord) -> str:
+    rid = getattr(record, "request_id", "")
+    return f"{line} [request {rid}]" if rid else line
+
+
+class TextFormatter(uvicorn.logging.DefaultFormatter):
+    """The server's usual lines, with the request id at the end when there is one."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _with_id(super().formatMessage(record), record)
+
+
+class AccessTextFormatter(uvicorn.logging.AccessFormatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _with_id(super().formatMessage(record), record)
+
+
+class JsonFormatter(_JsonFormatter):
+    """One JSON object per line: timestamp, level, logger, message, request_id, and a record's
+    extra fields (the audit log's who, what and which; an access line's method, path and
+    status)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            # uvicorn adds a coloured copy of some messages
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+            timestamp=True,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        if not log_data.get("request_id"):
+            log_data.pop("request_id", None)
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            log_data.update(
+                client=client, method=method, path=path, http_version=version, status=status
+            )
+
+
+def configure_logging(settings: ServerSettings) -> None:
+    """Logging for ``serve``: every logger through one stderr handler (uvicorn's access lines
+    to stdout, as uvicorn has them), in ``log_format``, each record with its request id; the
+    audit log to ``audit_log`` (JSON lines) when set. Uvicorn is then given no config of its
+    own (it only sets its loggers' levels)."""
+    level = uvicorn.config.LOG_LEVELS[settings.log_level]
+    as_json = settings.log_format == "json"
+    ids = RequestIdFilter()
+
+    def handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
+        out = logging.StreamHandler(stream)
+        out.setFormatter(formatter)
+        out.addFilter(ids)
+        return out
+
+    audit_file: logging.Handler | None = None
+    if settings.audit_log is not None:
+        try:
+            audit_file = logging.FileHandler(settings.audit_log, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot open the audit log {settings.audit_log}: {exc}") from None
+        audit_file.setFormatter(JsonFormatter())
+        audit_file.addFilter(ids)
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    text = TextFormatter("%(levelprefix)s %(message)s")
+    root.addHandler(handler(sys.stderr, JsonFormatter() if as_json else text))
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access_text = AccessTextFormatter(
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+    )
+    access.handlers = [handler(sys.stdout, JsonFormatter() if as_json else access_text)]
+    access.propagate = False
+    # the model client's HTTP library logs every request at info
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    audit = logging.getLogger(AUDIT_LOGGER)
+    audit.handlers.clear()
+    audit.propagate = True
+    audit.setLevel(logging.NOTSET)
+    if audit_file is not None:
+        audit.addHandler(audit_file)
+        audit.propagate = False
+        audit.setLevel(logging.INFO)  # kept whatever the console's level
+
+
+# --- the audit log -----------------------------------------------------------------------------
+
+#: an id at the start of a created object's JSON (``{"id": "thread_abc", ...}``)
+_CREATED_ID = re.compile(rb'"id":\s*"([A-Za-z0-9_.:-]{1,128})"')
+
+
+class Audit:
+    """One audit record per request that reaches a route, except ``skip`` (probes, metrics).
+
+    Placed inside the authentication, so the request's principal is in the scope once the
+    route has run; with authentication off, every request is the server's own.
+    """
+
+    def __init__(self, app: ASGIApp, skip: Iterable[str], auth: bool) -> None:
+        self.app = app
+        self.skip = frozenset(skip)
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.skip
+            or not audit_log.isEnabledFor(logging.INFO)
+        ):
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless the app answers: an exception ends it as a 500
+        created = ""
+        # a created object's id is only in the answer: look once, in its first bytes
+        look = scope["method"] == "POST"
+
+        async def send_noting(message: Message) -> None:
+            nonlocal status, created, look
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                look = look and 200 <= status < 300
+            elif look:
+                look = False
+                found = _CREATED_ID.search(message.get("body", b""), 0, 256)
+                created = found.group(1).decode() if found else ""
+            await send(message)
+
+        files: list[str] = []
+        token = FILES_WRITTEN.set(files)
+        try:
+            await self.app(scope, receive, send_noting)
+        finally:
+            FILES_WRITTEN.reset(token)
+            self.record(scope, status, files, created)
+
+    def record(self, scope: Scope, status: int, files: list[str], created: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        if not isinstance(template, str):
+            return  # no route matched: nothing was acted on
+        principal = scope.get(PRINCIPAL_KEY)
+        if not isinstance(principal, Principal):
+            if self.auth:
+                return  # a public route
+            principal = ROOT
+        params: dict[str, Any] = dict(scope.get("path_params") or {})
+        params.pop("endpoint_base", None)  # the client's own URL prefix, not an object
+        pool = params.pop("pool", None)
+        fields: dict[str, Any] = {
+            "tenant": principal.tenant,
+            "credential": principal.credential,
+            "method": scope["method"],
+            "route": template,
+            "operation": getattr(route, "name", ""),
+            "status": status,
+        }
+        if pool is not None:
+            fields["pool"] = pool
+        query = scope.get("query_string", b"")
+        if b"identifier=" in query or b"path=" in query:
+            for key, value in parse_qsl(query.decode("latin-1")):
+                if key in ("identifier", "path"):
+                    fields[key] = value
+        if params:
+            fields["objects"] = params
+        if files:
+            fields["files"] = files
+        if created:
+            fields["created_id"] = created
+        which = " ".join(
+            f"{k}={v}"
+            for k, v in fields.items()
+            if k in ("pool", "identifier", "path", "objects", "files", "created_id")
+        )
+        audit_log.info(
+            "%s %s -> %d by %s (%s)%s",
+            fields["method"],
+            template,
+            status,
+            principal.tenant,
+            principal.credential,
+            f": {which}" if which else "",
+            extra=fields,
+        )
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], latency: Latency) -> None:
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip(latency.bounds, latency.counts, strict=False):
+        total += count
+        buckets.append((str(float(bound)), total))
+    buckets.append(("+Inf", total + latency.counts[-1]))
+    family.add_metric(labels, buckets, latency.total)
+
+
+class Metrics:
+    """A Prometheus collector over the live counters, read at each scrape (in the event loop,
+    where they are updated: the reads are consistent without a lock).
+
+    This server's pools only: in cluster mode the sessions live on the nodes, whose counters
+    this gateway does not see (its agents figures are still here).
+    """
+
+    def __init__(self, runtime: Callable[[], Runtime | None]) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "sessionpool_build_info", "The running sessionpool's version", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        runtime = self.runtime()
+        if runtime is None:
+            return
+        pools = [p for p in runtime.engine.pools.values() if isinstance(p, Pool)]
+        yield from self._pools(pools)
+        if runtime.agents is not None:
+            yield from self._agents(runtime.agents.model.stats)
+
+    def _pools(self, pools: list[Pool]) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily(
+            "sessionpool_sessions",
+            "Sessions by state: ready (warm, waiting to be allocated: the ready pool's depth), "
+            "starting (being forked), busy (running a call), idle (allocated, between calls)",
+            labels=["pool", "state"],
+        )
+        target = GaugeMetricFamily(
+            "sessionpool_ready_sessions_target",
+            "The ready sessions each pool keeps warm (ready_sessions)",
+            labels=["pool"],
+        )
+        limit = GaugeMetricFamily(
+            "sessionpool_max_sessions", "Each pool's max_sessions", labels=["pool"]
+        )
+        allocations = CounterMetricFamily(
+            "sessionpool_allocations",
+            "Session allocations: warm (from the ready pool), on_demand (forked for the call), "
+            "refused (max_sessions or the memory reserve), failed (the sandbox could not start "
+            "one)",
+            labels=["pool", "outcome"],
+        )
+        executions = CounterMetricFamily(
+            "sessionpool_executions",
+            "Code executions by status: ok, error (an exception in the cell), timeout, lost "
+            "(the interpreter died)",
+            labels=["pool", "status"],
+        )
+        durations = HistogramMetricFamily(
+            "sessionpool_execution_duration_seconds",
+            "An execution's round trip to the interpreter, once its turn came",
+            labels=["pool"],
+        )
+        timeouts = CounterMetricFamily(
+            "sessionpool_execution_timeouts",
+            "Executions and commands past their deadline: interrupted (state kept) or killed "
+            "(they ignored the interrupt; state lost)",
+            labels=["pool", "action"],
+        )
+        kills = CounterMetricFamily(
+            "sessionpool_interpreter_kills",
+            "Interpreters that ended, by cause: timeout, oom (the OOM killer), exited (ended by "
+            "themselves), protocol (a malformed reply), abandoned (would not stop after the "
+            "caller left)",
+            labels=["pool", "cause"],
+        )
+        uploads = CounterMetricFamily(
+            "sessionpool_uploads", "Files uploaded into sessions", labels=["pool"]
+        )
+        upload_bytes = CounterMetricFamily(
+            "sessionpool_upload_bytes", "Bytes uploaded into sessions", labels=["pool"]
+        )
+        for pool in pools:
+            name, stats = pool.name, pool.stats
+            for state, count in pool.states().items():
+                sessions.add_metric([name, state], count)
+            target.add_metric([name], pool.config.ready_sessions)
+            limit.add_metric([name], pool.config.max_sessions)
+            for outcome, count in stats.allocations.items():
+                allocations.add_metric([name, outcome], count)
+            for status, count in stats.executions.items():
+                executions.add_metric([name, status], count)
+            _histogram(durations, [name], stats.execution_seconds)
+            for action, count in stats.timeouts.items():
+                timeouts.add_metric([name, action], count)
+            for cause, count in stats.kills.items():
+                kills.add_metric([name, cause], count)
+            uploads.add_metric([name], stats.uploads)
+            upload_bytes.add_metric([name], stats.upload_bytes)
+        yield from (sessions, target, limit, allocations, executions, durations, timeouts)
+        yield from (kills, uploads, upload_bytes)
+
+    def _agents(self, stats: AgentStats) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "sessionpool_agent_runs",
+            "Agents runs (and responses) that ended, by status",
+            labels=["status"],
+        )
+        for status, count in stats.runs.items():
+            runs.add_metric([status], count)
+        yield runs
+        yield CounterMetricFamily(
+            "sessionpool_agent_runs_started", "Agents runs started", value=stats.runs_started
+        )
+        yield GaugeMetricFamily(
+            "sessionpool_agent_runs_in_progress",
+            "Agents runs executing now",
+            value=stats.runs_in_progress,
+        )
+        model = HistogramMetricFamily(
+            "sessionpool_model_request_duration_seconds",
+            "Calls to the model endpoint, by outcome (ok, or error: an HTTP error, a timeout, "
+            "a malformed reply)",
+            labels=["outcome"],
+        )
+        for outcome, latency in stats.model_seconds.items():
+            _histogram(model, [outcome], latency)
+        yield model
+
+
+def install_metrics(app: FastAPI) -> CollectorRegistry:
+    """``GET /metrics``: the Prometheus text format (or OpenMetrics, when the scraper asks for
+    it), to credentials with the ``metrics`` scope."""
+    registry = CollectorRegistry()
+    registry.register(Metrics(lambda: getattr(app.state, "runtime", None)))
+    ProcessCollector(registry=registry)
+
+    @app.get(
+        METRICS_PATH,
+        tags=["operations"],
+        summary="Prometheus metrics (needs the metrics scope)",
+        response_class=Response,
+    )
+    async def metrics(request: Request) -> Response:
+        require(request, Right.METRICS, "reading the metrics")
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), media_type=content_type)
+
+    return registry
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+_OTEL_MISSING = (
+    "otel_traces is set but OpenTelemetry is not installed: install sessionpool's otel extra "
+    "(pip install 'sessionpool[otel]'), or turn otel_traces off"
+)
+
+
+#: FastAPI traces on its own whenever a global tracer provider is set up (by anyone): off, so
+#: that ``otel_traces`` alone decides, and a request makes one server span, not two
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+def _otel(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(_OTEL_MISSING) from None
+
+
+def configure_traces() -> None:
+    """Make sure spans go somewhere: keep a tracer provider set up before (by an agent or a
+    test), else build one whose exporter ``OTEL_TRACES_EXPORTER`` names (default ``otlp``, as
+    OpenTelemetry's own default; ``console``, ``none``). Raises ConfigError with what to
+    install or set."""
+    trace = _otel("opentelemetry.trace")
+    sdk = _otel("opentelemetry.sdk.trace")
+    _otel("opentelemetry.instrumentation.asgi")
+    if isinstance(trace.get_tracer_provider(), sdk.TracerProvider):
+        return
+    resources = _otel("opentelemetry.sdk.resources")
+    export = _otel("opentelemetry.sdk.trace.export")
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "sessionpool"}
+    provider = sdk.TracerProvider(resource=resources.Resource.create(attributes))
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    for name in (n.strip() for n in names.split(",")):
+        if not name or name == "none":
+            continue
+        found = entry_points(group="opentelemetry_traces_exporter", name=name)
+        if not found:
+            raise ConfigError(
+                f"no OpenTelemetry span exporter named {name!r} is installed (OTEL_TRACES_EXPORTER;"
+                " for otlp: pip install opentelemetry-exporter-otlp; or set it to console or none)"
+            )
+        exporter = next(iter(found)).load()()
+        provider.add_span_processor(export.BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+
+
+def _span_started(span: Any, scope: Scope) -> None:
+    if span is not None and span.is_recording():
+        span.set_attribute("sessionpool.request_id", REQUEST_ID.get())
+
+
+class SpanRoute:
+    """Inside the authentication: when the answer starts (the route is known, and the span is
+    still open), name the request's span after the route's template (bounded), not its path
+    (which holds file names and ids), and say whose request it was."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.current_span = _otel("opentelemetry.trace").get_current_span
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        span = self.current_span()  # the server span the outer middleware started
+        if scope["type"] != "http" or not span.is_recording():
+            await self.app(scope, receive, send)
+            return
+
+        async def send_naming(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                template = getattr(scope.get("route"), "path", None)
+                if isinstance(template, str):
+                    span.update_name(f"{scope['method']} {template}")
+                    span.set_attribute("http.route", template)
+                principal = scope.get(PRINCIPAL_KEY)
+                if isinstance(principal, Principal):
+                    span.set_attribute("sessionpool.tenant", principal.tenant)
+            await send(message)
+
+        await self.app(scope, receive, send_naming)
+
+
+def install_inner(app: FastAPI, settings: ServerSettings, public: Iterable[str]) -> None:
+    """The layers inside the authentication (added before it: the first added runs innermost):
+    the audit log, and with traces, the span's naming."""
+    if settings.otel_traces:
+        configure_traces()
+        app.add_middleware(SpanRoute)
+    app.add_middleware(Audit, skip=[*public, METRICS_PATH], auth=not settings.no_auth)
+
+
+def install_outer(app: FastAPI, settings: ServerSettings) -> None:
+    """The outermost layers (added last): traces when on, inside the request ids, so each span
+    carries its request's id, and every line logged while serving it does too."""
+    if settings.otel_traces:
+        asgi = _otel("opentelemetry.instrumentation.asgi")
+        app.add_middleware(
+            asgi.OpenTelemetryMiddleware,
+            # named after the route once it is known (SpanRoute); the path is unbounded
+            default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),
+            server_request_hook=_span_started,
+            exclude_spans=["receive", "send"],
+        )
+    app.add_middleware(RequestIds)

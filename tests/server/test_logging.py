@@ -1,0 +1,202 @@
+"""Request ids and structured logs: the id a request gets, and the log lines that carry it.
+
+In process: what ``X-Request-Id`` answers, and that lines logged below the server (the session
+layer's timeout warning, the agents loop's run that started in the request) carry the id of the
+request that caused them. Then a real ``serve --log-format json --audit-log FILE``: every log
+line is a JSON object, and the session's warning, the access line and the audit record of one
+request share its id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sessionpool.agents.config import AgentsConfig
+from sessionpool.config import PoolConfig
+from sessionpool.server.observe import (
+    AccessTextFormatter,
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+)
+from sessionpool.server.testing import ServerProcess
+from tests.agents.scripted_model import ScriptedModel
+from tests.fakes import fake_server
+
+API = "api-version=2024-02-02-preview"
+RUN = "/pools/default/code/execute?identifier={}&" + API
+SPIN = "while True:\n    pass"
+
+
+def body(code: str) -> dict[str, object]:
+    return {"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": code}}
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Captured records, stamped with the request id as the server's handlers stamp them."""
+    ids = RequestIdFilter()
+    caplog.handler.addFilter(ids)
+    caplog.set_level(logging.INFO)
+    yield caplog
+    caplog.handler.removeFilter(ids)
+
+
+@pytest.fixture
+async def http(tmp_path: Path, scripted_model: ScriptedModel) -> AsyncIterator[httpx.AsyncClient]:
+    pool = PoolConfig(ready_sessions=1, execution_timeout_seconds=0.3, interrupt_grace_seconds=1)
+    agents = AgentsConfig(
+        model_base_url=scripted_model.url, model_timeout_seconds=5, data_dir=tmp_path / "fake-data"
+    )
+    async with fake_server(tmp_path, pool, agents=agents) as client:
+        yield client
+
+
+async def test_a_request_id_is_kept_if_sane_and_made_if_not(http: httpx.AsyncClient) -> None:
+    given = await http.get("/healthz", headers={"x-request-id": "trace-7f3a:42"})
+    assert given.headers["x-request-id"] == "trace-7f3a:42"
+    made = (await http.get("/healthz")).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", made)
+    assert (await http.get("/healthz")).headers["x-request-id"] != made
+    for insane in ("two words", "x" * 200, "-leading", 'quote"', "semi;colon"):
+        answered = (await http.get("/healthz", headers={"x-request-id": insane})).headers
+        assert re.fullmatch(r"[0-9a-f]{16}", answered["x-request-id"]), insane
+    # refused requests have one too (the id is given before authentication)
+    refused = await http.get("/metrics", headers={"authorization": "Bearer nope"})
+    assert refused.status_code == 401 and refused.headers["x-request-id"]
+
+
+async def test_the_session_layers_lines_carry_the_request_id(
+    http: httpx.AsyncClient, records: pytest.LogCaptureFixture
+) -> None:
+    r = await http.post(RUN.format("slow"), json=body(SPIN), headers={"x-request-id": "req-slow-1"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "req-slow-1"
+    await http.post(RUN.format("quick"), json=body("1"), headers={"x-request-id": "req-quick-2"})
+    timeout = [
+        r for r in records.records if r.name == "sessionpool.session" and "timed out" in r.message
+    ]
+    assert len(timeout) == 1
+    assert timeout[0].levelno == logging.WARNING
+    assert timeout[0].request_id == "req-slow-1"
+    # the next request's lines are its own, and nothing stays behind between requests
+    audit = {r.identifier: r.request_id for r in records.records if r.name == "sessionpool.audit"}
+    assert audit == {"slow": "req-slow-1", "quick": "req-quick-2"}
+    records.clear()
+    logging.getLogger("sessionpool.test").info("between requests")
+    assert records.records[0].request_id == ""
+
+
+async def test_tasks_a_request_started_log_with_its_id(
+    http: httpx.AsyncClient, records: pytest.LogCaptureFixture
+) -> None:
+    # the run executes in a task of its own; it fails (the model answers 500) and says so
+    r = await http.post(
+        "/v1/responses",
+        json={"model": "scripted-error", "input": "hi"},
+        headers={"x-request-id": "req-run-3"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "failed"
+    failed = [
+        r for r in records.records if r.name == "sessionpool.agents" and "failed" in r.message
+    ]
+    assert failed and all(r.request_id == "req-run-3" for r in failed)
+
+
+def record(name: str, message: str, args: Any = (), **extra: Any) -> logging.LogRecord:
+    rec = logging.LogRecord(name, logging.INFO, __file__, 1, message, args, None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_text_lines_end_with_the_request_id() -> None:
+    text = TextFormatter("%(levelprefix)s %(message)s", use_colors=False)
+    assert text.format(record("x", "hello", request_id="abc")) == "INFO:     hello [request abc]"
+    assert text.format(record("x", "hello", request_id="")) == "INFO:     hello"
+    access = AccessTextFormatter(
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
+    )
+    line = access.format(
+        record(
+            "uvicorn.access",
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", "GET", "/healthz", "1.1", 200),
+            request_id="abc",
+        )
+    )
+    assert line == 'INFO:     127.0.0.1:5 - "GET /healthz HTTP/1.1" 200 OK [request abc]'
+
+
+def test_json_lines() -> None:
+    doc = json.loads(
+        JsonFormatter().format(record("sessionpool.pool", "hi %s", ("there",), request_id="r1"))
+    )
+    assert doc["level"] == "INFO" and doc["logger"] == "sessionpool.pool"
+    assert doc["message"] == "hi there" and doc["request_id"] == "r1"
+    assert doc["timestamp"].endswith("+00:00")
+    access = json.loads(
+        JsonFormatter().format(
+            record(
+                "uvicorn.access",
+                '%s - "%s %s HTTP/%s" %d',
+                ("127.0.0.1:5", "POST", "/pools/default/code/execute?identifier=a", "1.1", 200),
+                request_id="",
+                color_message="\x1b[1m...",
+            )
+        )
+    )
+    assert access["method"] == "POST" and access["status"] == 200
+    assert access["path"] == "/pools/default/code/execute?identifier=a"
+    assert "request_id" not in access and "color_message" not in access
+
+
+CONFIG = """
+[pools.default]
+preload = []
+ready_sessions = 1
+max_sessions = 4
+execution_timeout_seconds = 1
+"""
+
+
+@pytest.mark.jail
+def test_a_served_request_in_json_logs_and_the_audit_file(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    args = ["--log-format", "json", "--audit-log", str(audit)]
+    with ServerProcess(tmp_path, config=CONFIG, args=args) as server:
+        with httpx.Client(base_url=server.url, headers=server.auth, timeout=30) as client:
+            r = client.post(RUN.format("demo"), json=body(SPIN), headers={"x-request-id": "e2e-1"})
+            assert r.status_code == 200 and r.headers["x-request-id"] == "e2e-1"
+            assert r.json()["properties"]["status"] == "Failure"
+            upload = "/pools/default/files/upload?identifier=demo&" + API
+            files = {"file": ("report.csv", b"a,b\n")}
+            assert client.post(upload, files=files).status_code == 200
+        log = server.log()
+    lines = [line for line in log.splitlines() if line.startswith("{")]
+    docs = [json.loads(line) for line in lines]
+    # every log record is JSON (the other lines are the banner, printed, not logged)
+    assert all(not line.startswith(("INFO", "WARNING", "ERROR")) for line in log.splitlines())
+    mine = [d for d in docs if d.get("request_id") == "e2e-1"]
+    by_logger = {d["logger"]: d for d in mine}
+    assert by_logger["sessionpool.session"]["level"] == "WARNING"
+    assert "timed out after 1 s" in by_logger["sessionpool.session"]["message"]
+    access = by_logger["uvicorn.access"]
+    assert access["method"] == "POST" and access["status"] == 200
+    assert access["path"].startswith("/pools/default/code/execute?identifier=demo")
+    # the audit records went to their file, not to the console
+    assert "sessionpool.audit" not in by_logger
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    execute, upload = records
+    assert execute["request_id"] == "e2e-1"
+    assert execute["tenant"] == "default" and execute["credential"] == "server-key"
+    assert execute["method"] == "POST" and execute["route"] == "/code/execute"
+    assert execute["operation"] == "code_execute" and execute["status"] == 200
+    assert execute["pool"] == "default" and execute["identifier"] == "demo"
+    assert upload["files"] == ["report.csv"] and upload["request_id"] != "e2e-1"
