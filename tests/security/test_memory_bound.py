@@ -6,12 +6,15 @@ state and a probe keeps calling ``x += 1`` and ``/healthz``. The kernel must end
 inside the bound (the OOM killer of that cgroup, not the host's): every session it ended says
 that the sessions' bound was reached, naming the setting; bystanders keep their variables; the
 server answers throughout and afterwards. The bound is far below the memory the host has free
-(checked first), so the host's own OOM killer has nothing to do.
+(checked first), so the host's own OOM killer has nothing to do. Also: the bound is what the
+kernel holds, the OOM killer's preferences, a session's own limit told apart from the bound,
+and uploads (written by the server) counted inside the bound.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -269,3 +272,39 @@ def test_a_session_past_its_own_limit_is_told_so(server: ServerProcess, api: Api
         assert api.value(ident, "6 * 7", pool="small") == 42
     finally:
         api.delete_session(ident, pool="small")
+
+
+def test_uploads_count_toward_the_bound(server: ServerProcess, api: Api) -> None:
+    """The server writes uploads into the sessions' tmpfs; their pages are allocated by a helper
+    inside the bound, so they count there, not in the server's memory. A helper that dies is
+    started again by the next upload."""
+    group, version = sessions_group(server)
+    uploads = group / "uploads"
+    usage = "memory.usage_in_bytes" if version == 1 else "memory.current"
+
+    def charged() -> int:
+        return int((uploads / usage).read_text())
+
+    ident = f"up-{uuid.uuid4().hex[:8]}"
+    data = os.urandom(64 * MiB + 12345)
+    try:
+        api.ok(ident, "x = 1")
+        before = charged()
+        assert api.upload(ident, "big.bin", data).status_code in (200, 201)
+        # (the kernel's per-cpu charge batches blur a group's usage by up to 64 pages per cpu)
+        assert charged() - before >= 63 * MiB
+        assert api.download(ident, "big.bin").content == data  # no preallocated tail
+        assert api.value(ident, "import os; os.path.getsize('/mnt/data/big.bin')") == len(data)
+        assert api.delete(ident, "big.bin").status_code in (200, 204)
+        assert charged() - before < 4 * MiB
+
+        (helper,) = (int(p) for p in (uploads / "cgroup.procs").read_text().split())
+        os.kill(helper, signal.SIGKILL)
+        assert api.upload(ident, "tiny.bin", b"t").status_code in (200, 201)
+        before = charged()  # the new helper's own memory is in the group too
+        small = os.urandom(3 * MiB)
+        assert api.upload(ident, "again.bin", small).status_code in (200, 201)
+        assert api.download(ident, "again.bin").content == small
+        assert charged() - before > 2 * MiB
+    finally:
+        api.delete_session(ident)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("memory", "pids", "cpu")
+#: the leaf of the upload helper (``charge``), beside the sessions' groups
+UPLOADS = "uploads"
 CPU_PERIOD_US = 100_000
 GiB = 1 << 30
 #: a cgroup v1 limit at or above this means "no limit" (PAGE_COUNTER_MAX, page-rounded)
@@ -60,13 +62,12 @@ def _size(n: int) -> str:
 def default_reserve(ceiling: int) -> int:
     """max(1 GiB, 10% of the ceiling), at most half of it.
 
-    The reserve holds what the bound does not: the server (about 100 MB, more under load), its
-    zygotes (100-200 MB each, one per runtime and preload list), uploads (the server writes
-    them into the sessions' tmpfs, so they are charged to it, see ``docs/security.md``), the
-    kernel's own memory that no cgroup is charged for, and the host's page cache and daemons.
-    1 GiB covers the fixed part on a small machine; 10% follows what grows with the machine
-    (page tables, slab, more sessions' uploads). Half the ceiling at most, so that a tiny
-    machine still runs sessions.
+    The reserve holds what the bound does not: the server (about 100 MB, more under load and
+    with the agents service), its zygotes (100-200 MB each, one per runtime and preload list,
+    and the pages sessions share with them), the kernel's own memory that no cgroup is charged
+    for (page tables, slab, socket buffers on v1), and the host's daemons and page cache. 1 GiB
+    covers the fixed part on a small machine; 10% follows what grows with the machine and the
+    number of sessions. Half the ceiling at most, so that a tiny machine still runs sessions.
     """
     return min(max(GiB, ceiling // 10), ceiling // 2)
 
@@ -292,6 +293,13 @@ class Cgroups:
     def attach(self, name: str, pid: int) -> None:
         for base in self.bases.values():
             (base / name / "cgroup.procs").write_text(str(pid))
+
+    def join_uploads(self, pid: int) -> None:
+        """Put ``pid`` (the upload helper, ``charge``) into a leaf of the bound, ``uploads``:
+        what it allocates counts toward the sessions' memory, not the server's."""
+        base = self.bases["memory" if self.version == 1 else ""]
+        (base / UPLOADS).mkdir(exist_ok=True)
+        (base / UPLOADS / "cgroup.procs").write_text(str(pid))
 
     def reset_peak(self, name: str) -> None:
         """v1: restart a session's usage watermarks (at each new kernel; see oom_counters)."""

@@ -31,6 +31,7 @@ from sessionpool.sandbox.cgroups import (
     memory_ceiling,
     resolve_bound,
 )
+from sessionpool.sandbox.charge import Charger
 from sessionpool.sandbox.doctor import check_host
 from sessionpool.sandbox.process import KernelProcess
 from sessionpool.sandbox.runtimes import (
@@ -64,6 +65,8 @@ class JailBackend(ZygoteBackend):
         self._images: dict[str, Path] = {}
         self._shared = False
         self.bound: MemoryBound | None = None
+        #: allocates uploads' pages inside the bound (``charge``)
+        self.charger: Charger | None = None
         #: the server's oom_score_adj before start lowered it (restored at close)
         self._oom_score_adj: int | None = None
 
@@ -88,6 +91,11 @@ class JailBackend(ZygoteBackend):
         except OSError as exc:
             raise errors.SandboxUnavailable([f"cgroups: {exc}"]) from None
         log.info("sessions' shared memory bound: %s", self.bound.describe())
+        self.charger = Charger(self.cgroups.join_uploads)
+        try:
+            await self.charger.start()
+        except (OSError, TimeoutError) as exc:
+            raise errors.SandboxUnavailable([f"the upload helper could not start: {exc}"]) from None
         try:
             self._oom_score_adj = linux.lower_oom_score_adj(linux.SERVER_OOM_SCORE_ADJ)
         except OSError as exc:
@@ -175,6 +183,7 @@ class JailBackend(ZygoteBackend):
             ws = Workspace.create(
                 self._new_workspace_path(), uid, limits.disk_bytes, limits.file_bytes, True
             )
+            ws.charge = self.charger.allocate if self.charger is not None else None
         except BaseException as exc:
             self.uids.release(index)
             if isinstance(exc, OSError):
@@ -264,6 +273,9 @@ class JailBackend(ZygoteBackend):
 
     async def close(self) -> None:
         await super().close()
+        if self.charger is not None:
+            self.charger.close()
+            self.charger = None
         self.loops.close()
         if self._shared:
             with contextlib.suppress(OSError):

@@ -6,6 +6,8 @@ descriptors: a symlink planted by session code is never followed, a FIFO never b
 ``O_NONBLOCK`` and rejected by ``fstat``), and a name can never leave the workspace. With the
 jail backend the workspace is its own tmpfs sized to the quota, so the kernel enforces the
 quota for session code and uploads alike, and hard links into it from elsewhere are impossible.
+Its pages are memory: an upload's are allocated by the helper in the sessions' memory bound
+(``charge``), so they count there, as a session's own writes do, and not in the server's.
 """
 
 from __future__ import annotations
@@ -13,16 +15,23 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 from sessionpool import errors, paths
 from sessionpool.sandbox import linux
+from sessionpool.sandbox.charge import ChargerUnavailable
 from sessionpool.types import FileInfo
+
+log = logging.getLogger("sessionpool.sandbox")
+
+#: ``charge(fd, offset, length)``: allocate that range of an upload file (``charge.Charger``)
+Charge = Callable[[int, int, int], Awaitable[None]]
 
 TEMP_PREFIX = ".sessionpool-upload-"
 MAX_NAME_BYTES = 255
@@ -30,6 +39,8 @@ MAX_PATH_BYTES = 4096
 MAX_LIST_ENTRIES = 10_000
 MAX_DEPTH = 32
 CHUNK = 1 << 20
+#: how far past the bytes received an upload's pages are allocated at once
+CHARGE_STEP = 8 << 20
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -67,6 +78,9 @@ class Workspace:
         self.quota = quota
         self.file_limit = file_limit
         self.mounted = mounted
+        #: allocates upload pages inside the sessions' memory bound (``charge.Charger``); None:
+        #: the server's own writes allocate them
+        self.charge: Charge | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -278,15 +292,28 @@ class Workspace:
             except OSError as exc:
                 raise self._map_oserror(exc, clean) from None
             size = 0
-            chunks = [data] if isinstance(data, bytes) else None
+            charged = 0  # bytes of the file the charger has allocated (see charge.py)
+            charge = self.charge
+
+            async def put(chunk: bytes) -> None:
+                nonlocal size, charged, charge
+                need = size + len(chunk)
+                if charge is not None and charged < need <= budget:
+                    try:
+                        charged = await self._charge(charge, fd, charged, need, budget, clean)
+                    except ChargerUnavailable as exc:
+                        log.warning("upload written without the bound's charge: %s", exc)
+                        charge = None
+                size = self._write_chunk(fd, chunk, size, budget, clean)
+
             try:
-                if chunks is not None:
-                    for chunk in chunks:
-                        size = self._write_chunk(fd, chunk, size, budget, clean)
+                if isinstance(data, bytes):
+                    await put(data)
                 else:
-                    assert not isinstance(data, bytes)
                     async for chunk in data:
-                        size = self._write_chunk(fd, chunk, size, budget, clean)
+                        await put(chunk)
+                if charged > size:  # the step allocated past the end
+                    os.ftruncate(fd, size)
                 if self.uid is not None:
                     os.fchown(fd, self.uid, self.uid)
                 st = os.fstat(fd)
@@ -305,6 +332,25 @@ class Workspace:
         finally:
             os.close(dfd)
         return FileInfo(clean, st.st_size, st.st_mtime)
+
+    async def _charge(
+        self, charge: Charge, fd: int, start: int, need: int, budget: int, shown: str
+    ) -> int:
+        """Have the charger allocate the file up to ``need`` and a step beyond (fewer round
+        trips: the step grows with the file, from 1 MiB to CHARGE_STEP); the new end. A step
+        that does not fit is retried without it."""
+        end = min(need + min(max(need, CHUNK), CHARGE_STEP), budget)
+        try:
+            await charge(fd, start, end - start)
+            return end
+        except OSError as exc:
+            if end == need or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise self._map_oserror(exc, shown) from None
+        try:
+            await charge(fd, start, need - start)
+        except OSError as exc:
+            raise self._map_oserror(exc, shown) from None
+        return need
 
     def _write_chunk(self, fd: int, chunk: bytes, size: int, budget: int, shown: str) -> int:
         size += len(chunk)
