@@ -104,8 +104,8 @@ async def test_who_did_what_to_which_session_and_file(
         "pool": "default",
         "identifier": "demo",
         "request_id": "r1",
-        "message": "POST /code/execute -> 200 by default (server-key): pool=default "
-        "identifier=demo",
+        "message": "POST /code/execute -> 200 by default (server-key): pool='default' "
+        "identifier='demo'",
     }
     assert upload["files"] == ["in/a.csv", "in/b.txt"] and upload["path"] == "in"
     assert download["objects"] == {"file_path": "content/in/a.csv"}
@@ -170,3 +170,12 @@ async def test_without_authentication_every_request_is_the_servers(
         assert (await client.get("/healthz")).status_code == 200
     (record,) = audit
     assert record["tenant"] == "default" and record["credential"] == "server-key"
+
+
+async def test_a_name_cannot_forge_a_line(
+    http: httpx.AsyncClient, audit: list[dict[str, Any]]
+) -> None:
+    await http.get("/v1/threads/x%0AINFO:%20forged")
+    (record,) = audit
+    assert record["objects"] == {"thread_id": "x\nINFO: forged"}
+    assert "\n" not in record["message"] and "x\\nINFO: forged" in record["message"]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import uvicorn.config
 import uvicorn.logging
@@ -215,6 +215,8 @@ def configure_logging(settings: ServerSettings) -> None:
 
 # --- the audit log -----------------------------------------------------------------------------
 
+#: the fields that say which session, file or object, in the text of a record
+_WHICH = ("pool", "identifier", "path", "objects", "files", "created_id")
 #: an id at the start of a created object's JSON (``{"id": "thread_abc", ...}``)
 _CREATED_ID = re.compile(rb'"id":\s*"([A-Za-z0-9_.:-]{1,128})"')
 
@@ -286,22 +288,18 @@ class Audit:
         }
         if pool is not None:
             fields["pool"] = pool
-        query = scope.get("query_string", b"")
-        if b"identifier=" in query or b"path=" in query:
-            for key, value in parse_qsl(query.decode("latin-1")):
-                if key in ("identifier", "path"):
-                    fields[key] = value
+        for pair in scope.get("query_string", b"").split(b"&"):
+            key, _, raw = pair.partition(b"=")
+            if key == b"identifier" or key == b"path":
+                fields[key.decode()] = unquote_plus(raw.decode("latin-1"))
         if params:
             fields["objects"] = params
         if files:
             fields["files"] = files
         if created:
             fields["created_id"] = created
-        which = " ".join(
-            f"{k}={v}"
-            for k, v in fields.items()
-            if k in ("pool", "identifier", "path", "objects", "files", "created_id")
-        )
+        # repr: a name with a line break in it cannot forge a line of the text log
+        which = " ".join(f"{k}={fields[k]!r}" for k in _WHICH if k in fields)
         audit_log.info(
             "%s %s -> %d by %s (%s)%s",
             fields["method"],
