@@ -52,6 +52,8 @@ ALLOCATION_OUTCOMES = ("warm", "on_demand", "refused", "failed")
 KILL_CAUSES = ("timeout", "oom", "exited", "protocol", "abandoned")
 #: what a deadline did: ``interrupted`` (KeyboardInterrupt, state kept), ``killed`` (state lost)
 TIMEOUT_ACTIONS = ("interrupted", "killed")
+#: the per-tenant quotas (``config.TenantQuotas``), as refusals are counted
+QUOTAS = ("max_sessions", "executions_per_second", "upload_bytes_per_hour", "agents_runs")
 #: terminal statuses of an agents run
 RUN_STATUSES = ("completed", "failed", "cancelled", "expired", "incomplete")
 

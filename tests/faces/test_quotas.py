@@ -89,6 +89,10 @@ async def test_a_burst_of_sessions_spends_only_its_own_tenants_share(
         assert len(ok) == TENANT_MAX, [r.status_code for r in answers]
         for r in refused:
             assert_quota(r, "max_sessions")
+        metrics = httpx.get(server.url + "/metrics", headers=server.auth, timeout=30).text
+        line = 'sessionpool_quota_refusals_total{quota="max_sessions"} '
+        counted = [float(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line)]
+        assert counted == [len(refused)], counted
         # meanwhile another tenant allocates its whole share at once
         mine = await allocate(calm, [f"c-{uuid.uuid4().hex[:8]}" for _ in range(TENANT_MAX)])
         assert [r.status_code for r in mine] == [200] * TENANT_MAX

@@ -18,9 +18,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sessionpool.config import TenantQuotas
 from sessionpool.errors import TenantQuotaExceeded
+from sessionpool.telemetry import QUOTAS
 
 
 @dataclass
@@ -67,6 +69,12 @@ class Quotas:
         self.default = default or TenantQuotas()
         self.tenants = dict(tenants)
         self._state: dict[str, _TenantState] = {}
+        #: refusals by quota, for /metrics (no tenant label: tenants are unbounded)
+        self.refusals = dict.fromkeys(QUOTAS, 0)
+
+    def _refuse(self, tenant: str, quota: str, detail: str, retry_after: float) -> NoReturn:
+        self.refusals[quota] += 1
+        raise TenantQuotaExceeded(tenant, quota, detail, retry_after)
 
     def of(self, tenant: str) -> TenantQuotas:
         return self.tenants.get(tenant, self.default)
@@ -87,9 +95,7 @@ class Quotas:
             state.executions = _Bucket(capacity=max(1.0, rate), rate=rate)
         wait = state.executions.wait_for(1.0)
         if wait > 0:
-            raise TenantQuotaExceeded(
-                tenant, "executions_per_second", f"{rate:g} executions per second", wait
-            )
+            self._refuse(tenant, "executions_per_second", f"{rate:g} executions per second", wait)
         state.executions.take(1.0)
 
     def upload_allowed(self, tenant: str, declared: int | None) -> None:
@@ -101,7 +107,7 @@ class Quotas:
         bucket = self._upload_bucket(tenant, per_hour)
         need = max(1.0, float(declared or 0))
         if need > bucket.capacity:
-            raise TenantQuotaExceeded(
+            self._refuse(
                 tenant,
                 "upload_bytes_per_hour",
                 f"this upload of {declared} bytes is more than the {per_hour} bytes per hour "
@@ -110,9 +116,7 @@ class Quotas:
             )
         wait = bucket.wait_for(need)
         if wait > 0:
-            raise TenantQuotaExceeded(
-                tenant, "upload_bytes_per_hour", f"{per_hour} bytes per hour", wait
-            )
+            self._refuse(tenant, "upload_bytes_per_hour", f"{per_hour} bytes per hour", wait)
 
     def uploaded(self, tenant: str, size: int) -> None:
         """``size`` bytes were stored (charged after the fact: a stream's size is known last)."""
@@ -140,7 +144,7 @@ class Quotas:
         async with state.lock:  # one check at a time, so a burst cannot all pass together
             live = await count()
             if live + state.allocating >= limit:
-                raise TenantQuotaExceeded(
+                self._refuse(
                     tenant,
                     "max_sessions",
                     f"{limit} live sessions; delete sessions or wait for their cooldown",
@@ -158,9 +162,7 @@ class Quotas:
         limit = self.of(tenant).agents_runs
         state = self._tenant(tenant)
         if 0 < limit <= state.runs:
-            raise TenantQuotaExceeded(
-                tenant, "agents_runs", f"{limit} agent runs in progress at once", 5.0
-            )
+            self._refuse(tenant, "agents_runs", f"{limit} agent runs in progress at once", 5.0)
         state.runs += 1
         released = False
 

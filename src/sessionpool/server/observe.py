@@ -349,6 +349,14 @@ class Metrics:
         yield from self._pools(pools)
         if runtime.agents is not None:
             yield from self._agents(runtime.agents.model.stats)
+        refusals = CounterMetricFamily(
+            "sessionpool_quota_refusals",
+            "Requests refused (429) because a tenant was over one of its quotas",
+            labels=["quota"],
+        )
+        for quota, count in runtime.quotas.refusals.items():
+            refusals.add_metric([quota], count)
+        yield refusals
 
     def _pools(self, pools: list[Pool]) -> Iterator[Metric]:
         sessions = GaugeMetricFamily(
