@@ -107,8 +107,8 @@ def test_serve_refuses_an_exporter_that_is_not_installed(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "otlp"},
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "zipkin_json"},
     )
     assert result.returncode == 2
-    assert "no OpenTelemetry span exporter named 'otlp'" in result.stderr
+    assert "no OpenTelemetry span exporter named 'zipkin_json'" in result.stderr
     assert "OTEL_TRACES_EXPORTER" in result.stderr

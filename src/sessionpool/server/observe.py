@@ -521,7 +521,7 @@ def configure_traces() -> None:
         if not found:
             raise ConfigError(
                 f"no OpenTelemetry span exporter named {name!r} is installed (OTEL_TRACES_EXPORTER;"
-                " for otlp: pip install opentelemetry-exporter-otlp; or set it to console or none)"
+                " the otel extra brings otlp; or set it to console or none)"
             )
         exporter = next(iter(found)).load()()
         provider.add_span_processor(export.BatchSpanProcessor(exporter))
