@@ -66,20 +66,15 @@ def _store(args: argparse.Namespace) -> KeyStore:
 
 
 def _row(entry: StoredKey, now: float) -> dict[str, Any]:
-    state = "active"
+    """An entry as listed: its stored fields but the digest, a readable date and its state."""
+    row = entry.to_json()
+    del row["digest"], row["expires_at"]
+    row["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.created_at))
+    row["state"] = "active"
     if entry.expires_at is not None:
-        state = (
-            "revoked" if entry.expires_at <= now else f"expires in {entry.expires_at - now:.0f} s"
-        )
-    return {
-        "id": entry.id,
-        "tenant": entry.tenant,
-        "scopes": sorted(s.value for s in entry.scopes),
-        "pools": None if entry.pools is None else sorted(entry.pools),
-        "name": entry.name,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.created_at)),
-        "state": state,
-    }
+        left = entry.expires_at - now
+        row["state"] = "revoked" if left <= 0 else f"expires in {left:.0f} s"
+    return row
 
 
 def keys_command(args: argparse.Namespace) -> int:
