@@ -29,8 +29,10 @@ import httpx
 import pytest
 
 from sessionpool import Client
+from sessionpool.agents.containers import session_key as container_key
 from sessionpool.client._cli import AUTH, NOT_FOUND, OK, UNREACHABLE
 from sessionpool.server.testing import ServerProcess
+from sessionpool.tenancy import DEFAULT_TENANT
 from tests.clients.conftest import (
     CLIENT_WARNINGS,
     LANGCHAIN_DEPRECATED,
@@ -330,7 +332,8 @@ def test_openai_responses_chart_then_its_container_survives_an_engine_crash(
         assert png.read().startswith(PNG)
 
         # the container is a session of the cluster: crash the engine of the node holding it
-        node_id = holder(gw, container_id)
+        # (under its session key in the pool: a reserved form no identifier can name)
+        node_id = holder(gw, container_key(DEFAULT_TENANT, container_id))
         node = next(n for n in view(gw)["nodes"] if n["node_id"] == node_id)
         os.kill(int(node["pid"]), signal.SIGKILL)
 
@@ -360,7 +363,7 @@ def test_openai_responses_chart_then_its_container_survives_an_engine_crash(
         assert "Company A" in after.output_text  # the first turn's CSV, read by the code
         (again,) = _calls(after)
         assert again.container_id == container_id
-        assert holder(gw, container_id)  # placed again
+        assert holder(gw, container_key(DEFAULT_TENANT, container_id))  # placed again
         png = client.containers.files.content.retrieve(
             cited["chart.png"].file_id, container_id=container_id
         )
