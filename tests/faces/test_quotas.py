@@ -145,3 +145,60 @@ async def test_uploads_beyond_the_hourly_budget_are_refused(server: ServerProces
         assert_quota(r, "upload_bytes_per_hour")
         listing = await flood.get(url, params=params)
         assert [f["name"] for f in listing.json()["value"]] == ["a.bin"]  # nothing partial kept
+
+
+async def test_soak_one_tenant_floods_while_another_works(server: ServerProcess) -> None:
+    """For a while, one tenant floods every way it can (new sessions, executions, uploads)
+    while another works steadily: every call of the quiet tenant succeeds with its state intact
+    and stays fast, the flood is refused with 429s, and the server stays healthy."""
+    seconds = 12.0
+    flood_h, quiet_h = key_for(server, "flood"), key_for(server, "steady")
+    flood_answers: dict[int, int] = {}
+    stop = asyncio.Event()
+
+    async def flooder(client: httpx.AsyncClient, n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            kind = i % 3
+            if kind == 0:  # a new session each time
+                path, kw = execute(f"flood-{n}-{i}", "sum(range(10**5))")
+                r = await client.post(path, **kw)  # type: ignore[arg-type]
+            elif kind == 1:  # executions in one session, as fast as it goes
+                path, kw = execute(f"flood-{n}", "sum(range(10**5))")
+                r = await client.post(path, **kw)  # type: ignore[arg-type]
+            else:
+                r = await client.post(
+                    "/pools/default/files",
+                    params={"identifier": f"flood-{n}", "api-version": "2025-10-02-preview"},
+                    files={"file": (f"f{i}.bin", os.urandom(20_000))},
+                )
+            flood_answers[r.status_code] = flood_answers.get(r.status_code, 0) + 1
+
+    latencies: list[float] = []
+    async with (
+        httpx.AsyncClient(base_url=server.url, headers=flood_h, timeout=60) as flood,
+        httpx.AsyncClient(base_url=server.url, headers=quiet_h, timeout=60) as quiet,
+    ):
+        path, kw = execute("steady", "x = 0")
+        assert (await quiet.post(path, **kw)).status_code == 200  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(flooder(flood, n)) for n in range(8)]
+        started = time.monotonic()
+        expected = 0
+        while time.monotonic() - started < seconds:
+            expected += 1
+            path, kw = execute("steady", "x += 1\nx")
+            t0 = time.monotonic()
+            r = await quiet.post(path, **kw)  # type: ignore[arg-type]
+            latencies.append(time.monotonic() - t0)
+            assert r.status_code == 200, r.text
+            assert r.json()["properties"]["result"] == str(expected)
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert (await quiet.get("/healthz")).status_code == 200
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < 0.5, f"the quiet tenant's p99 was {p99 * 1000:.0f} ms"
+    assert flood_answers.get(429, 0) > flood_answers.get(200, 0), flood_answers
+    assert set(flood_answers) <= {200, 201, 429}, flood_answers
