@@ -47,6 +47,8 @@ class Session:
         self.identifier = ""
         self.created_at = time.time()
         self.last_used = self.created_at
+        #: not reaped before this time, however long idle (an E2B sandbox's lifetime)
+        self.kept_until = 0.0
         self.kernel: Kernel | None = None
         self.closed = False
         self.busy = False
@@ -95,7 +97,12 @@ class Session:
 
     @property
     def expires_at(self) -> float:
-        return self.last_used + self.pool_config.cooldown_seconds
+        return max(self.last_used + self.pool_config.cooldown_seconds, self.kept_until)
+
+    def keep_alive_until(self, when: float) -> None:
+        """Not reaped for idleness before ``when`` (an E2B sandbox lives to its end however
+        idle); a later call moves it, earlier or later."""
+        self.kept_until = when
 
     def touch(self) -> None:
         self.last_used = time.time()

@@ -545,6 +545,12 @@ class RemoteSession:
             return ShellResult(exit_code=137, stdout="", stderr=exc.message + "\n")
         return wire.shell_in(r.json()["result"])
 
+    def keep_alive_until(self, when: float) -> None:
+        """Not part of the cluster protocol: the E2B face, its only user, refuses cluster mode."""
+        raise errors.InvalidArgument(
+            "keeping a session alive until a time is not supported in cluster mode"
+        )
+
     async def interrupt(self) -> None:
         if self._route is not None:
             with contextlib.suppress(httpx.TransportError):

@@ -20,6 +20,8 @@ from sessionpool.errors import ConfigError, InvalidArgument
 from sessionpool.faces.aca import AcaFace
 from sessionpool.faces.assistants import AssistantsFace
 from sessionpool.faces.base import Face, Runtime, require
+from sessionpool.faces.e2b import E2bFace
+from sessionpool.faces.e2b.routing import is_sandbox_traffic
 from sessionpool.faces.http import HttpError, install_error_handlers
 from sessionpool.faces.mcp import McpFace
 from sessionpool.faces.quotas import Quotas
@@ -150,7 +152,7 @@ def create_app(
     """
     if not settings.no_auth and not settings.api_keys:
         raise ConfigError("no API key configured (resolve or generate one before create_app)")
-    faces: list[Face] = [AcaFace(), McpFace()]
+    faces: list[Face] = [AcaFace(), McpFace(), E2bFace(cluster=settings.cluster is not None)]
     if settings.agents.enabled:
         faces += [AssistantsFace(), ResponsesFace()]
     stopper = shutdown or Shutdown(settings.shutdown_deadline_seconds)
@@ -225,7 +227,12 @@ def create_app(
         authenticator = Authenticator(
             settings.api_keys, KeyStore(settings.key_store), verifier_for(settings.issuers)
         )
-        app.add_middleware(AuthMiddleware, authenticator=authenticator, public_paths=public)
+        app.add_middleware(
+            AuthMiddleware,
+            authenticator=authenticator,
+            public_paths=public,
+            own_auth=is_sandbox_traffic,  # E2B sandbox traffic: its access token, checked inside
+        )
     app.add_middleware(NormalizePath)
     install_outer(app, settings)
     return app

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -42,14 +42,15 @@ def keys_match(candidate: str, keys: Iterable[bytes]) -> bool:
 
 
 def credentials(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-    """Keys offered by a request: the Bearer token and the ``api-key`` header, if present."""
+    """Keys offered by a request: the Bearer token, and the ``api-key`` and ``x-api-key``
+    (E2B's) headers, if present."""
     found: list[str] = []
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 found.append(token.strip())
-        elif name == b"api-key":
+        elif name == b"api-key" or name == b"x-api-key":
             token = value.decode("latin-1").strip()
             if token:
                 found.append(token)
@@ -113,14 +114,25 @@ class AuthMiddleware:
     scope (``faces.base.PRINCIPAL_KEY``) for the routes to check rights against."""
 
     def __init__(
-        self, app: ASGIApp, authenticator: Authenticator, public_paths: Iterable[str]
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        public_paths: Iterable[str],
+        own_auth: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.public_paths = frozenset(public_paths)
+        #: requests that carry their own credential, checked further in (E2B sandbox traffic
+        #: and its access token)
+        self.own_auth = own_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.public_paths
+            or (self.own_auth is not None and self.own_auth(scope))
+        ):
             await self.app(scope, receive, send)
             return
         offered = credentials(scope["headers"])

@@ -1,0 +1,426 @@
+"""The E2B face: the control plane (``/sandboxes``), sandbox routing and the sandboxes' apps.
+
+A sandbox is a session of a pool (its template) kept under a reserved key until its lifetime
+ends; the control plane creates, lists, extends and kills them for the caller's tenant, and
+:class:`routing.SandboxRouter` serves their traffic (envd, the code interpreter) on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from fastapi import APIRouter, FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
+
+from sessionpool import errors
+from sessionpool.faces.base import Runtime, require
+from sessionpool.faces.e2b import interpreter
+from sessionpool.faces.e2b.envd import ENVD_VERSION, build_envd_app
+from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, NewSandbox, Timeout
+from sessionpool.faces.e2b.routing import ENVD_PORT, INTERPRETER_PORT, SandboxRouter
+from sessionpool.faces.e2b.sandboxes import Registry, Sandbox, new_sandbox_id
+from sessionpool.faces.http import HttpError, describe_validation, status_for
+from sessionpool.faces.quotas import Quotas
+from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
+from sessionpool.tenancy import Principal, Scope, identifier_of
+
+logger = logging.getLogger("sessionpool.faces.e2b")
+
+#: the pool a template names when it names none
+DEFAULT_POOL = "default"
+#: a sandbox's lifetime is at most this (E2B's own cap for its base tier: one hour is common,
+#: 24 h the highest): longer asks are cut to it
+MAX_TIMEOUT = 24 * 3600
+#: how often the reaper looks for sandboxes past their end
+REAP_INTERVAL = 0.5
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    """E2B's error body: the SDKs read ``message`` (and turn 401, 404, 429 into their own
+    exceptions)."""
+    return JSONResponse({"code": status, "message": message}, status_code=status)
+
+
+def e2b_errors(handler: Handler) -> Handler:
+    """Render the server's errors in E2B's shape for one route."""
+
+    @functools.wraps(handler)
+    async def wrapped(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except HttpError as exc:
+            return _error(exc.status, exc.message)
+        except errors.ServiceError as exc:
+            return _error(status_for(exc), exc.message)
+        except ValidationError as exc:
+            return _error(400, describe_validation(exc.errors()))
+
+    return wrapped
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _not_supported(what: str) -> HttpError:
+    return HttpError(501, "NotSupported", f"{what} is not supported by this server")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise HttpError(400, "BadRequest", "the body is not JSON") from None
+
+
+class E2bFace:
+    """The control plane's routes, the sandbox registry and the reaper that ends sandboxes."""
+
+    name = "e2b"
+
+    def __init__(self, cluster: bool = False) -> None:
+        self.registry = Registry()
+        self._runtime: Runtime | None = None
+        self._cluster = cluster
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._apps: dict[int, ASGIApp] = {
+            INTERPRETER_PORT: interpreter.build_interpreter_app(),
+            ENVD_PORT: build_envd_app(),
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def install(self, app: FastAPI) -> None:
+        app.include_router(self.router(), tags=["e2b"])
+        # innermost of the middleware: the audit log and request ids wrap sandbox traffic too
+        app.add_middleware(SandboxRouter, face=self)
+
+    async def bind(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._reaper = asyncio.create_task(self._reap_loop())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await interpreter.close_all(self)
+
+    def port_app(self, port: int) -> ASGIApp | None:
+        return self._apps.get(port)
+
+    def owner(self, sandbox: Sandbox) -> Principal:
+        return sandbox.principal
+
+    @property
+    def engine(self) -> EngineHandle:
+        if self._runtime is None:
+            raise HttpError(503, "ServiceUnavailable", "the server is starting; retry shortly")
+        return self._runtime.engine
+
+    @property
+    def quotas(self) -> Quotas:
+        return self._runtime.quotas if self._runtime is not None else Quotas()
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        lock = self._locks.get(sandbox_id)
+        if lock is None:
+            lock = self._locks[sandbox_id] = asyncio.Lock()
+        return lock
+
+    async def _live(self, tenant: str) -> int:
+        """The tenant's live sessions over every pool (as the ACA face counts them), plus its
+        sandboxes (kept under reserved keys no identifier names)."""
+        total = len(self.registry.of_tenant(tenant))
+        for handle in self.engine.pools.values():
+            total += sum(
+                identifier_of(tenant, s.identifier) is not None
+                for s in await handle.list_sessions()
+            )
+        return total
+
+    async def session_of(self, sandbox: Sandbox, new: bool = False) -> SessionHandle:
+        """The sandbox's session, allocated again (environment applied) if it ended early, kept
+        alive until the sandbox's end."""
+        pool = self.engine.pool(sandbox.pool)
+        async with self._lock(sandbox.sandbox_id):
+            if self.registry.get(sandbox.sandbox_id) is not sandbox and not new:
+                raise HttpError(404, "NotFound", f"sandbox {sandbox.sandbox_id!r} not found")
+            session = await pool.lookup(sandbox.session_key)
+            if session is None:
+                session = await self._allocate(pool, sandbox, new)
+            session.keep_alive_until(sandbox.end_at)
+            return session
+
+    async def _allocate(self, pool: PoolHandle, sandbox: Sandbox, new: bool) -> SessionHandle:
+        tenant = sandbox.tenant
+        if new and self.quotas.of(tenant).max_sessions > 0:
+            async with self.quotas.new_session(tenant, lambda: self._live(tenant)):
+                session = await pool.acquire(sandbox.session_key)
+        else:  # a sandbox already counted: its session came back after ending early
+            session = await pool.acquire(sandbox.session_key)
+        await interpreter.prepare(session, sandbox, pool.runtime().name)
+        return session
+
+    # --- the reaper ----------------------------------------------------------------------------
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            for sandbox in self.registry.expired(time.time()):
+                logger.info("sandbox %s reached its end: killed", sandbox.sandbox_id)
+                with contextlib.suppress(Exception):
+                    await self._kill(sandbox)
+
+    async def _kill(self, sandbox: Sandbox) -> None:
+        self.registry.remove(sandbox.sandbox_id)
+        self._locks.pop(sandbox.sandbox_id, None)
+        interpreter.forget(sandbox)
+        with contextlib.suppress(errors.PoolNotFound):
+            await self.engine.pool(sandbox.pool).delete(sandbox.session_key)
+
+    # --- routes --------------------------------------------------------------------------------
+
+    def router(self) -> APIRouter:
+        r = APIRouter()
+        add = r.add_api_route
+        add("/v2/sandboxes", self.create, methods=["POST"], summary="Create a sandbox")
+        add("/sandboxes", self.create, methods=["POST"], summary="Create a sandbox (v1 path)")
+        add("/v2/sandboxes", self.list, methods=["GET"], summary="List the tenant's sandboxes")
+        add("/sandboxes", self.list, methods=["GET"], summary="List sandboxes (v1 path)")
+        add("/sandboxes/{sandbox_id}", self.get, methods=["GET"], summary="A sandbox")
+        add("/sandboxes/{sandbox_id}", self.kill, methods=["DELETE"], summary="Kill a sandbox")
+        add(
+            "/sandboxes/{sandbox_id}/timeout",
+            self.set_timeout,
+            methods=["POST"],
+            summary="Set a sandbox's lifetime from now",
+        )
+        for path in ("/v2/sandboxes/{sandbox_id}/connect", "/sandboxes/{sandbox_id}/connect"):
+            add(path, self.connect, methods=["POST"], summary="Connect to a running sandbox")
+        for what in ("pause", "resume", "fork", "snapshots", "refreshes"):
+            add(
+                f"/sandboxes/{{sandbox_id}}/{what}",
+                self._unsupported(what),
+                methods=["POST"],
+                summary=f"{what}: not supported",
+                name=f"sandbox_{what}",
+            )
+        add(
+            "/sandboxes/{sandbox_id}/network",
+            self._unsupported("changing a sandbox's network"),
+            methods=["PUT"],
+            summary="Network rules: not supported",
+            name="sandbox_network",
+        )
+        return r
+
+    def _unsupported(self, what: str) -> Handler:
+        @e2b_errors
+        async def refuse(request: Request, sandbox_id: str) -> Response:
+            self._find(request, sandbox_id, what)
+            raise _not_supported(what)
+
+        return refuse
+
+    def _find(self, request: Request, sandbox_id: str, operation: str) -> Sandbox:
+        who = require(request, Scope.EXECUTE, operation)
+        sandbox = self.registry.get(sandbox_id, who.tenant)
+        if sandbox is None:
+            raise HttpError(404, "NotFound", f"sandbox {sandbox_id!r} not found")
+        return sandbox
+
+    def _pool_of(self, template: str | None, who: Principal) -> str:
+        name = DEFAULT_POOL if template in (None, "", DEFAULT_TEMPLATE, "base") else template
+        assert name is not None
+        if name not in self.engine.pools or not who.may_use(name):
+            known = ", ".join(sorted(p for p in self.engine.pools if who.may_use(p)))
+            raise HttpError(
+                404,
+                "NotFound",
+                f"template {template!r} not found: a template is {DEFAULT_TEMPLATE!r} (the "
+                f"default pool) or the name of a pool of this server ({known})",
+            )
+        return name
+
+    @staticmethod
+    def _refuse_unsupported(body: NewSandbox) -> None:
+        def refuse(field: str, why: str) -> None:
+            raise HttpError(400, "BadRequest", f"{field}: {why}")
+
+        if body.volumeMounts:
+            refuse("volumeMounts", "volumes are not supported by this server")
+        if body.autoPause:
+            refuse("autoPause", "pausing sandboxes is not supported by this server")
+        resume = body.autoResume
+        if resume is True or (isinstance(resume, dict) and resume.get("enabled")):
+            refuse("autoResume", "pausing and resuming sandboxes is not supported by this server")
+        if body.mcp:
+            refuse("mcp", "MCP gateways in sandboxes are not supported by this server")
+        if body.iam:
+            refuse("iam", "workload identity tokens are not supported by this server")
+        if body.allow_internet_access:
+            refuse(
+                "allow_internet_access",
+                "this server's sessions have no network access; egress policies are not "
+                "available yet (send false or leave it out)",
+            )
+        if body.network:
+            asked = sorted(k for k, v in body.network.items() if v and k != "denyOut")
+            if asked:
+                refuse(
+                    "network",
+                    f"{', '.join(asked)}: this server's sessions have no network access; "
+                    "egress policies are not available yet",
+                )
+
+    def _wire(self, sandbox: Sandbox, detail: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "templateID": sandbox.template_id,
+            "sandboxID": sandbox.sandbox_id,
+            "clientID": "sessionpool",
+            "envdVersion": ENVD_VERSION,
+            "envdAccessToken": sandbox.envd_access_token,
+            "trafficAccessToken": sandbox.traffic_token,
+            "domain": None,
+        }
+        if detail:
+            pool = self.engine.pools.get(sandbox.pool)
+            limits = pool.config.limits if pool is not None else None
+            out.update(
+                {
+                    "alias": sandbox.template_id,
+                    "startedAt": _iso(sandbox.started_at),
+                    "endAt": _iso(sandbox.end_at),
+                    "cpuCount": max(1, round(limits.cpus)) if limits else 1,
+                    "memoryMB": limits.memory_bytes >> 20 if limits else 0,
+                    "diskSizeMB": limits.disk_bytes >> 20 if limits else 0,
+                    "state": "running",
+                    "metadata": dict(sandbox.metadata),
+                    "allowInternetAccess": False,
+                }
+            )
+        return out
+
+    @e2b_errors
+    async def create(self, request: Request) -> Response:
+        who = require(request, Scope.EXECUTE, "creating a sandbox")
+        if self._cluster:
+            raise _not_supported(
+                "the E2B face in cluster mode (a sandbox's lifetime is not part of the "
+                "cluster protocol yet)"
+            )
+        raw = await _json_body(request)
+        if not isinstance(raw, dict):
+            raise HttpError(400, "BadRequest", "the body is a JSON object")
+        body = NewSandbox.model_validate(raw)
+        self._refuse_unsupported(body)
+        key = request.headers.get("idempotency-key")
+        digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+        if key:
+            earlier = self.registry.by_idempotency(who.tenant, key)
+            if earlier is not None:
+                if earlier.idempotency != (key, digest):
+                    raise HttpError(
+                        409,
+                        "Conflict",
+                        "this Idempotency-Key was used with another body; use a new key",
+                    )
+                return JSONResponse(self._wire(earlier, False), status_code=201)
+        pool = self._pool_of(body.templateID, who)
+        now = time.time()
+        sandbox = Sandbox(
+            sandbox_id=new_sandbox_id(),
+            tenant=who.tenant,
+            principal=who,
+            pool=pool,
+            template_id=body.templateID or DEFAULT_TEMPLATE,
+            metadata=dict(body.metadata or {}),
+            env_vars=dict(body.envVars or {}),
+            started_at=now,
+            end_at=now + min(body.timeout, MAX_TIMEOUT),
+            idempotency=(key, digest) if key else None,
+        )
+        self.quotas.execution(who.tenant)
+        await self.session_of(sandbox, new=True)
+        if self.registry.get(sandbox.sandbox_id) is None and key:
+            # a concurrent create with the same key won the race: answer with its sandbox
+            earlier = self.registry.by_idempotency(who.tenant, key)
+            if earlier is not None:
+                await self._kill(sandbox)
+                return JSONResponse(self._wire(earlier, False), status_code=201)
+        self.registry.add(sandbox)
+        logger.info("sandbox %s created in pool %s", sandbox.sandbox_id, pool)
+        return JSONResponse(self._wire(sandbox, False), status_code=201)
+
+    @e2b_errors
+    async def get(self, request: Request, sandbox_id: str) -> Response:
+        sandbox = self._find(request, sandbox_id, "reading a sandbox")
+        return JSONResponse(self._wire(sandbox, True))
+
+    @e2b_errors
+    async def list(self, request: Request) -> Response:
+        who = require(request, Scope.EXECUTE, "listing sandboxes")
+        wanted: dict[str, str] = {}
+        raw = request.query_params.get("metadata")
+        if raw:
+            wanted = {unquote(k): unquote(v) for k, v in parse_qsl(raw, keep_blank_values=True)}
+        states = request.query_params.get("state")
+        if states and "running" not in states.split(","):
+            return JSONResponse([])
+        found = [
+            self._wire(s, True)
+            for s in sorted(self.registry.of_tenant(who.tenant), key=lambda s: s.started_at)
+            if all(s.metadata.get(k) == v for k, v in wanted.items())
+        ]
+        return JSONResponse(found)
+
+    @e2b_errors
+    async def kill(self, request: Request, sandbox_id: str) -> Response:
+        sandbox = self._find(request, sandbox_id, "killing a sandbox")
+        await self._kill(sandbox)
+        return Response(status_code=204)
+
+    def _extend(self, sandbox: Sandbox, timeout: int, only_longer: bool) -> None:
+        end = time.time() + min(timeout, MAX_TIMEOUT)
+        if only_longer and end <= sandbox.end_at:
+            return
+        sandbox.end_at = end
+
+    @e2b_errors
+    async def set_timeout(self, request: Request, sandbox_id: str) -> Response:
+        sandbox = self._find(request, sandbox_id, "setting a sandbox's timeout")
+        body = Timeout.model_validate(await _json_body(request))
+        self._extend(sandbox, body.timeout, only_longer=False)
+        await self.session_of(sandbox)  # moves the session's keep-alive with it
+        return Response(status_code=204)
+
+    @e2b_errors
+    async def connect(self, request: Request, sandbox_id: str) -> Response:
+        sandbox = self._find(request, sandbox_id, "connecting to a sandbox")
+        body = Timeout.model_validate(await _json_body(request))
+        # E2B: connecting to a running sandbox only ever lengthens its life
+        self._extend(sandbox, body.timeout, only_longer=True)
+        await self.session_of(sandbox)
+        return JSONResponse(self._wire(sandbox, False), status_code=200)
