@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -154,3 +155,23 @@ def test_rotation_on_a_running_server(server: ServerProcess) -> None:
     assert run(server, old, "1").status_code == 401
     # the new key acts for the same tenant: the state made with the old one is there
     assert run(server, new, "made + 1").json()["properties"]["result"] == "42"
+
+
+def test_e2b_keys_have_the_form_the_e2b_sdks_check_and_keep_it_through_a_rotation(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    entry, secret = store.create("acme", frozenset({Scope.EXECUTE}), e2b=True)
+    assert re.fullmatch(r"e2b_[0-9a-f]+", secret) and secret[4:16] == entry.id
+    principal = store.lookup(secret)
+    assert principal is not None and principal.tenant == "acme"
+    assert secret[16:] not in (tmp_path / "keys.json").read_text()
+    tampered = secret[:-1] + ("0" if secret[-1] != "0" else "1")
+    for candidate in (tampered, secret + "0", "e2b_" + entry.id, secret.upper()):
+        assert store.lookup(candidate) is None, candidate
+    rotated, new = store.rotate(entry.id)
+    assert new.startswith("e2b_") and rotated.e2b and store.lookup(new) is not None
+    assert store.lookup(secret) is None
+    done = keys_cli(tmp_path, "create", "--tenant", "acme", "--e2b")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"e2b_[0-9a-f]+", done.stdout.splitlines()[0])

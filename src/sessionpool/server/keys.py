@@ -1,9 +1,11 @@
 """Tenant API keys, stored hashed: what ``sessionpool keys`` writes and the server reads.
 
-A key is ``spk_<id>_<secret>``. The id names it in listings, the audit log and ``revoke``; only
-SHA-256 of the whole key is stored (a key is 256 random bits, so a fast hash is as strong as a
-slow one, and checking it costs microseconds on every request). The file is JSON, written
-whole to a temporary file and renamed over the old one, so the server never reads half of it;
+A key is ``spk_<id>_<secret>``, or ``e2b_<id><secret>`` in hex for the E2B SDKs (some of their
+versions refuse a key that is not ``e2b_`` and hex). The id names it in listings, the audit log
+and ``revoke``; only SHA-256 of the whole key is stored (a key is 256 random bits, so a fast
+hash is as strong as a slow one, and checking it costs microseconds on every request). The file
+is JSON, written whole to a temporary file and renamed over the old one, so the server never
+reads half of it;
 the server re-reads it when it changes (``KeyStore.lookup`` checks the file's identity on every
 call: a ``stat``), so a revocation holds from the next request, without a restart.
 
@@ -33,6 +35,9 @@ from sessionpool.tenancy import ALL_SCOPES, Principal, Scope, check_tenant, pars
 
 PREFIX = "spk_"
 _KEY = re.compile(r"spk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})")
+E2B_PREFIX = "e2b_"
+#: the E2B form: the 12 hex digits of the id, then the secret (64 hex digits)
+_E2B_KEY = re.compile(r"e2b_([0-9a-f]{12})([0-9a-f]{40,128})")
 VERSION = 1
 
 
@@ -52,6 +57,8 @@ class StoredKey:
     created_at: float = 0.0
     #: from this time on the key is refused (revoked, or rotated with a grace period)
     expires_at: float | None = None
+    #: issued in the E2B form (``e2b_<hex>``); a rotation keeps the form
+    e2b: bool = False
 
     def active(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at
@@ -69,6 +76,7 @@ class StoredKey:
             "name": self.name,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            **({"form": "e2b"} if self.e2b else {}),
         }
 
     @classmethod
@@ -84,6 +92,7 @@ class StoredKey:
                 name=str(doc.get("name", "")),
                 created_at=float(doc.get("created_at", 0.0)),
                 expires_at=None if doc.get("expires_at") is None else float(doc["expires_at"]),
+                e2b=doc.get("form") == "e2b",
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: a key entry is malformed ({exc})") from None
@@ -104,7 +113,7 @@ class KeyStore:
 
         The digest is compared in constant time; the id in the key is not secret.
         """
-        m = _KEY.fullmatch(candidate)
+        m = _KEY.fullmatch(candidate) or _E2B_KEY.fullmatch(candidate)
         if m is None:
             return None
         self._refresh()
@@ -139,8 +148,10 @@ class KeyStore:
         scopes: frozenset[Scope] = ALL_SCOPES,
         pools: frozenset[str] | None = None,
         name: str = "",
+        e2b: bool = False,
     ) -> tuple[StoredKey, str]:
-        """A new key for ``tenant``: its entry, and the key itself (shown once, never stored)."""
+        """A new key for ``tenant``: its entry, and the key itself (shown once, never stored);
+        with ``e2b``, in the form the E2B SDKs accept."""
         check_tenant(tenant, "tenant")
         if not scopes:
             raise ConfigError("a key needs at least one scope (e.g. --scopes execute,files)")
@@ -148,9 +159,12 @@ class KeyStore:
             key_id = secrets.token_hex(6)
             while key_id in keys:  # pragma: no cover - 48 random bits
                 key_id = secrets.token_hex(6)
-            secret = PREFIX + key_id + "_" + secrets.token_urlsafe(32)
+            if e2b:
+                secret = E2B_PREFIX + key_id + secrets.token_hex(32)
+            else:
+                secret = PREFIX + key_id + "_" + secrets.token_urlsafe(32)
             entry = StoredKey(
-                key_id, tenant, scopes, pools, _digest(secret), name, created_at=time.time()
+                key_id, tenant, scopes, pools, _digest(secret), name, time.time(), e2b=e2b
             )
             keys[key_id] = entry
         return entry, secret
@@ -175,7 +189,7 @@ class KeyStore:
             raise ConfigError(f"no key {key_id!r} in {self.path}; sessionpool keys list")
         if not old.active(time.time()):
             raise ConfigError(f"key {key_id!r} is revoked; create a new one instead")
-        created = self.create(old.tenant, old.scopes, old.pools, old.name)
+        created = self.create(old.tenant, old.scopes, old.pools, old.name, e2b=old.e2b)
         self.revoke(key_id, grace_seconds)
         return created
 

@@ -40,6 +40,11 @@ def add_keys_command(sub: Any) -> None:
     )
     create.add_argument("--pools", help="comma-separated pools it may use (default: every pool)")
     create.add_argument("--name", default="", help="a note for listings (what the key is for)")
+    create.add_argument(
+        "--e2b",
+        action="store_true",
+        help="issue it as e2b_<hex>, the form the E2B SDKs accept (E2B_API_KEY)",
+    )
 
     listing = actions.add_parser("list", help="the keys: id, tenant, scopes, pools, state")
     listing.add_argument("--json", action="store_true", help="one JSON document")
@@ -85,7 +90,7 @@ def keys_command(args: argparse.Namespace) -> int:
             pools = None
             if args.pools:
                 pools = frozenset(p.strip() for p in args.pools.split(",") if p.strip())
-            entry, secret = store.create(args.tenant, scopes, pools, args.name)
+            entry, secret = store.create(args.tenant, scopes, pools, args.name, e2b=args.e2b)
             print(secret)
             print(
                 f"key {entry.id} for tenant {entry.tenant!r} (shown once: store it now; "
