@@ -27,6 +27,9 @@ from sessionpool.types import (
     ExecutionResult,
     ExecutionStatus,
     FileInfo,
+    ProcessEvent,
+    ProcessInfo,
+    ProcessSpec,
     ShellResult,
 )
 
@@ -58,6 +61,22 @@ class Session:
         self._lock = asyncio.Lock()
         #: its pool's counters (executions, timeouts, kills, uploads)
         self.stats = stats if stats is not None else PoolStats()
+        #: processes of the process service: the current kernel's, by pid
+        self._procs: dict[int, _ProcessRecord] = {}
+        #: process requests waiting for their reply, by request id
+        self._proc_waiters: dict[
+            int, asyncio.Future[tuple[dict[str, Any], _ProcessRecord | None]]
+        ] = {}
+        #: calls reading the kernel's socket themselves (``_read_reply``)
+        self._readers = 0
+        #: reads the socket between calls once processes run (their output must flow then too);
+        #: calls then take their messages from the inbox
+        self._pump: asyncio.Task[None] | None = None
+        self._pump_kernel: Kernel | None = None
+        self._pump_error: BaseException | None = None
+        self._inbox: asyncio.Queue[tuple[dict[str, Any], list[bytes]] | BaseException] = (
+            asyncio.Queue()
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -115,6 +134,8 @@ class Session:
         if kernel is not None:
             kernel.close()
             await kernel.wait_exit(2.0)
+        self._processes_lost("the session ended")
+        await self._stop_pump()
         await asyncio.to_thread(self.backend.release_slot, self.slot)
 
     def _error(self, message: str) -> errors.InterpreterLost:
@@ -155,7 +176,9 @@ class Session:
         status = await kernel.wait_exit(1.0)
         if self.kernel is kernel:
             self.kernel = None
-        return self.backend.describe_exit(self.slot, status)
+        reason = self.backend.describe_exit(self.slot, status)
+        self._processes_lost(f"the session's interpreter ended ({reason})")
+        return reason
 
     # -- execution ------------------------------------------------------------------------------
 
@@ -262,11 +285,38 @@ class Session:
         rid: int,
         on_output: Callable[[str, str], None] | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
-        max_header, max_blob, max_total = self._limits()
         #: streamed output forwarded, bounded like the output the reply carries
         budget = self.pool_config.limits.output_bytes
+        self._readers += 1
+        try:
+            return await self._read_reply_loop(kernel, rid, on_output, budget)
+        finally:
+            self._readers -= 1
+            self._maybe_pump()
+
+    async def _next_message(self, kernel: Kernel) -> tuple[dict[str, Any], list[bytes]]:
+        """The kernel's next message for a call: from the socket, or from the pump's inbox
+        while it reads the socket (processes of this kernel are running)."""
+        if self._pump_kernel is kernel:
+            if self._inbox.empty() and self._pump_error is not None:
+                raise self._pump_error
+            item = await self._inbox.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return await kernel.read(*self._limits())
+
+    async def _read_reply_loop(
+        self,
+        kernel: Kernel,
+        rid: int,
+        on_output: Callable[[str, str], None] | None,
+        budget: int,
+    ) -> tuple[dict[str, Any], list[bytes]]:
         while True:
-            header, blobs = await kernel.read(max_header, max_blob, max_total)
+            header, blobs = await self._next_message(kernel)
+            if self._route_process_message(header, blobs):
+                continue
             if header.get("op") == "chunk":
                 name, text = header.get("name"), header.get("text")
                 if (
@@ -493,6 +543,264 @@ class Session:
     async def delete_file(self, path: str) -> None:
         with self._files():
             await asyncio.to_thread(self.slot.workspace.delete, path)
+
+    async def make_dir(self, path: str) -> bool:
+        """Create a directory (and its parents) in /mnt/data; False if it existed."""
+        with self._files():
+            return await asyncio.to_thread(self.slot.workspace.make_dir, path)
+
+    async def move_file(self, source: str, destination: str) -> FileInfo:
+        """Rename a file or directory inside /mnt/data."""
+        with self._files():
+            return await asyncio.to_thread(self.slot.workspace.move, source, destination)
+
+    # -- processes (the E2B process service; the kernel runs and supervises them) ------------
+    #
+    # Process requests do not wait for a running cell: the kernel answers them from its reader
+    # thread, and their replies and output share the socket with the cell's. Whoever reads the
+    # socket routes them: the running call's ``_read_reply``, or between calls the pump, which
+    # starts with the first process and reads until the kernel ends.
+
+    async def start_process(self, spec: ProcessSpec) -> ProcessHandle:
+        """Start a process; its handle's events begin with its first output."""
+        request: dict[str, Any] = {
+            "op": "proc_start",
+            "cmd": spec.cmd,
+            "args": list(spec.args),
+            "envs": dict(spec.envs),
+            "cwd": spec.cwd,
+            "tag": spec.tag,
+            "stdin": spec.stdin,
+            "output_limit": self.pool_config.limits.output_bytes,
+        }
+        if spec.pty is not None:
+            request["pty"] = {"cols": spec.pty[0], "rows": spec.pty[1]}
+        _, record = await self._process_call(request)
+        assert record is not None
+        return ProcessHandle(self, record, record.subscribers[0])
+
+    def connect_process(self, pid: int) -> ProcessHandle:
+        """Follow a running process's events from now on (output already sent is not kept)."""
+        record = self._procs.get(pid)
+        if record is None or self.closed:
+            raise errors.ObjectNotFound("process", str(pid))
+        queue: asyncio.Queue[ProcessEvent] = asyncio.Queue()
+        record.subscribers.append(queue)
+        return ProcessHandle(self, record, queue)
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        header, _ = await self._process_call({"op": "proc_list"})
+        infos = []
+        for raw in header.get("processes") or []:
+            if isinstance(raw, dict) and isinstance(raw.get("pid"), int):
+                infos.append(_process_info(raw))
+        return infos
+
+    async def send_process_input(self, pid: int, data: bytes) -> None:
+        # latin-1 carries any bytes in a JSON string, one character each
+        await self._process_call({"op": "proc_input", "pid": pid, "data": data.decode("latin-1")})
+
+    async def close_process_stdin(self, pid: int) -> None:
+        await self._process_call({"op": "proc_close_stdin", "pid": pid})
+
+    async def signal_process(self, pid: int, sig: int) -> None:
+        """Send ``sig`` (SIGTERM, SIGKILL, SIGINT or SIGHUP) to the process and its group."""
+        await self._process_call({"op": "proc_signal", "pid": pid, "signal": int(sig)})
+
+    async def resize_process(self, pid: int, cols: int, rows: int) -> None:
+        await self._process_call({"op": "proc_resize", "pid": pid, "cols": cols, "rows": rows})
+
+    async def _process_call(
+        self, request: dict[str, Any], timeout: float = 30.0
+    ) -> tuple[dict[str, Any], _ProcessRecord | None]:
+        if self.closed:
+            raise errors.SessionNotFound(self.pool_name, self.identifier)
+        self.touch()
+        kernel = self.kernel
+        if kernel is None or not kernel.alive():
+            async with self._lock:  # a dead kernel is replaced as a call would replace it
+                kernel, _ = await self._ensure_kernel()
+        rid = next(_ids)
+        waiter: asyncio.Future[tuple[dict[str, Any], _ProcessRecord | None]]
+        waiter = asyncio.get_running_loop().create_future()
+        self._proc_waiters[rid] = waiter
+        try:
+            try:
+                await kernel.send({**request, "id": rid})
+            except KernelDied:
+                raise self._error("the session's interpreter ended") from None
+            self._maybe_pump()
+            try:
+                header, record = await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise self._error("the interpreter did not answer a process request") from None
+        finally:
+            self._proc_waiters.pop(rid, None)
+        op = header.get("op")
+        if op == "proc_error":
+            detail = _text(header.get("detail"))
+            if header.get("kind") == "not_found":
+                raise errors.ObjectNotFound("process", str(request.get("pid")))
+            raise errors.InvalidArgument(detail or "the process request was refused")
+        if op == "bad-request":
+            raise errors.InvalidArgument(
+                f"processes are not supported by this pool's runtime ({self.pool_config.runtime})"
+            )
+        return header, record
+
+    def _route_process_message(self, header: dict[str, Any], blobs: list[bytes]) -> bool:
+        """Deliver a process message (output, an end, a reply to a process request); False
+        for every other message."""
+        op = header.get("op")
+        if op == "proc_data" or op == "proc_end":
+            record = self._procs.get(header.get("pid"))  # type: ignore[arg-type]
+            if record is not None:
+                if op == "proc_data":
+                    stream = header.get("stream")
+                    if stream in ("stdout", "stderr", "pty") and len(blobs) == 1:
+                        record.output(str(stream), blobs[0])
+                else:
+                    del self._procs[record.pid]
+                    code = header.get("exit_code")
+                    sig = header.get("signal")
+                    dropped = header.get("dropped")
+                    record.end(
+                        ProcessEvent(
+                            "end",
+                            exit_code=code if isinstance(code, int) else -1,
+                            signal=sig if isinstance(sig, int) else None,
+                            dropped=(dropped if isinstance(dropped, int) else 0) + record.dropped,
+                        )
+                    )
+            return True
+        rid = header.get("id")
+        waiter = self._proc_waiters.get(rid) if isinstance(rid, int) else None
+        if waiter is None:
+            return False
+        record = None
+        if op == "proc_started" and isinstance(header.get("pid"), int):
+            # registered before anyone awaits: its output may be the very next message
+            record = _ProcessRecord(header["pid"], self.pool_config.limits.output_bytes)
+            self._procs[record.pid] = record
+        if not waiter.done():
+            waiter.set_result((header, record))
+        return True
+
+    def _maybe_pump(self) -> None:
+        """Start reading the socket between calls when processes need it and no call reads."""
+        kernel = self.kernel
+        if (
+            self._readers
+            or kernel is None
+            or self.closed
+            or not (self._procs or self._proc_waiters)
+            or (self._pump_kernel is kernel)
+        ):
+            return
+        self._pump_kernel = kernel
+        self._pump_error = None
+        self._inbox = asyncio.Queue()
+        self._pump = asyncio.ensure_future(self._pump_loop(kernel))
+
+    async def _pump_loop(self, kernel: Kernel) -> None:
+        try:
+            while True:
+                header, blobs = await kernel.read(*self._limits())
+                if not self._route_process_message(header, blobs):
+                    self._inbox.put_nowait((header, blobs))
+        except (KernelDied, protocol.FrameError) as exc:
+            if isinstance(exc, protocol.FrameError):
+                kernel.signal(signal.SIGKILL)  # a hostile kernel: as a call would
+            self._pump_error = exc
+            self._inbox.put_nowait(exc)
+            if self.kernel is kernel or self.kernel is None:
+                self._processes_lost("the session's interpreter ended")
+
+    async def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    def _processes_lost(self, reason: str) -> None:
+        """The kernel ended, and its processes with it (they live in its pid namespace)."""
+        records, self._procs = self._procs, {}
+        for record in records.values():
+            record.end(ProcessEvent("end", exit_code=-1, signal=signal.SIGKILL, error=reason))
+        for waiter in self._proc_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(self._error(reason))
+
+
+class _ProcessRecord:
+    """A running process of the current kernel: where its events go."""
+
+    def __init__(self, pid: int, output_limit: int) -> None:
+        self.pid = pid
+        #: one queue per follower (the starter's first); bounded by the output budget below
+        self.subscribers: list[asyncio.Queue[ProcessEvent]] = [asyncio.Queue()]
+        #: output bytes still forwarded (the kernel bounds them too; it is not trusted)
+        self.budget = output_limit
+        self.dropped = 0
+
+    def output(self, stream: str, data: bytes) -> None:
+        if len(data) > self.budget:
+            self.dropped += len(data) - self.budget
+            data = data[: self.budget]
+        if not data:
+            return
+        self.budget -= len(data)
+        event = ProcessEvent(stream, data)
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def end(self, event: ProcessEvent) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+
+class ProcessHandle:
+    """One follower of a process: its events until the end, and the controls."""
+
+    def __init__(
+        self, session: Session, record: _ProcessRecord, queue: asyncio.Queue[ProcessEvent]
+    ) -> None:
+        self.pid = record.pid
+        self._session = session
+        self._record = record
+        self._queue = queue
+
+    async def events(self) -> AsyncIterator[ProcessEvent]:
+        """Output events, then one ``end`` event; following stops when the iterator does."""
+        try:
+            while True:
+                event = await self._queue.get()
+                yield event
+                if event.kind == "end":
+                    return
+        finally:
+            self.detach()
+
+    def detach(self) -> None:
+        """Stop following (the process runs on)."""
+        with contextlib.suppress(ValueError):
+            self._record.subscribers.remove(self._queue)
+
+
+def _process_info(raw: dict[str, Any]) -> ProcessInfo:
+    args = raw.get("args")
+    envs = raw.get("envs")
+    tag = raw.get("tag")
+    return ProcessInfo(
+        pid=raw["pid"],
+        cmd=_text(raw.get("cmd")),
+        args=tuple(str(a) for a in args) if isinstance(args, list) else (),
+        envs={str(k): str(v) for k, v in envs.items()} if isinstance(envs, dict) else {},
+        cwd=_text(raw.get("cwd")),
+        tag=tag if isinstance(tag, str) else None,
+        pty=bool(raw.get("pty")),
+    )
 
 
 def _text(value: Any) -> str:

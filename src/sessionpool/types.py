@@ -92,3 +92,49 @@ class FileInfo:
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process to start in a session (the E2B process service): ``cmd`` with ``args``, run as
+    the session's one user, in its own process group."""
+
+    cmd: str
+    args: tuple[str, ...] = ()
+    envs: dict[str, str] = field(default_factory=dict)
+    #: the working directory inside the session (default: the workspace, /mnt/data)
+    cwd: str | None = None
+    tag: str | None = None
+    #: a terminal of (cols, rows) instead of pipes; stdout and stderr then arrive as "pty"
+    pty: tuple[int, int] | None = None
+    #: keep stdin open for input (otherwise it reads /dev/null)
+    stdin: bool = True
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A running process the session started (listings)."""
+
+    pid: int
+    cmd: str
+    args: tuple[str, ...]
+    envs: dict[str, str]
+    cwd: str
+    tag: str | None
+    pty: bool
+
+
+@dataclass(frozen=True)
+class ProcessEvent:
+    """One event of a running process: output (``stdout``, ``stderr`` or ``pty`` bytes), or its
+    end (``end``) with the exit code; ``error`` says why it ended without one of its own (the
+    session's interpreter ended, which ends its processes)."""
+
+    kind: str
+    data: bytes = b""
+    exit_code: int | None = None
+    #: the signal that killed it, if one did
+    signal: int | None = None
+    #: output bytes dropped past the session's output limit
+    dropped: int = 0
+    error: str = ""

@@ -141,7 +141,7 @@ async def test_engine_data_dir_is_not_visible(engine: Engine, session: Session) 
 
 
 async def test_no_sys_and_a_minimal_dev(session: Session) -> None:
-    """No /sys, and /dev holds only harmless nodes (no disks, no kvm, no tty)."""
+    """No /sys, and /dev holds only harmless nodes (no disks, no kvm, no host tty)."""
     found = await value(session, "import os\nos.path.exists('/sys'), sorted(os.listdir('/dev'))")
     sys_visible, dev = found
     assert not sys_visible
@@ -156,7 +156,13 @@ async def test_no_sys_and_a_minimal_dev(session: Session) -> None:
         "stdin",
         "stdout",
         "stderr",
+        "ptmx",
+        "pts",
     }, dev
+    # the terminals are a private devpts instance (the process service's PTYs): none of the
+    # host's, and none of another session's
+    pts = await value(session, "import os\nsorted(os.listdir('/dev/pts'))")
+    assert pts == ["ptmx"]
 
 
 # -- processes ----------------------------------------------------------------------------------

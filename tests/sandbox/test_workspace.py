@@ -278,3 +278,53 @@ async def test_delete_never_follows_links(session: Session, host_target: Path) -
     assert await session.read_file("keep.txt") == b"keep"
     remaining = sorted(os.listdir(session.slot.workspace.path))
     assert remaining == ["keep.txt"]
+
+
+# -- directories and moves (the E2B filesystem service) -------------------------------------------
+
+
+async def test_make_dir_and_move(session: Session) -> None:
+    assert await session.make_dir("a/b/c") is True
+    assert await session.make_dir("/mnt/data/a/b/c") is False
+    await session.write_file("a/b/c/f.txt", b"data")
+    moved = await session.move_file("a/b", "x/y")
+    assert moved.path == "x/y" and moved.is_dir
+    assert await session.read_file("x/y/c/f.txt") == b"data"
+    assert await value(session, "import os; os.path.exists('/mnt/data/a/b')") is False
+    owner = await value(session, "import os; os.stat('/mnt/data/x').st_uid == os.getuid()")
+    assert owner is True
+    await session.write_file("file", b"1")
+    with pytest.raises(errors.NotARegularFile):
+        await session.make_dir("file")
+    with pytest.raises(errors.FileNotFound):
+        await session.move_file("missing", "elsewhere")
+    with pytest.raises(errors.InvalidPath):
+        await session.move_file("x", "x/inside")
+    for bad in ("../escape", "/etc/escape", "/tmp/escape"):
+        with pytest.raises(errors.InvalidPath):
+            await session.make_dir(bad)
+        with pytest.raises(errors.InvalidPath):
+            await session.move_file("file", bad)
+
+
+async def test_make_dir_and_move_never_follow_links(session: Session, host_target: Path) -> None:
+    """A planted link is moved as a link (its target untouched) and never walked through."""
+    host_dir = host_target.parent
+    await run_ok(
+        session,
+        f"import os\nos.symlink({str(host_dir)!r}, '/mnt/data/hostdir')\n"
+        f"os.symlink({str(host_target)!r}, '/mnt/data/hostfile')",
+    )
+    with pytest.raises(errors.NotARegularFile):
+        await session.make_dir("hostdir/new")
+    with pytest.raises(errors.NotARegularFile):
+        await session.move_file("hostdir/host-target.txt", "stolen.txt")
+    await session.write_file("mine.txt", b"mine")
+    with pytest.raises(errors.NotARegularFile):
+        await session.move_file("mine.txt", "hostdir/planted.txt")
+    await session.move_file("hostfile", "renamed")  # the link itself moves
+    assert (session.slot.workspace.path / "renamed").is_symlink()
+    with pytest.raises(errors.NotARegularFile):
+        await session.read_file("renamed")
+    assert sorted(p.name for p in host_dir.iterdir()) == ["host-target.txt"]
+    assert host_target.read_bytes() == b"host content"

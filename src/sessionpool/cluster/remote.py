@@ -25,12 +25,15 @@ from sessionpool import errors
 from sessionpool.cluster import wire
 from sessionpool.config import ClusterConfig, EngineConfig, PoolConfig
 from sessionpool.pool import validate_identifier
+from sessionpool.pool.api import ProcessFollower
 from sessionpool.sandbox import runtimes
 from sessionpool.types import (
     ErrorInfo,
     ExecutionResult,
     ExecutionStatus,
     FileInfo,
+    ProcessInfo,
+    ProcessSpec,
     RuntimeInfo,
     ShellResult,
 )
@@ -610,6 +613,40 @@ class RemoteSession:
     async def delete_file(self, path: str) -> None:
         self._lost_files()
         await self._request("DELETE", "/files", {"path": path})
+
+    # Directories, moves and processes are not part of the node API: the E2B face, their only
+    # user, is refused in cluster mode (as keep_alive_until is).
+
+    async def make_dir(self, path: str) -> bool:
+        raise _not_in_cluster("creating directories")
+
+    async def move_file(self, source: str, destination: str) -> FileInfo:
+        raise _not_in_cluster("moving files")
+
+    async def start_process(self, spec: ProcessSpec) -> ProcessFollower:
+        raise _not_in_cluster("processes")
+
+    def connect_process(self, pid: int) -> ProcessFollower:
+        raise _not_in_cluster("processes")
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        raise _not_in_cluster("processes")
+
+    async def send_process_input(self, pid: int, data: bytes) -> None:
+        raise _not_in_cluster("processes")
+
+    async def close_process_stdin(self, pid: int) -> None:
+        raise _not_in_cluster("processes")
+
+    async def signal_process(self, pid: int, sig: int) -> None:
+        raise _not_in_cluster("processes")
+
+    async def resize_process(self, pid: int, cols: int, rows: int) -> None:
+        raise _not_in_cluster("processes")
+
+
+def _not_in_cluster(what: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(f"{what} are not available in cluster mode (serve --cluster)")
 
 
 def _json(r: httpx.Response) -> Any:

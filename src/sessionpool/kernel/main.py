@@ -22,6 +22,7 @@ import weakref
 from typing import Any, NoReturn
 
 from sessionpool import protocol
+from sessionpool.kernel.procs import Processes
 from sessionpool.kernel.shell import CellOutput, SessionShell, reseed_after_fork
 
 #: largest request (code or command) the kernel accepts
@@ -102,6 +103,11 @@ class Kernel:
         self._send_lock = threading.Lock()
         #: started by the first streaming cell: a session that never streams keeps two threads
         self._sender: threading.Thread | None = None
+        #: requests for the main thread (cells and commands), from the reader thread
+        self._requests: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        #: the processes of the process service (``proc_*`` requests), served while a cell
+        #: runs; made after the fork (its pipes and selector must be the session's own)
+        self.procs: Processes | None = None
 
     # -- setup after fork ---------------------------------------------------------------------
 
@@ -212,6 +218,35 @@ class Kernel:
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def _send(self, header: dict[str, Any], blobs: list[bytes]) -> None:
+        """Send one message from any thread (the host reads one message at a time)."""
+        assert self.sock is not None
+        try:
+            with self._send_lock:
+                protocol.send_message(self.sock, header, blobs)
+        except OSError:
+            os._exit(0)
+
+    def _read_forever(self) -> None:
+        """The reader thread: ``proc_*`` requests are answered here at once (a process can be
+        started, fed or signalled while a cell runs); everything else goes to the main thread,
+        which runs cells (IPython and its KeyboardInterrupt belong to the main thread)."""
+        assert self.sock is not None
+        while True:
+            try:
+                request, _ = protocol.recv_message(self.sock, max_blob=MAX_REQUEST)
+            except (EOFError, OSError, protocol.FrameError):
+                os._exit(0)
+            op = request.get("op")
+            if op == "exit":
+                os._exit(0)
+            if isinstance(op, str) and op.startswith("proc_"):
+                if self.procs is None:
+                    self.procs = Processes(self._send)
+                self.procs.handle(request)
+            else:
+                self._requests.put(request)
+
     def serve(self, sock: socket.socket) -> NoReturn:
         self.sock = sock
         reseed_after_fork()
@@ -221,11 +256,9 @@ class Kernel:
         _track_popens()
         self._capture_fds()
         protocol.send_message(sock, {"op": "ready", "pid": os.getpid(), "uid": os.getuid()})
+        threading.Thread(target=self._read_forever, name="reader", daemon=True).start()
         while True:
-            try:
-                request, _ = protocol.recv_message(sock, max_blob=MAX_REQUEST)
-            except (EOFError, OSError, protocol.FrameError):
-                os._exit(0)
+            request = self._requests.get()
             op = request.get("op")
             if op == "execute":
                 header, blobs = self.execute(request)
@@ -233,18 +266,12 @@ class Kernel:
                 header, blobs = self.run_shell(request), []
             elif op == "ping":
                 header, blobs = {"op": "pong"}, []
-            elif op == "exit":
-                os._exit(0)
             else:
                 header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
             header["id"] = request.get("id")
             if op == "execute" and request.get("stream"):
                 self._flush_chunks()  # every chunk of the cell reaches the host before its reply
-            try:
-                with self._send_lock:
-                    protocol.send_message(sock, header, blobs)
-            except OSError:
-                os._exit(0)
+            self._send(header, blobs)
 
     def execute(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         code = request.get("code")

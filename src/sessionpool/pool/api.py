@@ -11,10 +11,29 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from sessionpool.config import PoolConfig
-from sessionpool.types import ExecutionResult, FileInfo, RuntimeInfo, ShellResult
+from sessionpool.types import (
+    ExecutionResult,
+    FileInfo,
+    ProcessEvent,
+    ProcessInfo,
+    ProcessSpec,
+    RuntimeInfo,
+    ShellResult,
+)
 
 #: a download's bytes: read from the workspace here, or streamed from another node
 Chunks = Iterator[bytes] | AsyncIterator[bytes]
+
+
+class ProcessFollower(Protocol):
+    """One follower of a process the session runs: its events, then one ``end``."""
+
+    pid: int
+
+    def events(self) -> AsyncIterator[ProcessEvent]: ...
+
+    def detach(self) -> None:
+        """Stop following; the process runs on."""
 
 
 class SessionInfo(Protocol):
@@ -62,6 +81,25 @@ class SessionHandle(SessionInfo, Protocol):
     async def list_files(self, path: str = "", recursive: bool = False) -> list[FileInfo]: ...
 
     async def delete_file(self, path: str) -> None: ...
+
+    async def make_dir(self, path: str) -> bool: ...
+
+    async def move_file(self, source: str, destination: str) -> FileInfo: ...
+
+    # processes (the E2B process service): run and supervised by the session's kernel
+    async def start_process(self, spec: ProcessSpec) -> ProcessFollower: ...
+
+    def connect_process(self, pid: int) -> ProcessFollower: ...
+
+    async def list_processes(self) -> list[ProcessInfo]: ...
+
+    async def send_process_input(self, pid: int, data: bytes) -> None: ...
+
+    async def close_process_stdin(self, pid: int) -> None: ...
+
+    async def signal_process(self, pid: int, sig: int) -> None: ...
+
+    async def resize_process(self, pid: int, cols: int, rows: int) -> None: ...
 
 
 class PoolHandle(Protocol):

@@ -151,6 +151,17 @@ def _build_root(spec: JailSpec) -> str:
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     os.symlink("/proc/self/fd", f"{dev}/fd")
+    # terminals (the process service's PTYs): a private devpts instance, at most 64 of them;
+    # the host's terminals are not in it, and TIOCSTI is refused by the seccomp filter
+    os.makedirs(f"{dev}/pts", exist_ok=True)
+    linux.mount(
+        "devpts",
+        f"{dev}/pts",
+        "devpts",
+        linux.MS_NOSUID | linux.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,max=64",
+    )
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
     if spec.image:
         linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID)
     # the session's workspace

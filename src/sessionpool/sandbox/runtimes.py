@@ -45,6 +45,7 @@ KERNEL_MODULES = (
     "protocol.py",
     "kernel/__init__.py",
     "kernel/main.py",
+    "kernel/procs.py",
     "kernel/shell.py",
     "kernel/node/kernel.js",
     "sandbox/__init__.py",

@@ -382,3 +382,54 @@ class Workspace:
                 os.unlink(name, dir_fd=dfd)  # removes a link itself, never its target
         finally:
             os.close(dfd)
+
+    def make_dir(self, path: str) -> bool:
+        """Create a directory and its missing parents; False if it was already there."""
+        clean = normalize(path)
+        parents, name = self._split(clean, path)
+        dfd = self._open_dir(parents, create=True, shown=clean)
+        try:
+            try:
+                os.mkdir(name, 0o755, dir_fd=dfd)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise errors.NotARegularFile(clean, "exists and is not a directory") from None
+                return False
+            except OSError as exc:
+                raise self._map_oserror(exc, clean) from None
+            if self.uid is not None:
+                os.chown(name, self.uid, self.uid, dir_fd=dfd, follow_symlinks=False)
+            return True
+        finally:
+            os.close(dfd)
+
+    def move(self, source: str, destination: str) -> FileInfo:
+        """Rename a file or directory inside the workspace (a link is moved, never followed);
+        the destination's missing parents are created, an existing file there is replaced."""
+        src = normalize(source)
+        dst = normalize(destination)
+        src_parents, src_name = self._split(src, source)
+        dst_parents, dst_name = self._split(dst, destination)
+        if dst_name.startswith(TEMP_PREFIX):
+            raise errors.InvalidPath(dst, f"names starting with {TEMP_PREFIX!r} are reserved")
+        if dst == src or dst.startswith(src + "/"):
+            raise errors.InvalidPath(dst, "a directory cannot be moved into itself")
+        sfd = self._open_dir(src_parents, create=False, shown=src)
+        try:
+            try:
+                os.stat(src_name, dir_fd=sfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise errors.FileNotFound(src) from None
+            dfd = self._open_dir(dst_parents, create=True, shown=dst)
+            try:
+                os.rename(src_name, dst_name, src_dir_fd=sfd, dst_dir_fd=dfd)
+                st = os.stat(dst_name, dir_fd=dfd, follow_symlinks=False)
+            except OSError as exc:
+                raise self._map_oserror(exc, dst) from None
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        return FileInfo(dst, 0 if is_dir else st.st_size, st.st_mtime, is_dir=is_dir)
