@@ -147,7 +147,11 @@ class AuthMiddleware:
                 return
         else:
             message = "no credentials: send 'Authorization: Bearer <key>' or 'api-key: <key>'"
-        body = json.dumps({"error": {"code": "Unauthorized", "message": message}}).encode()
+        if any(name == b"x-api-key" for name, _ in scope["headers"]):
+            # an E2B client: its SDKs read E2B's error shape
+            body = json.dumps({"code": 401, "message": message}).encode()
+        else:
+            body = json.dumps({"error": {"code": "Unauthorized", "message": message}}).encode()
         await send(
             {
                 "type": "http.response.start",

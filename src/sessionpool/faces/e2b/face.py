@@ -29,9 +29,9 @@ from sessionpool import errors
 from sessionpool.faces.base import Runtime, require
 from sessionpool.faces.e2b import interpreter
 from sessionpool.faces.e2b.envd import ENVD_VERSION, build_envd_app
-from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, NewSandbox, Timeout
+from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, Connect, NewSandbox, Timeout
 from sessionpool.faces.e2b.routing import ENVD_PORT, INTERPRETER_PORT, SandboxRouter
-from sessionpool.faces.e2b.sandboxes import Registry, Sandbox, new_sandbox_id
+from sessionpool.faces.e2b.sandboxes import Context, Registry, Sandbox, new_sandbox_id
 from sessionpool.faces.http import HttpError, describe_validation, status_for
 from sessionpool.faces.quotas import Quotas
 from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
@@ -123,7 +123,6 @@ class E2bFace:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await interpreter.close_all(self)
 
     def port_app(self, port: int) -> ASGIApp | None:
         return self._apps.get(port)
@@ -151,8 +150,8 @@ class E2bFace:
 
     async def _live(self, tenant: str) -> int:
         """The tenant's live sessions over every pool (as the ACA face counts them), plus its
-        sandboxes (kept under reserved keys no identifier names)."""
-        total = len(self.registry.of_tenant(tenant))
+        sandboxes' (kept under reserved keys no identifier names)."""
+        total = sum(len(s.contexts) for s in self.registry.of_tenant(tenant))
         for handle in self.engine.pools.values():
             total += sum(
                 identifier_of(tenant, s.identifier) is not None
@@ -160,28 +159,70 @@ class E2bFace:
             )
         return total
 
+    def kind_of(self, pool: str) -> str:
+        """What a pool's sessions run: ``python`` or ``node``."""
+        return self.engine.pool(pool).runtime().kind
+
+    def pool_for_kind(self, kind: str, sandbox: Sandbox) -> str:
+        """A pool the sandbox's owner may use whose runtime is ``kind`` (its own pool first)."""
+        names = [sandbox.pool, *sorted(self.engine.pools)]
+        for name in names:
+            if sandbox.principal.may_use(name) and self.kind_of(name) == kind:
+                return name
+        what = "Node.js" if kind == "node" else kind
+        raise HttpError(
+            400,
+            "BadRequest",
+            f'no pool of this server runs {what}: configure one (runtime = "{kind}") to '
+            "run that language",
+        )
+
     async def session_of(self, sandbox: Sandbox, new: bool = False) -> SessionHandle:
-        """The sandbox's session, allocated again (environment applied) if it ended early, kept
-        alive until the sandbox's end."""
-        pool = self.engine.pool(sandbox.pool)
+        """The sandbox's own session (its default context)."""
+        return await self.context_session(
+            sandbox, sandbox.contexts[interpreter.DEFAULT_CONTEXT], new
+        )
+
+    async def context_session(
+        self, sandbox: Sandbox, ctx: Context, new: bool = False
+    ) -> SessionHandle:
+        """A context's session, allocated (environment and cwd applied) if it has none yet or
+        it ended early, kept alive until the sandbox's end."""
         async with self._lock(sandbox.sandbox_id):
             if self.registry.get(sandbox.sandbox_id) is not sandbox and not new:
                 raise HttpError(404, "NotFound", f"sandbox {sandbox.sandbox_id!r} not found")
-            session = await pool.lookup(sandbox.session_key)
+            pool = self.engine.pool(ctx.pool)
+            session = await pool.lookup(ctx.key)
             if session is None:
-                session = await self._allocate(pool, sandbox, new)
+                session = await self._allocate(pool, sandbox, ctx)
             session.keep_alive_until(sandbox.end_at)
             return session
 
-    async def _allocate(self, pool: PoolHandle, sandbox: Sandbox, new: bool) -> SessionHandle:
+    async def _allocate(self, pool: PoolHandle, sandbox: Sandbox, ctx: Context) -> SessionHandle:
         tenant = sandbox.tenant
-        if new and self.quotas.of(tenant).max_sessions > 0:
+        if self.quotas.of(tenant).max_sessions > 0:
             async with self.quotas.new_session(tenant, lambda: self._live(tenant)):
-                session = await pool.acquire(sandbox.session_key)
-        else:  # a sandbox already counted: its session came back after ending early
-            session = await pool.acquire(sandbox.session_key)
-        await interpreter.prepare(session, sandbox, pool.runtime().name)
+                session = await pool.acquire(ctx.key)
+        else:
+            session = await pool.acquire(ctx.key)
+        try:
+            await interpreter.prepare(session, sandbox, self.kind_of(ctx.pool), ctx.cwd)
+        except BaseException:
+            await pool.delete(ctx.key)
+            raise
         return session
+
+    async def end_session(self, ctx: Context) -> None:
+        with contextlib.suppress(errors.PoolNotFound):
+            await self.engine.pool(ctx.pool).delete(ctx.key)
+
+    async def _keep(self, sandbox: Sandbox) -> None:
+        """Move every context session's keep-alive to the sandbox's (new) end."""
+        for ctx in list(sandbox.contexts.values()):
+            with contextlib.suppress(errors.PoolNotFound):
+                session = await self.engine.pool(ctx.pool).lookup(ctx.key)
+                if session is not None:
+                    session.keep_alive_until(sandbox.end_at)
 
     # --- the reaper ----------------------------------------------------------------------------
 
@@ -196,9 +237,9 @@ class E2bFace:
     async def _kill(self, sandbox: Sandbox) -> None:
         self.registry.remove(sandbox.sandbox_id)
         self._locks.pop(sandbox.sandbox_id, None)
-        interpreter.forget(sandbox)
-        with contextlib.suppress(errors.PoolNotFound):
-            await self.engine.pool(sandbox.pool).delete(sandbox.session_key)
+        for ctx in list(sandbox.contexts.values()):
+            with contextlib.suppress(Exception):
+                await self.end_session(ctx)
 
     # --- routes --------------------------------------------------------------------------------
 
@@ -323,6 +364,13 @@ class E2bFace:
             )
         return out
 
+    def _listed(self, sandbox: Sandbox) -> dict[str, Any]:
+        """A listing's row: no tokens (only create, get and connect hand them out)."""
+        row = self._wire(sandbox, True)
+        for token in ("envdAccessToken", "trafficAccessToken"):
+            row.pop(token)
+        return row
+
     @e2b_errors
     async def create(self, request: Request) -> Response:
         who = require(request, Scope.EXECUTE, "creating a sandbox")
@@ -362,6 +410,8 @@ class E2bFace:
             end_at=now + min(body.timeout, MAX_TIMEOUT),
             idempotency=(key, digest) if key else None,
         )
+        default = interpreter.default_context(sandbox, self.kind_of(pool))
+        sandbox.contexts[default.id] = default
         self.quotas.execution(who.tenant)
         await self.session_of(sandbox, new=True)
         if self.registry.get(sandbox.sandbox_id) is None and key:
@@ -390,7 +440,7 @@ class E2bFace:
         if states and "running" not in states.split(","):
             return JSONResponse([])
         found = [
-            self._wire(s, True)
+            self._listed(s)
             for s in sorted(self.registry.of_tenant(who.tenant), key=lambda s: s.started_at)
             if all(s.metadata.get(k) == v for k, v in wanted.items())
         ]
@@ -413,14 +463,16 @@ class E2bFace:
         sandbox = self._find(request, sandbox_id, "setting a sandbox's timeout")
         body = Timeout.model_validate(await _json_body(request))
         self._extend(sandbox, body.timeout, only_longer=False)
-        await self.session_of(sandbox)  # moves the session's keep-alive with it
+        await self._keep(sandbox)
         return Response(status_code=204)
 
     @e2b_errors
     async def connect(self, request: Request, sandbox_id: str) -> Response:
         sandbox = self._find(request, sandbox_id, "connecting to a sandbox")
-        body = Timeout.model_validate(await _json_body(request))
+        body = Connect.model_validate(await _json_body(request))
         # E2B: connecting to a running sandbox only ever lengthens its life
-        self._extend(sandbox, body.timeout, only_longer=True)
+        if body.timeout is not None:
+            self._extend(sandbox, body.timeout, only_longer=True)
         await self.session_of(sandbox)
+        await self._keep(sandbox)
         return JSONResponse(self._wire(sandbox, False), status_code=200)

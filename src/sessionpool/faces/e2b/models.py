@@ -34,8 +34,16 @@ class NewSandbox(BaseModel):
 
 
 class Timeout(BaseModel):
-    """``POST /sandboxes/{id}/timeout`` and ``POST /v2/sandboxes/{id}/connect``."""
+    """``POST /sandboxes/{id}/timeout``."""
 
     model_config = ConfigDict(extra="ignore")
 
     timeout: int = Field(ge=0)
+
+
+class Connect(BaseModel):
+    """``POST /v2/sandboxes/{id}/connect``: a timeout lengthens the sandbox's life."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timeout: int | None = Field(default=None, ge=0)

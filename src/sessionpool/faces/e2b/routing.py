@@ -82,6 +82,26 @@ async def _answer(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _check_tokens(scope: Scope, sandbox: Sandbox) -> str:
+    """Why the request's sandbox tokens do not admit it ("" if they do). The access token
+    (``X-Access-Token``) is what envd calls carry; the SDKs' context calls carry only the
+    traffic token (``E2B-Traffic-Access-Token``): either admits, a wrong one refuses."""
+    offered = [
+        (name, given, expected)
+        for name, header, expected in (
+            ("X-Access-Token", b"x-access-token", sandbox.envd_access_token),
+            ("E2B-Traffic-Access-Token", b"e2b-traffic-access-token", sandbox.traffic_token),
+        )
+        if (given := _header(scope, header))
+    ]
+    if not offered:
+        return "no X-Access-Token"
+    for name, given, expected in offered:
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+            return f"a wrong {name}"
+    return ""
+
+
 class SandboxRouter:
     """Sandbox traffic to its port's app; everything else to ``app`` untouched."""
 
@@ -97,14 +117,15 @@ class SandboxRouter:
         sandbox_id, port = target
         sandbox = self.face.registry.get(sandbox_id)
         if sandbox is None:
-            await _answer(send, 404, f"sandbox {sandbox_id!r} not found")
+            # E2B's proxy answers 502 for a sandbox that is not running: the SDKs read it as
+            # "not running" (is_running() is False) and name the sandbox's timeout as the cause
+            await _answer(
+                send, 502, f"sandbox {sandbox_id!r} not found: killed, timed out or never created"
+            )
             return
-        token = _header(scope, b"x-access-token")
-        if not token or not hmac.compare_digest(
-            token.encode("utf-8", "surrogateescape"), sandbox.envd_access_token.encode()
-        ):
-            what = "a wrong" if token else "no"
-            await _answer(send, 401, f"{what} X-Access-Token for sandbox {sandbox_id!r}")
+        problem = _check_tokens(scope, sandbox)
+        if problem:
+            await _answer(send, 401, f"{problem} for sandbox {sandbox_id!r}")
             return
         app = self.face.port_app(port)
         if app is None:

@@ -36,6 +36,20 @@ def new_sandbox_id() -> str:
 
 
 @dataclass
+class Context:
+    """One interpreter of a sandbox (E2B's code context). The default one is the sandbox's own
+    session; each created context is a session of its own (its own interpreter and files)."""
+
+    id: str
+    language: str
+    cwd: str
+    pool: str
+    key: str
+    #: cells run, for the SDK's ``execution_count``
+    executions: int = 0
+
+
+@dataclass
 class Sandbox:
     sandbox_id: str
     tenant: str
@@ -54,6 +68,8 @@ class Sandbox:
     traffic_token: str = field(default_factory=lambda: secrets.token_hex(24))
     #: the ``Idempotency-Key`` and body digest it was created with, if any
     idempotency: tuple[str, str] | None = None
+    #: its code contexts by id: "default" (the sandbox's session) and those created
+    contexts: dict[str, Context] = field(default_factory=dict)
 
     @property
     def session_key(self) -> str:
