@@ -127,3 +127,12 @@ async def test_processes_end_with_the_session_kernel(session: Session) -> None:
     _, _, end = await collect(handle)
     assert end.error and "interpreter ended" in end.error
     assert await session.list_processes() == []
+
+
+async def test_quick_processes_one_after_another_keep_their_output(session: Session) -> None:
+    """A process that ends frees its pipes' fd numbers for the next one: output must never be
+    read from a reused fd on behalf of the process that ended."""
+    for i in range(40):
+        handle = await session.start_process(ProcessSpec("/bin/echo", (str(i),)))
+        out, _, end = await collect(handle)
+        assert (out, end.exit_code) == (f"{i}\n".encode(), 0)

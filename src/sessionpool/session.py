@@ -14,7 +14,7 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 from sessionpool import errors, protocol
@@ -771,7 +771,7 @@ class ProcessHandle:
         self._record = record
         self._queue = queue
 
-    async def events(self) -> AsyncIterator[ProcessEvent]:
+    async def events(self) -> AsyncGenerator[ProcessEvent, None]:
         """Output events, then one ``end`` event; following stops when the iterator does."""
         try:
             while True:

@@ -245,9 +245,12 @@ class Processes:
                         os.read(self._wake_r, 4096)
                     continue
                 proc, name = key.data
+                # a key of this batch may be stale: a process handled earlier in it ended and
+                # its fd numbers may already belong to a process started since
                 if name is None:
-                    self._finish(proc)
-                else:
+                    if proc.pidfd >= 0:
+                        self._finish(proc)
+                elif proc.fds.get(key.fd) == name:
                     self._pump(proc, key.fd, name)
 
     def _pump(self, proc: _Proc, fd: int, name: str) -> bool:
@@ -292,6 +295,7 @@ class Processes:
                 self._sel.unregister(proc.pidfd)
             self._procs.pop(popen.pid, None)
         os.close(proc.pidfd)
+        proc.pidfd = -1
         for pipe in (popen.stdin, popen.stdout, popen.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):

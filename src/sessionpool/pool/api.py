@@ -7,7 +7,7 @@ so every API works the same on one machine and on many.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from sessionpool.config import PoolConfig
@@ -30,7 +30,7 @@ class ProcessFollower(Protocol):
 
     pid: int
 
-    def events(self) -> AsyncIterator[ProcessEvent]: ...
+    def events(self) -> AsyncGenerator[ProcessEvent, None]: ...
 
     def detach(self) -> None:
         """Stop following; the process runs on."""

@@ -166,6 +166,10 @@ def _build_root(spec: JailSpec) -> str:
         linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID)
     # the session's workspace
     os.makedirs(f"{new}/mnt/data", exist_ok=True)
+    if not spec.image:
+        # E2B's home (the SDKs' default directory) is the workspace
+        os.makedirs(f"{new}/home", exist_ok=True)
+        os.symlink("/mnt/data", f"{new}/home/user")
     linux.mount(spec.workspace, f"{new}/mnt/data", None, linux.MS_BIND)
     linux.mount(None, f"{new}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
     # /proc of the new pid namespace: the session sees only its own processes
