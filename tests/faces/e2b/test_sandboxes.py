@@ -165,3 +165,11 @@ async def test_create_refuses_what_it_cannot_honour(
         assert field in r.json()["message"], r.text
     for body in ({"allow_internet_access": False}, {"network": {"denyOut": ["0.0.0.0/0"]}}):
         assert (await http.post("/v2/sandboxes", json=body, headers=key)).status_code == 201
+
+
+async def test_a_full_pool_is_e2bs_rate_limit(tmp_path: Path) -> None:
+    async with fake_server(tmp_path, PoolConfig(ready_sessions=0, max_sessions=1)) as http:
+        key = e2b_key(tmp_path, "acme")
+        await create(http, key)
+        r = await http.post("/v2/sandboxes", json={}, headers=key)
+        assert r.status_code == 429 and r.json()["code"] == 429, r.text

@@ -28,11 +28,12 @@ from starlette.types import ASGIApp
 from sessionpool import errors
 from sessionpool.faces.base import Runtime, require
 from sessionpool.faces.e2b import interpreter
+from sessionpool.faces.e2b.answers import error, service_error
 from sessionpool.faces.e2b.envd import ENVD_VERSION, build_envd_app
 from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, Connect, NewSandbox, Timeout
 from sessionpool.faces.e2b.routing import ENVD_PORT, INTERPRETER_PORT, SandboxRouter
 from sessionpool.faces.e2b.sandboxes import Context, Registry, Sandbox, new_sandbox_id
-from sessionpool.faces.http import HttpError, describe_validation, status_for
+from sessionpool.faces.http import HttpError, describe_validation
 from sessionpool.faces.quotas import Quotas
 from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
 from sessionpool.tenancy import Principal, Scope, identifier_of
@@ -50,12 +51,6 @@ REAP_INTERVAL = 0.5
 Handler = Callable[..., Awaitable[Response]]
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    """E2B's error body: the SDKs read ``message`` (and turn 401, 404, 429 into their own
-    exceptions)."""
-    return JSONResponse({"code": status, "message": message}, status_code=status)
-
-
 def e2b_errors(handler: Handler) -> Handler:
     """Render the server's errors in E2B's shape for one route."""
 
@@ -64,11 +59,11 @@ def e2b_errors(handler: Handler) -> Handler:
         try:
             return await handler(*args, **kwargs)
         except HttpError as exc:
-            return _error(exc.status, exc.message)
+            return error(exc.status, exc.message)
         except errors.ServiceError as exc:
-            return _error(status_for(exc), exc.message)
+            return service_error(exc)
         except ValidationError as exc:
-            return _error(400, describe_validation(exc.errors()))
+            return error(400, describe_validation(exc.errors()))
 
     return wrapped
 

@@ -30,9 +30,10 @@ from starlette.routing import Route
 
 from sessionpool import errors
 from sessionpool.faces.base import require
+from sessionpool.faces.e2b.answers import error, service_error
 from sessionpool.faces.e2b.routing import FACE_KEY, current_sandbox
 from sessionpool.faces.e2b.sandboxes import Context, Sandbox
-from sessionpool.faces.http import HttpError, describe_validation, status_for
+from sessionpool.faces.http import HttpError, describe_validation
 from sessionpool.pool import SessionHandle
 from sessionpool.tenancy import SEPARATOR, Scope
 from sessionpool.types import DisplayData, ExecutionResult, ExecutionStatus
@@ -76,10 +77,6 @@ class ContextBody(BaseModel):
 
     language: str | None = None
     cwd: str | None = None
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
 def _face(request: Request) -> E2bFace:
@@ -402,9 +399,9 @@ def _guarded(handler: Any) -> Any:
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except HttpError as exc:
-            return _error(exc.status, exc.message)
+            return error(exc.status, exc.message)
         except errors.ServiceError as exc:
-            return _error(status_for(exc), exc.message)
+            return service_error(exc)
 
     return wrapped
 
