@@ -173,3 +173,10 @@ async def test_a_full_pool_is_e2bs_rate_limit(tmp_path: Path) -> None:
         await create(http, key)
         r = await http.post("/v2/sandboxes", json={}, headers=key)
         assert r.status_code == 429 and r.json()["code"] == 429, r.text
+
+
+async def test_a_host_name_that_only_looks_like_the_host_form_is_the_api(
+    http: httpx.AsyncClient,
+) -> None:
+    r = await http.get("/healthz", headers={"Host": "8080-gateway.example.com"})
+    assert r.status_code == 200 and r.json() == {"status": "ok"}

@@ -33,7 +33,9 @@ SANDBOX_KEY = "sessionpool.e2b.sandbox"
 FACE_KEY = "sessionpool.e2b.face"
 ENVD_PORT = 49983
 INTERPRETER_PORT = 49999
-_HOST_FORM = re.compile(r"(\d{1,5})-([a-z0-9]{1,64})")
+#: ``{port}-{sandbox id}``: only the ids this server issues (``sandboxes.new_sandbox_id``), so a
+#: deployment's own host name that merely starts with digits and a dash is not taken for one
+_HOST_FORM = re.compile(r"(\d{1,5})-(i[a-z0-9]{19})")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
