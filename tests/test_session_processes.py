@@ -136,3 +136,34 @@ async def test_quick_processes_one_after_another_keep_their_output(session: Sess
         handle = await session.start_process(ProcessSpec("/bin/echo", (str(i),)))
         out, _, end = await collect(handle)
         assert (out, end.exit_code) == (f"{i}\n".encode(), 0)
+
+
+async def test_junk_frames_from_session_code_are_dropped_not_buffered(session: Session) -> None:
+    """Code in the session can write frames to the kernel's socket. With processes running
+    the host reads the socket between calls; frames no call is due are dropped there, never
+    queued in the server, and the session, its calls and its processes carry on."""
+    ticker = await session.start_process(bash("while true; do echo tick; sleep 0.05; done"))
+    flood = (
+        "import json, os, socket, struct\n"
+        "def is_socket(fd):\n"
+        "    try:\n"
+        "        return os.readlink(f'/proc/self/fd/{fd}').startswith('socket:')\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "fds = [int(f) for f in os.listdir('/proc/self/fd') if is_socket(f)]\n"
+        "body = json.dumps({'op': 'result', 'id': -5, 'stdout': 'x' * 100000}).encode()\n"
+        "frame = struct.pack('>I', len(body)) + body\n"
+        "sock = socket.socket(fileno=os.dup(fds[0]))\n"
+        "for _ in range(200):\n"
+        "    sock.sendall(frame)\n"
+        "sock.detach(); 'sent'"
+    )
+    result = await session.execute(flood)
+    assert result.status is ExecutionStatus.OK, result.stderr
+    await asyncio.sleep(0.3)  # the frames the cell sent after its reply are read and dropped
+    assert session._inbox.qsize() == 0
+    again = await session.execute("6 * 7")
+    assert again.result is not None and again.result.data["text/plain"] == "42"
+    event = await asyncio.wait_for(anext(ticker.events()), 5)
+    assert event.kind == "stdout"
+    await session.signal_process(ticker.pid, signal.SIGKILL)

@@ -69,6 +69,10 @@ class Session:
         ] = {}
         #: calls reading the kernel's socket themselves (``_read_reply``)
         self._readers = 0
+        #: calls whose reply is due (from their request until their reply is read): the pump
+        #: keeps messages for them, and drops every other one (late replies, or junk that code
+        #: in the session wrote to the socket, which must not pile up in the server)
+        self._expecting = 0
         #: reads the socket between calls once processes run (their output must flow then too);
         #: calls then take their messages from the inbox
         self._pump: asyncio.Task[None] | None = None
@@ -213,9 +217,11 @@ class Session:
         rid = next(_ids)
         deadline = self._deadline(timeout)
         grace = self.pool_config.interrupt_grace_seconds
+        self._expecting += 1  # until _read_reply ends
         try:
             await kernel.send({**request, "id": rid})
         except KernelDied:
+            self._expecting -= 1
             reason = await self._kill_kernel(kernel)
             self._ended("exited", reason)
             return "died", {}, [], reason
@@ -292,6 +298,10 @@ class Session:
             return await self._read_reply_loop(kernel, rid, on_output, budget)
         finally:
             self._readers -= 1
+            self._expecting -= 1
+            if not self._expecting:
+                while not self._inbox.empty():  # stale: no call is due a reply
+                    self._inbox.get_nowait()
             self._maybe_pump()
 
     async def _next_message(self, kernel: Kernel) -> tuple[dict[str, Any], list[bytes]]:
@@ -699,20 +709,23 @@ class Session:
             return
         self._pump_kernel = kernel
         self._pump_error = None
-        self._inbox = asyncio.Queue()
+        # a few messages at most: the pump waits for the call to take them (as the socket
+        # would make the kernel wait), so a flood is never buffered in the server
+        self._inbox = asyncio.Queue(maxsize=4)
         self._pump = asyncio.ensure_future(self._pump_loop(kernel))
 
     async def _pump_loop(self, kernel: Kernel) -> None:
         try:
             while True:
                 header, blobs = await kernel.read(*self._limits())
-                if not self._route_process_message(header, blobs):
-                    self._inbox.put_nowait((header, blobs))
+                if not self._route_process_message(header, blobs) and self._expecting:
+                    await self._inbox.put((header, blobs))
         except (KernelDied, protocol.FrameError) as exc:
             if isinstance(exc, protocol.FrameError):
                 kernel.signal(signal.SIGKILL)  # a hostile kernel: as a call would
             self._pump_error = exc
-            self._inbox.put_nowait(exc)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbox.put_nowait(exc)  # wakes a call waiting (it finds the error anyway)
             if self.kernel is kernel or self.kernel is None:
                 self._processes_lost("the session's interpreter ended")
 
