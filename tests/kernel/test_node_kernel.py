@@ -360,6 +360,10 @@ def test_ping_and_bad_requests(kernel: Kernel) -> None:
     assert "frobnicate" in reply["detail"]
     rid = kernel.send({"op": "execute", "code": 42})
     assert kernel.reply(rid)[1]["op"] == "bad-request"
+    # the process service is the Python kernel's: this one says so, by id (the session then
+    # reports processes as not supported by the pool's runtime)
+    rid = kernel.send({"op": "proc_start", "cmd": "/bin/true"})
+    assert kernel.reply(rid)[1]["op"] == "bad-request"
 
 
 def test_exit_request_ends_the_process(kernel: Kernel) -> None:
