@@ -180,3 +180,28 @@ async def test_a_host_name_that_only_looks_like_the_host_form_is_the_api(
 ) -> None:
     r = await http.get("/healthz", headers={"Host": "8080-gateway.example.com"})
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_one_sandboxs_token_does_not_open_another(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key = e2b_key(tmp_path, "acme")
+    a, b = await create(http, key), await create(http, key)
+    await run(http, b, "secret = 'b'")
+    tricks = (
+        {**traffic(b), "X-Access-Token": a["envdAccessToken"]},
+        {**traffic(b), "X-Access-Token": "", "E2B-Traffic-Access-Token": a["trafficAccessToken"]},
+        {
+            "Host": f"49999-{b['sandboxID']}.sandboxes.test",
+            "X-Access-Token": a["envdAccessToken"],
+            "Authorization": "",
+        },
+    )
+    for headers in tricks:
+        r = await http.post("/execute", json={"code": "secret"}, headers=headers)
+        assert r.status_code == 401 and "secret" not in r.text, headers
+    # the headers name the sandbox before the host does: a's token with a's headers and b's
+    # host is a's sandbox, where b's variable does not exist
+    mixed = {**traffic(a), "Host": f"49999-{b['sandboxID']}.sandboxes.test"}
+    r = await http.post("/execute", json={"code": "secret"}, headers=mixed)
+    assert r.status_code == 200 and '"name":"NameError"' in r.text
