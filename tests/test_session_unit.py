@@ -19,7 +19,7 @@ from sessionpool.engine import Engine
 from sessionpool.protocol import Message
 from sessionpool.sandbox.fake import FakeBackend, FakeKernel, Reply, run_python
 from sessionpool.session import Session
-from sessionpool.types import ExecutionStatus
+from sessionpool.types import ExecutionStatus, ProcessSpec
 from tests.fakes import fake_engine
 
 QUICK = PoolConfig(
@@ -206,3 +206,15 @@ async def test_file_errors_name_the_session_and_the_limit(tmp_path: Path) -> Non
         with pytest.raises(errors.FileNotFound) as missing:
             await session.read_file("nope.txt")
         assert missing.value.identifier == "files"
+
+
+async def test_processes_on_a_kernel_without_them_are_refused_clearly(session: Session) -> None:
+    """A kernel that answers process requests with bad-request (the fake, the Node.js kernel)
+    makes the session say processes are not supported by the pool's runtime."""
+    with pytest.raises(errors.InvalidArgument, match="not supported by this pool's runtime"):
+        await session.start_process(ProcessSpec("/bin/true"))
+    with pytest.raises(errors.InvalidArgument, match="not supported"):
+        await session.list_processes()
+    with pytest.raises(errors.ObjectNotFound):
+        session.connect_process(1)
+    assert (await session.execute("1 + 1")).status is ExecutionStatus.OK
