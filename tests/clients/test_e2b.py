@@ -171,12 +171,15 @@ def test_the_async_sdk(e2b_env: str) -> None:
     asyncio.run(flow())
 
 
-def test_refusals_are_clear(e2b_env: str, server: ServerProcess) -> None:
+def test_refusals_are_clear(
+    e2b_env: str, server: ServerProcess, request: pytest.FixtureRequest
+) -> None:
     with pytest.raises(SandboxException, match="allow_internet_access: this server's sessions"):
         Sandbox.create(allow_internet_access=True)
     with pytest.raises(SandboxException, match="template 'no-such-pool' not found"):
         Sandbox.create(template="no-such-pool")
     api = httpx.Client(base_url=server.url, headers={"X-API-KEY": e2b_env})
+    request.addfinalizer(api.close)
     for field, value in (
         ("volumeMounts", [{"name": "v", "path": "/data"}]),
         ("mcp", {"github": {}}),
@@ -202,7 +205,7 @@ def test_refusals_are_clear(e2b_env: str, server: ServerProcess) -> None:
 
 
 def test_tenants_tokens_and_keys(
-    e2b_env: str, server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+    e2b_env: str, server: ServerProcess, request: pytest.FixtureRequest
 ) -> None:
     with Sandbox.create() as sbx:
         sbx.run_code("secret = 'mine'")
@@ -211,6 +214,7 @@ def test_tenants_tokens_and_keys(
         with pytest.raises(Exception, match="not found"):
             Sandbox.connect(sbx.sandbox_id, api_key=other)
         api = httpx.Client(base_url=server.url, headers={"X-API-KEY": other})
+        request.addfinalizer(api.close)
         for method, path in (
             ("GET", f"/sandboxes/{sbx.sandbox_id}"),
             ("DELETE", f"/sandboxes/{sbx.sandbox_id}"),
