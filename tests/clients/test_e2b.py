@@ -122,6 +122,11 @@ def test_contexts_are_independent_interpreters(e2b_env: str) -> None:
         assert bash.logs.stdout == ["42\n"] and bash.error is None
         with pytest.raises(SandboxException, match="language 'cobol' is not supported"):
             sbx.run_code("1", language="cobol")
+    # a template names a pool, and its runtime: the Node.js pool's sandbox speaks JavaScript
+    with Sandbox.create(template="js") as node:
+        assert node.get_info().template_id == "js"
+        assert node.run_code("const n = 2; n + 1").text == "3"
+        assert node.run_code("6 * 7", language="python").text == "42"
 
 
 def test_lifecycle_list_connect_timeout_and_kill(e2b_env: str) -> None:
