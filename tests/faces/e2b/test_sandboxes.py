@@ -205,3 +205,13 @@ async def test_one_sandboxs_token_does_not_open_another(
     mixed = {**traffic(a), "Host": f"49999-{b['sandboxID']}.sandboxes.test"}
     r = await http.post("/execute", json={"code": "secret"}, headers=mixed)
     assert r.status_code == 200 and '"name":"NameError"' in r.text
+
+
+async def test_bodies_are_bounded(http: httpx.AsyncClient, tmp_path: Path) -> None:
+    key = e2b_key(tmp_path, "acme")
+    huge = b'{"metadata": {"a": "' + b"x" * (17 * 1024 * 1024) + b'"}}'
+    r = await http.post("/v2/sandboxes", content=huge, headers=key)
+    assert r.status_code == 413
+    sbx = await create(http, key)
+    r = await http.post("/execute", content=huge, headers=traffic(sbx))
+    assert r.status_code == 413

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from sessionpool import errors
-from sessionpool.faces.http import status_for
+from sessionpool.faces.http import read_body, status_for
+
+#: JSON bodies (a sandbox's create, a cell's code) are refused past this, before buffering more
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+async def json_body(request: Request) -> bytes:
+    """The request's body, at most :data:`MAX_JSON_BYTES` (413 past it)."""
+    return await read_body(request, MAX_JSON_BYTES)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp
 from sessionpool import errors
 from sessionpool.faces.base import Runtime, require
 from sessionpool.faces.e2b import interpreter
-from sessionpool.faces.e2b.answers import error, service_error
+from sessionpool.faces.e2b.answers import error, json_body, service_error
 from sessionpool.faces.e2b.envd import ENVD_VERSION, build_envd_app
 from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, Connect, NewSandbox, Timeout
 from sessionpool.faces.e2b.routing import ENVD_PORT, INTERPRETER_PORT, SandboxRouter
@@ -77,7 +77,7 @@ def _not_supported(what: str) -> HttpError:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    raw = await json_body(request)
     if not raw.strip():
         return {}
     try:

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from sessionpool import errors
 from sessionpool.faces.base import require
-from sessionpool.faces.e2b.answers import error, service_error
+from sessionpool.faces.e2b.answers import error, json_body, service_error
 from sessionpool.faces.e2b.routing import FACE_KEY, current_sandbox
 from sessionpool.faces.e2b.sandboxes import Context, Sandbox
 from sessionpool.faces.http import HttpError, describe_validation
@@ -86,7 +86,7 @@ def _face(request: Request) -> E2bFace:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()
+    raw = await json_body(request)
     try:
         return model.model_validate(json.loads(raw) if raw.strip() else {})
     except ValueError as exc:
