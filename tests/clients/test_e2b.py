@@ -68,6 +68,8 @@ def test_run_code_keeps_state_and_returns_charts_errors_and_streams(e2b_env: str
         assert execution.text == "42" and execution.results[0].is_main_result
         assert execution.execution_count == 2
         assert sbx.run_code("import os; os.environ['GREETING']").text == "'hello'"
+        # the sandbox's envVars reach the commands it runs too (envd)
+        assert sbx.commands.run("echo $GREETING").stdout == "hello\n"
         # run_code's envs hold for that one cell
         one = sbx.run_code("os.environ.get('ONE'), os.getcwd()", envs={"ONE": "1"})
         assert one.text == "('1', '/mnt/data')"
