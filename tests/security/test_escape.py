@@ -106,10 +106,11 @@ def test_server_process_is_not_in_the_session_proc(
 
 
 def test_sys_secrets_and_kernel_interfaces_are_absent(api: Api, ident: str) -> None:
+    """(/home holds only the jail's own link to the workspace: checked below, with the root.)"""
     found = api.value(
         ident,
         ATTEMPT + "[os.path.exists(p) for p in ('/sys/kernel', '/sys/firmware', '/sys/fs/cgroup',"
-        " '/boot', '/var/lib', '/home', '/root/.ssh', '/root/.bashrc')],"
+        " '/boot', '/var/lib', '/home/user/.ssh', '/root/.ssh', '/root/.bashrc')],"
         " attempt(lambda: open('/proc/sysrq-trigger', 'w').write('h')),"
         " attempt(lambda: open('/proc/sys/kernel/hostname', 'w').write('x'))",
     )
@@ -204,9 +205,10 @@ def test_no_inherited_descriptor_leads_to_the_host(api: Api, ident: str) -> None
         "        except OSError:\n"
         "            pass\n"
         "up = sorted(os.listdir('/proc/1/cwd/../../..')), sorted(os.listdir('/proc/1/root'))\n"
-        "dirs, sorted(set(targets.values())), up",
+        "home = {n: os.readlink('/home/' + n) for n in os.listdir('/home')}\n"
+        "dirs, sorted(set(targets.values())), up, home",
     )
-    dirs, targets, (up, root) = found
+    dirs, targets, (up, root), home = found
     assert dirs == [], dirs  # no directory fd at all (the leaked-cwd attack needs one)
     for target in targets:
         assert (
@@ -219,9 +221,12 @@ def test_no_inherited_descriptor_leads_to_the_host(api: Api, ident: str) -> None
             or target.startswith("/proc/")
         ), target
     assert up == root  # ../../.. of /mnt/data is the jail's own root
-    assert "home" not in root and "var" not in root and "srv" not in root, root
+    assert "var" not in root and "srv" not in root, root
+    # /home is the jail's own: E2B's home directory, a link to the workspace; no host home
+    assert home == {"user": "/mnt/data"}, home
     # the system directories and /opt (the runtime and the kernel), wherever this checkout lives
-    system = {"bin", "dev", "etc", "lib", "lib32", "lib64", "mnt", "opt", "proc", "sbin", "tmp"}
+    system = {"bin", "dev", "etc", "home", "lib", "lib32", "lib64", "mnt", "opt", "proc", "sbin"}
+    system.add("tmp")
     assert set(root) <= system | {"usr"}, root
 
 
