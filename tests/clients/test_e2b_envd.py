@@ -4,10 +4,12 @@ against a real server with jailed sessions; and what one sandbox cannot reach of
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -253,3 +255,48 @@ def test_a_sandbox_cannot_reach_another_sandboxs_files_or_processes(e2b_env: str
         answer = httpx.get(url, params={"path": "secret.txt"}, headers=headers)
         assert answer.status_code == 401
         one.commands.kill(sleeper.pid)
+
+
+# -- the wire, as the SDKs' Connect client speaks it -------------------------------------------
+
+
+def _frames(body: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """Connect's enveloped frames: (flags, JSON message)."""
+    frames, at = [], 0
+    while at < len(body):
+        flags, size = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
+        frames.append((flags, json.loads(body[at + 5 : at + 5 + size] or b"{}")))
+        at += 5 + size
+    return frames
+
+
+def test_a_quiet_process_gets_keepalives_and_still_ends(sbx: Sandbox) -> None:
+    """A stream waiting longer than the client's keepalive interval sends keepalive events
+    and keeps following the process (its end still arrives), as envd does."""
+    message = json.dumps(
+        {"process": {"cmd": "/bin/bash", "args": ["-c", "sleep 2.5; echo done"]}}
+    ).encode()
+    answer = httpx.post(
+        f"{sbx.envd_api_url}/process.Process/Start",
+        content=b"\0" + len(message).to_bytes(4, "big") + message,
+        headers={
+            "Content-Type": "application/connect+json",
+            "Connect-Protocol-Version": "1",
+            "Keepalive-Ping-Interval": "1",
+            "E2b-Sandbox-Id": sbx.sandbox_id,
+            "E2b-Sandbox-Port": "49983",
+            "X-Access-Token": str(sbx._envd_access_token),
+        },
+        timeout=20,
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/connect+json"
+    frames = _frames(answer.content)
+    messages = [m["event"] for flags, m in frames if flags == 0]
+    events = [next(iter(m)) for m in messages]
+    assert events[0] == "start" and events[-1] == "end"
+    assert events.count("keepalive") >= 2, events
+    data = [m["data"] for m in messages if "data" in m]
+    assert data == [{"stdout": "ZG9uZQo="}]  # bytes are base64 in Connect's JSON
+    assert messages[-1]["end"]["exited"] is True
+    assert frames[-1] == (2, {})  # the end-of-stream frame, no error

@@ -10,6 +10,7 @@ another sandbox's pid names nothing here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TypeVar
@@ -99,22 +100,33 @@ async def _stream(follower: ProcessFollower, wrap: type[R], keepalive: float) ->
     )
     yield wrap(event=pb.ProcessEvent(event=start))
     events = follower.events()
+    # one wait for the next event outlives the keepalives sent meanwhile: cancelling it
+    # would end the follower's event generator
+    pending: asyncio.Future[ProcessEvent] | None = None
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(anext(events), keepalive)
-            except TimeoutError:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=keepalive)
+            if not done:
                 keep: Oneof[Literal["keepalive"], pb.ProcessEvent.KeepAlive] = Oneof(
                     "keepalive", pb.ProcessEvent.KeepAlive()
                 )
                 yield wrap(event=pb.ProcessEvent(event=keep))
                 continue
+            finished, pending = pending, None
+            try:
+                event = finished.result()
             except StopAsyncIteration:
                 return
             yield wrap(event=_event(event))
             if event.kind == "end":
                 return
     finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
         follower.detach()
         await events.aclose()
 
