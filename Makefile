@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-http bench-agents bench-cluster soak clean
+.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -132,6 +132,14 @@ bench-engine: install
 # allocation, x += 1 and idle memory for each runtime (python, python-3.13, node, a custom image)
 bench-runtimes: install
 	$(PY) -m benchmarks.runtimes
+
+# the E2B face through the unmodified SDK, beside a local Jupyter kernel
+bench-e2b: install
+	$(PY) -m benchmarks.e2b
+
+# x += 1 with each kind of credential (server key, tenant key, identity token)
+bench-auth: install
+	$(PY) -m benchmarks.auth
 
 bench-http: install
 	$(PY) -m benchmarks.http_api
