@@ -4,6 +4,7 @@ against a real server with jailed sessions; and what one sandbox cannot reach of
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -83,6 +84,9 @@ def test_files_round_trip_list_rename_remove(sbx: Sandbox) -> None:
     assert sorted(i.path for i in infos) == ["/home/user/m/one.txt", "/home/user/m/two.txt"]
     sbx.files.write("stream.txt", b"streamed", use_octet_stream=True)
     assert sbx.files.read("stream.txt") == "streamed"
+    sbx.files.write("zipped.txt", "inflated on arrival" * 1000, gzip=True)
+    assert sbx.files.read("zipped.txt") == "inflated on arrival" * 1000
+    assert b"".join(sbx.files.read("data.bin", format="stream")) == blob
     # /mnt/data names the same files, and answers keep that name
     assert sbx.files.write("/mnt/data/x.txt", "x").path == "/mnt/data/x.txt"
     assert sbx.files.read("/home/user/x.txt") == "x"
@@ -300,3 +304,26 @@ def test_a_quiet_process_gets_keepalives_and_still_ends(sbx: Sandbox) -> None:
     assert data == [{"stdout": "ZG9uZQo="}]  # bytes are base64 in Connect's JSON
     assert messages[-1]["end"]["exited"] is True
     assert frames[-1] == (2, {})  # the end-of-stream frame, no error
+
+
+def test_a_gzip_upload_is_bounded_by_the_file_limit_once_inflated(sbx: Sandbox) -> None:
+    """A small gzip body that inflates past the per-file limit is refused as it inflates
+    (413), never held whole by the server, and leaves no file behind."""
+    limit = 128 * 1000 * 1000  # the pool's limits.file_bytes (the default)
+    zeros = gzip.compress(b"\0" * (limit + (1 << 20)), compresslevel=9)
+    assert len(zeros) < limit // 500
+    answer = httpx.post(
+        f"{sbx.envd_api_url}/files",
+        params={"path": "bomb.bin"},
+        content=zeros,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "gzip",
+            "E2b-Sandbox-Id": sbx.sandbox_id,
+            "E2b-Sandbox-Port": "49983",
+            "X-Access-Token": str(sbx._envd_access_token),
+        },
+        timeout=60,
+    )
+    assert answer.status_code == 413, answer.text
+    assert not sbx.files.exists("bomb.bin")
