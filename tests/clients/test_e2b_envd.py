@@ -327,3 +327,45 @@ def test_a_gzip_upload_is_bounded_by_the_file_limit_once_inflated(sbx: Sandbox) 
     )
     assert answer.status_code == 413, answer.text
     assert not sbx.files.exists("bomb.bin")
+
+
+def _envelope(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message).encode()
+    return b"\0" + len(body).to_bytes(4, "big") + body
+
+
+def test_stream_input_and_a_process_named_by_its_tag(sbx: Sandbox) -> None:
+    """StreamInput (a client stream: the process, then its input) feeds a running command;
+    List reports the tag a process was started with."""
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    headers = {
+        "Content-Type": "application/connect+json",
+        "Connect-Protocol-Version": "1",
+        "E2b-Sandbox-Id": sbx.sandbox_id,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": str(sbx._envd_access_token),
+    }
+    body = (
+        _envelope({"start": {"process": {"pid": cat.pid}}})
+        + _envelope({"data": {"input": {"stdin": "b25lCg=="}}})  # "one\n"
+        + _envelope({"keepalive": {}})
+        + _envelope({"data": {"input": {"stdin": "dHdvCg=="}}})  # "two\n"
+    )
+    answer = httpx.post(
+        f"{sbx.envd_api_url}/process.Process/StreamInput", content=body, headers=headers
+    )
+    assert answer.status_code == 200 and _frames(answer.content)[-1] == (2, {}), answer.content
+    sbx.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "one\ntwo\n"
+
+    start = _envelope(
+        {"process": {"cmd": "/bin/sleep", "args": ["30"]}, "tag": "napper", "stdin": False}
+    )
+    with httpx.stream(
+        "POST", f"{sbx.envd_api_url}/process.Process/Start", content=start, headers=headers
+    ) as stream:
+        first = next(stream.iter_raw())
+        pid = json.loads(first[5:])["event"]["start"]["pid"]
+        tagged = {p.tag: p.pid for p in sbx.commands.list()}
+        assert tagged.get("napper") == pid
+        assert sbx.commands.kill(pid)
