@@ -22,7 +22,7 @@ $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(SERVE_STAMP)
 
 # on top of that, what the tests, linters and benchmarks need
-$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAINTS)
+$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json
 	$(PIP) -e '.[kernel,cluster,otel,dev]'
 	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
 	# because one of them caps pydantic below our pin (see requirements/clients.txt)
@@ -37,6 +37,10 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
 	# best effort: a Prometheus server, for the test that scrapes /metrics (skipped without one)
 	command -v prometheus >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q --no-install-recommends prometheus) >/dev/null 2>&1 || echo "Prometheus not installed: its scrape test will be skipped")
+	# the E2B JavaScript SDKs, exactly as locked, for the JS conformance test (Node.js comes with
+	# the serve step; npm with Debian's nodejs)
+	if command -v npm >/dev/null; then cd tests/clients/e2b_js && npm ci --no-audit --no-fund --ignore-scripts >/dev/null; \
+	  else echo "npm not installed: the E2B JS SDK test will be skipped"; fi
 	touch $(DEV_STAMP)
 
 install-serve: $(SERVE_STAMP)
