@@ -33,7 +33,7 @@ from sessionpool.faces.e2b.envd.common import (
     to_session,
 )
 from sessionpool.faces.e2b.envd.filesystem_connect import Filesystem
-from sessionpool.faces.e2b.routing import current_sandbox
+from sessionpool.faces.e2b.routing import FACE_KEY, current_sandbox
 from sessionpool.pool.api import SessionHandle
 from sessionpool.tenancy import Scope
 from sessionpool.types import FileInfo
@@ -219,6 +219,7 @@ class FilesystemService(Filesystem):
         /,
     ) -> pb.CreateWatcherResponse:
         sandbox = current_sandbox_id()
+        self._forget_ended_sandboxes()
         with as_connect_errors():
             session = await self._session()
             path = to_session(request.path)
@@ -256,6 +257,13 @@ class FilesystemService(Filesystem):
         self._watcher(request.watcher_id)
         del self._watchers[current_sandbox_id(), request.watcher_id]
         return pb.RemoveWatcherResponse()
+
+    def _forget_ended_sandboxes(self) -> None:
+        """Watchers of sandboxes that have ended (killed, timed out) are dropped, so they do
+        not pile up over the server's life."""
+        registry = current_request().scope[FACE_KEY].registry
+        for key in [k for k in self._watchers if registry.get(k[0]) is None]:
+            del self._watchers[key]
 
     def _watcher(self, watcher_id: str) -> _Watcher:
         watcher = self._watchers.get((current_sandbox_id(), watcher_id))
