@@ -363,12 +363,19 @@ class Session:
         code: str,
         timeout: float | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        context: str | None = None,
     ) -> ExecutionResult:
         """Run ``code``. ``on_output(name, text)``, if given, is called (in the event loop) with
-        stdout and stderr as the cell writes them; the result still carries all of it."""
+        stdout and stderr as the cell writes them; the result still carries all of it.
+
+        ``context`` names a separate namespace in the same interpreter (E2B's code contexts:
+        own variables, shared files and process); None is the session's default namespace.
+        """
         request: dict[str, Any] = {}
         if on_output is not None:
             request["stream"] = True
+        if context:
+            request["context"] = context
         async with self._lock:
             self.touch()
             self.busy = True
@@ -463,6 +470,18 @@ class Session:
             truncated=bool(header.get("truncated")),
             duration_ms=float(duration) if isinstance(duration, (int, float)) else 0.0,
         )
+
+    async def reset_context(self, name: str) -> None:
+        """Drop the named namespace; its next cell starts with fresh variables (files stay)."""
+        async with self._lock:
+            self.touch()
+            outcome, header, _, note = await self._roundtrip(
+                {"op": "context_reset", "context": name}, None
+            )
+        if outcome in ("killed", "died"):
+            return  # the interpreter is gone, and every namespace with it
+        if header.get("op") != "context_reset":
+            raise self._error(f"context reset failed: {header.get('detail', note)}")
 
     async def run_shell(self, command: str, timeout: float | None = None) -> ShellResult:
         async with self._lock:

@@ -179,3 +179,19 @@ async def test_subprocess_and_python_output_keep_their_order(session: Session) -
     code = "import os\nfor i in range(15):\n    os.system(f'echo sub{i}')\n    print(f'py{i}')\n"
     r = await session.execute(code)
     assert r.stdout == "".join(f"sub{i}\npy{i}\n" for i in range(15))
+
+
+async def test_named_contexts_are_separate_namespaces_of_one_process(session: Session) -> None:
+    await session.execute("x = 'default'")
+    assert (await session.execute("x = 'a'; import os", context="a")).error is None
+    r = await session.execute("'x' in dir(), 'os' in dir()", context="b")
+    assert r.result is not None and r.result.data["text/plain"] == "(False, False)"
+    r = await session.execute("x, os.getpid()", context="a")
+    pid = (await session.execute("import os; os.getpid()")).result
+    assert r.result is not None and pid is not None
+    assert r.result.data["text/plain"] == f"('a', {pid.data['text/plain']})"
+    await session.reset_context("a")
+    r = await session.execute("x", context="a")
+    assert r.error is not None and r.error.ename == "NameError"
+    r = await session.execute("x")
+    assert r.result is not None and r.result.data["text/plain"] == "'default'"

@@ -497,7 +497,10 @@ class RemoteSession:
         code: str,
         timeout: float | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        context: str | None = None,
     ) -> ExecutionResult:
+        if context:
+            raise _no_contexts()
         self.last_used = time.time()
         if lost := self._take_loss():
             return _lost_result(lost)
@@ -535,6 +538,9 @@ class RemoteSession:
         finally:
             await r.aclose()
         raise errors.SandboxError(f"the node of session {self.identifier!r} ended the stream")
+
+    async def reset_context(self, name: str) -> None:
+        raise _no_contexts()
 
     async def run_shell(self, command: str, timeout: float | None = None) -> ShellResult:
         self.last_used = time.time()
@@ -672,3 +678,8 @@ def _lost_result(message: str) -> ExecutionResult:
         error=ErrorInfo("SessionLost", message, message),
         state_lost=True,
     )
+
+
+def _no_contexts() -> errors.InvalidArgument:
+    """The node wire carries no context name, so a named namespace cannot be reached there."""
+    return errors.InvalidArgument("code contexts are not available in cluster mode")

@@ -266,6 +266,8 @@ class Kernel:
                 header, blobs = self.run_shell(request), []
             elif op == "ping":
                 header, blobs = {"op": "pong"}, []
+            elif op == "context_reset":
+                header, blobs = self.reset_context(request), []
             else:
                 header, blobs = {"op": "bad-request", "detail": f"unknown op {op!r}"}, []
             header["id"] = request.get("id")
@@ -277,6 +279,9 @@ class Kernel:
         code = request.get("code")
         if not isinstance(code, str):
             return {"op": "bad-request", "detail": "code must be a string"}, []
+        context = request.get("context")
+        if context is not None and not isinstance(context, str):
+            return {"op": "bad-request", "detail": "context must be a string"}, []
         sink = None
         if request.get("stream"):
             if self._sender is None:
@@ -301,9 +306,16 @@ class Kernel:
                 after=self._drain_once,
                 store_history=not request.get("silent", False),
                 sink=sink,
+                context=context,
             )
         finally:
             self.busy = False
+
+    def reset_context(self, request: dict[str, Any]) -> dict[str, Any]:
+        context = request.get("context")
+        if not isinstance(context, str) or not context:
+            return {"op": "bad-request", "detail": "context must be a non-empty string"}
+        return {"op": "context_reset", "existed": self.shell.reset_context(context)}
 
     def run_shell(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("command")

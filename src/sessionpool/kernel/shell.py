@@ -257,6 +257,8 @@ class SessionShell:
         self.last_write = 0.0
         self._shown_figures: set[int] = set()
         self._pyplot: Any = None
+        #: named namespaces (E2B code contexts): module, its dict and the execution count
+        self._contexts: dict[str, tuple[Any, dict[str, Any], int]] = {}
 
     # -- preparation -------------------------------------------------------------------------
 
@@ -311,11 +313,18 @@ class SessionShell:
         after: Callable[[], None] | None = None,
         store_history: bool = True,
         sink: Callable[[str, str], None] | None = None,
+        context: str | None = None,
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Run one cell and return the reply header and its blobs (PNG bytes).
 
-        ``sink``, if given, also receives the output as it is written (streaming).
+        ``sink``, if given, also receives the output as it is written (streaming). ``context``,
+        if given, runs the cell in that named namespace (made on first use) instead of the
+        default one: separate variables, imports and execution count, the same process.
         """
+        if context:
+            return self._run_in_context(
+                context, code, output_limit, image_limit, max_images, after, store_history, sink
+            )
         out = CellOutput(output_limit, image_limit, max_images, sink=sink)
         self.current = out
         self.shell.session_output = out
@@ -349,6 +358,51 @@ class SessionShell:
             self.shell.session_output = None
         duration = (time.perf_counter() - start) * 1000
         return self._reply(out, interrupted, duration)
+
+    def _run_in_context(
+        self,
+        context: str,
+        code: str,
+        output_limit: int,
+        image_limit: int,
+        max_images: int,
+        after: Callable[[], None] | None,
+        store_history: bool,
+        sink: Callable[[str, str], None] | None,
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Swap the context's namespace in for one cell and the default one back after.
+
+        Kept off ``run``'s path so cells without a context pay nothing for the feature.
+        """
+        shell = self.shell
+        saved = (shell.user_module, shell.user_ns, shell.execution_count)
+        entry = self._contexts.get(context)
+        fresh = entry is None
+        if entry is None:
+            module, ns = shell.prepare_user_module(None, None)
+            entry = (module, ns, 1)
+        self._swap(entry[0], entry[1])
+        shell.execution_count = entry[2]
+        if fresh:
+            shell.init_user_ns()  # In, Out, get_ipython, exit in the fresh namespace
+        try:
+            return self.run(code, output_limit, image_limit, max_images, after, store_history, sink)
+        finally:
+            self._contexts[context] = (shell.user_module, shell.user_ns, shell.execution_count)
+            self._swap(saved[0], saved[1])
+            shell.execution_count = saved[2]
+
+    def _swap(self, module: Any, ns: dict[str, Any]) -> None:
+        shell = self.shell
+        shell.user_module = module
+        shell.user_ns = ns
+        shell.ns_table["user_global"] = module.__dict__
+        shell.ns_table["user_local"] = ns
+        sys.modules["__main__"] = module  # pickle finds the classes a cell defines
+
+    def reset_context(self, context: str) -> bool:
+        """Drop a named namespace; its next cell starts a fresh one. False if there was none."""
+        return self._contexts.pop(context, None) is not None
 
     def _render_png(self, fig: Any) -> bytes | None:
         from IPython.core.pylabtools import print_figure

@@ -60,7 +60,11 @@ class SessionHandle(SessionInfo, Protocol):
         code: str,
         timeout: float | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        context: str | None = None,
     ) -> ExecutionResult: ...
+
+    async def reset_context(self, name: str) -> None:
+        """Drop a named namespace (see ``execute``'s ``context``)."""
 
     async def run_shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
 
