@@ -119,6 +119,12 @@ def test_declarations_persist_across_cells(kernel: Kernel) -> None:
     assert reply["error"]["ename"] == "SyntaxError"  # as in Node's REPL
 
 
+def test_a_named_context_is_refused_not_run_in_the_default_one(kernel: Kernel) -> None:
+    reply = kernel.execute("globalThis.leak = 1", context="a")
+    assert reply["status"] == "error" and "not supported" in reply["error"]["evalue"]
+    assert kernel.value("typeof leak") == "'undefined'"
+
+
 def test_last_expression_is_the_result(kernel: Kernel) -> None:
     assert kernel.value("const xs = [1, 2, 3];\nxs.map((x) => x * 2)") == "[ 2, 4, 6 ]"
     assert kernel.value("'text'") == "'text'"

@@ -6,7 +6,8 @@
  * speaks docs/protocol.md: frames of a 4-byte big-endian length and a UTF-8 JSON header (blobs
  * in requests are read and ignored; the kernel never sends any). It sends {"op":"ready"} once,
  * then serves one request at a time: execute (-> chunk* result), shell (-> shell_result),
- * ping (-> pong), exit (exits), anything else (-> bad-request). EOF on the socket exits.
+ * ping (-> pong), exit (exits), anything else (-> bad-request). EOF on the socket exits. An
+ * execute naming a `context` (an IPython namespace) is answered with an error result.
  *
  * execute, like Node's REPL:
  * - Cells run as scripts in this process's global scope (vm.runInThisContext), so top-level
@@ -799,10 +800,22 @@ function main() {
   const requests = [];
   let serving = false;
 
+  /** Named namespaces (E2B's code contexts) are an IPython kernel feature: refuse, do not
+   * silently run the cell in the default namespace. */
+  function noContexts() {
+    const text = 'named code contexts are not supported by the Node.js kernel';
+    return {
+      op: 'result', status: 'error', stdout: '', stderr: '', truncated: false, result: null,
+      displays: [], error: { ename: 'ContextError', evalue: text, traceback: text },
+      interrupted: false, duration_ms: 0,
+    };
+  }
+
   async function handle(request) {
     const op = request.op;
     let reply;
-    if (op === 'execute') reply = await execute(request);
+    if (op === 'execute' && request.context) reply = noContexts();
+    else if (op === 'execute') reply = await execute(request);
     else if (op === 'shell') reply = await runShell(request);
     else if (op === 'ping') reply = { op: 'pong' };
     else if (op === 'exit') process.exit(0);
