@@ -131,6 +131,28 @@ def test_contexts_are_independent_interpreters(e2b_env: str) -> None:
         assert node.run_code("6 * 7", language="python").text == "42"
 
 
+def test_python_contexts_share_the_sandbox_files(e2b_env: str) -> None:
+    with Sandbox.create() as sbx:
+        a = sbx.create_code_context()
+        b = sbx.create_code_context()
+        assert sbx.run_code("v = 1; import json", context=a).error is None
+        seen = sbx.run_code("'v' in dir(), 'json' in dir()", context=b)
+        assert seen.text == "(False, False)"
+        assert sbx.run_code("'v' in dir()").text == "False"
+        wrote = "open('/mnt/data/shared.txt', 'w').write('from a')"
+        assert sbx.run_code(wrote, context=a).error is None
+        assert sbx.run_code("open('/mnt/data/shared.txt').read()", context=b).text == "'from a'"
+        assert sbx.files.read("/mnt/data/shared.txt") == "from a"
+        assert sbx.commands.run("cat /mnt/data/shared.txt").stdout == "from a"
+        sbx.restart_code_context(a)
+        gone = sbx.run_code("v", context=a)
+        assert gone.error is not None and gone.error.name == "NameError"
+        assert sbx.run_code("open('shared.txt').read()", context=a).text == "'from a'"
+        sbx.remove_code_context(a)
+        assert a.id not in {c.id for c in sbx.list_code_contexts()}
+        assert sbx.run_code("1 + 1", context=b).text == "2"
+
+
 def test_lifecycle_list_connect_timeout_and_kill(e2b_env: str) -> None:
     tag = uuid.uuid4().hex
     a = Sandbox.create(metadata={"suite": tag, "role": "a"}, timeout=60)

@@ -146,7 +146,9 @@ class E2bFace:
     async def _live(self, tenant: str) -> int:
         """The tenant's live sessions over every pool (as the ACA face counts them), plus its
         sandboxes' (kept under reserved keys no identifier names)."""
-        total = sum(len(s.contexts) for s in self.registry.of_tenant(tenant))
+        total = sum(
+            len({c.key for c in s.contexts.values()}) for s in self.registry.of_tenant(tenant)
+        )
         for handle in self.engine.pools.values():
             total += sum(
                 identifier_of(tenant, s.identifier) is not None

@@ -6,16 +6,20 @@ and figures, then the last expression's value with ``is_main_result``), an ``err
 ``number_of_executions`` and ``end_of_execution``. A client that goes away (the SDK's
 ``timeout`` ends the request) interrupts its cell.
 
-Contexts: the default context is the sandbox's own session; every created context is a session
-of its own in the sandbox's pool (or, for JavaScript, a pool whose runtime is Node.js), so its
-interpreter is independent, and so are its files (E2B's contexts share the sandbox's
-filesystem; here they do not). Bash runs as a shell command in the default context's session.
+Contexts: the default context is the sandbox's own session. A created context of the sandbox's
+own language (Python) is a namespace in that session's kernel: its own variables, imports and
+execution count, the sandbox's files, processes and environment, as in E2B. Its ``cwd`` is
+entered with ``os.chdir``, which is process-wide: it moves every context of the sandbox. A
+context of another language (JavaScript beside a Python sandbox, or the reverse) is a session of
+its own in a pool that runs it, with files of its own. Bash runs as a shell command in the
+default context's session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -151,16 +155,22 @@ async def prepare(session: SessionHandle, sandbox: Sandbox, kind: str, cwd: str 
     """A new session of ``sandbox``: its environment variables applied (and ``cwd`` entered)."""
     if sandbox.env_vars:
         await _quiet(session, _env_code(kind, sandbox.env_vars))
+    await _enter(session, kind, cwd)
+
+
+async def _enter(session: SessionHandle, kind: str, cwd: str, namespace: str | None = None) -> None:
     if cwd and cwd != SESSION_CWD:
         if kind == "node":
             code = f"process.chdir({json.dumps(cwd)}); undefined"
         else:
             code = f"import os as __e2b_os; __e2b_os.chdir({json.dumps(cwd)}); del __e2b_os"
-        await _quiet(session, code, f"cwd {cwd!r}")
+        await _quiet(session, code, f"cwd {cwd!r}", namespace)
 
 
-async def _quiet(session: SessionHandle, code: str, what: str = "") -> None:
-    res = await session.execute(code)
+async def _quiet(
+    session: SessionHandle, code: str, what: str = "", namespace: str | None = None
+) -> None:
+    res = await session.execute(code, context=namespace)
     if res.error is not None and what:
         raise HttpError(400, "BadRequest", f"{what}: {res.error.ename}: {res.error.evalue}")
 
@@ -275,19 +285,24 @@ async def execute(request: Request) -> Response:
                 if shell.exit_code != 0:
                     chunks.put_nowait(("exit", str(shell.exit_code)))
                 return None
+            ns = ctx.namespace
             if not body.env_vars:
                 return await session.execute(
-                    body.code, on_output=lambda name, text: chunks.put_nowait((name, text))
+                    body.code,
+                    on_output=lambda name, text: chunks.put_nowait((name, text)),
+                    context=ns,
                 )
             # E2B's envs hold for this one cell: set before it, put back after it
             before, after = _env_for_one_cell(kind, body.env_vars)
-            await _quiet(session, before)
+            await _quiet(session, before, namespace=ns)
             try:
                 return await session.execute(
-                    body.code, on_output=lambda name, text: chunks.put_nowait((name, text))
+                    body.code,
+                    on_output=lambda name, text: chunks.put_nowait((name, text)),
+                    context=ns,
                 )
             finally:
-                await _quiet(session, after)
+                await _quiet(session, after, namespace=ns)
         finally:
             chunks.put_nowait(None)
 
@@ -344,11 +359,18 @@ async def create_context(request: Request) -> Response:
             "bash contexts are not supported by this server: run bash with "
             "run_code(language='bash') or commands.run",
         )
-    pool = sandbox.pool if face.kind_of(sandbox.pool) == kind else face.pool_for_kind(kind, sandbox)
     ctx_id = uuid.uuid4().hex
     cwd = body.cwd or SESSION_CWD
-    ctx = Context(ctx_id, _language(kind), cwd, pool, _ctx_key(sandbox, ctx_id))
-    await face.context_session(sandbox, ctx, new=True)
+    if kind == "python" and face.kind_of(sandbox.pool) == kind:
+        # a namespace in the sandbox's own kernel: shared files and processes, as in E2B
+        ctx = Context(ctx_id, "python", cwd, sandbox.pool, sandbox.session_key, namespace=ctx_id)
+        session = await face.context_session(sandbox, sandbox.contexts[DEFAULT_CONTEXT])
+        await _enter(session, kind, cwd, ctx_id)
+    else:
+        own = face.kind_of(sandbox.pool) == kind
+        pool = sandbox.pool if own else face.pool_for_kind(kind, sandbox)
+        ctx = Context(ctx_id, _language(kind), cwd, pool, _ctx_key(sandbox, ctx_id))
+        await face.context_session(sandbox, ctx, new=True)
     sandbox.contexts[ctx_id] = ctx
     return JSONResponse(_context_json(ctx))
 
@@ -375,18 +397,37 @@ async def delete_context(request: Request) -> Response:
         raise HttpError(400, "BadRequest", "the default context ends with its sandbox")
     sandbox = current_sandbox(request)
     sandbox.contexts.pop(ctx.id, None)
-    await _face(request).end_session(ctx)
+    if ctx.namespace is not None:
+        await _drop_namespace(_face(request), ctx)
+    else:
+        await _face(request).end_session(ctx)
     return Response(status_code=204)
+
+
+async def _drop_namespace(face: E2bFace, ctx: Context) -> None:
+    """A namespace context ends without ending the session it lives in (the sandbox's)."""
+    assert ctx.namespace is not None
+    with contextlib.suppress(errors.PoolNotFound):
+        session = await face.engine.pool(ctx.pool).lookup(ctx.key)
+        if session is not None:
+            await session.reset_context(ctx.namespace)
 
 
 async def restart_context(request: Request) -> Response:
     """A fresh interpreter: the context's session is ended and started again (for the default
-    context this also empties its files: they live in that session)."""
+    context this also empties its files: they live in that session). A namespace context only
+    loses its variables: files and the session stay."""
     ctx = _context(request)
     face = _face(request)
-    await face.end_session(ctx)
     ctx.executions = 0
-    await face.context_session(current_sandbox(request), ctx)
+    sandbox = current_sandbox(request)
+    if ctx.namespace is not None:
+        await _drop_namespace(face, ctx)
+        session = await face.context_session(sandbox, sandbox.contexts[DEFAULT_CONTEXT])
+        await _enter(session, "python", ctx.cwd, ctx.namespace)
+        return Response(status_code=204)
+    await face.end_session(ctx)
+    await face.context_session(sandbox, ctx)
     return Response(status_code=204)
 
 

@@ -38,7 +38,8 @@ def new_sandbox_id() -> str:
 @dataclass
 class Context:
     """One interpreter of a sandbox (E2B's code context). The default one is the sandbox's own
-    session; each created context is a session of its own (its own interpreter and files)."""
+    session; a created Python context is a namespace in that session (``namespace``: its own
+    variables, the sandbox's files and process); a JavaScript one is a session of its own."""
 
     id: str
     language: str
@@ -47,6 +48,8 @@ class Context:
     key: str
     #: cells run, for the SDK's ``execution_count``
     executions: int = 0
+    #: the kernel namespace the context's cells run in (None: the session's default one)
+    namespace: str | None = None
 
 
 @dataclass
