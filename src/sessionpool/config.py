@@ -48,6 +48,28 @@ class Limits:
     images_per_execution: int = 32
 
 
+NetworkMode = Literal["off", "allowlist", "on"]
+#: where a session with network finds the egress proxy: its own loopback, this port
+EGRESS_PROXY_PORT = 3128
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    """A pool's egress: the hosts its sessions may reach and the proxy's limits per session."""
+
+    #: ``host`` or ``*.domain`` (any subdomain), optionally ``:port`` (else 80 and 443)
+    allow: tuple[str, ...] = ()
+    #: headers the proxy adds to requests for one domain (which it then terminates TLS for):
+    #: ``((domain, ((header, value), ...)), ...)``; the session never sees the values
+    secrets: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    #: bytes per second through the proxy, both directions together, per session
+    bytes_per_second: int = 8 * MiB
+    #: connections open at once, per session
+    connections: int = 32
+    #: new connections per second, per session (a burst of twice that is admitted)
+    connections_per_second: float = 50.0
+
+
 def default_max_sessions() -> int:
     """Size the pool to the machine: one slot per 16 MiB of RAM, Azure's 600 as a floor cap."""
     try:
@@ -69,8 +91,12 @@ class PoolConfig:
     #: after SIGINT at the deadline, how long the cell may take to stop before the kill
     interrupt_grace_seconds: float = 2.0
     limits: Limits = field(default_factory=Limits)
-    #: only "disabled" exists for now: sessions get a private loopback and nothing else
-    network: Literal["disabled"] = "disabled"
+    #: the sessions' network: ``off`` (a private loopback, nothing else), ``allowlist`` (only
+    #: the hosts ``egress.allow`` names, through the server's egress proxy) or ``on`` (any public
+    #: host through the proxy: unsafe, the operator's explicit choice)
+    network: NetworkMode = "off"
+    #: what the egress proxy admits and how much (``network`` other than ``off``)
+    egress: EgressSettings = field(default_factory=lambda: EgressSettings())
     #: a zygote is retired after forking this many live sessions (fork cost grows with them)
     zygote_max_children: int = 200
     #: what the sessions run: a runtime built in the engine's runtimes_dir (``python``,
@@ -98,6 +124,13 @@ class EngineConfig:
     sessions_memory_reserve_bytes: int = 0
     #: built session runtimes (``sessionpool runtime build``) and prepared custom images
     runtimes_dir: Path = field(default_factory=lambda: default_runtimes_dir())
+    #: names the egress proxy resolves itself, before the system's resolver: ((name, address),)
+    egress_hosts: tuple[tuple[str, str], ...] = ()
+    #: non-public networks (CIDR) the egress proxy may still connect to (a private index);
+    #: loopback, link-local and the metadata addresses are refused whatever this says
+    egress_allow_networks: tuple[str, ...] = ()
+    #: extra CA certificates (PEM files) the proxy and the sessions trust for upstream TLS
+    egress_trust_ca_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,20 @@ class InvalidArgument(ServiceError):
         super().__init__(message)
 
 
+class EgressWidens(InvalidArgument):
+    """A session's egress policy asked for more than its pool allows (a 400: narrow it)."""
+
+    def __init__(self, pool: str, detail: str, param: str | None = None) -> None:
+        self.pool = pool
+        self.limit = "network"
+        super().__init__(
+            f"pool {pool!r}: {detail}. A session's network can only be narrowed from its "
+            "pool's (the pool's `network` and `egress.allow` settings); ask the operator to "
+            "widen the pool, or ask for less.",
+            param,
+        )
+
+
 class AccessError(ServiceError):
     """Concerns the caller's credential or tenant (never another tenant's objects: those are
     simply not found)."""
