@@ -8,6 +8,8 @@ import resource
 
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.egress.policy import pool_policy
+from sessionpool.egress.proxy import EgressProxy
 from sessionpool.pool import Pool
 from sessionpool.sandbox.backend import Backend
 from sessionpool.sandbox.backends import make_backend
@@ -34,6 +36,43 @@ class Engine:
             p.name: Pool(p, self.backend, config.memory_reserve_bytes) for p in pool_configs
         }
         self.started = False
+        #: the egress proxy, when a pool's sessions have network (``network`` not ``off``)
+        self.egress: EgressProxy | None = None
+
+    def _start_egress(self) -> None:
+        """The proxy that is the only way out of sessions with network; checks every pool's
+        egress settings first, so a bad rule stops the start, naming the pool."""
+        wanted = [p for p in self.pools.values() if p.config.network != "off"]
+        for pool in wanted:
+            try:
+                pool_policy(pool.config)
+            except ValueError as exc:
+                raise errors.ConfigError(f"pool {pool.name!r}: egress: {exc}") from None
+        if not wanted:
+            return
+        if not self.backend.isolated:
+            log.warning(
+                "pools %s have network %s, but the %s backend does not isolate sessions: their "
+                "network is the host's, and no egress policy is enforced",
+                [p.name for p in wanted],
+                sorted({p.config.network for p in wanted}),
+                self.backend.name,
+            )
+            return
+        try:
+            proxy = EgressProxy(
+                self.config.data_dir / "egress",
+                self.config.egress_hosts,
+                self.config.egress_allow_networks,
+                self.config.egress_trust_ca_files,
+            )
+            proxy.start()
+        except (OSError, ValueError) as exc:
+            raise errors.ConfigError(f"the egress proxy could not start: {exc}") from None
+        self.egress = proxy
+        self.backend.ca_bundle = proxy.bundle
+        for pool in wanted:
+            pool.egress = proxy
 
     async def start(self) -> None:
         """Check the host (fail closed), start zygotes and the first warm sessions."""
@@ -41,6 +80,7 @@ class Engine:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self._start_egress()
         await self.backend.start()
         try:
             for pool in self.pools.values():
@@ -72,4 +112,7 @@ class Engine:
             *(p.close(deadline_s) for p in self.pools.values()), return_exceptions=True
         )
         await self.backend.close()
+        if self.egress is not None:
+            self.egress.close()
+            self.egress = None
         self.started = False

@@ -14,11 +14,13 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sessionpool import errors, protocol
 from sessionpool.config import PoolConfig
+from sessionpool.egress.policy import narrow, pool_policy
+from sessionpool.egress.proxy import LISTEN_HOST, LISTEN_PORT, EgressProxy, Gate
 from sessionpool.sandbox.backend import Backend, Kernel, KernelDied, Slot
 from sessionpool.telemetry import FILES_WRITTEN, PoolStats
 from sessionpool.types import (
@@ -41,7 +43,12 @@ WARMUP_CODE = "1 + 1"
 
 class Session:
     def __init__(
-        self, pool: PoolConfig, backend: Backend, slot: Slot, stats: PoolStats | None = None
+        self,
+        pool: PoolConfig,
+        backend: Backend,
+        slot: Slot,
+        stats: PoolStats | None = None,
+        egress: EgressProxy | None = None,
     ) -> None:
         self.pool_config = pool
         self.pool_name = pool.name
@@ -81,6 +88,13 @@ class Session:
         self._inbox: asyncio.Queue[tuple[dict[str, Any], list[bytes]] | BaseException] = (
             asyncio.Queue()
         )
+        #: the session's door to the egress proxy (pools with network only)
+        self.egress: Gate | None = None
+        if egress is not None and pool.network != "off":
+            self.egress = egress.gate(self._label, pool_policy(pool), pool.egress)
+
+    def _label(self) -> str:
+        return f"{self.pool_name}/{self.identifier or '(unassigned)'}"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -91,12 +105,13 @@ class Session:
         backend: Backend,
         warm_up: bool = True,
         stats: PoolStats | None = None,
+        egress: EgressProxy | None = None,
     ) -> Session:
         """Reserve a slot and fork a kernel into it. Sessions for the ready pool also run a
         throwaway cell, so the user's first cell does not pay the copy-on-write faults; an
         on-demand session skips it (the user's cell would wait for it anyway)."""
         slot = await backend.create_slot(pool)
-        session = cls(pool, backend, slot, stats)
+        session = cls(pool, backend, slot, stats, egress)
         try:
             await session._start_kernel()
             if warm_up:
@@ -107,9 +122,19 @@ class Session:
         return session
 
     async def _start_kernel(self) -> Kernel:
-        self.kernel = await self.backend.spawn(self.pool_config, self.slot)
+        kernel = await self.backend.spawn(self.pool_config, self.slot)
+        if self.egress is not None:
+            # every kernel has a network namespace of its own: the proxy's door is opened in
+            # it before any code runs there
+            try:
+                sock = await self.backend.open_listener(kernel, LISTEN_HOST, LISTEN_PORT)
+                await self.egress.attach(sock)
+            except BaseException:
+                kernel.close()
+                raise
+        self.kernel = kernel
         self.kernels_started += 1
-        return self.kernel
+        return kernel
 
     async def _run_warmup(self) -> None:
         """Run one throwaway cell so the first user cell does not pay the copy-on-write faults."""
@@ -130,6 +155,43 @@ class Session:
     def touch(self) -> None:
         self.last_used = time.time()
 
+    # -- network ----------------------------------------------------------------------------
+
+    def network(self) -> dict[str, object]:
+        """The session's egress policy (secrets by domain and header name, never values)."""
+        if self.egress is None:
+            return {"mode": "off", "allow": [], "secrets": {}, "recent": []}
+        recent = [
+            {"time": t, "host": host, "port": port, "verdict": verdict, "reason": reason}
+            for t, host, port, verdict, reason in list(self.egress.decisions)
+        ]
+        return {**self.egress.policy.describe(), "recent": recent}
+
+    async def set_network(
+        self,
+        mode: str,
+        allow: Sequence[str] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> dict[str, object]:
+        """Narrow the session's egress from its pool's (never wider: ``EgressWidens``); holds
+        at once, and open connections the new policy does not admit are closed."""
+        if mode not in ("off", "allowlist", "on"):
+            raise errors.InvalidArgument(
+                f"network mode {mode!r}: expected off, allowlist or on", "network"
+            )
+        base = pool_policy(self.pool_config)
+        policy = narrow(self.pool_name, base, mode, allow, secrets)  # type: ignore[arg-type]
+        if self.egress is None:
+            if policy.mode != "off":
+                raise errors.SandboxError(
+                    f"the {self.backend.name} backend gives sessions no network of their own, "
+                    "so no egress policy can be enforced for them"
+                )
+            return policy.describe()
+        self.egress.set_policy(policy)
+        log.info("session %s: network now %s", self._label(), policy.describe())
+        return self.network()
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -140,6 +202,8 @@ class Session:
             await kernel.wait_exit(2.0)
         self._processes_lost("the session ended")
         await self._stop_pump()
+        if self.egress is not None:
+            self.egress.close()
         await asyncio.to_thread(self.backend.release_slot, self.slot)
 
     def _error(self, message: str) -> errors.InterpreterLost:

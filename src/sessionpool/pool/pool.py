@@ -15,6 +15,7 @@ from collections import deque
 
 from sessionpool import errors
 from sessionpool.config import PoolConfig
+from sessionpool.egress.proxy import EgressProxy
 from sessionpool.sandbox.backend import Backend
 from sessionpool.session import Session
 from sessionpool.telemetry import PoolStats
@@ -63,6 +64,8 @@ class Pool:
         memory_reserve: int,
         creating_estimate: int = CREATING_ESTIMATE,
     ) -> None:
+        #: the engine's egress proxy (set before ``start`` when a pool has network)
+        self.egress: EgressProxy | None = None
         self.config = config
         self.name = config.name
         self.backend = backend
@@ -86,7 +89,11 @@ class Pool:
     async def start(self) -> None:
         """Start the zygote and the first ready session; a jail failure surfaces here."""
         if self.config.ready_sessions > 0:
-            self._ready.append(await Session.create(self.config, self.backend, stats=self.stats))
+            self._ready.append(
+                await Session.create(
+                    self.config, self.backend, stats=self.stats, egress=self.egress
+                )
+            )
         self._tasks.append(asyncio.create_task(self._refill_loop(), name=f"refill:{self.name}"))
         self._tasks.append(asyncio.create_task(self._reaper_loop(), name=f"reaper:{self.name}"))
 
@@ -200,7 +207,7 @@ class Pool:
         self._creating += 1
         try:
             session = await Session.create(
-                self.config, self.backend, warm_up=False, stats=self.stats
+                self.config, self.backend, warm_up=False, stats=self.stats, egress=self.egress
             )
             self.stats.allocations["on_demand"] += 1
             return session
@@ -256,7 +263,9 @@ class Pool:
                     self._admit()
                     self._creating += 1
                     try:
-                        session = await Session.create(self.config, self.backend, stats=self.stats)
+                        session = await Session.create(
+                            self.config, self.backend, stats=self.stats, egress=self.egress
+                        )
                     finally:
                         self._creating -= 1
                 except asyncio.CancelledError:

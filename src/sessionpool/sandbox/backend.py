@@ -13,10 +13,13 @@ picks one from the configuration.
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
+from sessionpool import errors
 from sessionpool.config import Limits, PoolConfig
 from sessionpool.protocol import Message
 from sessionpool.sandbox.cgroups import OomCounters
@@ -81,6 +84,8 @@ class Backend(ABC):
     name: ClassVar[str]
     #: sessions are isolated from the host and from each other
     isolated: ClassVar[bool]
+    #: the CA bundle sessions with network trust (the egress proxy's), set before ``start``
+    ca_bundle: Path | None = None
 
     @abstractmethod
     async def start(self) -> None:
@@ -102,6 +107,12 @@ class Backend(ABC):
     async def spawn(self, pool: PoolConfig, slot: Slot) -> Kernel:
         """Start a kernel in ``slot`` and return it once it serves; raise SandboxError if the
         sandbox cannot be built."""
+
+    async def open_listener(self, kernel: Kernel, host: str, port: int) -> socket.socket:
+        """A listening TCP socket at ``host:port`` inside the kernel's network namespace (the
+        egress proxy's door for that session). Only backends that give each session a network
+        namespace of its own can."""
+        raise errors.SandboxError(f"the {self.name} backend gives sessions no network of their own")
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         """Why the kernel of ``slot`` ended, for the user (a backend may know more)."""

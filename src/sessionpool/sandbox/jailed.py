@@ -16,14 +16,16 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from sessionpool import errors
-from sessionpool.config import EngineConfig, PoolConfig
+from sessionpool.config import EGRESS_PROXY_PORT, EngineConfig, PoolConfig
 from sessionpool.sandbox import images, linux
-from sessionpool.sandbox.backend import Slot
+from sessionpool.sandbox.backend import Kernel, Slot
 from sessionpool.sandbox.cgroups import (
     CgroupLimits,
     Cgroups,
@@ -40,6 +42,7 @@ from sessionpool.sandbox.runtimes import (
     KERNEL_LIB,
     KERNEL_MOUNT,
     PYTHON_MOUNT,
+    SESSION_CA_BUNDLE,
     ZYGOTE_HOME,
     LoopDevices,
     Runtime,
@@ -50,6 +53,57 @@ from sessionpool.sandbox.workspace import Workspace
 from sessionpool.sandbox.zygotes import KERNEL_READY_TIMEOUT, ZygoteBackend
 
 log = logging.getLogger("sessionpool.sandbox")
+
+
+def proxy_env(ca_bundle: str) -> dict[str, str]:
+    """What points a session's HTTP clients at the egress proxy and its CA bundle (the
+    proxy's address is the same in every session: each has its own loopback)."""
+    url = f"http://127.0.0.1:{EGRESS_PROXY_PORT}"
+    local = "localhost,127.0.0.1,::1"
+    env = {"HTTP_PROXY": url, "HTTPS_PROXY": url, "NO_PROXY": local}
+    env.update({k.lower(): v for k, v in env.items()})
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT"):
+        env[name] = ca_bundle
+    env["NODE_EXTRA_CA_CERTS"] = ca_bundle
+    return env
+
+
+def listen_in_namespace(pidfd: int, host: str, port: int) -> socket.socket:
+    """A listening socket in the network namespace of the process behind ``pidfd``.
+
+    ``setns`` moves only the calling thread, so this runs in a thread of its own that ends
+    afterwards: should the switch back ever fail, no thread left in the session's namespace
+    serves anything else. A pidfd, not a pid: a recycled pid cannot lead into another
+    session's namespace.
+    """
+    box: list[socket.socket | BaseException] = []
+
+    def run() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(pidfd, linux.CLONE_NEWNET)
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((host, port))
+                    sock.listen(256)
+                    sock.setblocking(False)
+                    box.append(sock)
+                finally:
+                    linux.setns(own, linux.CLONE_NEWNET)
+            finally:
+                os.close(own)
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="egress-listen")
+    thread.start()
+    thread.join()
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise errors.SandboxError(f"the egress listener could not be opened: {result}")
+    return result
 
 
 class JailBackend(ZygoteBackend):
@@ -125,6 +179,8 @@ class JailBackend(ZygoteBackend):
         if pool.image:
             image = await self._image(pool.image)
             images.append([self.loops.attach(image), IMAGE_MOUNT])
+        if pool.network != "off" and self.ca_bundle is not None:
+            plan["ca_bundle"] = str(self.ca_bundle)
         return [sys.executable, "-I", "-m", "sessionpool.sandbox.launch", "{fd}", json.dumps(plan)]
 
     async def _image(self, source: str) -> Path:
@@ -214,6 +270,9 @@ class JailBackend(ZygoteBackend):
         binds = [KERNEL_MOUNT] if pool.image else ["/usr", KERNEL_MOUNT]
         if runtime.kind == "python":
             binds.append(PYTHON_MOUNT)
+        kernel = self._kernel_request(runtime, "/tmp", PYTHON_MOUNT, KERNEL_LIB)
+        if pool.network != "off":
+            kernel["env"].update(proxy_env(SESSION_CA_BUNDLE))
         return {
             "jail": {
                 "uid": slot.uid,
@@ -227,8 +286,12 @@ class JailBackend(ZygoteBackend):
                 "nproc": limits.pids,
             },
             "workspace": "/mnt/data",
-            **self._kernel_request(runtime, "/tmp", PYTHON_MOUNT, KERNEL_LIB),
+            **kernel,
         }
+
+    async def open_listener(self, kernel: Kernel, host: str, port: int) -> socket.socket:
+        assert isinstance(kernel, KernelProcess)
+        return await asyncio.to_thread(listen_in_namespace, kernel.pidfd, host, port)
 
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         # The cgroup attach (slow on v1) overlaps with the child building its jail.

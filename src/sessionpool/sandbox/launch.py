@@ -7,6 +7,7 @@ and fills it:
 - ``/opt/python``: the runtime's image (a loop device), read-only;
 - ``/opt/image``: a custom image's root filesystem, read-only, when the pool has one;
 - ``/opt/sessionpool/lib``: a copy of the kernel's own modules (``runtimes.KERNEL_MODULES``);
+- ``/opt/sessionpool/ca.pem``: the CA bundle of sessions with network (egress);
 - ``/opt/home``: the zygote's writable home (matplotlib's font cache, copied from the runtime);
 - ``/opt/jail``: where each child builds its jail.
 
@@ -29,6 +30,7 @@ from sessionpool.sandbox.runtimes import (
     JAIL_BUILD,
     KERNEL_LIB,
     OPT,
+    SESSION_CA_BUNDLE,
     ZYGOTE_HOME,
     install_kernel,
 )
@@ -57,6 +59,9 @@ def main() -> NoReturn:
         flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
         linux.mount(device, target, "squashfs", flags)
     install_kernel(Path(KERNEL_LIB))
+    if plan.get("ca_bundle"):
+        shutil.copyfile(plan["ca_bundle"], SESSION_CA_BUNDLE)
+        os.chmod(SESSION_CA_BUNDLE, 0o644)
     os.makedirs(JAIL_BUILD)
     os.makedirs(ZYGOTE_HOME, mode=0o700)
     cache = plan.get("matplotlib_cache")

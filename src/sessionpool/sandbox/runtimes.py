@@ -34,6 +34,8 @@ OPT = "/opt"
 PYTHON_MOUNT = "/opt/python"
 KERNEL_MOUNT = "/opt/sessionpool"
 KERNEL_LIB = "/opt/sessionpool/lib"
+#: the CA bundle of sessions with network (the system's, the operator's, the egress proxy's)
+SESSION_CA_BUNDLE = "/opt/sessionpool/ca.pem"
 IMAGE_MOUNT = "/opt/image"
 JAIL_BUILD = "/opt/jail"
 ZYGOTE_HOME = "/opt/home"
