@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -553,6 +553,20 @@ class RemoteSession:
         except errors.SessionLost as exc:
             return ShellResult(exit_code=137, stdout="", stderr=exc.message + "\n")
         return wire.shell_in(r.json()["result"])
+
+    def network(self) -> dict[str, object]:
+        return {"mode": "off", "allow": [], "secrets": {}}
+
+    async def set_network(
+        self,
+        mode: str,
+        allow: Sequence[str] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> dict[str, object]:
+        """Not part of the cluster protocol yet: cluster pools have no network."""
+        if mode == "off":
+            return self.network()
+        raise errors.EgressWidens(self.pool.name, "sessions of a cluster have no network yet")
 
     def keep_alive_until(self, when: float) -> None:
         """Not part of the cluster protocol: the E2B face, its only user, refuses cluster mode."""

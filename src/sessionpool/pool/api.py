@@ -74,6 +74,21 @@ class SessionHandle(SessionInfo, Protocol):
         """Not reaped for idleness before ``when`` (epoch seconds)."""
         ...
 
+    def network(self) -> dict[str, object]:
+        """The session's egress policy: ``mode``, ``allow`` and the secrets' domains and header
+        names (never their values)."""
+        ...
+
+    async def set_network(
+        self,
+        mode: str,
+        allow: Sequence[str] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> dict[str, object]:
+        """Narrow the session's egress from its pool's (``errors.EgressWidens`` if it asks
+        for more); holds at once. ``allow`` None keeps the pool's hosts."""
+        ...
+
     async def write_file(self, path: str, data: bytes | AsyncIterator[bytes]) -> FileInfo: ...
 
     async def read_file(self, path: str) -> bytes: ...

@@ -23,12 +23,14 @@ from sessionpool.agents.config import AgentsConfig
 from sessionpool.config import (
     BackendName,
     ClusterConfig,
+    EgressSettings,
     EngineConfig,
     Limits,
     PoolConfig,
     TenantQuotas,
     default_runtimes_dir,
 )
+from sessionpool.egress.policy import settings_policy
 from sessionpool.errors import ConfigError
 from sessionpool.server.tokens import IssuerConfig, parse_auth
 from sessionpool.tenancy import check_tenant
@@ -81,6 +83,12 @@ class ServerSettings:
     audit_log: Path | None = None
     #: OpenTelemetry traces of the requests (the otel extra; exporter from OTEL_* variables)
     otel_traces: bool = False
+    #: names the egress proxy resolves itself (name -> address), before the host's resolver
+    egress_hosts: tuple[tuple[str, str], ...] = ()
+    #: non-public networks the egress proxy may connect to (never loopback or metadata)
+    egress_allow_networks: tuple[str, ...] = ()
+    #: extra CA files the egress proxy and the sessions trust (a private index's CA)
+    egress_trust_ca_files: tuple[Path, ...] = ()
     pools: tuple[PoolConfig, ...] = field(default_factory=lambda: (PoolConfig(),))
     #: the agents service ([agents] table); its data_dir is this server's
     agents: AgentsConfig = field(default_factory=AgentsConfig)
@@ -109,6 +117,9 @@ class ServerSettings:
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
+            egress_hosts=self.egress_hosts,
+            egress_allow_networks=self.egress_allow_networks,
+            egress_trust_ca_files=self.egress_trust_ca_files,
             backend=self.backend,
             data_dir=self.data_dir,
             runtimes_dir=self.runtimes_dir or default_runtimes_dir(),
@@ -154,6 +165,14 @@ class ServerSettings:
             raise ConfigError(f"pool names must be unique: {names}")
         for pool in self.pools:
             check_pool(pool)
+            if self.cluster is not None and pool.network != "off":
+                raise ConfigError(
+                    f"[pools.{pool.name}] network = {pool.network!r}: sessions of a cluster have "
+                    'no network yet (egress runs on a single server); set network = "off"'
+                )
+        for path in self.egress_trust_ca_files:
+            if not path.is_file():
+                raise ConfigError(f"egress_trust_ca_files: {path} is not a file")
         check_agents(self.agents, names)
 
 
@@ -325,7 +344,38 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "log_format": _parse_choice(LOG_FORMATS),
     "audit_log": _parse_path,
     "otel_traces": parse_bool,
+    "egress_hosts": lambda v, n: _parse_hosts(v, n),
+    "egress_allow_networks": lambda v, n: _parse_networks(v, n),
+    "egress_trust_ca_files": lambda v, n: tuple(Path(p).expanduser() for p in parse_str_list(v, n)),
 }
+
+
+def _parse_hosts(value: object, name: str) -> tuple[tuple[str, str], ...]:
+    """``{name = "address"}`` (TOML) or ``name=address,...`` (environment)."""
+    if isinstance(value, str):
+        pairs = [item.partition("=")[::2] for item in parse_str_list(value, name)]
+    elif isinstance(value, dict):
+        pairs = [(k, v) for k, v in value.items()]
+    else:
+        raise ConfigError(f"{name}: expected a table of host names to addresses")
+    out = []
+    for host, address in pairs:
+        try:
+            ipaddress.ip_address(address)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{name}: {host!r}: {address!r} is not an IP address") from None
+        out.append((str(host).rstrip(".").lower(), str(address)))
+    return tuple(out)
+
+
+def _parse_networks(value: object, name: str) -> tuple[str, ...]:
+    networks = parse_str_list(value, name)
+    for net in networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {net!r} is not a network (e.g. 10.20.0.0/16)") from None
+    return networks
 
 
 def server_env_name(setting: str) -> str:
@@ -364,7 +414,14 @@ def _field_converters(
 
 
 #: pool settings (top level of a [pools.<name>] table) and limits ([pools.<name>.limits])
-POOL_FIELDS = _field_converters(PoolConfig)
+POOL_FIELDS = _field_converters(PoolConfig, skip=("name", "limits", "egress"))
+#: "disabled" was the only value before egress existed; it means "off"
+_parse_network = _parse_choice(("off", "allowlist", "on", "disabled"))
+POOL_FIELDS["network"] = lambda v, n: (
+    "off" if _parse_network(v, n) == "disabled" else _parse_network(v, n)
+)
+#: a pool's egress ([pools.<name>.egress]; ``secrets`` is a table of domains to headers)
+EGRESS_FIELDS = _field_converters(EgressSettings, skip=("secrets",))
 LIMIT_FIELDS = _field_converters(Limits)
 #: cluster settings ([cluster] table, SESSIONPOOL_CLUSTER_<SETTING>)
 CLUSTER_FIELDS = _field_converters(ClusterConfig, skip=())
@@ -477,6 +534,63 @@ def _pool_env_defaults(environ: Mapping[str, str]) -> tuple[dict[str, object], d
     return pool, limits
 
 
+def _secret_value(value: object, where: str) -> str:
+    """A header value, or ``env:NAME`` to read it from the server's environment (so the
+    configuration file need not hold the secret)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string")
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: the environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+def build_egress(raw: object, where: str) -> EgressSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        if key == "secrets":
+            if not isinstance(value, dict) or not all(isinstance(h, dict) for h in value.values()):
+                raise ConfigError(
+                    f"{where}.secrets: expected tables of headers, e.g. "
+                    '[pools.default.egress.secrets."api.example.com"] Authorization = "env:KEY"'
+                )
+            values["secrets"] = tuple(
+                (
+                    domain,
+                    tuple(
+                        (h, _secret_value(v, f"{where}.secrets.{domain}.{h}"))
+                        for h, v in headers.items()
+                    ),
+                )
+                for domain, headers in value.items()
+            )
+        elif key in EGRESS_FIELDS:
+            values[key] = EGRESS_FIELDS[key](value, f"{where}.{key}")
+        else:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}; known: {', '.join([*EGRESS_FIELDS, 'secrets'])}"
+            )
+    settings = EgressSettings(**values)  # type: ignore[arg-type]
+    try:
+        settings_policy("allowlist", settings)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if (
+        settings.bytes_per_second < 0
+        or settings.connections < 1
+        or settings.connections_per_second < 0
+    ):
+        raise ConfigError(
+            f"{where}: bytes_per_second and connections_per_second must not be negative (0 is no "
+            "limit) and connections must be at least 1"
+        )
+    return settings
+
+
 def build_pool(
     name: str,
     table: Mapping[str, object],
@@ -498,11 +612,14 @@ def build_pool(
                         + ", ".join(LIMIT_FIELDS)
                     )
                 limits[lkey] = LIMIT_FIELDS[lkey](lraw, f"{where}.limits.{lkey}")
+        elif key == "egress":
+            values["egress"] = build_egress(raw, f"{where}.egress")
         elif key in POOL_FIELDS:
             values[key] = POOL_FIELDS[key](raw, f"{where} {key}")
         else:
             raise ConfigError(
-                f"{where}: unknown setting {key!r}; known: {', '.join([*POOL_FIELDS, 'limits'])}"
+                f"{where}: unknown setting {key!r}; known: "
+                + ", ".join([*POOL_FIELDS, "limits", "egress"])
             )
     try:
         return PoolConfig(name=name, limits=Limits(**limits), **values)  # type: ignore[arg-type]

@@ -25,6 +25,16 @@ class _Wire(BaseModel):
 # --- requests ----------------------------------------------------------------------------------
 
 
+class NetworkPolicy(_Wire):
+    """``PUT session/network`` (sessionpool): narrow a session's egress from its pool's."""
+
+    mode: Literal["off", "allowlist", "on"]
+    #: hosts (``*.domain`` for subdomains, ``:port`` optional); omitted: the pool's
+    allow: list[str] | None = None
+    #: headers the proxy adds per domain; the session never sees them
+    secrets: dict[str, dict[str, str]] | None = None
+
+
 class ExecuteProperties(_Wire):
     codeInputType: str = "inline"
     executionType: str = "synchronous"

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sessionpool import errors, paths
 from sessionpool.faces.aca import models, stream, translate
@@ -245,6 +245,20 @@ class AcaFace:
             status_code=204,
             summary="Destroy a session and its files (idempotent)",
             openapi_extra=_params(),
+        )
+        r.add_api_route(
+            "/session/network",
+            self.get_network,
+            methods=["GET"],
+            summary="A session's egress policy and its latest decisions (sessionpool)",
+            openapi_extra=_params(),
+        )
+        r.add_api_route(
+            "/session/network",
+            self.set_network,
+            methods=["PUT"],
+            summary="Narrow a session's egress from its pool's; holds at once (sessionpool)",
+            openapi_extra=_merge(_params(), request_body(models.NetworkPolicy)),
         )
         r.add_api_route(
             "/listSessions",
@@ -595,6 +609,21 @@ class AcaFace:
                 pool, ident, session.created_at, session.last_used, session.expires_at
             )
         )
+
+    async def get_network(self, request: Request, pool: str) -> Response:
+        p, ident, key, _ = self._open(request, pool, Scope.SESSIONS, "reading a session")
+        session = await p.lookup(key)
+        if session is None:
+            raise errors.SessionNotFound(pool, ident)
+        return JSONResponse(session.network())
+
+    async def set_network(self, request: Request, pool: str) -> Response:
+        """Allocates the session if it is new, so its first cell already runs under the policy."""
+        p, _, key, who = self._open(request, pool, Scope.SESSIONS, "changing a session's network")
+        body = await read_json(request, models.NetworkPolicy)
+        session = await self._acquire(p, who, key)
+        await session.set_network(body.mode, body.allow, body.secrets)
+        return JSONResponse(session.network())
 
     async def delete_session(self, request: Request, pool: str) -> Response:
         p, _, key, _ = self._open(request, pool, Scope.SESSIONS, "deleting a session")
