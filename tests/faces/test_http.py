@@ -41,6 +41,7 @@ EXPECTED = {
     "FileOverLimit": 413,
     "QuotaExceeded": 413,
     "InvalidArgument": 400,
+    "EgressWidens": 400,  # a session asked for more network than its pool has
     "AgentsError": 500,
     "ObjectNotFound": 404,
     "Conflict": 409,
