@@ -105,7 +105,7 @@ class ZygoteBackend(Backend):
         self.config = config
         self.data_dir = config.data_dir.resolve() if config.data_dir.exists() else config.data_dir
         self.workspaces = self.data_dir / "workspaces"
-        self._zygotes: dict[tuple[str, str, tuple[str, ...], int], ZygoteSet] = {}
+        self._zygotes: dict[tuple[str, str, tuple[str, ...], int, bool], ZygoteSet] = {}
         self._runtimes: dict[str, Runtime] = {}
         self.instance = f"sessionpool-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -125,10 +125,12 @@ class ZygoteBackend(Backend):
         return runtimes.describe(self.config.runtimes_dir, pool)
 
     @staticmethod
-    def _zygote_key(pool: PoolConfig, rt: Runtime) -> tuple[str, str, tuple[str, ...], int]:
-        """Pools with equal keys share zygotes: same runtime, image and preload list."""
+    def _zygote_key(pool: PoolConfig, rt: Runtime) -> tuple[str, str, tuple[str, ...], int, bool]:
+        """Pools with equal keys share zygotes: same runtime, image and preload list, and
+        network or not (a zygote of a pool with network holds the egress CA bundle its
+        sessions trust; one without network has none)."""
         preload = pool.preload if rt.kind == "python" else ()
-        return (rt.name, pool.image, preload, pool.zygote_max_children)
+        return (rt.name, pool.image, preload, pool.zygote_max_children, pool.network != "off")
 
     def zygote_set(self, pool: PoolConfig) -> ZygoteSet | None:
         """The zygotes serving ``pool``, once it has spawned a session."""
