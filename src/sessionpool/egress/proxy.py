@@ -80,10 +80,16 @@ T = TypeVar("T")
 
 
 class Denied(Exception):
-    def __init__(self, reason: str, status: int = 403) -> None:
+    """A refusal; ``host`` and ``port`` name what was asked for when the refusal came before
+    the connection's host was settled (a Host header that does not match, a CONNECT without a
+    port), so that the decision still says what it was about."""
+
+    def __init__(self, reason: str, status: int = 403, host: str = "", port: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.host = host
+        self.port = port
 
 
 class Bucket:
@@ -303,7 +309,8 @@ class EgressProxy:
             await self._serve(gate, link, reader, writer)
         except Denied as exc:
             verdict = {403: "denied", 429: "limited"}.get(exc.status, "failed")
-            self.record(gate, link.host or "-", link.port, verdict, exc.reason)
+            host, port = (link.host, link.port) if link.host else (exc.host, exc.port)
+            self.record(gate, host or "-", port, verdict, exc.reason)
             _answer_denied(writer, exc)
         except (
             ConnectionError,
@@ -323,7 +330,10 @@ class EgressProxy:
         self, gate: Gate, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
-        event = await _next_event(conn, reader, HANDSHAKE_TIMEOUT)
+        try:
+            event = await _next_event(conn, reader, HANDSHAKE_TIMEOUT)
+        except h11.RemoteProtocolError as exc:
+            raise Denied(f"a malformed request ({exc})", 400) from None
         if not isinstance(event, h11.Request):
             return
         if event.method == b"CONNECT":
@@ -377,11 +387,16 @@ class EgressProxy:
     ) -> None:
         host, port = _authority(request.target.decode("ascii", "replace"))
         if not host or not port:
-            raise Denied("CONNECT needs host:port", 400)
+            raw = request.target.decode("ascii", "replace")
+            raise Denied("CONNECT needs host:port", 400, host=_printable(raw)[:255])
         self._check(gate, link, host, port)
         addresses = await self._resolve(host, port)
-        if conn.next_event() is not h11.PAUSED:  # pragma: no cover - h11 pauses after CONNECT
-            raise Denied("a malformed CONNECT", 400)
+        # a CONNECT has no body: h11 ends the message, then pauses (what follows is the tunnel's)
+        event = conn.next_event()
+        if isinstance(event, h11.EndOfMessage):
+            event = conn.next_event()
+        if event is not h11.PAUSED:
+            raise Denied("a CONNECT with a body", 400)
         early, _ = conn.trailing_data
         secrets = gate.policy.headers_for(host)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -470,7 +485,7 @@ def _answer_denied(writer: asyncio.StreamWriter, exc: Denied) -> None:
     if writer.is_closing():
         return
     phrase = {400: "bad request", 429: "limited", 502: "unreachable"}.get(exc.status, "blocked")
-    reason = "".join(c if 32 <= ord(c) < 127 else "?" for c in exc.reason)
+    reason = _printable(exc.reason)
     text = (
         f"{DENIAL_PREFIX}: {reason}" if exc.status == 403 else f"sessionpool egress proxy: {reason}"
     )
@@ -484,6 +499,10 @@ def _answer_denied(writer: asyncio.StreamWriter, exc: Denied) -> None:
     )
     with contextlib.suppress(Exception):
         writer.write(head.encode() + body)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> Any:
@@ -563,7 +582,9 @@ def _http_target(
     if host_header != host or (host_port or default) != port:
         raise Denied(
             f"the Host header ({hosts[0].decode('ascii', 'replace')}) does not match the "
-            f"request's host ({host}:{port})"
+            f"request's host ({host}:{port})",
+            host=host,
+            port=port,
         )
     return host, port, path.encode("ascii", "replace")
 
