@@ -62,17 +62,18 @@ class EgressRule:
         ports = DEFAULT_PORTS
         if raw.count(":") == 1:
             raw, _, port_text = raw.partition(":")
-            try:
-                port = int(port_text)
-            except ValueError:
-                raise ValueError(f"{text!r}: the port must be a number") from None
+            # ASCII digits only: int() would take "+80", " 80", "8_0" and other scripts' digits
+            if not (port_text.isascii() and port_text.isdigit()):
+                raise ValueError(f"{text!r}: the port must be a number")
+            port = int(port_text)
             if not 0 < port < 65536:
                 raise ValueError(f"{text!r}: port {port} is out of range")
             ports = frozenset({port})
         wildcard = raw.startswith("*.")
-        host = normalize_host(raw[2:] if wildcard else raw)
-        if "*" in host:
+        name = raw[2:] if wildcard else raw
+        if "*" in name:
             raise ValueError(f"{text!r}: a wildcard is only allowed as the first label (*.)")
+        host = normalize_host(name)
         return cls(f"*.{host}" if wildcard else host, ports)
 
     @property
@@ -129,6 +130,13 @@ class EgressPolicy:
             return f"port {port} not in allowlist for this host"
         return "host not in allowlist"
 
+    def admits_host(self, host: str) -> bool:
+        """Whether ``host`` may be reached on some port (secrets hold for a domain whatever
+        the port: the proxy adds them to every admitted connection to it)."""
+        if self.mode == "off":
+            return False
+        return self.mode == "on" or any(rule.matches_host(host) for rule in self.rules)
+
     def headers_for(self, host: str) -> Headers | None:
         return self.secrets.get(host)
 
@@ -146,7 +154,10 @@ def parse_rules(texts: Iterable[str], where: str = "allow") -> tuple[EgressRule,
     for text in texts:
         if not isinstance(text, str):
             raise ValueError(f"{where}: expected host names, got {text!r}")
-        rules.append(EgressRule.parse(text))
+        try:
+            rules.append(EgressRule.parse(text))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return tuple(rules)
 
 
@@ -158,7 +169,10 @@ def parse_secrets(
     for domain, headers in raw.items():
         if domain.strip().startswith("*"):
             raise ValueError(f"{where}: {domain!r}: secrets name one domain, not a wildcard")
-        host = normalize_host(domain)
+        try:
+            host = normalize_host(domain)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if not isinstance(headers, Mapping) or not headers:
             raise ValueError(f"{where}: {domain!r}: expected a table of header names to values")
         pairs = []
@@ -218,13 +232,13 @@ def narrow(
                 raise errors.EgressWidens(pool, f"{rule} is not in the pool's allowlist", "allow")
     result = EgressPolicy(mode, rules)
     for domain in extra:
-        if result.decide(domain, 443) is not None:
+        if not result.admits_host(domain):
             raise errors.EgressWidens(
                 pool, f"secrets for {domain}, which this policy does not admit", "secrets"
             )
     merged = dict(extra)
     for domain, headers in base.secrets.items():
-        if result.decide(domain, 443) is None:
+        if result.admits_host(domain):
             names = {n.lower() for n, _ in headers}
             merged[domain] = headers + tuple(
                 (n, v) for n, v in merged.get(domain, ()) if n.lower() not in names
