@@ -27,6 +27,9 @@ METADATA = frozenset(
     )
 )
 
+#: NAT64's well-known prefix (RFC 6052): its last 32 bits are the IPv4 address reached
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
 
 class Unresolved(Exception):
     """The name does not resolve (not a policy decision: a 502, not a 403)."""
@@ -41,8 +44,15 @@ class Resolver:
 
     def verdict(self, address: IPAddress) -> str | None:
         """None if the proxy may connect to ``address``, else why not."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            # an IPv6 address that stands for an IPv4 one is judged as that one (a name that
+            # resolves to 64:ff9b::a9fe:a9fe is the metadata address behind a NAT64 gateway)
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            elif address in NAT64:
+                address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+            elif address.sixtofour is not None:
+                address = address.sixtofour
         if address in METADATA:
             return f"{address} is a metadata address"
         if (
