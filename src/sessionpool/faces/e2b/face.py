@@ -27,10 +27,16 @@ from starlette.types import ASGIApp
 
 from sessionpool import errors
 from sessionpool.faces.base import Runtime, require
-from sessionpool.faces.e2b import interpreter
+from sessionpool.faces.e2b import interpreter, network
 from sessionpool.faces.e2b.answers import error, json_body, service_error
 from sessionpool.faces.e2b.envd import ENVD_VERSION, build_envd_app
-from sessionpool.faces.e2b.models import DEFAULT_TEMPLATE, Connect, NewSandbox, Timeout
+from sessionpool.faces.e2b.models import (
+    DEFAULT_TEMPLATE,
+    Connect,
+    NetworkUpdate,
+    NewSandbox,
+    Timeout,
+)
 from sessionpool.faces.e2b.routing import ENVD_PORT, INTERPRETER_PORT, SandboxRouter
 from sessionpool.faces.e2b.sandboxes import Context, Registry, Sandbox, new_sandbox_id
 from sessionpool.faces.http import HttpError, describe_validation
@@ -203,11 +209,27 @@ class E2bFace:
         else:
             session = await pool.acquire(ctx.key)
         try:
+            # the network first: the sandbox's first code runs under its policy
+            await self._apply_network(session, sandbox, pool)
             await interpreter.prepare(session, sandbox, self.kind_of(ctx.pool), ctx.cwd)
         except BaseException:
             await pool.delete(ctx.key)
             raise
         return session
+
+    async def _apply_network(
+        self, session: SessionHandle, sandbox: Sandbox, pool: PoolHandle
+    ) -> None:
+        """Narrow a session of the sandbox as the sandbox asked. A context session in another
+        pool (a language the sandbox's pool does not run) gets the same ask against that
+        pool's policy; one whose pool has no network keeps none."""
+        ask = sandbox.network
+        if ask is None:
+            return
+        if pool.name != sandbox.pool and ask.mode != "off" and pool.config.network == "off":
+            return
+        r = network.resolve(ask, pool.config, sandbox.template_id)
+        await session.set_network(r.mode, r.allow, r.secrets)
 
     async def end_session(self, ctx: Context) -> None:
         with contextlib.suppress(errors.PoolNotFound):
@@ -267,9 +289,9 @@ class E2bFace:
             )
         add(
             "/sandboxes/{sandbox_id}/network",
-            self._unsupported("changing a sandbox's network"),
+            self.set_network,
             methods=["PUT"],
-            summary="Network rules: not supported",
+            summary="Replace a sandbox's egress rules (narrowing its pool's, never widening)",
             name="sandbox_network",
         )
         return r
@@ -318,22 +340,23 @@ class E2bFace:
             refuse("mcp", "MCP gateways in sandboxes are not supported by this server")
         if body.iam:
             refuse("iam", "workload identity tokens are not supported by this server")
-        if body.allow_internet_access:
-            refuse(
-                "allow_internet_access",
-                "this server's sessions have no network access; egress policies are not "
-                "available yet (send false or leave it out)",
-            )
-        if body.network:
-            asked = sorted(k for k, v in body.network.items() if v and k != "denyOut")
-            if asked:
-                refuse(
-                    "network",
-                    f"{', '.join(asked)}: this server's sessions have no network access; "
-                    "egress policies are not available yet",
-                )
 
-    def _wire(self, sandbox: Sandbox, detail: bool) -> dict[str, Any]:
+    async def _network_of(self, sandbox: Sandbox) -> dict[str, Any]:
+        """The sandbox's network as E2B's detail shows it, from its session's policy."""
+        ctx = sandbox.contexts.get(interpreter.DEFAULT_CONTEXT)
+        session = None
+        if ctx is not None:
+            with contextlib.suppress(errors.PoolNotFound):
+                session = await self.engine.pool(ctx.pool).lookup(ctx.key)
+        net = session.network() if session is not None else {"mode": "off"}
+        return {
+            "allowInternetAccess": net.get("mode", "off") != "off",
+            "network": network.wire(net),
+        }
+
+    def _wire(
+        self, sandbox: Sandbox, detail: bool, net: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "templateID": sandbox.template_id,
             "sandboxID": sandbox.sandbox_id,
@@ -356,16 +379,17 @@ class E2bFace:
                     "diskSizeMB": limits.disk_bytes >> 20 if limits else 0,
                     "state": "running",
                     "metadata": dict(sandbox.metadata),
-                    "allowInternetAccess": False,
+                    **(net or {"allowInternetAccess": False}),
                 }
             )
         return out
 
     def _listed(self, sandbox: Sandbox) -> dict[str, Any]:
-        """A listing's row: no tokens (only create, get and connect hand them out)."""
+        """A listing's row: no tokens (only create, get and connect hand them out), no network
+        (E2B's listing has none)."""
         row = self._wire(sandbox, True)
-        for token in ("envdAccessToken", "trafficAccessToken"):
-            row.pop(token)
+        for key in ("envdAccessToken", "trafficAccessToken", "allowInternetAccess"):
+            row.pop(key)
         return row
 
     @e2b_errors
@@ -394,18 +418,25 @@ class E2bFace:
                     )
                 return JSONResponse(self._wire(earlier, False), status_code=201)
         pool = self._pool_of(body.templateID, who)
+        template = body.templateID or DEFAULT_TEMPLATE
+        asked = network.parse(body.allow_internet_access, body.network)
+        # checked before a session is taken: refused asks allocate nothing
+        resolved = network.resolve(asked, self.engine.pool(pool).config, template)
+        # the pool's policy as it is: the session is left untouched
+        ask = None if asked.mode is None and not resolved.secrets else asked
         now = time.time()
         sandbox = Sandbox(
             sandbox_id=new_sandbox_id(),
             tenant=who.tenant,
             principal=who,
             pool=pool,
-            template_id=body.templateID or DEFAULT_TEMPLATE,
+            template_id=template,
             metadata=dict(body.metadata or {}),
             env_vars=dict(body.envVars or {}),
             started_at=now,
             end_at=now + min(body.timeout, MAX_TIMEOUT),
             idempotency=(key, digest) if key else None,
+            network=ask,
         )
         default = interpreter.default_context(sandbox, self.kind_of(pool))
         sandbox.contexts[default.id] = default
@@ -424,7 +455,7 @@ class E2bFace:
     @e2b_errors
     async def get(self, request: Request, sandbox_id: str) -> Response:
         sandbox = self._find(request, sandbox_id, "reading a sandbox")
-        return JSONResponse(self._wire(sandbox, True))
+        return JSONResponse(self._wire(sandbox, True, await self._network_of(sandbox)))
 
     @e2b_errors
     async def list(self, request: Request) -> Response:
@@ -461,6 +492,30 @@ class E2bFace:
         body = Timeout.model_validate(await _json_body(request))
         self._extend(sandbox, body.timeout, only_longer=False)
         await self._keep(sandbox)
+        return Response(status_code=204)
+
+    @e2b_errors
+    async def set_network(self, request: Request, sandbox_id: str) -> Response:
+        """E2B's network update: the new rules replace the last ones, on every live session
+        of the sandbox at once (and on those it starts later). Narrower than the pool, or
+        refused whole."""
+        sandbox = self._find(request, sandbox_id, "changing a sandbox's network")
+        body = NetworkUpdate.model_validate(await _json_body(request))
+        ask = network.parse(body.allow_internet_access, body.network())
+        network.resolve(ask, self.engine.pool(sandbox.pool).config, sandbox.template_id)
+        async with self._lock(sandbox.sandbox_id):
+            sandbox.network = ask
+            done: set[tuple[str, str]] = set()
+            for ctx in list(sandbox.contexts.values()):
+                if (ctx.pool, ctx.key) in done:
+                    continue
+                done.add((ctx.pool, ctx.key))
+                with contextlib.suppress(errors.PoolNotFound):
+                    pool = self.engine.pool(ctx.pool)
+                    session = await pool.lookup(ctx.key)
+                    if session is not None:
+                        await self._apply_network(session, sandbox, pool)
+        logger.info("sandbox %s: network rules replaced", sandbox.sandbox_id)
         return Response(status_code=204)
 
     @e2b_errors

@@ -33,6 +33,24 @@ class NewSandbox(BaseModel):
     volumeMounts: Any = None
 
 
+class NetworkUpdate(BaseModel):
+    """``PUT /sandboxes/{id}/network`` (the SDKs' ``update_network``): the whole egress
+    configuration, replacing the last one (a field left out is cleared)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    allow_internet_access: bool | None = None
+    allowOut: list[str] | None = None
+    denyOut: list[str] | None = None
+    rules: dict[str, Any] | None = None
+    dnsServers: list[str] | None = None
+    egressProxy: Any = None
+
+    def network(self) -> dict[str, Any]:
+        """The fields as a create's ``network`` holds them."""
+        return self.model_dump(exclude={"allow_internet_access"}, exclude_none=True)
+
+
 class Timeout(BaseModel):
     """``POST /sandboxes/{id}/timeout``."""
 

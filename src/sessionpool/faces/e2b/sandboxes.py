@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from sessionpool.faces.e2b.network import NetworkAsk
 from sessionpool.tenancy import SEPARATOR, Principal
 
 #: the first component of every sandbox session key
@@ -73,6 +74,9 @@ class Sandbox:
     idempotency: tuple[str, str] | None = None
     #: its code contexts by id: "default" (the sandbox's session) and those created
     contexts: dict[str, Context] = field(default_factory=dict)
+    #: what it asked of its network (create, or the last network update); None: its pool's
+    #: policy, untouched
+    network: NetworkAsk | None = None
 
     @property
     def session_key(self) -> str:
