@@ -23,6 +23,7 @@ from sessionpool.agents.files import Files, clean_filename
 from sessionpool.agents.records import Records
 from sessionpool.agents.types import (
     Container,
+    ContainerNetwork,
     ContainerStatus,
     Conversation,
     FilePurpose,
@@ -32,6 +33,7 @@ from sessionpool.agents.types import (
     new_id,
     now,
 )
+from sessionpool.egress.policy import narrow, pool_policy
 from sessionpool.pool import EngineHandle, PoolHandle, SessionHandle
 from sessionpool.tenancy import SEPARATOR
 
@@ -85,8 +87,12 @@ class Containers:
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
         metadata: dict[str, str] | None = None,
+        network: ContainerNetwork | None = None,
     ) -> Container:
-        """A new container; ``file_ids`` are copied into its /mnt/data."""
+        """A new container; ``file_ids`` are copied into its /mnt/data. ``network`` narrows its
+        pool's egress (checked now: ``EgressWidens`` if it asks for more than the pool has)."""
+        if network is not None:
+            self.check_network(network)
         sources = [await self._files.get(fid) for fid in file_ids or []]
         minutes = expires_after_minutes or self._config.container_expiry_minutes
         if minutes < 1:
@@ -101,11 +107,43 @@ class Containers:
             expires_after_minutes=minutes,
             memory_limit=memory_limit,
             metadata=metadata or {},
+            network=network,
         )
         await self._records.insert(container)
         for source in sources:
             await self.copy_in(container, source)
         return container
+
+    # --- network ------------------------------------------------------------------------------
+
+    def check_network(self, network: ContainerNetwork) -> None:
+        """Raises what the session would (``EgressWidens``, ``InvalidArgument``) before any
+        session is taken: a container's session starts only at its first use."""
+        config = self._pool().config
+        narrow(config.name, pool_policy(config), network.mode, network.allow)
+
+    def network_of(self, container: Container) -> ContainerNetwork | None:
+        """The container's egress: what it asked for, else its pool's (None: the pool's
+        network is unrestricted, which no narrowed form says)."""
+        if container.network is not None:
+            return container.network
+        config = self._pool().config
+        if config.network == "off":
+            return ContainerNetwork(mode="off")
+        if config.network == "allowlist":
+            return ContainerNetwork(mode="allowlist", allow=list(config.egress.allow))
+        return None
+
+    async def set_network(self, container: Container, network: ContainerNetwork) -> None:
+        """Narrow the container's egress (its live session at once, fresh ones when made)."""
+        self.check_network(network)
+        lock = self._locks.setdefault(container.id, asyncio.Lock())
+        async with lock:
+            container.network = network
+            await self._records.save(container)
+            session = await self._pool().lookup(self._key(container))
+            if session is not None:
+                await session.set_network(network.mode, network.allow)
 
     async def _expire_if_idle(self, container: Container) -> Container:
         if container.status == ContainerStatus.RUNNING and now() >= container.expires_at:
@@ -174,6 +212,13 @@ class Containers:
             fresh = await pool.lookup(key) is None
             session = await pool.acquire(key)
             if fresh:
+                if container.network is not None:
+                    # before the container's first cell: it runs under its policy
+                    try:
+                        await session.set_network(container.network.mode, container.network.allow)
+                    except BaseException:
+                        await pool.delete(key)
+                        raise
                 for record in await self.all_files(container.id):
                     data = await self._records.get_blob(record.id)
                     if data is not None and record.path:

@@ -37,6 +37,7 @@ from sessionpool.agents.records import Records
 from sessionpool.agents.store import Store
 from sessionpool.agents.types import (
     Agent,
+    ContainerNetwork,
     ContainerStatus,
     Conversation,
     Message,
@@ -78,6 +79,8 @@ class ResponseRequest:
     container_id: str | None = None
     #: files for the conversation's own container, copied in unless it has one of that name
     container_file_ids: list[str] = field(default_factory=list)
+    #: the egress of the conversation's own container, narrowed from its pool's (None: as is)
+    container_network: ContainerNetwork | None = None
     temperature: float | None = None
     top_p: float | None = None
     metadata: dict[str, str] | None = None
@@ -589,6 +592,8 @@ class TenantAgents:
             )
         if request.container_id is not None:
             await self.containers.get(request.container_id)  # 404 before anything is written
+        if request.container_network is not None:
+            self.containers.check_network(request.container_network)  # 400 likewise
         created = False
         if request.conversation_id:
             conversation = await self.get_conversation(request.conversation_id)
@@ -601,10 +606,14 @@ class TenantAgents:
         instructions = [*conversation.instructions, *request.input_instructions]
         message_ids: list[str] = []
         try:
-            if request.container_id is None and request.container_file_ids:
+            if request.container_id is None and (
+                request.container_file_ids or request.container_network is not None
+            ):
                 # the conversation's own container (made now, or kept from earlier turns: its
-                # interpreter state stays) gets the files, once
+                # interpreter state stays) gets the files, once, and the network asked for
                 container = await self.containers.for_conversation(conversation.id)
+                if request.container_network is not None:
+                    await self.containers.set_network(container, request.container_network)
                 await self.containers.add_missing_files(container.id, request.container_file_ids)
             for m in request.messages:
                 message = await self.add_message(

@@ -106,6 +106,14 @@ class ContainerStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class ContainerNetwork(BaseModel):
+    """A container's egress, narrowed from its pool's policy (never wider): no network at
+    all, or only these hosts (``host`` or ``*.domain``)."""
+
+    mode: Literal["off", "allowlist"]
+    allow: list[str] = Field(default_factory=list)
+
+
 class Container(Record):
     """A sessionpool session bound to a conversation: its /mnt/data holds inputs and outputs.
 
@@ -123,6 +131,8 @@ class Container(Record):
     #: idle minutes after ``last_active_at`` before the container expires
     expires_after_minutes: int = 20
     memory_limit: str | None = None
+    #: what the client asked of its network; None: the pool's policy as it is
+    network: ContainerNetwork | None = None
 
     @property
     def expires_at(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from sessionpool.agents.types import ImagePart, Part, TextPart
+from sessionpool.agents.types import ContainerNetwork, ImagePart, Part, TextPart
 from sessionpool.errors import InvalidArgument
 from sessionpool.faces.http import JSON
 
@@ -97,6 +97,43 @@ class ContainerCreate(WireModel):
     expires_after: ExpiresAfter | None = None
     memory_limit: str | None = None
     metadata: dict[str, str] | None = None
+    network_policy: Any = None
+
+
+def parse_network_policy(raw: Any, where: str = "network_policy") -> ContainerNetwork | None:
+    """OpenAI's ``network_policy``: ``{"type": "disabled"}`` (no network) or ``{"type":
+    "allowlist", "allowed_domains": [...]}`` (only those hosts), narrowing the pool's policy.
+
+    ``domain_secrets`` are refused: OpenAI documents them as a secret ``name`` and ``value``
+    injected for a domain, not as a header, and the egress proxy here only adds headers (which
+    the operator configures per pool, ``[pools.<name>.egress.secrets]``); guessing a header
+    could send a secret where its owner never meant it to go.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidArgument("network_policy must be an object with a type", where)
+    kind = raw.get("type")
+    if kind == "disabled":
+        return ContainerNetwork(mode="off")
+    if kind != "allowlist":
+        raise InvalidArgument(
+            f"network_policy type {kind!r} is not supported; use 'disabled' or 'allowlist'",
+            f"{where}.type",
+        )
+    domains = raw.get("allowed_domains")
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        raise InvalidArgument(
+            "allowed_domains must be a list of domains", f"{where}.allowed_domains"
+        )
+    if raw.get("domain_secrets"):
+        raise InvalidArgument(
+            "domain_secrets are not supported by this server: its egress proxy adds headers "
+            "the operator configures for a domain ([pools.<name>.egress.secrets]), and cannot "
+            "inject a secret by name; leave domain_secrets out",
+            f"{where}.domain_secrets",
+        )
+    return ContainerNetwork(mode="allowlist", allow=list(domains))
 
 
 class ContainerFileCreate(WireModel):
@@ -221,6 +258,8 @@ class ToolSpec:
     auto: bool = False
     file_ids: list[str] = field(default_factory=list)
     memory_limit: str | None = None
+    #: ``"container": {"type": "auto", "network_policy": ...}``
+    network: ContainerNetwork | None = None
 
 
 def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
@@ -259,6 +298,9 @@ def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
             spec.file_ids = list(file_ids)
             limit = container.get("memory_limit")
             spec.memory_limit = limit if isinstance(limit, str) else None
+            spec.network = parse_network_policy(
+                container.get("network_policy"), f"{where}.container.network_policy"
+            )
         else:
             raise InvalidArgument(
                 "container must be a container id or {'type': 'auto'}", f"{where}.container"

@@ -179,6 +179,7 @@ async def create_response(request: Request) -> Response:
             tools=spec.tools if (spec.tools or agent is None) else None,
             container_id=spec.container_id,
             container_file_ids=spec.file_ids if spec.auto else [],
+            container_network=spec.network,
             temperature=req.temperature,
             top_p=req.top_p,
             metadata=req.metadata,
@@ -420,20 +421,22 @@ async def create_container(request: Request) -> Response:
         expires_after_minutes=minutes,
         memory_limit=req.memory_limit,
         metadata=req.metadata,
+        network=parse.parse_network_policy(req.network_policy),
     )
-    return ok(wire.container_object(container))
+    return ok(wire.container_object(container, svc.containers.network_of(container)))
 
 
 async def list_containers(request: Request) -> Response:
     svc = service(request, "listing containers")
     page = await svc.containers.page(page_request(request.query_params))
-    data = [wire.container_object(c) for c in page.items]
+    data = [wire.container_object(c, svc.containers.network_of(c)) for c in page.items]
     return ok(wire.list_object(data, page.has_more))
 
 
 async def get_container(request: Request, container_id: str) -> Response:
     svc = service(request, "reading containers")
-    return ok(wire.container_object(await svc.containers.get(container_id)))
+    container = await svc.containers.get(container_id)
+    return ok(wire.container_object(container, svc.containers.network_of(container)))
 
 
 async def delete_container(request: Request, container_id: str) -> Response:

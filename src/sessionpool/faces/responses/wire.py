@@ -29,6 +29,7 @@ from sessionpool.agents.types import (
     Annotation,
     CodeCall,
     Container,
+    ContainerNetwork,
     Conversation,
     Message,
     Run,
@@ -351,7 +352,17 @@ def conversation_items(
 # --- containers ---------------------------------------------------------------------------------
 
 
-def container_object(container: Container) -> JSON:
+def network_policy(network: ContainerNetwork | None) -> JSON | None:
+    """A container's egress as OpenAI's ``network_policy`` (None: unrestricted, which the
+    API has no word for)."""
+    if network is None:
+        return None
+    if network.mode == "off":
+        return {"type": "disabled"}
+    return {"type": "allowlist", "allowed_domains": list(network.allow)}
+
+
+def container_object(container: Container, network: ContainerNetwork | None = None) -> JSON:
     return {
         "id": container.id,
         "object": "container",
@@ -364,6 +375,7 @@ def container_object(container: Container) -> JSON:
             "minutes": container.expires_after_minutes,
         },
         "memory_limit": container.memory_limit,
+        "network_policy": network_policy(network),
         "metadata": dict(container.metadata),
     }
 
