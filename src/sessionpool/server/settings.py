@@ -361,6 +361,8 @@ def _parse_hosts(value: object, name: str) -> tuple[tuple[str, str], ...]:
     out = []
     for host, address in pairs:
         try:
+            if not isinstance(address, str):  # ip_address() would take an integer
+                raise TypeError(address)
             ipaddress.ip_address(address)
         except (ValueError, TypeError):
             raise ConfigError(f"{name}: {host!r}: {address!r} is not an IP address") from None
@@ -534,20 +536,25 @@ def _pool_env_defaults(environ: Mapping[str, str]) -> tuple[dict[str, object], d
     return pool, limits
 
 
-def _secret_value(value: object, where: str) -> str:
+def _secret_value(value: object, where: str, environ: Mapping[str, str]) -> str:
     """A header value, or ``env:NAME`` to read it from the server's environment (so the
     configuration file need not hold the secret)."""
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string")
     if value.startswith("env:"):
         name = value[4:]
-        if name not in os.environ:
+        if name not in environ:
             raise ConfigError(f"{where}: the environment variable {name} is not set")
-        return os.environ[name]
+        return environ[name]
     return value
 
 
-def build_egress(raw: object, where: str) -> EgressSettings:
+def build_egress(
+    raw: object, where: str, environ: Mapping[str, str] | None = None
+) -> EgressSettings:
+    """A ``[pools.<name>.egress]`` table; ``env:NAME`` secrets come from ``environ`` (the
+    environment the settings are loaded from; the process's if None)."""
+    env = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a table")
     values: dict[str, object] = {}
@@ -562,7 +569,7 @@ def build_egress(raw: object, where: str) -> EgressSettings:
                 (
                     domain,
                     tuple(
-                        (h, _secret_value(v, f"{where}.secrets.{domain}.{h}"))
+                        (h, _secret_value(v, f"{where}.secrets.{domain}.{h}", env))
                         for h, v in headers.items()
                     ),
                 )
@@ -596,6 +603,7 @@ def build_pool(
     table: Mapping[str, object],
     defaults: Mapping[str, object] = {},
     limit_defaults: Mapping[str, object] = {},
+    environ: Mapping[str, str] | None = None,
 ) -> PoolConfig:
     """One PoolConfig from its TOML table over the environment's pool defaults."""
     where = f"[pools.{name}]"
@@ -613,7 +621,7 @@ def build_pool(
                     )
                 limits[lkey] = LIMIT_FIELDS[lkey](lraw, f"{where}.limits.{lkey}")
         elif key == "egress":
-            values["egress"] = build_egress(raw, f"{where}.egress")
+            values["egress"] = build_egress(raw, f"{where}.egress", environ)
         elif key in POOL_FIELDS:
             values[key] = POOL_FIELDS[key](raw, f"{where} {key}")
         else:
@@ -714,7 +722,7 @@ def load_settings(
     if pool_tables is None:
         pool_tables = {"default": {}}
     pools = tuple(
-        build_pool(name, table, pool_defaults, limit_defaults)
+        build_pool(name, table, pool_defaults, limit_defaults, env)
         for name, table in pool_tables.items()
     )
     data_dir = values.get("data_dir", ServerSettings.data_dir)
