@@ -26,7 +26,12 @@ class _Wire(BaseModel):
 
 
 class NetworkPolicy(_Wire):
-    """``PUT session/network`` (sessionpool): narrow a session's egress from its pool's."""
+    """``PUT session/network`` (sessionpool): narrow a session's egress from its pool's.
+
+    Unknown keys are refused, unlike the Azure bodies: no client adds its own to this one, and a
+    misspelt ``allow`` ignored would leave the session the pool's whole allowlist."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["off", "allowlist", "on"]
     #: hosts (``*.domain`` for subdomains, ``:port`` optional); omitted: the pool's
