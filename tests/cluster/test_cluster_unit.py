@@ -445,3 +445,22 @@ async def test_agent_runs_hold_one_per_conversation_and_cancel_across_gateways(
         await gateway_a.close()
         await gateway_b.close()
         await engine.close()
+
+
+async def test_cluster_sessions_have_no_network_and_say_so(pool: RemotePool) -> None:
+    """Egress runs on a single server: a cluster session is always off, and asking for more is
+    the 400 a narrowing beyond its pool gets, saying why."""
+    session = await pool.acquire("net")
+    off = {"mode": "off", "allow": [], "secrets": {}, "recent": []}
+    assert session.network() == off
+    assert await session.set_network("off") == off
+    for mode in ("allowlist", "on"):
+        with pytest.raises(errors.EgressWidens) as caught:
+            await session.set_network(mode, ["api.example.com"])
+        message = caught.value.message
+        assert "pool 'default': sessions of a cluster have no network yet" in message
+        assert "can only be narrowed from its pool's" in message
+        assert (caught.value.pool, caught.value.param) == ("default", "network")
+        assert status_for(caught.value) == 400
+    # the session itself is untouched: it still runs code on its node
+    assert (await session.execute("6 * 7")).result == DisplayData({"text/plain": "42"})

@@ -555,7 +555,8 @@ class RemoteSession:
         return wire.shell_in(r.json()["result"])
 
     def network(self) -> dict[str, object]:
-        return {"mode": "off", "allow": [], "secrets": {}}
+        """The same shape as a single server's session (``recent``: its decisions, none)."""
+        return {"mode": "off", "allow": [], "secrets": {}, "recent": []}
 
     async def set_network(
         self,
@@ -566,7 +567,9 @@ class RemoteSession:
         """Not part of the cluster protocol yet: cluster pools have no network."""
         if mode == "off":
             return self.network()
-        raise errors.EgressWidens(self.pool.name, "sessions of a cluster have no network yet")
+        raise errors.EgressWidens(
+            self.pool.name, "sessions of a cluster have no network yet", "network"
+        )
 
     def keep_alive_until(self, when: float) -> None:
         """Not part of the cluster protocol: the E2B face, its only user, refuses cluster mode."""
