@@ -11,37 +11,15 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.egress import netlab
+from tests.egress.helpers import netns_usable
 from tests.egress.netlab import Internet
 
 pytestmark = pytest.mark.jail
-
-
-def _netns_usable() -> str | None:
-    """Why the test internet cannot be built here, or None."""
-    if os.geteuid() != 0:
-        return "needs root to build a network namespace"
-    try:
-        result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    except FileNotFoundError:
-        return "needs the ip command (iproute2)"
-    if result.returncode != 0:
-        return f"ip netns does not work here: {result.stderr.strip()}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def internet() -> Iterator[Internet]:
-    reason = _netns_usable()
-    if reason:
-        pytest.skip(reason)
-    with Internet() as net:
-        yield net
 
 
 def _links() -> set[str]:
@@ -61,7 +39,7 @@ def _dead_pid() -> int:
 
 
 def _start_alone(net: Internet) -> None:
-    """Starts without waiting: the module's internet (or another run's) is up otherwise."""
+    """Starts without waiting: another run's internet is up otherwise."""
     try:
         net.start()
     except RuntimeError as exc:
@@ -70,9 +48,9 @@ def _start_alone(net: Internet) -> None:
         raise
 
 
-def test_start_cleans_stale_runs_and_close_removes_everything() -> None:
-    """First in the module: the module's internet is not up yet, and two cannot be at once."""
-    reason = _netns_usable()
+def test_start_cleans_stale_runs_and_close_removes_everything(internet_down: None) -> None:
+    """Before the module's first use of ``internet``: two internets cannot be up at once."""
+    reason = netns_usable()
     if reason:
         pytest.skip(reason)
     dead = _dead_pid()
@@ -104,8 +82,10 @@ def test_start_cleans_stale_runs_and_close_removes_everything() -> None:
     net.close()  # twice is fine
 
 
-def test_a_failed_start_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    reason = _netns_usable()
+def test_a_failed_start_leaves_nothing(
+    internet_down: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reason = netns_usable()
     if reason:
         pytest.skip(reason)
     broken = tmp_path / "broken_server.py"
