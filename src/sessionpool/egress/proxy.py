@@ -312,6 +312,7 @@ class EgressProxy:
             host, port = (link.host, link.port) if link.host else (exc.host, exc.port)
             self.record(gate, host or "-", port, verdict, exc.reason)
             _answer_denied(writer, exc)
+            await _close_gently(reader, writer)
         except (
             ConnectionError,
             TimeoutError,
@@ -503,6 +504,23 @@ def _answer_denied(writer: asyncio.StreamWriter, exc: Denied) -> None:
 
 def _printable(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
+async def _close_gently(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send the answer, then read what the client still sends for a moment before closing:
+    closing with unread bytes resets the connection, and the client would lose the answer
+    (a 429 refused before its request was read, say)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.drain(), 1.0)
+        if writer.can_write_eof():
+            writer.write_eof()
+
+        async def discard() -> None:
+            left = HEAD_LIMIT
+            while left > 0 and (chunk := await reader.read(CHUNK)):
+                left -= len(chunk)
+
+        await asyncio.wait_for(discard(), 1.0)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> Any:
