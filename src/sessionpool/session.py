@@ -183,9 +183,12 @@ class Session:
         policy = narrow(self.pool_name, base, mode, allow, secrets)  # type: ignore[arg-type]
         if self.egress is None:
             if policy.mode != "off":
-                raise errors.SandboxError(
-                    f"the {self.backend.name} backend gives sessions no network of their own, "
-                    "so no egress policy can be enforced for them"
+                # not a sandbox failure (a 503 clients would retry): it can never work here
+                raise errors.InvalidArgument(
+                    f"session {self._label()}: the {self.backend.name} backend gives sessions "
+                    "no network of their own, so no egress policy can be enforced for them "
+                    "(their network is the host's); serve with the jail backend",
+                    "network",
                 )
             return policy.describe()
         self.egress.set_policy(policy)

@@ -156,8 +156,9 @@ async def test_a_backend_without_isolation_enforces_no_policy_and_says_so(
         f"/pools/net/session/network{q('s6')}",
         json={"mode": "allowlist", "allow": ["api.example.com"]},
     )
-    assert_error(r, 503, "SandboxFailure")
+    assert_error(r, 400, "InvalidRequest")
     message = r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "network"
     assert "the fake backend gives sessions no network of their own" in message
     assert "no egress policy can be enforced" in message
     # off needs no proxy
