@@ -157,6 +157,11 @@ bench-cluster: install
 bench-agents: install
 	$(PY) -m benchmarks.agents
 
+# the egress proxy: latency it adds to HTTP and HTTPS (with and without secrets) and requests/s,
+# against the tests' internet in a network namespace (root)
+bench-egress: install
+	$(PY) -m benchmarks.egress
+
 # soak: 100 sessions of random work against a real server; 10 minutes (MINUTES=2 to shorten)
 soak: install
 	$(PY) -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES))

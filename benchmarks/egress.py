@@ -1,0 +1,299 @@
+"""Egress benchmark: what the egress proxy adds to a session's HTTP and HTTPS, and how many
+connections per second it carries. Run from the repository root, as root (the jail backend and
+the test internet's network namespace need it)::
+
+    .venv/bin/python -m benchmarks.egress [--requests N] [--seconds S] [--json PATH]
+
+The upstream is the tests' internet (``tests/egress/netlab.py``): servers in a network namespace
+on 203.0.113.0/24, reached through a veth pair; nothing leaves the machine. The same client code
+runs twice: inside a jailed session, through the proxy (its only way out), and in a plain
+process on the host, straight to the server's address. Both open a new connection for every
+request (a TLS handshake each for HTTPS), send ``GET /echo`` and read the answer to its end, so
+the difference is the proxy: its listener in the session's namespace, its policy check, its own
+name resolution and upstream connect, and the copying (for the domain with secrets, a second TLS
+termination and the headers added).
+
+Rates: ``--threads`` client threads (in the session, or on the host for the peer) loop for
+``--seconds`` and count completed requests. On a 2-core machine the clients' own TLS work
+shares the CPUs with the proxy and the servers, so the rate is of the whole path, not of the
+proxy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.egress.netlab import Internet
+
+from benchmarks._common import RESULTS, nearest_rank
+from sessionpool.config import EgressSettings, EngineConfig, PoolConfig
+from sessionpool.engine import Engine
+from sessionpool.types import ExecutionStatus
+
+ALLOWED, SECRET = Internet.ALLOWED, Internet.SECRET
+
+#: the client: ``opener(host, port)`` gives a connected socket; ``one`` makes one request on a
+#: new connection and returns its milliseconds
+CLIENT = textwrap.dedent(
+    r"""
+    import json, os, socket, ssl, threading, time
+
+    CTX = ssl.create_default_context(cafile=CAFILE)
+
+    def read_all(s):
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+    def one(host, tls):
+        t0 = time.perf_counter()
+        s = opener(host, 443 if tls else 80)
+        if tls:
+            s = CTX.wrap_socket(s, server_hostname=host)
+            target = "/echo"
+        else:
+            target = PLAIN_TARGET.format(host=host)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = read_all(s)
+        s.close()
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        return (time.perf_counter() - t0) * 1000
+
+    def latencies(host, tls, n):
+        for _ in range(10):  # warm-up
+            one(host, tls)
+        return [one(host, tls) for _ in range(n)]
+
+    def rate(host, tls, threads, seconds):
+        done = [0] * threads
+        errors = []
+        end = time.monotonic() + seconds
+        def loop(i):
+            while time.monotonic() < end:
+                try:
+                    one(host, tls)
+                    done[i] += 1
+                except Exception as exc:
+                    errors.append(repr(exc))
+        ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return {"per_second": sum(done) / (time.monotonic() - t0), "errors": len(errors),
+                "first_error": errors[0] if errors else None}
+    """
+)
+
+#: inside the session: through the proxy (CONNECT for TLS, an absolute URL for plain HTTP)
+THROUGH_PROXY = textwrap.dedent(
+    r"""
+    import os, socket
+    CAFILE = os.environ["SSL_CERT_FILE"]
+    PLAIN_TARGET = "http://{host}/echo"
+    PROXY = ("127.0.0.1", 3128)
+
+    def opener(host, port):
+        s = socket.create_connection(PROXY)
+        if port == 80:
+            return s
+        s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return s
+    """
+)
+
+#: on the host: straight to the server's address
+DIRECT = textwrap.dedent(
+    r"""
+    import os, socket
+    CAFILE = os.environ["NETLAB_CA"]
+    PLAIN_TARGET = "/echo"
+    ADDRESS = os.environ["NETLAB_ADDRESS"]
+
+    def opener(host, port):
+        return socket.create_connection((ADDRESS, port))
+    """
+)
+
+
+def _summary(samples: list[float]) -> dict[str, float]:
+    values = sorted(samples)
+    return {
+        "n": len(values),
+        "p50": round(nearest_rank(values, 50), 3),
+        "p99": round(nearest_rank(values, 99), 3),
+        "min": round(values[0], 3),
+    }
+
+
+def _plan(requests: int, threads: int, seconds: float, hosts: list[tuple[str, bool]]) -> str:
+    """The measuring program: latencies for each (host, tls), then the rates."""
+    return textwrap.dedent(
+        f"""
+        out = {{"latency": {{}}, "rate": {{}}}}
+        for host, tls in {hosts!r}:
+            key = ("https " if tls else "http ") + host
+            out["latency"][key] = latencies(host, tls, {requests})
+        for host, tls in {hosts!r}:
+            key = ("https " if tls else "http ") + host
+            out["rate"][key] = rate(host, tls, {threads}, {seconds})
+        print("@@" + json.dumps(out))
+        """
+    )
+
+
+def _parse(stdout: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.startswith("@@")]
+    if not lines:
+        raise RuntimeError(f"the probe printed no result: {stdout[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][2:])
+    return result
+
+
+async def _in_session(internet: Internet, program: str, data_dir: Path) -> dict[str, Any]:
+    settings = EgressSettings(
+        allow=(ALLOWED, SECRET),
+        secrets=((SECRET, (("Authorization", "Bearer bench-secret"),)),),
+        bytes_per_second=0,
+        connections=1024,
+        connections_per_second=0,
+    )
+    engine = Engine(
+        EngineConfig(
+            backend="jail",
+            data_dir=data_dir,
+            egress_hosts=tuple(internet.hosts.items()),
+            egress_allow_networks=tuple(internet.allow_networks),
+            egress_trust_ca_files=(internet.ca_file,),
+        ),
+        [
+            PoolConfig(
+                name="net",
+                network="allowlist",
+                egress=settings,
+                ready_sessions=1,
+                execution_timeout_seconds=600,
+            )
+        ],
+    )
+    await engine.start()
+    try:
+        session = await engine.pool("net").acquire("bench-egress")
+        result = await session.execute(program, timeout=600)
+        if result.status is not ExecutionStatus.OK:
+            raise RuntimeError(f"the probe failed in the session: {result.error} {result.stderr}")
+        return _parse(result.stdout)
+    finally:
+        await engine.close()
+
+
+def _on_host(internet: Internet, program: str) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "NETLAB_CA": str(internet.ca_file),
+        "NETLAB_ADDRESS": internet.address,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the direct probe failed: {done.stderr[-2000:]}")
+    return _parse(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="latency samples per case")
+    parser.add_argument("--threads", type=int, default=8, help="client threads for the rates")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each rate run")
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("benchmarks.egress needs root (the jail and the test internet's namespace)")
+
+    through = [(ALLOWED, False), (ALLOWED, True), (SECRET, True)]
+    direct = [(ALLOWED, False), (ALLOWED, True)]
+    with Internet() as internet, tempfile.TemporaryDirectory(prefix="bench-egress-") as tmp:
+        proxied = asyncio.run(
+            _in_session(
+                internet,
+                THROUGH_PROXY + CLIENT + _plan(args.requests, args.threads, args.seconds, through),
+                Path(tmp),
+            )
+        )
+        straight = _on_host(
+            internet, DIRECT + CLIENT + _plan(args.requests, args.threads, args.seconds, direct)
+        )
+
+    rows = []
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count()},
+        "requests": args.requests,
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "latency_ms": {},
+        "rate_per_second": {},
+    }
+    for key, samples in proxied["latency"].items():
+        label = key + (" (secrets: TLS terminated)" if SECRET in key else "")
+        report["latency_ms"][f"session through the proxy: {label}"] = _summary(samples)
+    for key, samples in straight["latency"].items():
+        report["latency_ms"][f"host, direct: {key}"] = _summary(samples)
+    for key, value in proxied["rate"].items():
+        report["rate_per_second"][f"session through the proxy: {key}"] = value
+    for key, value in straight["rate"].items():
+        report["rate_per_second"][f"host, direct: {key}"] = value
+    added: dict[str, dict[str, float]] = {}
+    for name in ("http", "https"):
+        key = f"{name} {ALLOWED}"
+        p, d = _summary(proxied["latency"][key]), _summary(straight["latency"][key])
+        added[name] = {"p50": round(p["p50"] - d["p50"], 3), "p99": round(p["p99"] - d["p99"], 3)}
+    p, d = (
+        _summary(proxied["latency"][f"https {SECRET}"]),
+        _summary(straight["latency"][f"https {ALLOWED}"]),
+    )
+    added["https with secrets"] = {
+        "p50": round(p["p50"] - d["p50"], 3),
+        "p99": round(p["p99"] - d["p99"], 3),
+    }
+    report["added_by_proxy_ms"] = added
+
+    rows.append("| case | p50 ms | p99 ms |")
+    rows.append("|---|---|---|")
+    for key, s in report["latency_ms"].items():
+        rows.append(f"| {key} | {s['p50']:.2f} | {s['p99']:.2f} |")
+    for key, s in added.items():
+        rows.append(f"| added by the proxy: {key} | {s['p50']:.2f} | {s['p99']:.2f} |")
+    rows.append("")
+    rows.append(
+        f"| rate ({args.threads} client threads, {args.seconds:g} s) | requests/s | errors |"
+    )
+    rows.append("|---|---|---|")
+    for key, r in report["rate_per_second"].items():
+        rows.append(f"| {key} | {r['per_second']:.0f} | {r['errors']} |")
+    print("\n".join(rows))
+    path = args.json or RESULTS / f"egress-{dt.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
