@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster soak clean
+.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
