@@ -142,7 +142,12 @@ async def test_junk_frames_from_session_code_are_dropped_not_buffered(session: S
     """Code in the session can write frames to the kernel's socket. With processes running
     the host reads the socket between calls; frames no call is due are dropped there, never
     queued in the server, and the session, its calls and its processes carry on."""
-    ticker = await session.start_process(bash("while true; do echo tick; sleep 0.05; done"))
+    # the ticker stays silent until told: its output frames, written by the kernel while the
+    # cell's junk is written to the same socket, would interleave with the junk (session code
+    # can always garble its own stream; that ends its own interpreter, which is not the point)
+    ticker = await session.start_process(
+        bash("read go; while true; do echo tick; sleep 0.05; done")
+    )
     flood = (
         "import json, os, socket, struct\n"
         "def is_socket(fd):\n"
@@ -164,6 +169,7 @@ async def test_junk_frames_from_session_code_are_dropped_not_buffered(session: S
     assert session._inbox.qsize() == 0
     again = await session.execute("6 * 7")
     assert again.result is not None and again.result.data["text/plain"] == "42"
+    await session.send_process_input(ticker.pid, b"go\n")
     event = await asyncio.wait_for(anext(ticker.events()), 5)
     assert event.kind == "stdout"
     await session.signal_process(ticker.pid, signal.SIGKILL)
