@@ -157,7 +157,8 @@ bench-cluster: install
 bench-agents: install
 	$(PY) -m benchmarks.agents
 
-# the egress proxy: latency it adds to HTTP and HTTPS (with and without secrets) and requests/s,
+# the egress proxy: latency it adds to HTTP and HTTPS (with and without secrets), requests and
+# TLS connections per second, one tunnel's MiB/s and the bandwidth cap holding,
 # against the tests' internet in a network namespace (root)
 bench-egress: install
 	$(PY) -m benchmarks.egress
