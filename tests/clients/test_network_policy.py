@@ -316,3 +316,22 @@ def test_code_interpreter_auto_container_network_policy(client: openai.OpenAI) -
     }
     with pytest.raises(openai.BadRequestError, match=r"evil\.test is not in the pool's allowlist"):
         client.responses.create(model="scripted-echo", tools=[wider], input="1")
+
+
+def test_containers_skills_are_refused_clearly(client: openai.OpenAI) -> None:
+    """Skills are not served: a container that names one is refused, not made without it."""
+    with pytest.raises(openai.BadRequestError, match="skills are not supported") as caught:
+        client.containers.create(
+            name="skilled", skills=[{"type": "skill_reference", "skill_id": "s1"}]
+        )
+    assert caught.value.body is not None and "skills" in str(caught.value.body)
+    tool: Any = {
+        "type": "code_interpreter",
+        "container": {"type": "auto", "skills": [{"type": "skill_reference", "skill_id": "s1"}]},
+    }
+    with pytest.raises(openai.BadRequestError, match="skills are not supported"):
+        client.responses.create(model="scripted-echo", tools=[tool], input="1")
+    assert "skilled" not in [c.name for c in client.containers.list(limit=100).data]
+    # an empty list asks for nothing, and is served
+    plain = client.containers.create(name="no-skills", skills=[])
+    assert plain.name == "no-skills"

@@ -98,6 +98,18 @@ class ContainerCreate(WireModel):
     memory_limit: str | None = None
     metadata: dict[str, str] | None = None
     network_policy: Any = None
+    skills: Any = None
+
+
+def refuse_skills(skills: Any, where: str = "skills") -> None:
+    """Skills (packaged instructions and files mounted into a container) are not served: a
+    request that names any is refused rather than run without them."""
+    if skills:
+        raise InvalidArgument(
+            "skills are not supported by this server: containers run the pool's runtime only; "
+            "leave skills out, or upload the files the skill needs with file_ids",
+            where,
+        )
 
 
 def parse_network_policy(raw: Any, where: str = "network_policy") -> ContainerNetwork | None:
@@ -296,6 +308,7 @@ def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
                     "file_ids must be a list of file ids", f"{where}.container.file_ids"
                 )
             spec.file_ids = list(file_ids)
+            refuse_skills(container.get("skills"), f"{where}.container.skills")
             limit = container.get("memory_limit")
             spec.memory_limit = limit if isinstance(limit, str) else None
             spec.network = parse_network_policy(

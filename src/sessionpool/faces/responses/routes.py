@@ -412,6 +412,7 @@ async def delete_item(request: Request, conversation_id: str, item_id: str) -> R
 async def create_container(request: Request) -> Response:
     svc = service(request, "creating containers")
     req: parse.ContainerCreate = await read_model(request, parse.ContainerCreate)
+    parse.refuse_skills(req.skills)
     minutes = req.expires_after.minutes if req.expires_after is not None else None
     if minutes is not None and minutes < 1:
         raise InvalidArgument("expires_after.minutes must be at least 1", "expires_after.minutes")
