@@ -642,17 +642,7 @@ async def _exchange(
     up_writer.write(
         upstream.send(h11.Request(method=request.method, target=target, headers=headers))
     )
-    while True:
-        event = await _next_event(conn, reader, IDLE_TIMEOUT)
-        if isinstance(event, h11.Data):
-            await bandwidth.take(len(event.data))
-            up_writer.write(upstream.send(event))
-            await up_writer.drain()
-        elif isinstance(event, h11.EndOfMessage):
-            up_writer.write(upstream.send(h11.EndOfMessage()))
-            break
-        else:
-            raise ConnectionError("the client went away mid-request")
+    await _copy_body(conn, reader, upstream, up_writer, bandwidth, "the client", "request")
     while True:
         event = await _next_event(upstream, up_reader, IDLE_TIMEOUT)
         if isinstance(event, h11.InformationalResponse):
@@ -664,18 +654,31 @@ async def _exchange(
     writer.write(
         conn.send(h11.Response(status_code=event.status_code, headers=out, reason=event.reason))
     )
+    await _copy_body(upstream, up_reader, conn, writer, bandwidth, "the upstream", "response")
+
+
+async def _copy_body(
+    source: h11.Connection,
+    reader: asyncio.StreamReader,
+    sink: h11.Connection,
+    writer: asyncio.StreamWriter,
+    bandwidth: Bucket,
+    who: str,
+    what: str,
+) -> None:
+    """One message's body from ``source`` to ``sink``, re-framed by h11, within the bandwidth."""
     while True:
-        event = await _next_event(upstream, up_reader, IDLE_TIMEOUT)
+        event = await _next_event(source, reader, IDLE_TIMEOUT)
         if isinstance(event, h11.Data):
             await bandwidth.take(len(event.data))
-            writer.write(conn.send(event))
+            writer.write(sink.send(event))
             await writer.drain()
         elif isinstance(event, h11.EndOfMessage):
-            writer.write(conn.send(h11.EndOfMessage()))
+            writer.write(sink.send(h11.EndOfMessage()))
             await writer.drain()
             return
         else:
-            raise ConnectionError("the upstream went away mid-response")
+            raise ConnectionError(f"{who} went away mid-{what}")
 
 
 async def _pipe(
