@@ -44,7 +44,7 @@ from typing import Any
 from tests.egress.netlab import Internet
 
 from benchmarks._common import RESULTS, nearest_rank
-from sessionpool.config import EgressSettings, EngineConfig, MiB, PoolConfig
+from sessionpool.config import EgressSettings, MiB, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.types import ExecutionStatus
 
@@ -233,13 +233,7 @@ async def _in_sessions(
     )
     capped = EgressSettings(allow=(ALLOWED,), bytes_per_second=cap)
     engine = Engine(
-        EngineConfig(
-            backend="jail",
-            data_dir=data_dir,
-            egress_hosts=tuple(internet.hosts.items()),
-            egress_allow_networks=tuple(internet.allow_networks),
-            egress_trust_ca_files=(internet.ca_file,),
-        ),
+        internet.engine_config(data_dir),
         [
             PoolConfig(
                 name=name,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionpool.config import EgressSettings, EngineConfig, PoolConfig
+from sessionpool.config import EgressSettings, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.session import Session
 from tests.egress.helpers import (
@@ -93,13 +93,7 @@ async def egress_engine(
         connections_per_second=FLOOD_PER_SECOND,
     )
     eng = Engine(
-        EngineConfig(
-            backend="jail",
-            data_dir=data_dir,
-            egress_hosts=tuple(internet.hosts.items()),
-            egress_allow_networks=tuple(internet.allow_networks),
-            egress_trust_ca_files=(internet.ca_file,),
-        ),
+        internet.engine_config(data_dir),
         [
             # first: a pool without network must not give the pools with network a zygote
             # without their CA bundle (nor they give it one with)

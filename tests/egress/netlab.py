@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sessionpool.config import EngineConfig
+
 ALLOWED = "api.allowed.test"
 OTHER_ALLOWED = "files.allowed.test"
 INDEX = "pypi.allowed.test"
@@ -176,6 +178,16 @@ class Internet:
             self._lock = None
 
     # --- helpers for tests -------------------------------------------------------------------
+
+    def engine_config(self, data_dir: Path) -> EngineConfig:
+        """A jailed engine whose egress proxy knows this internet: its names, network and CA."""
+        return EngineConfig(
+            backend="jail",
+            data_dir=data_dir,
+            egress_hosts=tuple(self.hosts.items()),
+            egress_allow_networks=tuple(self.allow_networks),
+            egress_trust_ca_files=(self.ca_file,),
+        )
 
     def fetch(
         self,
