@@ -8,6 +8,7 @@ uid, cgroup and files; only the interpreter state is lost, and the caller is tol
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -39,6 +40,8 @@ log = logging.getLogger("sessionpool.session")
 
 _ids = itertools.count(1)
 WARMUP_CODE = "1 + 1"
+#: executions a session remembers for its listing (the console's "last executions")
+RECENT_EXECUTIONS = 5
 
 
 class Session:
@@ -87,6 +90,10 @@ class Session:
         self._pump_error: BaseException | None = None
         self._inbox: asyncio.Queue[tuple[dict[str, Any], list[bytes]] | BaseException] = (
             asyncio.Queue()
+        )
+        #: the latest executions, newest last: (started, epoch seconds; status; milliseconds)
+        self.recent: collections.deque[tuple[float, str, float]] = collections.deque(
+            maxlen=RECENT_EXECUTIONS
         )
         #: the session's door to the egress proxy (pools with network only)
         self.egress: Gate | None = None
@@ -156,6 +163,12 @@ class Session:
         self.last_used = time.time()
 
     # -- network ----------------------------------------------------------------------------
+
+    def usage(self) -> tuple[int | None, float | None]:
+        """Memory in use (bytes) and CPU time used (seconds), where the backend measures them
+        (a few small reads of the session's cgroups)."""
+        kernel = self.kernel
+        return self.backend.usage(self.slot, kernel.pid if kernel is not None else None)
 
     def network(self) -> dict[str, object]:
         """The session's egress policy (secrets by domain and header name, never values)."""
@@ -465,10 +478,13 @@ class Session:
                 self.busy = False
                 self.touch()
         stats = self.stats
-        stats.execution_seconds.observe(time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        stats.execution_seconds.observe(elapsed)
+        started = time.time() - elapsed
         if outcome in ("killed", "died"):
             status = ExecutionStatus.TIMEOUT if outcome == "killed" else ExecutionStatus.LOST
             stats.executions[status] += 1
+            self.recent.append((started, status.value, elapsed * 1000))
             message = (
                 f"{note}. Variables and imports of this session are lost; files in /mnt/data "
                 "are kept. The next call starts a fresh interpreter."
@@ -485,6 +501,7 @@ class Session:
             )
         result = self._to_result(outcome, header, blobs, note)
         stats.executions[result.status] += 1
+        self.recent.append((started, result.status.value, elapsed * 1000))
         if self._replaced_note:
             message = (
                 f"note: the previous interpreter of this session had ended "

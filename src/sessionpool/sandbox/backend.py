@@ -118,6 +118,11 @@ class Backend(ABC):
         """Why the kernel of ``slot`` ended, for the user (a backend may know more)."""
         return describe_status(status)
 
+    def usage(self, slot: Slot, pid: int | None) -> tuple[int | None, float | None]:
+        """The memory (bytes) and CPU time (seconds) the session in ``slot`` uses (``pid``: its
+        kernel's, if one runs); None where the backend does not measure it."""
+        return None, None
+
     def runtime_info(self, pool: PoolConfig) -> RuntimeInfo:
         """What the pool's sessions run (this backend runs no runtime of its own)."""
         return RuntimeInfo(pool.runtime, "unknown", "", image=pool.image)

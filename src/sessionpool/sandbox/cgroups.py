@@ -135,6 +135,17 @@ def _field(text: str, name: str) -> int | None:
     return None
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time of process ``pid`` and of the children it has waited for (``/proc``)."""
+    stat = _read(Path(f"/proc/{pid}/stat"))
+    # the command name (field 2) may hold spaces and parentheses: count from its end
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 15:
+        return None
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -321,6 +332,21 @@ class Cgroups:
         return OomCounters(
             _field(events, "oom_kill") or 0, _field(events, "oom") or 0, _field(parent, "oom") or 0
         )
+
+    def usage(self, name: str) -> tuple[int | None, float | None]:
+        """A session's memory in use (bytes) and the CPU time its processes used (seconds);
+        None for a figure the kernel does not offer here."""
+        if self.version == 1:
+            mem = _read(self.bases["memory"] / name / "memory.usage_in_bytes").strip()
+            cpu = _read(self.bases["cpu"] / name / "cpuacct.usage").strip()  # ns, cpu,cpuacct
+            return (
+                int(mem) if mem.isdigit() else None,
+                int(cpu) / 1e9 if cpu.isdigit() else None,
+            )
+        group = self.bases[""] / name
+        mem = _read(group / "memory.current").strip()
+        usec = _field(_read(group / "cpu.stat"), "usage_usec")
+        return int(mem) if mem.isdigit() else None, usec / 1e6 if usec is not None else None
 
     def pids_events(self, name: str) -> int:
         base = self.bases["pids" if self.version == 1 else ""]

@@ -31,6 +31,7 @@ from sessionpool.sandbox.cgroups import (
     Cgroups,
     MemoryBound,
     memory_ceiling,
+    process_cpu_seconds,
     resolve_bound,
 )
 from sessionpool.sandbox.charge import Charger
@@ -305,6 +306,16 @@ class JailBackend(ZygoteBackend):
             await kernel.connect(1 << 20, KERNEL_READY_TIMEOUT)
         finally:
             await attach
+
+    def usage(self, slot: Slot, pid: int | None) -> tuple[int | None, float | None]:
+        if self.cgroups is None or slot.cgroup is None:
+            return None, None
+        memory, cpu = self.cgroups.usage(slot.cgroup)
+        if cpu is None and pid is not None:
+            # v1 with cpuacct mounted apart from cpu: the session's group has no CPU count;
+            # the kernel's own time and that of the children it waited for
+            cpu = process_cpu_seconds(pid)
+        return memory, cpu
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         text = super().describe_exit(slot, status)
