@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -20,6 +20,18 @@ $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
 	command -v mksquashfs >/dev/null && command -v patchelf >/dev/null && command -v node >/dev/null \
 	  || (apt-get update -q && apt-get install -y -q squashfs-tools patchelf nodejs) >/dev/null
 	touch $(SERVE_STAMP)
+
+# the web console (/console): the front end in console/, built with the locked npm packages
+# (CodeMirror, esbuild) into the directory the server serves; npm comes from Debian. Without
+# npm the server still runs and /console says how to build it
+CONSOLE_STAMP := src/sessionpool/faces/console/static/.built
+$(CONSOLE_STAMP): console/package.json console/package-lock.json console/build.mjs console/index.html console/console.css $(wildcard console/src/*.js) | $(SERVE_STAMP)
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm) >/dev/null 2>&1 || true
+	if command -v npm >/dev/null; then \
+	  cd console && npm ci --no-audit --no-fund --ignore-scripts >/dev/null && node build.mjs && touch ../$(CONSOLE_STAMP); \
+	else echo "npm not installed: the console (/console) is not built"; fi
+
+console: $(CONSOLE_STAMP)
 
 # on top of that, what the tests, linters and benchmarks need
 $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json
@@ -37,6 +49,9 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
 	# best effort: a Prometheus server, for the test that scrapes /metrics (skipped without one)
 	command -v prometheus >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q --no-install-recommends prometheus) >/dev/null 2>&1 || echo "Prometheus not installed: its scrape test will be skipped")
+	# best effort: Debian's Chromium, for the console's browser tests (skipped without it);
+	# Playwright drives it as it is, it downloads no browser
+	command -v chromium >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 || echo "Chromium not installed: the console's browser tests will be skipped")
 	# the E2B JavaScript SDKs, exactly as locked, for the JS conformance test (Node.js comes with
 	# the serve step; npm with Debian's nodejs)
 	if command -v npm >/dev/null; then cd tests/clients/e2b_js && npm ci --no-audit --no-fund --ignore-scripts >/dev/null; \
@@ -45,7 +60,7 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 
 install-serve: $(SERVE_STAMP)
 
-install: $(DEV_STAMP) runtimes runtimes-dev
+install: $(DEV_STAMP) runtimes runtimes-dev console
 
 # the session runtimes (runtimes/<name>: a pinned package set, built into its own image under
 # .venv/share/sessionpool/runtimes). Quick when nothing changed: a build is skipped while its
@@ -87,7 +102,7 @@ lock:
 	echo "wrote $(CONSTRAINTS); pip check says:"; \
 	$$tmp/venv/bin/python -m pip check || true
 
-serve: install-serve runtimes
+serve: install-serve runtimes console
 	$(VENV)/bin/sessionpool serve
 
 # the whole suite, with a coverage report of the test process's own code (report only)

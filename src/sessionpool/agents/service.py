@@ -420,6 +420,11 @@ class TenantAgents:
     async def get_conversation(self, conversation_id: str) -> Conversation:
         return await self.records.load(Conversation, conversation_id)
 
+    async def list_conversations(self, page: PageRequest) -> Page[Conversation]:
+        """The tenant's conversations (threads), newest first by default (the console's list;
+        neither wire API has one)."""
+        return await self.records.page(Conversation, page)
+
     async def update_conversation(
         self, conversation_id: str, *, metadata: dict[str, str] | None = None
     ) -> Conversation:

@@ -20,6 +20,8 @@ from sessionpool.errors import ConfigError, InvalidArgument
 from sessionpool.faces.aca import AcaFace
 from sessionpool.faces.assistants import AssistantsFace
 from sessionpool.faces.base import Face, Runtime, require
+from sessionpool.faces.console import PUBLIC_PATHS as CONSOLE_PATHS
+from sessionpool.faces.console import ConsoleFace
 from sessionpool.faces.e2b import E2bFace
 from sessionpool.faces.e2b.routing import is_sandbox_traffic
 from sessionpool.faces.http import HttpError, install_error_handlers
@@ -153,6 +155,7 @@ def create_app(
     if not settings.no_auth and not settings.api_keys:
         raise ConfigError("no API key configured (resolve or generate one before create_app)")
     faces: list[Face] = [AcaFace(), McpFace(), E2bFace(cluster=settings.cluster is not None)]
+    faces.append(ConsoleFace())
     if settings.agents.enabled:
         faces += [AssistantsFace(), ResponsesFace()]
     stopper = shutdown or Shutdown(settings.shutdown_deadline_seconds)
@@ -216,7 +219,7 @@ def create_app(
     for face in faces:
         face.install(app)
     install_metrics(app)
-    public = set(PUBLIC_PATHS)
+    public = set(PUBLIC_PATHS) | CONSOLE_PATHS  # the console's page: static, no data
     if settings.agents.enabled and settings.agents.managed_identity:
         install_msi(app, settings.api_keys, settings.no_auth)
         public.add(MSI_PATH)  # it checks the identity header itself

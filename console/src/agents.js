@@ -1,0 +1,236 @@
+// Agents: threads (conversations), their messages, runs and steps; generated files to download;
+// a run's progress while it runs (polled).
+import { call, download, json } from "./api.js";
+import { clear, errorBox, h, when } from "./dom.js";
+
+const LIVE = new Set(["queued", "in_progress", "requires_action", "cancelling"]);
+
+export function threadHref(id) {
+  return `#/thread/${encodeURIComponent(id)}`;
+}
+
+export function renderAgents(root) {
+  const status = h("div", { class: "status" });
+  const list = h("tbody", {});
+  const openInput = h("input", { id: "thread-id", placeholder: "thread_…", "aria-label": "thread id" });
+  const open = h("form", { class: "open-thread" }, openInput, h("button", { type: "submit" }, "Open thread"));
+  open.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (openInput.value.trim()) location.hash = threadHref(openInput.value.trim());
+  });
+  root.appendChild(h("h1", {}, "Agents"));
+  root.appendChild(status);
+  root.appendChild(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "Threads"),
+      open,
+      h("table", { class: "threads" }, h("thead", {}, h("tr", {}, h("th", {}, "Thread"), h("th", {}, "Created"), h("th", {}, "Metadata"))), list),
+    ),
+  );
+  let stopped = false;
+  json("/console/api/threads?limit=50")
+    .then((data) => {
+      if (stopped) return;
+      if (!data.data.length) list.appendChild(h("tr", {}, h("td", { colspan: "3", class: "empty" }, "No threads yet.")));
+      for (const t of data.data) {
+        list.appendChild(
+          h(
+            "tr",
+            { class: "thread", dataset: { id: t.id } },
+            h("td", {}, h("a", { href: threadHref(t.id) }, t.id)),
+            h("td", {}, when(t.created_at)),
+            h("td", {}, Object.entries(t.metadata || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
+          ),
+        );
+      }
+    })
+    .catch((err) => {
+      if (!stopped) status.appendChild(errorBox(err.message));
+    });
+  return () => {
+    stopped = true;
+  };
+}
+
+/** An image the API holds as a file (fetched with the key, shown from a blob: URL) */
+function fileImage(fileId, urls) {
+  const img = h("img", { class: "figure", alt: `image ${fileId}`, dataset: { fileId } });
+  call(`/v1/files/${encodeURIComponent(fileId)}/content`)
+    .then((r) => r.blob())
+    .then((blob) => {
+      const url = URL.createObjectURL(new Blob([blob], { type: "image/png" }));
+      urls.push(url);
+      img.src = url;
+    })
+    .catch(() => img.replaceWith(errorBox(`could not load image ${fileId}`)));
+  return img;
+}
+
+function fileButton(fileId, label) {
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "download",
+      dataset: { fileId },
+      onClick: async () => {
+        let name = label || fileId;
+        try {
+          const meta = await json(`/v1/files/${encodeURIComponent(fileId)}`);
+          name = (meta.filename || name).split("/").pop();
+        } catch {
+          // keep the label
+        }
+        await download(`/v1/files/${encodeURIComponent(fileId)}/content`, name);
+      },
+    },
+    `Download ${label || fileId}`,
+  );
+}
+
+function messageNode(m, urls) {
+  const parts = [];
+  for (const part of m.content || []) {
+    if (part.type === "text") {
+      parts.push(h("pre", { class: "text" }, part.text.value));
+      for (const a of part.text.annotations || []) {
+        if (a.type === "file_path" && a.file_path) parts.push(fileButton(a.file_path.file_id, a.text.split("/").pop()));
+      }
+    } else if (part.type === "image_file") {
+      parts.push(fileImage(part.image_file.file_id, urls));
+    }
+  }
+  for (const att of m.attachments || []) if (att.file_id) parts.push(fileButton(att.file_id));
+  return h("article", { class: `message ${m.role}`, dataset: { id: m.id } }, h("div", { class: "role" }, m.role), parts);
+}
+
+function stepNode(step, urls) {
+  const d = step.step_details || {};
+  const body = [];
+  if (d.type === "tool_calls") {
+    for (const call of d.tool_calls || []) {
+      if (call.type === "code_interpreter") {
+        body.push(h("pre", { class: "code" }, call.code_interpreter.input));
+        for (const out of call.code_interpreter.outputs || []) {
+          if (out.type === "logs") body.push(h("pre", { class: "logs" }, out.logs));
+          else if (out.type === "image") body.push(fileImage(out.image.file_id, urls));
+        }
+      } else {
+        body.push(h("pre", { class: "code" }, `${call.type}: ${JSON.stringify(call[call.type] || {})}`));
+      }
+    }
+  } else if (d.type === "message_creation") {
+    body.push(h("p", {}, `wrote message ${d.message_creation.message_id}`));
+  }
+  return h(
+    "li",
+    { class: `step ${d.type || ""} ${step.status}`, dataset: { id: step.id } },
+    h("div", { class: "step-head" }, `${d.type === "tool_calls" ? "code interpreter" : "message"} · ${step.status}`),
+    body,
+    step.last_error ? errorBox(`${step.last_error.code}: ${step.last_error.message}`) : null,
+  );
+}
+
+export function renderThread(root, threadId) {
+  const status = h("div", { class: "status" });
+  const messages = h("div", { id: "messages" });
+  const runs = h("div", { id: "runs" });
+  const assistantSelect = h("select", { id: "assistant", "aria-label": "assistant" });
+  const prompt = h("textarea", { id: "prompt", rows: "3", placeholder: "Ask something…" });
+  const ask = h(
+    "form",
+    { class: "ask" },
+    prompt,
+    h("div", { class: "actions" }, assistantSelect, h("button", { type: "submit", id: "send" }, "Send and run")),
+  );
+  let urls = [];
+  let timer = null;
+  let stopped = false;
+
+  root.appendChild(h("h1", {}, "Thread ", h("code", {}, threadId)));
+  root.appendChild(status);
+  root.appendChild(
+    h(
+      "div",
+      { class: "thread-layout" },
+      h("section", { class: "card" }, h("h2", {}, "Messages"), messages, ask),
+      h("section", { class: "card" }, h("h2", {}, "Runs"), runs),
+    ),
+  );
+
+  const base = `/v1/threads/${encodeURIComponent(threadId)}`;
+
+  async function refresh() {
+    try {
+      const [msgs, runList] = await Promise.all([
+        json(`${base}/messages?order=asc&limit=100`),
+        json(`${base}/runs?order=desc&limit=20`),
+      ]);
+      const steps = await Promise.all(
+        runList.data.map((r) => json(`${base}/runs/${encodeURIComponent(r.id)}/steps?order=asc&limit=100`)),
+      );
+      if (stopped) return;
+      for (const url of urls) URL.revokeObjectURL(url);
+      urls = [];
+      clear(messages);
+      if (!msgs.data.length) messages.appendChild(h("p", { class: "empty" }, "No messages."));
+      for (const m of msgs.data) messages.appendChild(messageNode(m, urls));
+      clear(runs);
+      if (!runList.data.length) runs.appendChild(h("p", { class: "empty" }, "No runs."));
+      runList.data.forEach((r, i) => {
+        runs.appendChild(
+          h(
+            "article",
+            { class: `run ${r.status}`, dataset: { id: r.id, status: r.status } },
+            h("div", { class: "run-head" }, h("code", {}, r.id), " ", h("span", { class: `badge ${r.status}` }, r.status), ` · ${when(r.created_at)}`),
+            r.last_error ? errorBox(`${r.last_error.code}: ${r.last_error.message}`) : null,
+            h("ol", { class: "steps" }, steps[i].data.map((s) => stepNode(s, urls))),
+          ),
+        );
+      });
+      const live = runList.data.some((r) => LIVE.has(r.status));
+      clearTimeout(timer);
+      if (live) timer = setTimeout(refresh, 1000);
+    } catch (err) {
+      if (!stopped) clear(status).appendChild(errorBox(err.message));
+    }
+  }
+
+  json("/v1/assistants?limit=100")
+    .then((data) => {
+      for (const a of data.data) assistantSelect.appendChild(h("option", { value: a.id }, a.name || a.id));
+      if (!data.data.length) assistantSelect.appendChild(h("option", { value: "" }, "no assistants"));
+    })
+    .catch(() => {});
+
+  ask.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = prompt.value.trim();
+    if (!text || !assistantSelect.value) return;
+    try {
+      await json(`${base}/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ role: "user", content: text }),
+      });
+      await json(`${base}/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ assistant_id: assistantSelect.value }),
+      });
+      prompt.value = "";
+    } catch (err) {
+      clear(status).appendChild(errorBox(err.message));
+    }
+    refresh();
+  });
+
+  refresh();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    for (const url of urls) URL.revokeObjectURL(url);
+  };
+}
