@@ -145,8 +145,8 @@ export function renderSession(root, pool, identifier) {
             "tr",
             { class: "file", dataset: { name: rel } },
             h("td", { class: "name" }, rel),
-            h("td", {}, bytes(f.sizeInBytes)),
-            h("td", {}, f.lastModifiedAt),
+            h("td", { class: "nowrap" }, bytes(f.sizeInBytes)),
+            h("td", {}, new Date(f.lastModifiedAt).toLocaleString()),
             h(
               "td",
               {},

@@ -9,6 +9,7 @@ directory, checked for what they must show rather than compared pixel by pixel.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from collections.abc import Iterator
@@ -97,10 +98,16 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def shots(tmp_path: Path) -> Path:
+def shots(tmp_path: Path) -> Iterator[Path]:
+    """Where a test's screenshots go; with CONSOLE_SCREENSHOTS set to a directory, they are
+    copied there too, as ``console-<name>.png`` (how docs/images got its pictures)."""
     path = tmp_path / "screenshots"
     path.mkdir()
-    return path
+    yield path
+    keep = os.environ.get("CONSOLE_SCREENSHOTS")
+    if keep:
+        for shot in path.glob("*.png"):
+            shutil.copyfile(shot, Path(keep) / f"console-{shot.name}")
 
 
 def expect(target: Any) -> Any:

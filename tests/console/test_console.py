@@ -97,6 +97,7 @@ def test_log_in_and_run_a_chart(
         "print('drawing')\n"
         "plt.plot([1, 2, 3], [1, 4, 9])\n"
         "plt.title('squares')\n"
+        "plt.savefig('/mnt/data/squares.png')\n"
         "plt.show()\n",
     )
     expect(cell.locator(".state")).to_contain_text("ok")
@@ -106,6 +107,7 @@ def test_log_in_and_run_a_chart(
     width = figure.evaluate("img => img.complete ? img.naturalWidth : 0")
     assert width > 100
     assert figure.get_attribute("src").startswith("data:image/png;base64,")
+    expect(page.locator("tr.file[data-name='squares.png']")).to_be_visible()
     shot = screenshot(page, shots / "session.png")
     assert shot.stat().st_size > 10_000  # a figure, an editor, a table: not a blank page
     # the session is listed with its execution
