@@ -1,6 +1,6 @@
 // Agents: threads (conversations), their messages, runs and steps; generated files to download;
 // a run's progress while it runs (polled).
-import { call, download, json } from "./api.js";
+import { call, download, json, streamEvents } from "./api.js";
 import { clear, errorBox, h, when } from "./dom.js";
 
 const LIVE = new Set(["queued", "in_progress", "requires_action", "cancelling"]);
@@ -145,6 +145,8 @@ export function renderThread(root, threadId) {
     prompt,
     h("div", { class: "actions" }, assistantSelect, h("button", { type: "submit", id: "send" }, "Send and run")),
   );
+  const live = h("div", { id: "live", class: "live", hidden: true });
+  const controller = new AbortController();
   let urls = [];
   let timer = null;
   let stopped = false;
@@ -156,7 +158,7 @@ export function renderThread(root, threadId) {
       "div",
       { class: "thread-layout" },
       h("section", { class: "card" }, h("h2", {}, "Messages"), messages, ask),
-      h("section", { class: "card" }, h("h2", {}, "Runs"), runs),
+      h("section", { class: "card" }, h("h2", {}, "Runs"), live, runs),
     ),
   );
 
@@ -215,21 +217,51 @@ export function renderThread(root, threadId) {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ role: "user", content: text }),
       });
-      await json(`${base}/runs`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ assistant_id: assistantSelect.value }),
-      });
       prompt.value = "";
+      await streamRun(assistantSelect.value);
     } catch (err) {
-      clear(status).appendChild(errorBox(err.message));
+      if (!stopped) clear(status).appendChild(errorBox(err.message));
     }
     refresh();
   });
 
+  /** Start a run and show it as it streams: its status, the code as the model writes it, the
+   * code's output, the answer's text; the stored view is refreshed at each finished step. */
+  async function streamRun(assistantId) {
+    const state = h("div", { class: "live-state" }, "starting…");
+    const code = h("pre", { class: "code" });
+    const logs = h("pre", { class: "logs" });
+    const text = h("pre", { class: "text" });
+    clear(live).append(h("h3", {}, "Live"), state, code, logs, text);
+    live.hidden = false;
+    await streamEvents(
+      `${base}/runs`,
+      { assistant_id: assistantId, stream: true },
+      (event, data) => {
+        if (event.startsWith("thread.run.") && !event.startsWith("thread.run.step.")) {
+          state.textContent = `${data.id}: ${data.status}`;
+          live.dataset.status = data.status;
+        } else if (event === "thread.run.step.delta") {
+          for (const tool of data.delta.step_details.tool_calls || []) {
+            const ci = tool.code_interpreter || {};
+            if (ci.input) code.append(ci.input);
+            for (const out of ci.outputs || []) if (out.type === "logs") logs.append(out.logs);
+          }
+        } else if (event === "thread.message.delta") {
+          for (const part of data.delta.content || []) {
+            if (part.type === "text" && part.text && part.text.value) text.append(part.text.value);
+          }
+        }
+        if (event === "thread.run.step.completed" || event === "thread.message.completed") refresh();
+      },
+      controller.signal,
+    );
+  }
+
   refresh();
   return () => {
     stopped = true;
+    controller.abort();
     clearTimeout(timer);
     for (const url of urls) URL.revokeObjectURL(url);
   };

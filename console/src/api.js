@@ -99,7 +99,15 @@ export async function streamEvents(path, body, onEvent, signal) {
         if (line.startsWith("event:")) name = line.slice(6).trim();
         else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
       }
-      if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      if (!data.length) continue;
+      const text = data.join("\n");
+      let value = text;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        // not JSON (the Assistants stream ends with "[DONE]"): the text as it is
+      }
+      onEvent(name, value);
     }
   }
 }

@@ -80,6 +80,12 @@ def browser(console_server: AgentsServer) -> Iterator[Any]:
 def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     """A fresh, logged-out page; what the page logs and any error in it fail the test."""
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    # every Content-Security-Policy violation on any page of the test is noted (and fails it)
+    context.add_init_script(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
@@ -93,6 +99,8 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     )
     page.set_default_timeout(30_000)
     yield page
+    if not page.is_closed() and page.url.startswith("http"):
+        problems += page.evaluate("window.__cspViolations || []")
     context.close()
     assert problems == []
 

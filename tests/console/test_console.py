@@ -265,10 +265,15 @@ def test_an_agent_run_and_its_steps(
     assert page.locator("article.message.user pre.text").inner_text() == "a bar chart"
     screenshot(page, shots / "agents.png")
 
-    # a run started from the console, followed while it runs
+    # a run started from the console, followed as it streams
     page.select_option("#assistant", assistant)
     page.fill("#prompt", "another chart")
     page.click("#send")
+    live = page.locator("#live")
+    expect(live).to_have_attribute("data-status", "completed", timeout=60_000)
+    expect(live.locator("pre.code")).to_have_text(CHART_CODE)
+    expect(live.locator("pre.logs")).to_have_text("saved chart\n")
+    expect(live.locator("pre.text")).to_contain_text("Here is the bar chart")
     runs = page.locator("article.run")
     expect(runs).to_have_count(2)
     expect(runs.first).to_have_attribute("data-status", "completed", timeout=60_000)
