@@ -16,6 +16,9 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 BackendName = Literal["jail", "unsafe"]
+#: which of a session's pages kernel samepage merging (KSM) may merge with other processes'
+#: identical pages: none, those of the mappings inherited from the zygote, or all of them
+MemoryMerge = Literal["off", "zygote", "all"]
 
 DEFAULT_PRELOAD: tuple[str, ...] = ("numpy", "pandas", "matplotlib.pyplot", "IPython")
 
@@ -105,6 +108,11 @@ class PoolConfig:
     #: a custom root filesystem for the sessions (rootfs directory or tarball, OCI layout):
     #: the session's / is this image, read-only; the kernel is still the runtime's
     image: str = ""
+    #: kernel samepage merging (density, at the price of a side channel; docs/security.md):
+    #: ``off``; ``zygote``, only the mappings the session inherits from the zygote (the
+    #: runtime and its preloaded libraries, and what later lands in those mappings); ``all``,
+    #: everything the session allocates too (single-tenant pools only)
+    memory_merge: MemoryMerge = "off"
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,10 @@ class EngineConfig:
     egress_allow_networks: tuple[str, ...] = ()
     #: extra CA certificates (PEM files) the proxy and the sessions trust for upstream TLS
     egress_trust_ca_files: tuple[Path, ...] = ()
+    #: the scan rate the engine gives kernel samepage merging when a pool's memory_merge needs it
+    #: and KSM is not running yet: pages per wake-up of ksmd, and its sleep between wake-ups
+    ksm_pages_to_scan: int = 20000
+    ksm_sleep_millisecs: int = 20
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.egress.policy import pool_policy
 from sessionpool.egress.proxy import EgressProxy
 from sessionpool.pool import Pool
+from sessionpool.sandbox import ksm
 from sessionpool.sandbox.backend import Backend
 from sessionpool.sandbox.backends import make_backend
 
@@ -74,6 +75,17 @@ class Engine:
         for pool in wanted:
             pool.egress = proxy
 
+    def _start_memory_merge(self) -> None:
+        """Pools whose memory_merge is not ``off`` need ksmd running (machine-wide): start it
+        if it is stopped, or refuse to start, naming those pools, if the kernel has no KSM."""
+        wanted = [p.name for p in self.pools.values() if p.config.memory_merge != "off"]
+        if not wanted:
+            return
+        done = ksm.ensure_running(
+            wanted, self.config.ksm_pages_to_scan, self.config.ksm_sleep_millisecs
+        )
+        log.info("%s; for the memory_merge of pools %s", done, wanted)
+
     async def start(self) -> None:
         """Check the host (fail closed), start zygotes and the first warm sessions."""
         # every session holds a socket, a pidfd and a uid lock: allow thousands of descriptors
@@ -81,6 +93,7 @@ class Engine:
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self._start_egress()
+        self._start_memory_merge()
         await self.backend.start()
         try:
             for pool in self.pools.values():

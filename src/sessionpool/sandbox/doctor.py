@@ -121,6 +121,7 @@ def check_host(data_dir: Path, config: EngineConfig | None = None) -> list[Check
         except OSError as exc:
             checks.append(Check("cgroups (memory, pids, cpu)", False, str(exc)))
         checks.append(_favordynmods())
+    checks.append(_memory_merge())
     checks.append(_memory_bound(config or EngineConfig()))
     return checks
 
@@ -180,6 +181,20 @@ def _favordynmods() -> Check:
         "off: each session's cgroup attach waits ~8 ms; boot with cgroup_favordynmods=true "
         "(or mount cgroup2 with -o favordynmods) to take it off on-demand allocations",
     )
+
+
+def _memory_merge() -> Check:
+    """Advice, never a failure: only pools with memory_merge need KSM (and refuse to start
+    without it); the others never use it."""
+    from sessionpool.sandbox import ksm
+
+    name = "kernel samepage merging (memory_merge, advisory)"
+    status = ksm.status()
+    if status is None:
+        return Check(name, True, f'absent ({ksm.KSM_DIR}): pools need memory_merge = "off"')
+    writable = os.access(ksm.KSM_DIR / "run", os.W_OK)
+    start = "the server can start it" if writable else "not writable here: start it as root"
+    return Check(name, True, f"{status.describe()}; {start}")
 
 
 def format_runtimes(runtimes_dir: Path) -> str:

@@ -1,7 +1,8 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11's ``os`` module lacks.
 
-unshare/setns arrived in ``os`` only in 3.12; mount, pivot_root, capset and the prctl calls the
-jail needs are not there at all. Every wrapper raises ``OSError`` with the real errno.
+unshare/setns arrived in ``os`` only in 3.12; mount, pivot_root, capset, madvise on any range
+and the prctl calls the jail needs are not there at all. Every wrapper raises ``OSError`` with
+the real errno.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+#: kernel samepage merging for every mapping of the process, present and future (Linux 6.4);
+#: kept across fork and exec
+PR_SET_MEMORY_MERGE = 67
+PR_GET_MEMORY_MERGE = 68
+#: madvise: let KSM merge this mapping's pages (a flag of the mapping, kept across fork)
+MADV_MERGEABLE = 12
 SECCOMP_MODE_FILTER = 2
 
 # securebits: root gets no implicit capabilities, and the setting cannot be undone
@@ -117,6 +124,11 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
             ctypes.c_ulong(arg5),
         )
     )
+
+
+def madvise(address: int, length: int, advice: int) -> None:
+    """madvise(2) on any address range (``mmap.madvise`` only reaches mmap objects' own)."""
+    _check(_libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length), ctypes.c_int(advice)))
 
 
 def drop_all_capabilities(cap_last: int) -> None:

@@ -7,6 +7,8 @@ Then it serves requests on a SOCK_SEQPACKET control socket (its fd number is arg
 message from the host is the configuration, with the host-built seccomp filter). With
 ``"exec": true`` in the configuration it preloads nothing: each child builds its jail and execs
 the spawn request's ``exec`` argv (another language's kernel), the session socket's fd appended.
+``"memory_merge"`` (the pool's setting) marks its memory for kernel samepage merging before it
+serves (``merge_memory``).
 
     host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
                       "workspace": path, "env": {...}, "exec": [argv] | null}
@@ -22,6 +24,7 @@ CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 from __future__ import annotations
 
 import base64
+import errno
 import gc
 import importlib
 import json
@@ -88,6 +91,8 @@ class Zygote:
         # freeze keeps the collector from touching (and so copying) the preloaded objects.
         gc.collect()
         gc.freeze()
+        # last, so that "zygote" covers every mapping the preloading made
+        merge_memory(linux, config.get("memory_merge", "off"))
 
     def serve(self) -> NoReturn:
         rfd, wfd = os.pipe()
@@ -233,6 +238,44 @@ class Zygote:
         os.chdir(msg["workspace"])
         os.environ.clear()
         os.environ.update(msg["env"])
+
+
+#: mappings the kernel provides (madvise refuses them or they hold no anonymous pages)
+_KERNEL_MAPPINGS = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")
+
+
+def merge_memory(linux: Any, mode: str) -> int:
+    """Apply the pool's ``memory_merge`` to this process before it forks; how many mappings
+    were marked (-1: all of them).
+
+    ``zygote``: MADV_MERGEABLE on every private writable mapping present now (the heap, the
+    interpreter's arenas, the libraries' data), where a session's copy-on-write copies of
+    the zygote's pages appear; the flag is the mapping's, so each child inherits it, while a
+    mapping a session makes later is not mergeable. Only these can be private copies: a page
+    of a read-only or shared mapping is never copied. ``all``: PR_SET_MEMORY_MERGE, every
+    mapping of this process and its children, present and future (user data included).
+    """
+    if mode == "all":
+        linux.prctl(linux.PR_SET_MEMORY_MERGE, 1)
+        return -1
+    if mode != "zygote":
+        return 0
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            perms = fields[1]
+            name = fields[5] if len(fields) > 5 else ""
+            if perms[1] == "w" and perms[3] == "p" and name not in _KERNEL_MAPPINGS:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((start, end))
+    for start, end in ranges:
+        try:
+            linux.madvise(start, end - start, linux.MADV_MERGEABLE)
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM:  # ENOMEM: unmapped since the read (a freed buffer)
+                raise
+    return len(ranges)
 
 
 #: the kernel's own modules, out of sys.modules but still referenced (freeing them would write

@@ -27,6 +27,8 @@ from sessionpool.types import RuntimeInfo
 log = logging.getLogger("sessionpool.sandbox")
 
 KERNEL_READY_TIMEOUT = 30.0
+#: runtime, image, preload list, max children, network or not, memory_merge
+ZygoteKey = tuple[str, str, tuple[str, ...], int, bool, str]
 #: a fork request that meets a retired zygote asks its successor, this many times at most
 SPAWN_ATTEMPTS = 8
 
@@ -105,7 +107,7 @@ class ZygoteBackend(Backend):
         self.config = config
         self.data_dir = config.data_dir.resolve() if config.data_dir.exists() else config.data_dir
         self.workspaces = self.data_dir / "workspaces"
-        self._zygotes: dict[tuple[str, str, tuple[str, ...], int, bool], ZygoteSet] = {}
+        self._zygotes: dict[ZygoteKey, ZygoteSet] = {}
         self._runtimes: dict[str, Runtime] = {}
         self.instance = f"sessionpool-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -125,12 +127,20 @@ class ZygoteBackend(Backend):
         return runtimes.describe(self.config.runtimes_dir, pool)
 
     @staticmethod
-    def _zygote_key(pool: PoolConfig, rt: Runtime) -> tuple[str, str, tuple[str, ...], int, bool]:
+    def _zygote_key(pool: PoolConfig, rt: Runtime) -> ZygoteKey:
         """Pools with equal keys share zygotes: same runtime, image and preload list, and
         network or not (a zygote of a pool with network holds the egress CA bundle its
-        sessions trust; one without network has none)."""
+        sessions trust; one without network has none), and memory_merge (which the zygote
+        applies to itself before it forks)."""
         preload = pool.preload if rt.kind == "python" else ()
-        return (rt.name, pool.image, preload, pool.zygote_max_children, pool.network != "off")
+        return (
+            rt.name,
+            pool.image,
+            preload,
+            pool.zygote_max_children,
+            pool.network != "off",
+            pool.memory_merge,
+        )
 
     def zygote_set(self, pool: PoolConfig) -> ZygoteSet | None:
         """The zygotes serving ``pool``, once it has spawned a session."""
@@ -144,7 +154,11 @@ class ZygoteBackend(Backend):
         zs = self._zygotes.get(key)
         if zs is None:
             command = await self._zygote_command(rt, pool)
-            config = {**self._zygote_config(), "exec": rt.kind != "python"}
+            config = {
+                **self._zygote_config(),
+                "exec": rt.kind != "python",
+                "memory_merge": pool.memory_merge,
+            }
             zs = self._zygotes[key] = ZygoteSet(
                 preload, pool.zygote_max_children, config, self._zygote_env(), command
             )

@@ -73,6 +73,10 @@ class ServerSettings:
     sessions_memory_bytes: int = EngineConfig.sessions_memory_bytes
     #: what a derived bound leaves to the server and the host; 0: max(1 GiB, 10% of memory)
     sessions_memory_reserve_bytes: int = EngineConfig.sessions_memory_reserve_bytes
+    #: the scan rate the server gives kernel samepage merging when a pool's memory_merge needs
+    #: it and it is stopped: pages per wake-up of ksmd, and its sleep between wake-ups
+    ksm_pages_to_scan: int = EngineConfig.ksm_pages_to_scan
+    ksm_sleep_millisecs: int = EngineConfig.ksm_sleep_millisecs
     #: after a stop signal, how long requests in flight may run before everything is killed
     shutdown_deadline_seconds: float = 10.0
     log_level: str = "info"
@@ -128,6 +132,8 @@ class ServerSettings:
             memory_reserve_bytes=self.memory_reserve_bytes,
             sessions_memory_bytes=self.sessions_memory_bytes,
             sessions_memory_reserve_bytes=self.sessions_memory_reserve_bytes,
+            ksm_pages_to_scan=self.ksm_pages_to_scan,
+            ksm_sleep_millisecs=self.ksm_sleep_millisecs,
         )
 
     def check(self) -> None:
@@ -152,6 +158,8 @@ class ServerSettings:
                 "sessions_memory_bytes and sessions_memory_reserve_bytes must not be negative "
                 "(0: derived from the machine's memory)"
             )
+        if self.ksm_pages_to_scan < 1 or self.ksm_sleep_millisecs < 1:
+            raise ConfigError("ksm_pages_to_scan and ksm_sleep_millisecs must be at least 1")
         if self.shutdown_deadline_seconds < 0:
             raise ConfigError("shutdown_deadline_seconds must not be negative")
         if self.log_level not in LOG_LEVELS:
@@ -338,6 +346,8 @@ SERVER_FIELDS: dict[str, Callable[[object, str], object]] = {
     "memory_reserve_bytes": parse_size,
     "sessions_memory_bytes": parse_size,
     "sessions_memory_reserve_bytes": parse_size,
+    "ksm_pages_to_scan": parse_int,
+    "ksm_sleep_millisecs": parse_int,
     "shutdown_deadline_seconds": parse_float,
     "log_level": _parse_choice(LOG_LEVELS),
     "access_log": parse_bool,
