@@ -133,6 +133,69 @@ function stepNode(step, urls) {
   );
 }
 
+/** A same-origin API URL (the Responses items give absolute ones) as a path; null otherwise */
+function apiPath(url) {
+  try {
+    const u = new URL(url, location.href);
+    return u.origin === location.origin ? u.pathname + u.search : null;
+  } catch {
+    return null;
+  }
+}
+
+function urlImage(url, urls) {
+  if (url.startsWith("data:image/")) return h("img", { class: "figure", src: url, alt: "image" });
+  const path = apiPath(url);
+  if (!path) return errorBox("an image from elsewhere, not shown");
+  const img = h("img", { class: "figure", alt: "image" });
+  call(path)
+    .then((r) => r.blob())
+    .then((blob) => {
+      const blobUrl = URL.createObjectURL(new Blob([blob], { type: "image/png" }));
+      urls.push(blobUrl);
+      img.src = blobUrl;
+    })
+    .catch(() => img.replaceWith(errorBox("could not load an image")));
+  return img;
+}
+
+/** One item of a Responses conversation: a message, or a code interpreter call */
+function itemNode(item, urls) {
+  if (item.type === "code_interpreter_call") {
+    const outputs = (item.outputs || []).map((out) =>
+      out.type === "logs" ? h("pre", { class: "logs" }, out.logs) : out.type === "image" ? urlImage(out.url, urls) : null,
+    );
+    return h(
+      "li",
+      { class: `item code_interpreter_call ${item.status}`, dataset: { id: item.id } },
+      h("div", { class: "step-head" }, `code interpreter · ${item.status}`),
+      h("pre", { class: "code" }, item.code || ""),
+      outputs,
+    );
+  }
+  if (item.type === "message") {
+    const parts = [];
+    for (const part of item.content || []) {
+      if (typeof part.text === "string") parts.push(h("pre", { class: "text" }, part.text));
+      for (const a of part.annotations || []) {
+        if (a.type === "container_file_citation") {
+          const path = `/v1/containers/${encodeURIComponent(a.container_id)}/files/${encodeURIComponent(a.file_id)}/content`;
+          const name = (a.filename || a.file_id).split("/").pop();
+          parts.push(
+            h(
+              "button",
+              { type: "button", class: "download", dataset: { fileId: a.file_id }, onClick: () => download(path, name) },
+              `Download ${name}`,
+            ),
+          );
+        }
+      }
+    }
+    return h("li", { class: `item message ${item.role}`, dataset: { id: item.id } }, h("div", { class: "role" }, item.role), parts);
+  }
+  return h("li", { class: `item ${item.type}` }, h("div", { class: "step-head" }, item.type));
+}
+
 export function renderThread(root, threadId) {
   const status = h("div", { class: "status" });
   const messages = h("div", { id: "messages" });
@@ -170,6 +233,10 @@ export function renderThread(root, threadId) {
         json(`${base}/messages?order=asc&limit=100`),
         json(`${base}/runs?order=desc&limit=20`),
       ]);
+      // a Responses conversation: its items (messages and code calls) say what its responses did
+      const items = runList.data.length
+        ? null
+        : await json(`/v1/conversations/${encodeURIComponent(threadId)}/items?order=asc&limit=100`).catch(() => null);
       const steps = await Promise.all(
         runList.data.map((r) => json(`${base}/runs/${encodeURIComponent(r.id)}/steps?order=asc&limit=100`)),
       );
@@ -180,7 +247,17 @@ export function renderThread(root, threadId) {
       if (!msgs.data.length) messages.appendChild(h("p", { class: "empty" }, "No messages."));
       for (const m of msgs.data) messages.appendChild(messageNode(m, urls));
       clear(runs);
-      if (!runList.data.length) runs.appendChild(h("p", { class: "empty" }, "No runs."));
+      const responseItems = items ? items.data.filter((i) => !(i.type === "message" && i.role === "user")) : [];
+      if (responseItems.length) {
+        runs.appendChild(
+          h(
+            "article",
+            { class: "responses" },
+            h("div", { class: "run-head" }, "Responses in this conversation"),
+            h("ol", { class: "steps" }, responseItems.map((i) => itemNode(i, urls))),
+          ),
+        );
+      } else if (!runList.data.length) runs.appendChild(h("p", { class: "empty" }, "No runs."));
       runList.data.forEach((r, i) => {
         runs.appendChild(
           h(

@@ -280,6 +280,40 @@ def test_an_agent_run_and_its_steps(
     expect(runs.first.locator("li.step.tool_calls pre.logs")).to_contain_text("saved chart")
 
 
+def test_a_responses_conversation_and_its_code_calls(
+    page: Any, console_server: AgentsServer, api: httpx.Client, tmp_path: Path
+) -> None:
+    conversation = api.post("/v1/conversations", json={}).json()["id"]
+    response = api.post(
+        "/v1/responses",
+        json={
+            "model": "scripted-chart",
+            "conversation": conversation,
+            "input": "a bar chart",
+            "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+        },
+    ).json()
+    assert response["status"] == "completed", response
+    log_in(page, console_server)
+    page.wait_for_selector("section.pool")
+    page.goto(f"{console_server.url}/console#/thread/{conversation}")
+    responses = page.locator("article.responses")
+    call = responses.locator("li.item.code_interpreter_call")
+    expect(call.locator("pre.code")).to_contain_text("savefig")
+    expect(call.locator("pre.logs")).to_have_text("saved chart\n")
+    figure = call.locator("img.figure")
+    expect(figure).to_be_visible()
+    assert figure.evaluate("img => img.naturalWidth") > 100
+    answer = responses.locator("li.item.message.assistant")
+    expect(answer.locator("pre.text")).to_contain_text("Here is the bar chart")
+    with page.expect_download() as info:
+        answer.locator("button.download", has_text="chart_data.csv").click()
+    saved = tmp_path / "data.csv"
+    info.value.save_as(str(saved))
+    assert saved.read_text().startswith("company,operating_profit")
+    expect(page.locator("article.message.user pre.text")).to_have_text("a bar chart")
+
+
 def test_operations_show_the_metrics_figures(
     page: Any, console_server: AgentsServer, api: httpx.Client, shots: Path
 ) -> None:
