@@ -110,6 +110,12 @@ def test_log_in_and_run_a_chart(
     expect(page.locator("tr.file[data-name='squares.png']")).to_be_visible()
     shot = screenshot(page, shots / "session.png")
     assert shot.stat().st_size > 10_000  # a figure, an editor, a table: not a blank page
+    # an exception: its traceback, and the error named
+    failed = run_cell(page, "def f():\n    return 1 / 0\n\nf()\n")
+    expect(failed.locator(".state")).to_contain_text("failed")
+    expect(failed.locator("pre.stderr")).to_contain_text("Traceback")
+    expect(failed.locator("pre.stderr")).to_contain_text("return 1 / 0")
+    expect(failed.locator(".error")).to_contain_text("ZeroDivisionError: division by zero")
     # the session is listed with its execution
     page.goto(f"{console_server.url}/console#/")
     row = page.locator(f"tr.session[data-identifier='{ident}']")
