@@ -71,8 +71,10 @@ function route() {
   document.getElementById("logout").hidden = false;
   const parts = (location.hash.replace(/^#\/?/, "") || "").split("/").map(decodeURIComponent);
   const view = parts[0] || "pools";
+  // a session belongs to the pools view, a thread to the agents view
+  const section = { session: "pools", thread: "agents" }[view] || view;
   for (const link of document.querySelectorAll("#nav a")) {
-    link.classList.toggle("active", link.dataset.view === view || (view === "session" && link.dataset.view === "pools") || (view === "thread" && link.dataset.view === "agents"));
+    link.classList.toggle("active", link.dataset.view === section);
   }
   const root = clear(main());
   try {
