@@ -23,7 +23,7 @@ from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.sandbox import ksm
 from sessionpool.session import Session
-from tests.sandbox.helpers import value
+from tests.sandbox.helpers import ATTEMPT, value
 
 pytestmark = pytest.mark.jail
 
@@ -37,6 +37,26 @@ _m.write(b"s" * (32 << 20))
 _b = bytearray(b"t" * (48 << 20))
 [ctypes.addressof(ctypes.c_char.from_buffer(_m)), ctypes.addressof(ctypes.c_char.from_buffer(_b))]
 """
+
+
+#: a cell that tries to make its own memory mergeable both ways: the errno of each, or "ok"
+OPT_IN = (
+    ATTEMPT
+    + """
+import ctypes, mmap
+_libc = ctypes.CDLL(None, use_errno=True)
+def _checked(result):
+    if result != 0:
+        raise OSError(ctypes.get_errno(), "")
+_own = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+_at = ctypes.addressof(ctypes.c_char.from_buffer(_own))
+[
+    attempt(lambda: _checked(_libc.madvise(ctypes.c_void_p(_at), ctypes.c_size_t(1 << 20), 12))),
+    attempt(lambda: _checked(_libc.prctl(67, ctypes.c_ulong(1), 0, 0, 0))),
+    attempt(lambda: _own.madvise(mmap.MADV_MERGEABLE)),
+]
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -181,3 +201,15 @@ async def test_each_scope_has_its_own_zygote(
     """Pools differing only in memory_merge must not share a zygote: the marks are its."""
     parents = {zygote_pid(s) for s in (off_session, zygote_session, all_session)}
     assert len(parents) == 3
+
+
+async def test_a_session_cannot_make_its_own_memory_mergeable(
+    off_session: Session, zygote_session: Session
+) -> None:
+    """Whatever its pool's choice, session code gets EPERM for MADV_MERGEABLE and
+    PR_SET_MEMORY_MERGE: with ksmd running for another pool, a session of an ``off`` pool could
+    otherwise make probe pages of its own and learn what other processes' mergeable pages hold."""
+    for session in (off_session, zygote_session):
+        assert session.kernel is not None
+        assert await value(session, OPT_IN) == ["EPERM", "EPERM", "EPERM"]
+    assert not [m for m in mappings(off_session.kernel.pid) if m.mergeable]

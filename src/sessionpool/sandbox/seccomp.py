@@ -102,6 +102,11 @@ def build_filter_bpf() -> bytes:
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for request in (TIOCSTI, TIOCLINUX):
         f.add_rule(deny, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    # Samepage merging is the pool's choice (memory_merge), made by the zygote before the fork:
+    # a session must not make its own memory mergeable, or it could probe, by timing writes,
+    # whether other processes' mergeable pages hold a content it guessed (docs/security.md)
+    f.add_rule(deny, "madvise", sc.Arg(2, sc.MASKED_EQ, 0xFFFFFFFF, linux.MADV_MERGEABLE))
+    f.add_rule(deny, "prctl", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, linux.PR_SET_MEMORY_MERGE))
     with tempfile.TemporaryFile() as tmp:
         f.export_bpf(tmp)
         tmp.seek(0)
