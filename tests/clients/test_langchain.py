@@ -194,3 +194,34 @@ def test_the_tool_drives_a_node_pool_unmodified(server: ServerProcess, session_i
     failed = tool.execute("xs.nope()")
     assert failed["status"] == "Failure", failed
     assert "TypeError" in failed["stderr"] or "TypeError" in str(failed.get("result")), failed
+
+
+def test_delete_session_at_2025_10_02_preview(server: ServerProcess, session_id: str) -> None:
+    """``delete_session()`` sends ``DELETE session`` at 2025-10-02-preview (newer than the
+    tool's other calls) and rotates the identifier; the sync helper raises on an error answer."""
+    from langchain_azure_dynamic_sessions.tools import sessions
+
+    assert sessions.SESSION_DELETE_API_VERSION == "2025-10-02-preview"
+    tool = bash_tool(server, session_id)
+    assert json.loads(tool.run("echo kept > /mnt/data/k.txt"))["exitCode"] == 0
+    tool.delete_session()
+    assert tool.session_id != session_id
+    deadline = time.monotonic() + 10
+    while session_exists(server, session_id):
+        assert time.monotonic() < deadline, "delete_session() did not delete it"
+        time.sleep(0.05)
+    # the module's synchronous form: 204 for a session that is gone, 401 raised for a bad key
+    sessions._delete_session(
+        pool_management_endpoint=server.endpoint(),
+        session_id=session_id,
+        access_token=server.api_key,
+    )
+    import requests
+
+    with pytest.raises(requests.HTTPError):
+        sessions._delete_session(
+            pool_management_endpoint=server.endpoint(),
+            session_id=session_id,
+            access_token=WRONG_KEY,
+        )
+    tool.close()

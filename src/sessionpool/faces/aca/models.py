@@ -60,6 +60,29 @@ class ExecuteRequest(_Wire):
         return data
 
 
+class PythonExecuteProperties(_Wire):
+    #: the session again, as the legacy clients send it; the query's ``identifier`` names it
+    identifier: str | None = None
+    codeInputType: str = "inline"
+    executionType: str = "synchronous"
+    pythonCode: str
+    timeoutInSeconds: float | None = Field(default=None, gt=0)
+
+
+class PythonExecuteRequest(_Wire):
+    """``POST python/execute``: the first preview's route (LlamaIndex TS sends it), with
+    ``pythonCode``. A body without the envelope is accepted too."""
+
+    properties: PythonExecuteProperties
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap_flat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "properties" not in data and "pythonCode" in data:
+            return {"properties": data}
+        return data
+
+
 class ExecutionRequest(_Wire):
     """``POST executions`` (2024-10-02-preview and later): code, or a shell command."""
 
@@ -106,6 +129,12 @@ class ExecuteResultProperties(_Wire):
 class ExecuteResponse(_Wire):
     id_: str = Field(default="1", alias="$id")
     properties: ExecuteResultProperties
+
+
+class FlatExecuteResponse(ExecuteResultProperties):
+    """``python/execute``'s answer: the result's fields at the top level, no envelope."""
+
+    id_: str = Field(default="1", alias="$id")
 
 
 class FileProperties(_Wire):

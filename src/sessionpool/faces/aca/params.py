@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import enum
 import re
 from typing import TypeVar
@@ -34,7 +35,9 @@ KNOWN_VERSIONS = (
     "2025-02-02-preview",
     "2025-10-02-preview",
 )
-_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(?:-preview)?")
+#: a version is a date, ``-preview`` optional; one newer than the newest known gets the newest
+#: behaviour (Azure's clients move to new versions before servers know them)
+_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(-preview)?", re.IGNORECASE)
 
 #: the union of every published identifier rule (1-256 characters; the 2025-10-02-preview
 #: character set, which contains the older ones), so one session can be named under every version
@@ -64,23 +67,40 @@ def query(request: Request) -> dict[str, str]:
     return params
 
 
-def family(request: Request) -> Family:
+def api_version(request: Request) -> str | None:
+    """The request's ``api-version`` as its date (``YYYY-MM-DD``), None when absent.
+
+    Refused with a 400 naming the versions served when it is not a real date with an optional
+    ``-preview`` (``latest``, ``2025-13-01``, ``2025-02-02-beta``, an empty value)."""
     version = query(request).get("api-version")
     if version is None:
-        return Family.PROPERTIES
+        return None
     m = _VERSION.fullmatch(version.strip())
-    if m is None:
+    try:
+        if m is None:
+            raise ValueError(version)
+        datetime.date.fromisoformat(m.group(1))
+    except ValueError:
         raise HttpError(
             400,
             "UnsupportedApiVersion",
-            f"api-version {version!r} is not a version; supported: {', '.join(KNOWN_VERSIONS)}",
-        )
-    return Family.EXECUTIONS if m.group(1) >= EXECUTIONS_SINCE else Family.PROPERTIES
+            f"api-version {version!r} is not a version: a date, YYYY-MM-DD or "
+            f"YYYY-MM-DD-preview; served: {', '.join(KNOWN_VERSIONS)} (and any newer date, "
+            f"as the newest)",
+        ) from None
+    return m.group(1)
+
+
+def family(request: Request) -> Family:
+    """The family of the request's version (validating it): absent is 2024-02-02-preview."""
+    date = api_version(request)
+    if date is None:
+        return Family.PROPERTIES
+    return Family.EXECUTIONS if date >= EXECUTIONS_SINCE else Family.PROPERTIES
 
 
 def version_at_least(request: Request, date: str) -> bool:
-    version = query(request).get("api-version") or PROPERTIES_VERSION
-    return version[:10] >= date
+    return (api_version(request) or PROPERTIES_VERSION[:10]) >= date
 
 
 def identifier(request: Request) -> str:

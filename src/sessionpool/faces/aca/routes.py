@@ -68,7 +68,7 @@ _VERSION_PARAM = {
     "in": "query",
     "required": False,
     "description": "2024-02-02-preview, 2024-10-02-preview, 2025-02-02-preview or "
-    "2025-10-02-preview (default 2024-02-02-preview)",
+    "2025-10-02-preview (default 2024-02-02-preview); a newer date is served as the newest",
     "schema": {"type": "string"},
 }
 _PATH_PARAM = {
@@ -152,6 +152,14 @@ class AcaFace:
             summary="Run Python code (2024-02-02-preview)",
             response_model=models.ExecuteResponse,
             openapi_extra=_merge(_params(), request_body(models.ExecuteRequest)),
+        )
+        r.add_api_route(
+            "/python/execute",
+            self.python_execute,
+            methods=["POST"],
+            summary="Run Python code, the result's fields flat (the first preview; LlamaIndex TS)",
+            response_model=models.FlatExecuteResponse,
+            openapi_extra=_merge(_params(), request_body(models.PythonExecuteRequest)),
         )
         r.add_api_route(
             "/executions",
@@ -346,22 +354,47 @@ class AcaFace:
         body = await read_json(request, models.ExecuteRequest)
         props = body.properties
         code = decode_code(props.codeInputType, props.code)
-        timeout = self._effective_timeout(
-            p.config.execution_timeout_seconds, props.timeoutInSeconds
+        return json_response(await self._run_cell(p, key, who, code, props.timeoutInSeconds))
+
+    async def python_execute(self, request: Request, pool: str) -> Response:
+        """The first preview's ``python/execute``: ``pythonCode`` in, the result's fields flat
+        at the top level out (LlamaIndex TS reads ``result``, ``stdout``, ``stderr`` there)."""
+        p, ident, key, who = self._open(request, pool, Scope.EXECUTE, "running code")
+        family(request)
+        body = await read_json(request, models.PythonExecuteRequest)
+        props = body.properties
+        if props.identifier is not None and props.identifier != ident:
+            raise HttpError(
+                400,
+                "IdentifierMismatch",
+                f"properties.identifier {props.identifier!r} is not the query's identifier "
+                f"{ident!r}: the query names the session",
+            )
+        code = decode_code(props.codeInputType, props.pythonCode)
+        answer = await self._run_cell(p, key, who, code, props.timeoutInSeconds)
+        flat = models.FlatExecuteResponse(
+            **answer.properties.model_dump(by_alias=False, exclude={"id_"})
         )
+        return json_response(flat)
+
+    async def _run_cell(
+        self, p: PoolHandle, key: str, who: Principal, code: str, requested: float | None
+    ) -> models.ExecuteResponse:
+        """A cell in the session, answered in the 2024-02-02-preview shape."""
+        timeout = self._effective_timeout(p.config.execution_timeout_seconds, requested)
         self.quotas.execution(who.tenant)
         session = await self._acquire(p, who, key)
         try:
-            res = await session.execute(code, timeout=props.timeoutInSeconds)
+            res = await session.execute(code, timeout=requested)
         except errors.ServiceError as exc:
             if self.stopping:
                 raise self._stopped() from exc
             if isinstance(exc, errors.InterpreterLost):
-                return json_response(translate.lost_response(f"SessionLost: {exc.message}"))
+                return translate.lost_response(f"SessionLost: {exc.message}")
             raise
         if self.stopping and res.status is ExecutionStatus.LOST:
             raise self._stopped()
-        return json_response(translate.execute_response(res, timeout))
+        return translate.execute_response(res, timeout)
 
     # --- files (both families) -----------------------------------------------------------------
 
