@@ -34,7 +34,7 @@ $(CONSOLE_STAMP): console/package.json console/package-lock.json console/build.m
 console: $(CONSOLE_STAMP)
 
 # on top of that, what the tests, linters and benchmarks need
-$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json
+$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt requirements/deepagents.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json
 	$(PIP) -e '.[kernel,cluster,otel,dev]'
 	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
 	# because one of them caps pydantic below our pin (see requirements/clients.txt)
@@ -45,6 +45,9 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt $(CONSTRAIN
 	# typing-extensions) are already in the venv. No -c here: the constraints pin the venv's
 	# 2.4.0; this exact pin, with no dependencies, is the side directory's whole lock
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/side/azure-ai-projects-b10 azure-ai-projects==1.0.0b10
+	# deepagents 0.6 (for LangChain's SessionsBashBackend) wants a newer langchain-core than the
+	# venv's: its own side directory, the exact set in requirements/deepagents.txt, --no-deps
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/side/deepagents -r requirements/deepagents.txt
 	# best effort: a PostgreSQL server for the agents persistence tests (skipped without one)
 	command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ((apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || echo "PostgreSQL not installed: its tests will be skipped")
 	# best effort: a Prometheus server, for the test that scrapes /metrics (skipped without one)
