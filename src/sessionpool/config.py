@@ -140,8 +140,11 @@ class EngineConfig:
     #: extra CA certificates (PEM files) the proxy and the sessions trust for upstream TLS
     egress_trust_ca_files: tuple[Path, ...] = ()
     #: the scan rate the engine gives kernel samepage merging when a pool's memory_merge needs it
-    #: and KSM is not running yet: pages per wake-up of ksmd, and its sleep between wake-ups
-    ksm_pages_to_scan: int = 20000
+    #: and KSM is not running yet: pages per wake-up of ksmd, and its sleep between wake-ups.
+    #: ksmd rescans for as long as mergeable memory exists: 2000 merged 200 pandas sessions in
+    #: about two minutes for a third of a core, 20000 in one for three quarters of one
+    #: (benchmarks/results/ksm-2026-12-06*.json)
+    ksm_pages_to_scan: int = 2000
     ksm_sleep_millisecs: int = 20
 
 
