@@ -34,7 +34,7 @@ $(CONSOLE_STAMP): console/package.json console/package-lock.json console/build.m
 console: $(CONSOLE_STAMP)
 
 # on top of that, what the tests, linters and benchmarks need
-$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt requirements/deepagents.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json
+$(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt requirements/deepagents.txt $(CONSTRAINTS) tests/clients/e2b_js/package-lock.json tests/clients/llamaindex_ts/package-lock.json
 	$(PIP) -e '.[kernel,cluster,otel,dev]'
 	# the real Azure dynamic-sessions client libraries, for the conformance tests; --no-deps
 	# because one of them caps pydantic below our pin (see requirements/clients.txt)
@@ -59,6 +59,9 @@ $(DEV_STAMP): $(SERVE_STAMP) pyproject.toml requirements/clients.txt requirement
 	# the serve step; npm with Debian's nodejs)
 	if command -v npm >/dev/null; then cd tests/clients/e2b_js && npm ci --no-audit --no-fund --ignore-scripts >/dev/null; \
 	  else echo "npm not installed: the E2B JS SDK test will be skipped"; fi
+	# LlamaIndex TS's Azure dynamic-sessions tool (@llamaindex/azure), exactly as locked
+	if command -v npm >/dev/null; then cd tests/clients/llamaindex_ts && npm ci --no-audit --no-fund --ignore-scripts >/dev/null; \
+	  else echo "npm not installed: the LlamaIndex TS test will be skipped"; fi
 	touch $(DEV_STAMP)
 
 install-serve: $(SERVE_STAMP)
