@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ from tests.agents.harness import AgentsServer
 pytestmark = pytest.mark.jail
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "examples"
+#: where the dev install puts deepagents 0.6 and the npm packages of the JavaScript clients
+DEEPAGENTS = Path(sys.prefix) / "side" / "deepagents"
+LLAMAINDEX_TS = Path(__file__).resolve().parent / "llamaindex_ts" / "node_modules"
 
 
 def run_example(name: str, server: ServerProcess, cwd: Path, *args: str, **extra: str) -> list[str]:
@@ -116,3 +120,73 @@ def test_agents_responses(agents_server: AgentsServer, tmp_path: Path) -> None:
     assert lines[3:] == ["saved chart.png", "saved chart_data.csv"]
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert b"Company B,2.5" in (tmp_path / "chart_data.csv").read_bytes()
+
+
+def test_community_interpreter(server: ServerProcess, tmp_path: Path) -> None:
+    lines = run_example("community_interpreter.py", server, tmp_path)
+    assert lines == ["Success 200", "['sales.csv']"]
+
+
+def test_deepagents_backend(server: ServerProcess, tmp_path: Path) -> None:
+    if not (DEEPAGENTS / "deepagents").is_dir():
+        pytest.skip(f"deepagents is not installed in {DEEPAGENTS}: make install puts it there")
+    lines = run_example("deepagents_backend.py", server, tmp_path, PYTHONPATH=str(DEEPAGENTS))
+    assert lines == ["200 0", "1"]
+
+
+def test_llamaindex_ts(server: ServerProcess, tmp_path: Path) -> None:
+    """The script as a user has it: next to a node_modules holding @llamaindex/azure."""
+    if shutil.which("node") is None:
+        pytest.skip("no Node.js on this machine (make install puts Debian's there)")
+    if not (LLAMAINDEX_TS / "@llamaindex" / "azure").is_dir():
+        pytest.skip("@llamaindex/azure is not installed: make install runs npm ci for it")
+    shutil.copy(EXAMPLES / "llamaindex_ts.mjs", tmp_path)
+    (tmp_path / "node_modules").symlink_to(LLAMAINDEX_TS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPOOL_")}
+    env.update(
+        AZURE_POOL_MANAGEMENT_ENDPOINT=server.endpoint(), SESSIONPOOL_API_KEY=server.api_key or ""
+    )
+    done = subprocess.run(
+        ["node", "llamaindex_ts.mjs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ['Success 42 "hello from the sandbox\\n"', "data.csv"]
+
+
+def run_agents_example(agents_server: AgentsServer, name: str, cwd: Path) -> list[str]:
+    env = {k: v for k, v in agents_server.client_env().items() if not k.startswith("SESSIONPOOL_")}
+    env.update(SESSIONPOOL_URL=agents_server.url, SESSIONPOOL_API_KEY=agents_server.api_key)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
+def test_openai_agents_code_interpreter(agents_server: AgentsServer, tmp_path: Path) -> None:
+    ran, answer = run_agents_example(agents_server, "openai_agents_tool.py", tmp_path)
+    assert ran.startswith("ran code in cntr_")
+    assert answer.startswith("answer: Here is the bar chart")
+
+
+def test_pydantic_ai_code_execution(agents_server: AgentsServer, tmp_path: Path) -> None:
+    ran, image, answer = run_agents_example(agents_server, "pydantic_ai_tool.py", tmp_path)
+    assert ran.startswith("ran code in cntr_")
+    assert image == "image: image/png"
+    assert answer.startswith("answer: Here is the bar chart")
+
+
+def test_agent_framework_streamed(agents_server: AgentsServer, tmp_path: Path) -> None:
+    code, answer = run_agents_example(agents_server, "agent_framework_tool.py", tmp_path)
+    assert code.startswith("code lines: ") and int(code.split(": ")[1]) > 5
+    assert answer.startswith("answer: Here is the bar chart")
