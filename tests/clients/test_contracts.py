@@ -152,8 +152,13 @@ def test_langchain4j_execute(server: ServerProcess) -> None:
         "User-Agent": "langchain4j-azure-dynamic-sessions",
     }
     # Jackson writes the HashMap's keys in hash order; the body is the same envelope
-    body = {"properties": {"code": "y = 5\ny * 8", "executionType": "synchronous",
-                           "codeInputType": "inline"}}  # fmt: skip
+    body = {
+        "properties": {
+            "code": "y = 5\ny * 8",
+            "executionType": "synchronous",
+            "codeInputType": "inline",
+        }
+    }
     r = requests.post(url, data=json.dumps(body), headers=headers, timeout=60)
     assert r.status_code == 200, r.text
     props = r.json()["properties"]
