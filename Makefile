@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -145,11 +145,17 @@ doctor: install-serve
 # benchmarks are scripts that report figures (results/ gets the JSON); not part of make test.
 # bench: the whole suite beside the peers (installed into .bench/peers); writes
 # benchmarks/results/<date>.{json,md,*.png} (docs/benchmarks.md explains them)
-bench: install
+bench: install bench-tools
 	$(PY) -m benchmarks.suite
 
-bench-quick: install
+# the same targets at small sizes (a few minutes), each printed PASS or MISS: the regression guard
+bench-quick: install bench-tools
 	$(PY) -m benchmarks.suite --quick
+
+# wrk (Debian's), the light load generator of the throughput figure: the Python clients spend as
+# much CPU per request as the server, on the same cores. Best effort: the suite says it is missing
+bench-tools:
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk) >/dev/null || echo "wrk not installed: no wrk throughput figure"
 
 bench-engine: install
 	$(PY) -m benchmarks.engine

@@ -57,6 +57,7 @@ from benchmarks.suite_drivers import (
     BURST_READY,
     MAIN,
     MAIN_READY,
+    ONDEMAND,
     PEER_PINS,
     SCALE,
     SCALE_READY,
@@ -76,36 +77,58 @@ from benchmarks.suite_measures import (
     bare_print,
     files,
     ipykernel_memory,
+    on_demand,
     scaling,
     sp_breakdown,
     throughput,
     tti_modes,
     warm_cells,
+    wrk_throughput,
 )
 from sessionpool.server.testing import ServerProcess
 
+#: the sessions of the wrk throughput figure (the issue's measure: 50 sessions)
+WRK_SESSIONS = 50
 
-def server_config(sizes: Sizes, reserve: str, zygote_max_children: int) -> str:
+
+def gib(size: str) -> float:
+    """``2GiB``, ``512MiB`` or bytes, in GiB (for the verdicts' projection)."""
+    number = size.rstrip("BbGgMmKkIi")
+    scale = {"g": 1.0, "m": 1 / 1024, "k": 1 / 1024**2}.get(
+        size[len(number) : len(number) + 1].lower()
+    )
+    return float(number) * scale if scale else float(number) / 2**30
+
+
+def server_config(
+    sizes: Sizes, reserve: str, zygote_max_children: int, memory_merge: str = "off"
+) -> str:
     scale_max = sizes.scale_cap or 20000
     pools = {
         MAIN: (MAIN_READY, max(sizes.concurrency) + 64, zygote_max_children),
         BURST: (BURST_READY, max(sizes.bursts) + 64, zygote_max_children),
         SCALE: (SCALE_READY, scale_max, zygote_max_children),
         BURST_DEFAULT: (BURST_READY, max(sizes.bursts) + 64, 0),
+        ONDEMAND: (0, 64, zygote_max_children),  # no ready sessions: every one on demand
     }
     text = f'[server]\nmemory_reserve_bytes = "{reserve}"\naccess_log = false\n\n'
     for name, (ready, cap, zmc) in pools.items():
         text += (
             f"[pools.{name}]\nready_sessions = {ready}\nmax_sessions = {cap}\n"
-            "cooldown_seconds = 3600\n" + (f"zygote_max_children = {zmc}\n" if zmc else "") + "\n"
+            "cooldown_seconds = 3600\n" + (f"zygote_max_children = {zmc}\n" if zmc else "")
         )
+        if name == SCALE and memory_merge != "off":  # the density figure's pool
+            text += f'memory_merge = "{memory_merge}"\n'
+        text += "\n"
     return text
 
 
 async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir: Path) -> None:
     server = ServerProcess(
         workdir / "server",
-        config=server_config(sizes, args.memory_reserve, args.zygote_max_children),
+        config=server_config(
+            sizes, args.memory_reserve, args.zygote_max_children, args.memory_merge
+        ),
         api_key=API_KEY,
         startup_timeout=180.0,
     )
@@ -116,6 +139,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         await tti_modes(res, sp, sizes.seq, sizes.stagger, ())
         await bare_print(res, sp, sizes.peer_seq * 4)
         await sp_breakdown(res, sp, max(10, sizes.seq // 4))
+        await on_demand(res, SessionpoolDriver(server, ONDEMAND), sizes.seq)
         for n in sizes.bursts:  # the burst pool: BURST_READY ready, the rest on demand
             await tti_modes(res, burst, 0, 0, (n,))
         # the largest burst again with the shipped zygote rotation (its own zygote set)
@@ -124,6 +148,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         await warm_cells(res, sp, sizes.steady, sizes.cells)
         await files(res, sp, sizes.files)
         await throughput(res, sp, sizes.concurrency, sizes.window_s)
+        await wrk_throughput(res, sp, WRK_SESSIONS, sizes.wrk_s)
         await scaling(res, SessionpoolDriver(server, SCALE), sizes)
     except BaseException:
         log(f"server log:\n{server.log()[-3000:]}")
@@ -185,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         default="2GiB",
         help="the server's memory_reserve_bytes: the scaling ramp stops where it refuses",
     )
+    parser.add_argument(
+        "--memory-merge",
+        default="zygote",
+        choices=["off", "zygote", "all"],
+        help="memory_merge of the scale pool, whose sessions make the memory figure "
+        "(docs/security.md weighs its risk; zygote merges only what the zygote held)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the jail backend needs root", file=sys.stderr)
@@ -213,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": loadavg(),
         "peer_pins": PEER_PINS,
         "memory_reserve": args.memory_reserve,
+        "memory_reserve_gb": gib(args.memory_reserve),
+        "memory_merge": args.memory_merge,
         "zygote_max_children": args.zygote_max_children,
         "total_seconds": round(time.perf_counter() - t0, 1),
         "percentiles": "nearest-rank",

@@ -51,6 +51,8 @@ MAIN_READY, BURST_READY, SCALE_READY = 16, 8, 8
 #: BURST_DEFAULT keeps the shipped zygote_max_children (200); the other pools raise it, as a
 #: burst larger than it leaves requests hanging at the zygote's rotation (docs/benchmarks.md)
 BURST_DEFAULT = "burst-default"
+#: keeps no ready sessions: the pool exhausted, every new identifier forked on demand
+ONDEMAND = "ondemand"
 
 #: the suite's log, stamped with the seconds since the suite started
 log = logger(time.perf_counter())

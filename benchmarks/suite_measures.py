@@ -13,11 +13,13 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,6 +66,8 @@ class Sizes:
     ramp_budget_s: float
     probe_allocs: int
     probe_x: int
+    wrk_s: float  # seconds of wrk load
+    merge_settle_s: float  # longest wait for page merging after the ramp
 
 
 FULL = Sizes(
@@ -87,11 +91,13 @@ FULL = Sizes(
     ramp_budget_s=300.0,
     probe_allocs=20,
     probe_x=300,
+    wrk_s=10.0,
+    merge_settle_s=120.0,
 )
 QUICK = Sizes(
     seq=20,
     stagger=10,
-    bursts=(50,),
+    bursts=(500,),
     steady=200,
     cells=10,
     files=3,
@@ -109,6 +115,8 @@ QUICK = Sizes(
     ramp_budget_s=40.0,
     probe_allocs=10,
     probe_x=100,
+    wrk_s=5.0,
+    merge_settle_s=90.0,
 )
 
 # -- results ---------------------------------------------------------------------------------------
@@ -437,7 +445,122 @@ async def throughput(res: Results, driver: Driver, levels: tuple[int, ...], wind
             await asyncio.gather(*(driver.close(s) for s in sessions), return_exceptions=True)
 
 
-# -- sessionpool only: files, scaling ramp ---------------------------------------------------------
+# -- sessionpool only: a light load generator, on-demand sessions, files, scaling ramp -------------
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_execute.lua"
+
+
+async def wrk_throughput(
+    res: Results, sp: SessionpoolDriver, sessions: int, seconds: float
+) -> None:
+    """Executions per second with ``sessions`` sessions under wrk (a C load generator: the
+    Python clients above spend about as much CPU per request as the server does, on the same
+    two cores). Every reply is checked for ``Success``; afterwards the sessions' counters must
+    add up to at least what wrk counted, so a request that was answered without running counts
+    as a failure, not as throughput."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        log("sessionpool: wrk is not installed (apt-get install wrk): no wrk throughput figure")
+        res.extra["wrk"] = "not installed"
+        return
+    log(f"sessionpool: wrk, {sessions} sessions x += 1 for {seconds:g} s")
+    prefix = f"wrk-{uuid.uuid4().hex[:8]}"
+    idents = [f"{prefix}-{k}" for k in range(sessions)]
+    body = json.dumps(execute_body("x = 0")).encode()
+    sem = asyncio.Semaphore(8)
+
+    async def reset(ident: str) -> None:
+        async with sem:
+            (await sp.control.post(sp.url(ident), content=body)).raise_for_status()
+
+    await asyncio.gather(*(reset(i) for i in idents))
+    # the identifier last: the script appends each request's own
+    path = sp.url("").removeprefix(sp.server.url).replace("identifier=&", "") + "&identifier="
+    env = {
+        **os.environ,
+        "WRK_PATH": path,
+        "WRK_PREFIX": prefix,
+        "WRK_SESSIONS": str(sessions),
+        "WRK_KEY": sp.server.auth["Authorization"].removeprefix("Bearer "),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        wrk,
+        "-t2",
+        f"-c{sessions}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        sp.server.url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode()[-500:]}")
+    got = json.loads(lines[-1])
+    check = json.dumps(execute_body("print(x)")).encode()
+
+    async def count(ident: str) -> int:
+        async with sem:
+            r = await sp.control.post(sp.url(ident), content=check)
+            r.raise_for_status()
+            return int(r.json()["properties"]["stdout"])
+
+    counted = sum(await asyncio.gather(*(count(i) for i in idents)))
+
+    async def delete(ident: str) -> None:
+        async with sem:
+            with contextlib.suppress(httpx.HTTPError):
+                await sp.control.delete(sp.url(ident, "session", SESSION_API_VERSION))
+
+    await asyncio.gather(*(delete(i) for i in idents))
+    # a non-2xx answer fails the script's check too: count it once
+    failed = max(got["failed_checks"], got["non2xx"])
+    failed += got["connect"] + got["read"] + got["write"] + got["timeout"]
+    if counted < got["requests"] - failed:
+        failed += got["requests"] - failed - counted
+    rate = got["requests"] / (got["duration_us"] / 1e6)
+    res.add(
+        Row(
+            "throughput (x += 1), wrk",
+            "sessionpool",
+            f"{sessions} sessions",
+            value=rate,
+            attempts=got["requests"],
+            unit="exec/s",
+            note=f"{failed} failed; p50 {got['p50_us'] / 1000:.2f} ms, "
+            f"p99 {got['p99_us'] / 1000:.2f} ms; sessions counted {counted}",
+        )
+    )
+    res.extra["wrk"] = {**got, "sessions_counted": counted, "failed": failed}
+
+
+async def on_demand(res: Results, sp: SessionpoolDriver, n: int) -> None:
+    """The pool exhausted: ``sp``'s pool keeps no ready sessions, so every new identifier is
+    forked on demand; new identifier -> print(1), sequential."""
+    log(f"sessionpool: pool exhausted, on-demand session -> print(1) x{n}")
+    await sp.prepare(1)
+    samples: list[float] = []
+    for i in range(n + 1):
+        keep: list[Any] = []
+        try:
+            elapsed = await tti_sample(sp, keep, "print(1)")
+        finally:
+            await asyncio.gather(*(sp.close(s) for s in keep), return_exceptions=True)
+        if i:
+            samples.append(elapsed)
+        await asyncio.sleep(0.05)
+    res.add(
+        Row(
+            "pool exhausted: on-demand session -> print(1)", "sessionpool", "sequential", samples, n
+        )
+    )
+
+
+# -- files, scaling ramp ------------------------------------------------------------------------
 
 
 async def files(res: Results, sp: SessionpoolDriver, n: int) -> None:
@@ -554,6 +677,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
             point["used_memory_gb"] = round(used_memory_gb(), 3)
             point["added_memory_gb"] = round(point["used_memory_gb"] - baseline_gb, 3)
+            point["mem_available_gb"] = round(meminfo().get("MemAvailable", 0) / 2**30, 3)
             points.append(point)
             log(
                 f"  live {point['live']}: alloc p50 {point['alloc_p50']:.2f} p99 "
@@ -565,6 +689,8 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
                 break
             if not steps and sizes.step_after == 0:
                 break
+        if refusal is None and live:
+            res.extra["scaling_settled"] = await merge_settled(len(live), baseline_gb, sizes)
         if refusal is None and sizes.scale_cap is not None:  # show the refusal at the cap
             await asyncio.gather(*(add_one(k) for k in range(sizes.scale_cap - len(live) + 2)))
         alive = (await sp.control.get(server.url + "/healthz")).status_code == 200
@@ -602,6 +728,50 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
     res.curves["scaling"] = [{k: v for k, v in p.items() if k != "uss_mb"} for p in points]
     ok = [p for p in points if p["x_p99"] <= 10.0 and p.get("newest_kept_state") is not False]
     res.extra["density_x_p99_10ms"] = max((p["live"] for p in ok), default=0)
+
+
+KSM = Path("/sys/kernel/mm/ksm")
+
+
+def ksm_figures() -> dict[str, int]:
+    """The host's page merging counters (empty where the kernel has none)."""
+    out: dict[str, int] = {}
+    for name in ("run", "pages_sharing", "pages_shared", "full_scans"):
+        with contextlib.suppress(OSError, ValueError):
+            out[name] = int((KSM / name).read_text())
+    return out
+
+
+async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str, Any]:
+    """With page merging running (a pool with ``memory_merge``), the idle sessions' memory
+    falls for a while after they were made: wait until the merged page count stops growing
+    (or ``merge_settle_s``) and read the machine's memory again. Without it, one reading."""
+    start = time.monotonic()
+    ksm = ksm_figures()
+    if ksm.get("run") == 1:
+        log(f"sessionpool scaling: page merging is on; waiting up to {sizes.merge_settle_s:g} s")
+        last = -1
+        while time.monotonic() - start < sizes.merge_settle_s:
+            await asyncio.sleep(5.0)
+            now = ksm_figures().get("pages_sharing", 0)
+            if last > 0 and now - last <= max(100, last // 100):
+                break
+            last = now
+        ksm = ksm_figures()
+    used = used_memory_gb()
+    settled = {
+        "live": live,
+        "waited_s": round(time.monotonic() - start, 1),
+        "used_memory_gb": round(used, 3),
+        "added_memory_gb": round(used - baseline_gb, 3),
+        "mem_available_gb": round(meminfo().get("MemAvailable", 0) / 2**30, 3),
+        "ksm": ksm,
+    }
+    log(
+        f"  settled after {settled['waited_s']} s: {settled['added_memory_gb'] * 1000 / live:.2f}"
+        f" MB per session (ksm {ksm})"
+    )
+    return settled
 
 
 async def kept_state(sp: SessionpoolDriver, session: Any) -> bool:
