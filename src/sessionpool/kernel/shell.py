@@ -20,9 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from IPython.core.async_helpers import _pseudo_sync_runner
+from IPython.core.autocall import IPyAutocall
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+from IPython.core.macro import Macro
+from IPython.core.splitinput import split_user_input
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
@@ -233,6 +237,187 @@ class _Shell(InteractiveShell):
             out.error = {"ename": name, "evalue": str(evalue), "traceback": text}
 
 
+# -- the fast path for plain cells ---------------------------------------------------------
+#
+# A fast path for plain Python cells: IPython's ``run_cell`` minus the work a plain cell needs
+# none of.
+#
+# Of the ~140 us ``InteractiveShell.run_cell`` spends on ``x += 1``, about 40 go to two steps
+# whose answer is known in advance for most cells: ``transform_cell`` (tokenizing the cell to look
+# for ``%magic``, ``!shell``, ``obj?``, pasted prompts and, for one-line cells, automagic names)
+# and ``should_run_async`` (a second compile of the whole cell to look for top-level ``await``).
+# A cell with none of the characters those transforms look for comes out of them unchanged, and a
+# cell without ``await`` or ``async`` is never a coroutine. For such a cell ``PlainCells`` runs the
+# rest of IPython's own machinery (``run_cell_async``, the events, the displayhook, history, the
+# traceback formatting) exactly as ``run_cell`` would, so results, ``In``/``_i``/``Out``,
+# ``execution_count``, tracebacks and displays are IPython's by construction rather than by
+# imitation. Anything it cannot prove plain returns ``None`` and the caller uses ``run_cell``.
+#
+# The proof is a text check, deliberately conservative: a false alarm costs only the 40 us.
+
+#: Text IPython's input transformers may rewrite: escapes at a line start (``%``, ``!``, ``?``,
+#: and the autocall ``,`` ``;`` ``/``), ``x = %magic`` / ``x = !cmd``, help (``?`` anywhere),
+#: pasted prompts (``>>>``, ``...``, ``In [1]:``, vi's ``[ins]``), whitespace-only lines (which
+#: ``textwrap.dedent`` normalises), and line separators other than ``\n``. A match is not a
+#: verdict: the cell is then run through the real ``transform_cell`` and compared.
+_MAYBE_TRANSFORMED = re.compile(
+    r"^[ \t]*(?:[%!?,;/]|\.\.\.|In \[|\[(?:nav|ins)\])"
+    r"|=\s*[%!]|\?|>>>|^[ \t]+$"
+    r"|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]",
+    re.MULTILINE,
+)
+
+#: Text the compiler may warn about (``x is 1``, ``1(2)``, ``'a'[1.5]``, ``assert (x, y)``,
+#: invalid escapes, ``1if``). IPython's ``should_run_async`` compiles the cell once more under
+#: the name ``<>``, so such a warning is shown twice; for these cells the fast path makes that
+#: same call, so the warnings stay the same.
+_MAYBE_WARNS = re.compile(
+    r"\\|\bis\b|\bassert\b|[\])}'\"\d]\s*[(\[]"
+    r"|\d(?:and|else|for|if|in|is|not|or)\b"
+)
+
+
+class PlainCells:
+    """Runs plain cells of one shell without ``transform_cell`` and ``should_run_async``.
+
+    The shell's extension points are snapshotted at construction: if user code or an extension
+    later adds an input transformer, an AST transformer, a prefilter checker or a custom
+    exception handler, every cell goes back through ``run_cell``.
+    """
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        self.shell = shell
+        itm = shell.input_transformer_manager
+        self._transforms = (
+            list(itm.cleanup_transforms),
+            list(itm.line_transforms),
+            list(itm.token_transformers),
+        )
+        pm = shell.prefilter_manager
+        assert pm is not None
+        self._checkers = list(pm.checkers)
+        self._flags = shell.compile.flags
+        #: cells this path ran (the tests assert plain cells do not silently fall back)
+        self.taken = 0
+
+    def _unchanged(self) -> bool:
+        """The shell is configured as it was when snapshotted: nothing extends the transforms."""
+        shell = self.shell
+        itm = shell.input_transformer_manager
+        return (
+            not shell.input_transformers_post
+            and not shell.ast_transformers
+            and not shell.custom_exceptions
+            and shell.trio_runner is None
+            # a __future__ import changes how later cells compile: IPython's second compile of
+            # the cell (without those flags) could warn where ours would not
+            and shell.compile.flags == self._flags
+            and itm.cleanup_transforms == self._transforms[0]
+            and itm.line_transforms == self._transforms[1]
+            and itm.token_transformers == self._transforms[2]
+        )
+
+    def _prefilter_is_identity(self, line: str) -> bool:
+        """Whether IPython's prefilter (applied to one-line cells only) leaves ``line`` alone:
+        no automagic (``pwd``, ``time x``), no ``exit``-style autocall object, no macro, no
+        autocall, no Emacs tag. Conservative: a variable that shadows a magic's name still falls
+        back, and so does any change to the checkers (disabling one only makes IPython
+        transform less, and the checks below do not depend on which are enabled)."""
+        shell = self.shell
+        pm = shell.prefilter_manager
+        assert pm is not None
+        if pm.transformers or shell.autocall or pm.checkers != self._checkers:
+            return False
+        if line.endswith("# PYTHON-MODE"):
+            return False
+        ifun = split_user_input(line)[2]
+        if not ifun:
+            return True
+        obj = shell.user_ns.get(ifun)
+        if isinstance(obj, (Macro, IPyAutocall)):
+            return False
+        return not (shell.automagic and shell.find_magic(ifun.split(".", 1)[0]))
+
+    def transformed(self, raw: str) -> str | None:
+        """The cell as ``transform_cell`` would return it, if that is provably the cell itself
+        (plus a final newline); else None."""
+        if not raw or raw[0] in " \t\n" or raw.isspace():
+            return None  # leading indentation or blank lines are stripped; empty is a no-op
+        if "await" in raw or "async" in raw or "__future__" in raw:
+            return None
+        if not self._unchanged():
+            return None
+        cell = raw if raw.endswith("\n") else raw + "\n"
+        if _MAYBE_TRANSFORMED.search(raw) is not None:
+            try:
+                if self.shell.transform_cell(raw) != cell:
+                    return None
+            except Exception:
+                return None
+            return cell  # the real transform_cell ran, prefilter included
+        if "\n" not in raw.rstrip("\n"):
+            if not self._prefilter_is_identity(raw.rstrip("\n")):
+                return None
+            # what prefilter_line records for IPython's crash handler
+            self.shell._last_input_line = raw.rstrip("\n")  # type: ignore[attr-defined]
+        return cell
+
+    def plain(self, raw: str) -> str | None:
+        """The transformed cell to pass to ``run``, or None: then use ``run_cell``."""
+        cell = self.transformed(raw)
+        if (
+            cell is not None
+            and _MAYBE_WARNS.search(raw) is not None
+            # IPython's own call at the same point: its compile warnings (shown under the name
+            # ``<>``) appear exactly as they do there. True is unreachable without ``await``;
+            # checked so that the text proof is not trusted blindly.
+            and self.shell.should_run_async(
+                raw, transformed_cell=cell, preprocessing_exc_tuple=None
+            )
+        ):
+            return None
+        return cell
+
+    def run(self, raw: str, cell: str, store_history: bool) -> ExecutionResult | None:
+        """``run_cell(raw, store_history)`` for a cell ``plain`` accepted (``cell`` is what it
+        returned).
+
+        The body mirrors ``InteractiveShell.run_cell`` and ``_run_cell`` (IPython 9) step for
+        step, with ``transform_cell`` and ``should_run_async`` answered in advance and
+        ``_tee`` left out (``_Shell`` makes it a no-op).
+        """
+        shell = self.shell
+        self.taken += 1
+        result: ExecutionResult | None = None
+        try:
+            coro = shell.run_cell_async(
+                raw,
+                store_history=store_history,
+                silent=False,
+                shell_futures=True,
+                transformed_cell=cell,
+                preprocessing_exc_tuple=None,
+                cell_id=None,
+                cell_meta=None,
+            )
+            try:
+                result = _pseudo_sync_runner(coro)
+            except BaseException as e:
+                try:
+                    info = ExecutionInfo(
+                        raw, store_history, False, True, None, None, transformed_cell=cell
+                    )
+                    result = ExecutionResult(info)
+                    result.error_in_exec = e
+                    shell.showtraceback(running_compiled_code=True)
+                except:  # noqa: E722 - as IPython: whatever the traceback display raises
+                    pass
+        finally:
+            shell.events.trigger("post_execute")
+            shell.events.trigger("post_run_cell", result)
+        return result
+
+
 class SessionShell:
     """One IPython shell plus the glue that captures a cell's stdout, stderr, result and figures.
 
@@ -240,7 +425,9 @@ class SessionShell:
     after fork.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fast_path: bool = True) -> None:
+        """``fast_path``: run plain Python cells without IPython's input transformation and
+        async detection (see ``PlainCells``); off only to compare the two in tests."""
         from traitlets.config import Config
 
         config = Config()
@@ -249,6 +436,7 @@ class SessionShell:
         config.InteractiveShell.cache_size = 0  # no Out[] cache keeping figures alive
         config.InteractiveShell.autoindent = False
         self.shell: _Shell = _Shell.instance(config=config)
+        self.plain = PlainCells(self.shell) if fast_path else None
         self.current: CellOutput | None = None
         self.stdout = CaptureStream(self, "stdout", 1)
         self.stderr = CaptureStream(self, "stderr", 2)
@@ -338,8 +526,14 @@ class SessionShell:
         interrupted = False
         try:
             try:
-                result = self.shell.run_cell(code, store_history=store_history)
-                interrupted = isinstance(result.error_in_exec, KeyboardInterrupt)
+                plain = self.plain
+                cell = plain.plain(code) if plain is not None else None
+                if plain is not None and cell is not None:
+                    result = plain.run(code, cell, store_history)
+                else:
+                    result = self.shell.run_cell(code, store_history=store_history)
+                error = result.error_in_exec if result is not None else None
+                interrupted = isinstance(error, KeyboardInterrupt)
             except KeyboardInterrupt:  # arrived outside user code (e.g. in the displayhook)
                 interrupted = True
                 if out.error is None:

@@ -1,0 +1,105 @@
+"""Runs a corpus of cells through one SessionShell and records everything they did.
+
+A subprocess, because IPython's InteractiveShell is a process-wide singleton: the fast-path
+shell and the IPython-only shell each get a process of their own, built as the zygote builds
+its shell (matplotlib enabled, warmed up). Usage: ``python shell_driver.py fast|ipython OUT``
+with the corpus (a JSON list of cells) on stdin; the record is written to OUT as JSON (stdout
+is left to what cells write to the real descriptors, such as ``!echo``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sessionpool.kernel.shell import SessionShell
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+_DURATION = re.compile(r"[\d.]+(?:e[+-]?\d+)? ?(?:ns|\u00b5s|\u03bcs|us|ms|s)\b")
+_SIMPLE = (int, float, str, bool, type(None), list, tuple, dict)
+
+
+def normalise(text: str) -> str:
+    """Object addresses and timings differ between any two processes, fast path or not."""
+    return _DURATION.sub("<time>", _ADDRESS.sub("0x?", text))
+
+
+def namespace(ns: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in ns.items():
+        if key in ("__builtins__", "get_ipython", "exit", "quit", "open"):
+            out[key] = type(value).__name__
+        elif isinstance(value, _SIMPLE):
+            out[key] = normalise(repr(value))[:300]
+        else:
+            out[key] = type(value).__name__
+    return out
+
+
+def chunks_sink(chunks: list[list[str]]) -> Callable[[str, str], None]:
+    def sink(name: str, text: str) -> None:
+        chunks.append([name, text])
+
+    return sink
+
+
+def main() -> None:
+    mode, path = sys.argv[1], sys.argv[2]
+    cells = json.load(sys.stdin)
+    shell = SessionShell(fast_path=mode == "fast")
+    shell.enable_matplotlib()
+    shell.warm_up()
+
+    def on_sigint(signum: int, frame: Any) -> None:  # the kernel's deadline interrupt
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    ip = shell.shell
+    records = []
+    for spec in cells:
+        chunks: list[list[str]] = []
+        plain = shell.plain
+        record: dict[str, Any] = {"code": spec["code"]}
+        if plain is not None:
+            # the text proof against the real thing, before the cell changes any state
+            proved = plain.transformed(spec["code"])
+            if proved is not None:
+                record["transform_cell_agrees"] = ip.transform_cell(spec["code"]) == proved
+        taken = plain.taken if plain is not None else 0
+        header, blobs = shell.run(
+            spec["code"],
+            output_limit=spec.get("output_limit", 1 << 20),
+            image_limit=1 << 24,
+            max_images=32,
+            store_history=spec.get("store_history", True),
+            sink=chunks_sink(chunks) if spec.get("stream") else None,
+            context=spec.get("context"),
+        )
+        header.pop("duration_ms")
+        record.update(
+            header=json.loads(normalise(json.dumps(header, ensure_ascii=False))),
+            blobs=[base64.b64encode(b).decode() for b in blobs],
+            chunks=chunks,
+            fast=plain.taken - taken if plain is not None else None,
+            execution_count=ip.execution_count,
+            ns=namespace(ip.user_ns),
+            hidden=sorted(ip.user_ns_hidden),
+            history=list(ip.history_manager.input_hist_parsed[-3:]),
+            raw_history=list(ip.history_manager.input_hist_raw[-3:]),
+            succeeded=ip.last_execution_succeeded,
+            displayhook=type(sys.displayhook).__name__,
+            excepthook=type(sys.excepthook).__name__,
+            main=sys.modules["__main__"].__dict__ is ip.user_module.__dict__,
+        )
+        records.append(record)
+    with open(path, "w") as f:
+        json.dump(records, f)
+
+
+if __name__ == "__main__":
+    main()

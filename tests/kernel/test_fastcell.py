@@ -1,0 +1,252 @@
+"""The fast path for plain cells gives exactly what IPython's run_cell gives.
+
+One corpus of cells runs through a shell with the fast path and through one without it, each in
+its own process (shell_driver.py), and every reply, blob, streamed chunk, execution count,
+history entry and namespace must match. The corpus also says which cells must take the fast
+path, so the optimisation cannot silently turn itself off, and which must not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAST, SLOW, ANY = True, False, None
+
+#: (cell, must it take the fast path?, extra options for SessionShell.run)
+CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
+    ("x = 1", FAST, {}),
+    ("x += 1", FAST, {}),
+    ("x", FAST, {}),
+    ("print(x)", FAST, {}),
+    ("x * 2\n", FAST, {}),
+    ("None", FAST, {}),
+    ("x;", FAST, {}),
+    ("x  ;  # quiet", FAST, {}),
+    ("y = x\ny", FAST, {}),
+    ("x; y", FAST, {}),
+    ("1; 2;", FAST, {}),
+    ("a, b = 1, 2\na + b", FAST, {}),
+    ("for i in range(3):\n    i\n    print(i)", FAST, {}),
+    ("def f(n):\n    return n * 2\n\nf(21)", FAST, {}),
+    ("class P:\n    def __init__(self, v):\n        self.v = v\n", FAST, {}),
+    ("import pickle\npickle.loads(pickle.dumps(P(3))).v", FAST, {}),
+    ("sq = lambda v: v * v\n[sq(v) for v in range(4)]", FAST, {}),
+    ("{k: v for k, v in zip('ab', [1, 2])}", FAST, {}),
+    ("import math, os\nmath.floor(2.5)", FAST, {}),
+    ("__name__", FAST, {}),
+    ("type(get_ipython()).__name__", FAST, {}),
+    ("print('héllo ✓ 日本')\n'ü'", FAST, {}),
+    ("import sys\nprint('out'); print('err', file=sys.stderr)", FAST, {}),
+    ("print('no newline', end='')", FAST, {"stream": True}),
+    ("for i in range(3):\n    print(i)", FAST, {"stream": True}),
+    ("print('x' * 100)", FAST, {"output_limit": 40}),
+    ("'y' * 100", FAST, {"output_limit": 40}),
+    # exceptions and their tracebacks
+    ("def g():\n    return 1 / 0\ndef h():\n    return g()\nh()", FAST, {}),
+    ("undefined_name", FAST, {}),
+    ("import json\njson.loads('{')", FAST, {}),
+    ("raise ValueError('bad')", FAST, {}),
+    ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    raise KeyError('k') from e", FAST, {}),
+    ("print('before')\nraise SystemExit(3)", FAST, {}),
+    ("raise SystemExit", FAST, {}),
+    (
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nimport time\ntime.sleep(2)",
+        FAST,
+        {},
+    ),
+    ("def (:", FAST, {}),
+    ("x = = 1", FAST, {}),
+    ("if True:\nprint(1)", FAST, {}),
+    ("print('ran')\nreturn 5", FAST, {}),
+    ("del x\nx", FAST, {}),
+    # history and output variables
+    ("z = 10", FAST, {}),
+    ("z", FAST, {}),
+    ("_, __, ___", FAST, {}),
+    ("_i, _ii, _iii", FAST, {}),
+    ("len(In), In[-1], _i3", FAST, {}),
+    ("sorted(Out), type(_oh).__name__", FAST, {}),
+    ("_5 if '_5' in dir() else 'no _5'", FAST, {}),
+    ("q = 7", FAST, {"store_history": False}),
+    ("q", FAST, {"store_history": False}),
+    ("q;", FAST, {}),
+    ("q", FAST, {"store_history": False}),
+    ("_i, len(In)", FAST, {"store_history": False}),
+    # rich displays, pandas, matplotlib
+    (
+        "class Rich:\n    def _repr_html_(self):\n        return '<b>rich</b>'\n"
+        "    def _repr_png_(self):\n        return b'\\x89PNG fake'\n"
+        "    def __repr__(self):\n        return 'Rich()'\nRich()",
+        ANY,
+        {},
+    ),
+    ("from IPython.display import display, HTML\ndisplay(HTML('<i>hi</i>'), Rich())", FAST, {}),
+    ("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2], 'b': [0.5, 1.5]})\ndf", FAST, {}),
+    ("df.describe()", FAST, {}),
+    ("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);", FAST, {}),
+    ("fig = plt.figure(); plt.plot([1]); display(fig)", FAST, {}),
+    ("plt.figure()", FAST, {}),
+    # warnings, including the compiler's (IPython shows those twice)
+    ("import warnings\nwarnings.warn('careful')", FAST, {}),
+    ("warnings.warn('careful')", FAST, {}),
+    ("def dep():\n    warnings.warn('old', DeprecationWarning)\ndep()", FAST, {}),
+    ("x = 3\nx is 1", FAST, {}),
+    ("'\\d'", FAST, {}),
+    ("1(2)", FAST, {}),
+    ("assert (x, 1)", FAST, {}),
+    ("x is None", FAST, {}),
+    ("'abc'[1:]", FAST, {}),
+    # text that looks special but is plain (the real transform_cell decides)
+    ("s = 'what?'\ns", FAST, {}),
+    ("t = 5 % 3\nt != 1", FAST, {}),
+    ("'a\\nb'.split('\\n')", FAST, {}),
+    ("...", FAST, {}),
+    # IPython syntax: magics, shell escapes, help, automagic, prompts, indentation
+    ("%time w = 2", SLOW, {}),
+    ("w", FAST, {}),
+    ("%%capture cap\nprint('hidden')", SLOW, {}),
+    ("cap.stdout", FAST, {}),
+    ("!echo from-shell", SLOW, {}),
+    ("files = !echo a b\nfiles", SLOW, {}),
+    ("m = %who_ls\nlen(m) > 0", SLOW, {}),
+    ("len?", SLOW, {}),
+    ("?len", SLOW, {}),
+    ("pwd", SLOW, {}),
+    ("who", SLOW, {}),
+    (">>> 1 + 1", SLOW, {}),
+    ("In [1]: 2 + 2", SLOW, {}),
+    ("  k = 4\n  k", SLOW, {}),
+    ("\n\nk * 2", SLOW, {}),
+    ("k = 1\n   \nk", SLOW, {}),
+    ("k\r\n", ANY, {}),
+    ("", SLOW, {}),
+    ("   ", SLOW, {}),
+    ("# only a comment", FAST, {}),
+    # top-level await
+    ("import asyncio\nawait asyncio.sleep(0)\n'awaited'", SLOW, {}),
+    ("async def co():\n    return 5\nawait co()", SLOW, {}),
+    # named contexts
+    ("x = 'in a'", FAST, {"context": "a"}),
+    ("x, _i, len(In)", FAST, {"context": "a"}),
+    ("x, __name__", FAST, {}),
+    ("boom()", FAST, {"context": "a"}),
+    # hooks that user code registers: fired the same way
+    (
+        "ip = get_ipython()\n"
+        "ip.events.register('pre_run_cell', lambda info: print('pre', info.raw_cell[:5]))\n"
+        "ip.events.register('post_run_cell', lambda r: print('post', r.success))",
+        FAST,
+        {},
+    ),
+    ("1 + 1", FAST, {}),
+    ("1 / 0", FAST, {}),
+    ("%autocall 1", SLOW, {}),
+    ("abs -3", SLOW, {}),
+    ("abs(-3)", SLOW, {}),
+    ("%autocall 0", SLOW, {}),
+    ("abs(-4)", FAST, {}),
+    # extensions to the transforms: afterwards every cell goes through IPython
+    (
+        "import ast\nclass Neg(ast.NodeTransformer):\n"
+        "    def visit_Constant(self, node):\n"
+        "        return ast.Constant(-node.value) if isinstance(node.value, int) else node\n"
+        "get_ipython().ast_transformers.append(Neg())",
+        FAST,
+        {},
+    ),
+    ("5", SLOW, {}),
+    ("get_ipython().ast_transformers.clear()", SLOW, {}),
+    ("5", FAST, {}),
+    ("get_ipython().input_transformers_cleanup.append(lambda lines: lines)", FAST, {}),
+    ("6", SLOW, {}),
+    ("get_ipython().input_transformers_cleanup.pop()", SLOW, {}),
+    ("6", FAST, {}),
+    ("from __future__ import annotations\ndef ann(v: Undefined) -> None: pass", SLOW, {}),
+    ("ann.__annotations__", SLOW, {}),
+]
+
+
+def _drive(mode: str, tmp: Path) -> tuple[list[dict[str, Any]], str]:
+    cells = [{"code": code, **options} for code, _, options in CORPUS]
+    out = tmp / f"{mode}.json"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("shell_driver.py")), mode, str(out)],
+        input=json.dumps(cells),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records: list[dict[str, Any]] = json.loads(out.read_text())
+    return records, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[dict[str, Any]], str]]:
+    tmp = tmp_path_factory.mktemp("fastcell")
+    return {mode: _drive(mode, tmp) for mode in ("fast", "ipython")}
+
+
+def _same(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, Any]:
+    keys = [k for k in slow if k not in ("fast",)]
+    return {k: (fast[k], slow[k]) for k in keys if fast[k] != slow[k]}
+
+
+@pytest.mark.parametrize("index", range(len(CORPUS)), ids=[repr(c[0][:30]) for c in CORPUS])
+def test_fast_path_matches_run_cell(
+    runs: dict[str, tuple[list[dict[str, Any]], str]], index: int
+) -> None:
+    fast, slow = runs["fast"][0][index], runs["ipython"][0][index]
+    assert _same(fast, slow) == {}
+
+
+def test_whatever_cells_write_to_the_descriptors_matches(
+    runs: dict[str, tuple[list[dict[str, Any]], str]],
+) -> None:
+    assert runs["fast"][1] == runs["ipython"][1]
+
+
+def test_plain_cells_take_the_fast_path_and_ipython_syntax_does_not(
+    runs: dict[str, tuple[list[dict[str, Any]], str]],
+) -> None:
+    wrong = [
+        (code, expected, record["fast"])
+        for (code, expected, _), record in zip(CORPUS, runs["fast"][0], strict=True)
+        if expected is not None and bool(record["fast"]) != expected
+    ]
+    assert wrong == []
+    assert all(record["fast"] is None for record in runs["ipython"][0])
+
+
+def test_the_text_proof_agrees_with_transform_cell(
+    runs: dict[str, tuple[list[dict[str, Any]], str]],
+) -> None:
+    checked = [r for r in runs["fast"][0] if "transform_cell_agrees" in r]
+    assert len(checked) > 50
+    assert [r["code"] for r in checked if not r["transform_cell_agrees"]] == []
+
+
+def test_the_corpus_exercises_what_it_claims(
+    runs: dict[str, tuple[list[dict[str, Any]], str]],
+) -> None:
+    """Guards against a corpus that matches only because nothing happened."""
+    by_code = {r["code"]: r for r in runs["ipython"][0]}
+    assert by_code["x"]["header"]["result"] is not None
+    assert by_code["x;"]["header"]["result"] is None
+    assert "Cell In[" in by_code["undefined_name"]["header"]["error"]["traceback"]
+    assert by_code["def (:"]["header"]["error"]["ename"] == "SyntaxError"
+    assert "To exit" in by_code["print('before')\nraise SystemExit(3)"]["header"]["stderr"]
+    assert "from-shell" in by_code["!echo from-shell"]["header"]["stdout"]
+    sigint = next(r for r in runs["ipython"][0] if "SIGINT" in r["code"])
+    assert sigint["header"]["interrupted"] is True
+    assert by_code["x = 3\nx is 1"]["header"]["stderr"].count("SyntaxWarning") == 2
+    assert len(by_code["import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);"]["blobs"]) == 1
+    assert "post True" in by_code["1 + 1"]["header"]["stdout"]
+    assert by_code["5"]["header"]["result"]["text/plain"] in ("-5", "5")
