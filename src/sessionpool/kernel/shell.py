@@ -364,7 +364,10 @@ class PlainCells:
 
     def plain(self, raw: str) -> str | None:
         """The transformed cell to pass to ``run``, or None: then use ``run_cell``."""
-        cell = self.transformed(raw)
+        try:
+            cell = self.transformed(raw)
+        except Exception:  # whatever went wrong here, IPython's path will say it properly
+            return None
         if (
             cell is not None
             and _MAYBE_WARNS.search(raw) is not None
