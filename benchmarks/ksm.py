@@ -7,7 +7,8 @@ burst, divided by N), the sessions' summed PSS per session (the zygote's include
 pages count once, split among their sharers), ksmd's counters and CPU, and the latency of
 ``x += 1`` on one session while ksmd scans (paced at 20 a second, so the probe is not the load).
 Before each mode KSM is stopped and unmerged, so each mode starts from nothing merged; at the
-end the host's KSM settings are put back as they were.
+end the host's KSM settings are put back as they were. That is machine-wide: a KSM already
+running (another server's, another benchmark's) makes the script refuse unless ``--force``.
 
 Run as root, on a machine as quiet as you can get (MemAvailable is machine-wide: other work's
 memory shows up in it; the run records the load):
@@ -289,6 +290,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="let the kernel's advisor (advisor_mode = scan-time) set pages_to_scan",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run even if KSM is running already (the run stops and unmerges it, machine-wide)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the results")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -303,6 +309,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if ksm.status() is None:
         print(f"this kernel has no samepage merging ({ksm.KSM_DIR})", file=sys.stderr)
+        return 2
+    status = ksm.status()
+    if status is not None and status.run == ksm.RUN_RUNNING and not args.force:
+        print(
+            f"KSM is running already ({status.describe()}): another server or benchmark may be "
+            "using it, and this run would stop and unmerge it. Stop it (echo 0 > "
+            f"{ksm.KSM_DIR}/run) or pass --force",
+            file=sys.stderr,
+        )
         return 2
     saved = {name: (ksm.KSM_DIR / name).read_text() for name in KSM_FILES}
     advisor = ksm.KSM_DIR / "advisor_mode"
