@@ -48,8 +48,77 @@ def chunks_sink(chunks: list[list[str]]) -> Callable[[str, str], None]:
     return sink
 
 
+VALUES: list[Any] = [
+    0,
+    -5,
+    2**100,
+    1.5,
+    1e300,
+    float("nan"),
+    3j,
+    True,
+    "str",
+    "x" * 5000,
+    b"bytes",
+    [1, "a", None],
+    (1,),
+    {"a": [1, 2]},
+    {1, 2},
+    frozenset(),
+    range(3),
+    [[1] * 200] * 3,
+]
+
+
+def formats(path: str) -> None:
+    """The displayhook's text/plain shortcut against ``DisplayFormatter.format``, as printers
+    are registered and formatters disabled: (scenario, value, same answer, shortcut taken)."""
+    shell = SessionShell()
+    hook, display = shell.shell.displayhook, shell.shell.display_formatter
+    records = []
+
+    def check(scenario: str) -> None:
+        for value in VALUES:
+            before = hook.quick_results
+            same = hook.compute_format_data(value) == display.format(value)
+            records.append([scenario, repr(value)[:40], same, hook.quick_results > before])
+
+    display.format(0)  # as warm_up does: a formatter's traits exist once it has been asked
+    check("defaults")
+    shell.shell.run_line_magic("precision", "2")
+    check("precision")
+    html = display.formatters["text/html"]
+    html.for_type(int, lambda v: f"<b>{v}</b>")
+    check("html for int")
+    html.pop(int)
+    display.formatters["text/latex"].for_type_by_name("builtins", "float", lambda v: "$f$")
+    check("latex for float, deferred")
+    display.formatters["text/latex"].pop(float)
+    markdown = display.formatters["text/markdown"]
+    markdown.singleton_printers[id(VALUES[0])] = lambda v: "*zero*"
+    check("markdown for 0 only")
+    markdown.singleton_printers.pop(id(VALUES[0]))
+    json_formatter = display.formatters["application/json"]
+    json_formatter.for_type(object, lambda v: {"any": True})
+    check("json for object")
+    json_formatter.enabled = False
+    check("json for object, disabled")
+    json_formatter.enabled = True
+    json_formatter.pop(object)
+    display.mimebundle_formatter.for_type(list, lambda v: ({"text/html": "<ul/>"}, {}))
+    check("mimebundle for list")
+    display.mimebundle_formatter.pop(list)
+    display.formatters["text/plain"].enabled = False
+    check("plain text disabled")
+    with open(path, "w") as f:
+        json.dump(records, f)
+
+
 def main() -> None:
     mode, path = sys.argv[1], sys.argv[2]
+    if mode == "formats":
+        formats(path)
+        return
     cells = json.load(sys.stdin)
     shell = SessionShell(fast_path=mode == "fast")
     shell.enable_matplotlib()

@@ -263,3 +263,35 @@ def test_the_corpus_exercises_what_it_claims(
     assert len(by_code["import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);"]["blobs"]) == 1
     assert "post True" in by_code["1 + 1"]["header"]["stdout"]
     assert by_code["5"]["header"]["result"]["text/plain"] in ("-5", "5")
+
+
+def test_builtin_results_skip_the_other_formatters_only_when_they_would_not_answer(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "formats.json"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("shell_driver.py")), "formats", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(out.read_text())
+    assert [r for r in records if not r[2]] == []  # the same format data, always
+    quick: dict[str, set[str]] = {}
+    for scenario, value, _, taken in records:
+        quick.setdefault(scenario, set())
+        if taken:
+            quick[scenario].add(value)
+    values = {r[1] for r in records}
+    ints = {"0", "-5", repr(2**100), "True"}
+    assert quick["defaults"] == values
+    assert quick["precision"] == values
+    assert quick["html for int"] == values - ints
+    assert quick["latex for float, deferred"] == values - {"1.5", "1e+300", "nan"}
+    assert quick["markdown for 0 only"] == values - {"0"}
+    assert quick["json for object"] == set()
+    assert quick["json for object, disabled"] == values
+    assert quick["mimebundle for list"] == {v for v in values if not v.startswith("[")}
+    assert quick["plain text disabled"] == values
