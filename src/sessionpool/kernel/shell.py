@@ -449,21 +449,27 @@ class PlainCells:
 
     def plain(self, raw: str) -> str | None:
         """The transformed cell to pass to ``run``, or None: then use ``run_cell``."""
+        shell = self.shell
         try:
             cell = self.transformed(raw)
+            if (
+                cell is not None
+                and _MAYBE_WARNS.search(raw) is not None
+                # IPython's own call at the same point: its compile warnings (shown under the
+                # name ``<>``) appear exactly as they do there. True is unreachable without
+                # ``await``; checked so that the text proof is not trusted blindly.
+                and shell.should_run_async(raw, transformed_cell=cell, preprocessing_exc_tuple=None)
+            ):
+                return None
         except Exception:  # whatever went wrong here, IPython's path will say it properly
             return None
-        if (
-            cell is not None
-            and _MAYBE_WARNS.search(raw) is not None
-            # IPython's own call at the same point: its compile warnings (shown under the name
-            # ``<>``) appear exactly as they do there. True is unreachable without ``await``;
-            # checked so that the text proof is not trusted blindly.
-            and self.shell.should_run_async(
-                raw, transformed_cell=cell, preprocessing_exc_tuple=None
-            )
-        ):
-            return None
+        except KeyboardInterrupt:
+            # An interrupt here is one run_cell would have taken in transform_cell or
+            # should_run_async, inside its try/finally: fire the events that finally fires,
+            # then let it propagate as it would from there.
+            shell.events.trigger("post_execute")
+            shell.events.trigger("post_run_cell", None)
+            raise
         return cell
 
     def run(self, raw: str, cell: str, store_history: bool) -> ExecutionResult | None:
