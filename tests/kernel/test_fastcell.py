@@ -118,6 +118,7 @@ CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
     ("len?", SLOW, {}),
     ("?len", SLOW, {}),
     ("pwd", SLOW, {}),
+    ("pwd\n\n", FAST, {}),  # two lines for IPython: no automagic
     ("who", SLOW, {}),
     (">>> 1 + 1", SLOW, {}),
     ("In [1]: 2 + 2", SLOW, {}),

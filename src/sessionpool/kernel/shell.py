@@ -440,11 +440,12 @@ class PlainCells:
             except Exception:
                 return None
             return cell  # the real transform_cell ran, prefilter included
-        if "\n" not in raw.rstrip("\n"):
-            if not self._prefilter_is_identity(raw.rstrip("\n")):
+        if "\n" not in raw[:-1]:  # one line, as transform_cell counts (so "x\n\n" is two)
+            line = raw.rstrip("\n")
+            if not self._prefilter_is_identity(line):
                 return None
             # what prefilter_line records for IPython's crash handler
-            self.shell._last_input_line = raw.rstrip("\n")  # type: ignore[attr-defined]
+            self.shell._last_input_line = line  # type: ignore[attr-defined]
         return cell
 
     def plain(self, raw: str) -> str | None:
