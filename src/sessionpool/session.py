@@ -208,6 +208,19 @@ class Session:
         log.info("session %s: network now %s", self._label(), policy.describe())
         return self.network()
 
+    async def set_memory_limit(self, memory_bytes: int) -> None:
+        """Lower the session's memory limit (``InvalidArgument`` above its pool's); holds for
+        every kernel the session runs from now on."""
+        ceiling = self.pool_config.limits.memory_bytes
+        if not 0 < memory_bytes <= ceiling:
+            raise errors.InvalidArgument(
+                f"memory limit {memory_bytes} bytes: a session of pool {self.pool_name!r} may "
+                f"have at most its pool's {ceiling} bytes",
+                "memory_limit",
+            )
+        await asyncio.to_thread(self.backend.set_memory_limit, self.slot, memory_bytes)
+        log.info("session %s: memory limit now %d bytes", self._label(), memory_bytes)
+
     async def close(self) -> None:
         if self.closed:
             return

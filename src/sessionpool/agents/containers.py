@@ -41,6 +41,14 @@ from sessionpool.tenancy import SEPARATOR
 CONTAINER_KEYS = "agents"
 
 
+def format_memory(n: int) -> str:
+    """Bytes as a memory limit is written (``2g``, ``512m``; binary units, as Docker's)."""
+    for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
+
+
 def session_key(tenant: str, container_id: str) -> str:
     """Where ``tenant``'s container ``container_id`` keeps its session in the agents pool."""
     return f"{SEPARATOR}{CONTAINER_KEYS}{SEPARATOR}{tenant}{SEPARATOR}{container_id}"
@@ -86,13 +94,18 @@ class Containers:
         file_ids: list[str] | None = None,
         expires_after_minutes: int | None = None,
         memory_limit: str | None = None,
+        memory_bytes: int | None = None,
         metadata: dict[str, str] | None = None,
         network: ContainerNetwork | None = None,
     ) -> Container:
         """A new container; ``file_ids`` are copied into its /mnt/data. ``network`` narrows its
-        pool's egress (checked now: ``EgressWidens`` if it asks for more than the pool has)."""
+        pool's egress (checked now: ``EgressWidens`` if it asks for more than the pool has);
+        ``memory_bytes`` lowers its session's memory limit (``memory_limit``: as the client
+        wrote it), refused above the pool's."""
         if network is not None:
             self.check_network(network)
+        if memory_bytes is not None:
+            self.check_memory(memory_bytes, memory_limit)
         sources = [await self._files.get(fid) for fid in file_ids or []]
         minutes = expires_after_minutes or self._config.container_expiry_minutes
         if minutes < 1:
@@ -106,6 +119,7 @@ class Containers:
             session_id=session_key(self._tenant, cid),
             expires_after_minutes=minutes,
             memory_limit=memory_limit,
+            memory_bytes=memory_bytes,
             metadata=metadata or {},
             network=network,
         )
@@ -113,6 +127,37 @@ class Containers:
         for source in sources:
             await self.copy_in(container, source)
         return container
+
+    # --- memory -------------------------------------------------------------------------------
+
+    def check_memory(self, memory_bytes: int, label: str | None = None) -> None:
+        """``InvalidArgument`` unless a session of the pool may be limited to ``memory_bytes``:
+        a container narrows its pool's limit, never widens it."""
+        ceiling = self._pool().config.limits.memory_bytes
+        if not 0 < memory_bytes <= ceiling:
+            asked = repr(label) if label is not None else f"{memory_bytes} bytes"
+            raise errors.InvalidArgument(
+                f"memory_limit {asked} is above what this server allows: a container's session "
+                f"may have at most its pool's memory limit, {format_memory(ceiling)}",
+                "memory_limit",
+            )
+
+    async def set_memory(
+        self, container: Container, memory_bytes: int, label: str | None = None
+    ) -> None:
+        """Set the container's memory limit (its live session's at once, fresh ones when
+        made); ``label``: as the client wrote it."""
+        self.check_memory(memory_bytes, label)
+        if container.memory_bytes == memory_bytes:
+            return
+        lock = self._locks.setdefault(container.id, asyncio.Lock())
+        async with lock:
+            session = await self._pool().lookup(self._key(container))
+            if session is not None:
+                await session.set_memory_limit(memory_bytes)
+            container.memory_bytes = memory_bytes
+            container.memory_limit = label
+            await self._records.save(container)
 
     # --- network ------------------------------------------------------------------------------
 
@@ -212,6 +257,15 @@ class Containers:
             fresh = await pool.lookup(key) is None
             session = await pool.acquire(key)
             if fresh:
+                if container.memory_bytes is not None:
+                    # before the container's first cell, like its network; a pool lowered
+                    # since the container was made holds it to the pool's
+                    ceiling = pool.config.limits.memory_bytes
+                    try:
+                        await session.set_memory_limit(min(container.memory_bytes, ceiling))
+                    except BaseException:
+                        await pool.delete(key)
+                        raise
                 if container.network is not None:
                     # before the container's first cell: it runs under its policy
                     try:

@@ -81,6 +81,9 @@ class ResponseRequest:
     container_file_ids: list[str] = field(default_factory=list)
     #: the egress of the conversation's own container, narrowed from its pool's (None: as is)
     container_network: ContainerNetwork | None = None
+    #: the memory limit of the conversation's own container, below its pool's (None: as is)
+    container_memory_bytes: int | None = None
+    container_memory_limit: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     metadata: dict[str, str] | None = None
@@ -599,6 +602,10 @@ class TenantAgents:
             await self.containers.get(request.container_id)  # 404 before anything is written
         if request.container_network is not None:
             self.containers.check_network(request.container_network)  # 400 likewise
+        if request.container_memory_bytes is not None:
+            self.containers.check_memory(
+                request.container_memory_bytes, request.container_memory_limit
+            )
         created = False
         if request.conversation_id:
             conversation = await self.get_conversation(request.conversation_id)
@@ -612,13 +619,20 @@ class TenantAgents:
         message_ids: list[str] = []
         try:
             if request.container_id is None and (
-                request.container_file_ids or request.container_network is not None
+                request.container_file_ids
+                or request.container_network is not None
+                or request.container_memory_bytes is not None
             ):
                 # the conversation's own container (made now, or kept from earlier turns: its
-                # interpreter state stays) gets the files, once, and the network asked for
+                # interpreter state stays) gets the files, once, and the network and memory
+                # limit asked for
                 container = await self.containers.for_conversation(conversation.id)
                 if request.container_network is not None:
                     await self.containers.set_network(container, request.container_network)
+                if request.container_memory_bytes is not None:
+                    await self.containers.set_memory(
+                        container, request.container_memory_bytes, request.container_memory_limit
+                    )
                 await self.containers.add_missing_files(container.id, request.container_file_ids)
             for m in request.messages:
                 message = await self.add_message(

@@ -130,7 +130,10 @@ class Container(Record):
     last_active_at: int = Field(default_factory=now)
     #: idle minutes after ``last_active_at`` before the container expires
     expires_after_minutes: int = 20
+    #: the memory limit as the client wrote it (echoed back)
     memory_limit: str | None = None
+    #: the session's memory limit, below its pool's (None: the pool's)
+    memory_bytes: int | None = None
     #: what the client asked of its network; None: the pool's policy as it is
     network: ContainerNetwork | None = None
 

@@ -571,6 +571,15 @@ class RemoteSession:
             self.pool.name, "sessions of a cluster have no network yet", "network"
         )
 
+    async def set_memory_limit(self, memory_bytes: int) -> None:
+        """Not part of the cluster protocol yet: a cluster session has its pool's limit."""
+        if memory_bytes != self.pool.config.limits.memory_bytes:
+            raise errors.InvalidArgument(
+                "a session's own memory limit is not supported in cluster mode yet: sessions "
+                f"have their pool's ({self.pool.config.limits.memory_bytes} bytes)",
+                "memory_limit",
+            )
+
     def keep_alive_until(self, when: float) -> None:
         """Not part of the cluster protocol: the E2B face, its only user, refuses cluster mode."""
         raise errors.InvalidArgument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -113,6 +113,11 @@ class Backend(ABC):
         egress proxy's door for that session). Only backends that give each session a network
         namespace of its own can."""
         raise errors.SandboxError(f"the {self.name} backend gives sessions no network of their own")
+
+    def set_memory_limit(self, slot: Slot, memory_bytes: int) -> None:
+        """Lower the memory limit of the session in ``slot`` (never above its pool's: the
+        caller checks). A backend without cgroups records it as it records its pool's."""
+        slot.limits = replace(slot.limits, memory_bytes=memory_bytes)
 
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         """Why the kernel of ``slot`` ended, for the user (a backend may know more)."""

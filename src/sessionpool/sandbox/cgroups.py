@@ -301,6 +301,21 @@ class Cgroups:
             (group / "pids.max").write_text(str(limits.pids))
             (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
 
+    def set_memory(self, name: str, memory_bytes: int) -> None:
+        """Change a session group's memory limit (a container's own, below its pool's)."""
+        if self.version == 1:
+            mem = self.bases["memory"] / name
+            memsw = mem / "memory.memsw.limit_in_bytes"
+            # memsw may never be below the limit: raised before it, lowered after it (the
+            # first write fails when lowering; memsw is absent where swap accounting is off)
+            with contextlib.suppress(OSError):
+                memsw.write_text(str(memory_bytes))
+            (mem / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):
+                memsw.write_text(str(memory_bytes))
+        else:
+            (self.bases[""] / name / "memory.max").write_text(str(memory_bytes))
+
     def attach(self, name: str, pid: int) -> None:
         for base in self.bases.values():
             (base / name / "cgroup.procs").write_text(str(pid))

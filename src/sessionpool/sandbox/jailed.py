@@ -317,6 +317,15 @@ class JailBackend(ZygoteBackend):
             cpu = process_cpu_seconds(pid)
         return memory, cpu
 
+    def set_memory_limit(self, slot: Slot, memory_bytes: int) -> None:
+        assert self.cgroups is not None and slot.cgroup is not None
+        try:
+            self.cgroups.set_memory(slot.cgroup, memory_bytes)
+        except OSError as exc:  # v1: EBUSY when the session already uses more
+            detail = f"the session's memory limit could not be set: {exc}"
+            raise errors.SandboxError(detail) from exc
+        super().set_memory_limit(slot, memory_bytes)
+
     def describe_exit(self, slot: Slot, status: int | None) -> str:
         text = super().describe_exit(slot, status)
         before = slot.oom_baseline

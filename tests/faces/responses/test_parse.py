@@ -100,3 +100,30 @@ def test_parse_body() -> None:
     assert ref.agent_name == ("A", "2")
     old = parse_model(b'{"agent": {"name": "A"}}', parse.ResponseCreate)
     assert old.agent_name == ("A", None)
+
+
+# --- containers' memory_limit --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, None), ("1g", 1 << 30), ("4G", 4 << 30), ("64g", 64 << 30), ("512m", 512 << 20)],
+)
+def test_memory_limit_sizes(raw: str | None, expected: int | None) -> None:
+    assert parse.parse_memory_limit(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["lots", "0g", "1.5g", "-1g", 4, "", "1 gigabyte"])
+def test_memory_limit_refused(raw: object) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        parse.parse_memory_limit(raw)
+    assert exc.value.param == "memory_limit"
+
+
+def test_auto_container_memory_limit_is_parsed() -> None:
+    tool = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "1g"}}
+    spec = parse.parse_tools([tool])
+    assert spec.memory_bytes == 1 << 30 and spec.memory_limit == "1g"
+    with pytest.raises(InvalidArgument) as exc:
+        parse.parse_tools([{**tool, "container": {"type": "auto", "memory_limit": "big"}}])
+    assert exc.value.param == "tools[0].container.memory_limit"

@@ -6,6 +6,7 @@ into messages and instructions, ``parse_tools`` the ``tools`` list into what the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,22 @@ def refuse_skills(skills: Any, where: str = "skills") -> None:
             "leave skills out, or upload the files the skill needs with file_ids",
             where,
         )
+
+
+_MEMORY = re.compile(r"([1-9][0-9]*)\s*([kmgt])b?", re.IGNORECASE)
+_MEMORY_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory_limit(raw: Any, where: str = "memory_limit") -> int | None:
+    """A container's ``memory_limit`` (``"1g"``, ``"4g"`` ...: binary units, as Docker's) in
+    bytes; None when not given."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and (m := _MEMORY.fullmatch(raw.strip())):
+        return int(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()]
+    raise InvalidArgument(
+        f"memory_limit {raw!r}: expected a size such as '1g', '4g' or '512m'", where
+    )
 
 
 def parse_network_policy(raw: Any, where: str = "network_policy") -> ContainerNetwork | None:
@@ -270,6 +287,8 @@ class ToolSpec:
     auto: bool = False
     file_ids: list[str] = field(default_factory=list)
     memory_limit: str | None = None
+    #: ``memory_limit`` in bytes
+    memory_bytes: int | None = None
     #: ``"container": {"type": "auto", "network_policy": ...}``
     network: ContainerNetwork | None = None
 
@@ -310,6 +329,7 @@ def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
             spec.file_ids = list(file_ids)
             refuse_skills(container.get("skills"), f"{where}.container.skills")
             limit = container.get("memory_limit")
+            spec.memory_bytes = parse_memory_limit(limit, f"{where}.container.memory_limit")
             spec.memory_limit = limit if isinstance(limit, str) else None
             spec.network = parse_network_policy(
                 container.get("network_policy"), f"{where}.container.network_policy"

@@ -180,6 +180,8 @@ async def create_response(request: Request) -> Response:
             container_id=spec.container_id,
             container_file_ids=spec.file_ids if spec.auto else [],
             container_network=spec.network,
+            container_memory_bytes=spec.memory_bytes if spec.auto else None,
+            container_memory_limit=spec.memory_limit if spec.auto else None,
             temperature=req.temperature,
             top_p=req.top_p,
             metadata=req.metadata,
@@ -421,6 +423,7 @@ async def create_container(request: Request) -> Response:
         file_ids=req.file_ids,
         expires_after_minutes=minutes,
         memory_limit=req.memory_limit,
+        memory_bytes=parse.parse_memory_limit(req.memory_limit),
         metadata=req.metadata,
         network=parse.parse_network_policy(req.network_policy),
     )
