@@ -73,23 +73,31 @@ PREAMBLE_CODE = "print(6 * 7)"
 PREAMBLE_ANSWER = "The answer is 42."
 #: characters per streamed piece of text or tool-call arguments
 STREAM_PIECE = 16
+#: the ``shell`` script's commands (the hosted shell tool): a file, an exit code, stderr
+SHELL_COMMANDS = [
+    "echo 42 > answer.txt && cat /mnt/data/answer.txt",
+    "echo to stderr >&2; exit 3",
+]
+SHELL_ANSWER = "The shell says:\n"
 ERROR_BODY = {"error": {"message": "scripted failure", "type": "server_error"}}
 
 
 class Reply:
-    """What a script answers: text, a python tool call, or an HTTP error."""
+    """What a script answers: text, a python or shell tool call, or an HTTP error."""
 
     def __init__(
         self,
         *,
         content: str | None = None,
         code: str | None = None,
+        commands: list[str] | None = None,
         status: int = 200,
         error: dict[str, Any] | None = None,
         delay: float = 0.0,
     ) -> None:
         self.content = content
         self.code = code
+        self.commands = commands
         self.status = status
         self.error = error
         self.delay = delay
@@ -162,6 +170,14 @@ def echo(messages: list[dict[str, Any]]) -> Reply:
     return Reply(content=ECHO_PREFIX + text_of(results[-1]))
 
 
+def shell(messages: list[dict[str, Any]]) -> Reply:
+    """Runs ``SHELL_COMMANDS`` with the shell tool, then answers with their output."""
+    results = tool_results(messages)
+    if not results:
+        return Reply(commands=SHELL_COMMANDS)
+    return Reply(content=SHELL_ANSWER + text_of(results[-1]))
+
+
 SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], Reply]] = {
     "chart": chart,
     "read_file": read_file,
@@ -172,6 +188,7 @@ SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], Reply]] = {
     "hang": hang,
     "echo": echo,
     "preamble": preamble,
+    "shell": shell,
 }
 
 
@@ -355,6 +372,18 @@ def completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
                 "id": f"call_{uuid.uuid4().hex[:24]}",
                 "type": "function",
                 "function": {"name": PYTHON_TOOL, "arguments": json.dumps({"code": reply.code})},
+            }
+        ]
+        finish = "tool_calls"
+    elif reply.commands is not None:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {
+                    "name": "shell",
+                    "arguments": json.dumps({"commands": reply.commands}),
+                },
             }
         ]
         finish = "tool_calls"

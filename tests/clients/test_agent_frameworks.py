@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.agents.harness import AgentsServer
+from tests.agents.scripted_model import SHELL_ANSWER, SHELL_COMMANDS
 
 pytestmark = pytest.mark.jail
 
@@ -203,14 +204,29 @@ AGENT_FRAMEWORK = """
         reader = Agent(client=OpenAIChatClient(model="scripted-read_file", async_client=oai),
                        tools=[tool])
         out["read"] = (await reader.run("read my file")).text
-        # the hosted shell tool: not served here, refused by name rather than ignored
-        shell = Agent(client=OpenAIChatClient(model="scripted-chart", async_client=oai),
-                      tools=[OpenAIChatClient.get_shell_tool()])
-        try:
-            await shell.run("ls")
-            out["shell"] = "ran"
-        except Exception as exc:
-            out["shell"] = str(exc)
+        # the hosted shell tool: its commands run in the container's session
+        shell_tool = OpenAIChatClient.get_shell_tool()
+        out["shell_tool"] = dict(shell_tool)
+        shell = Agent(client=OpenAIChatClient(model="scripted-shell", async_client=oai),
+                      tools=[shell_tool])
+
+        def shell_contents(contents):
+            found = []
+            for c in contents:
+                if c.type == "shell_tool_call":
+                    found.append(["call", list(c.commands or [])])
+                elif c.type == "shell_tool_result":
+                    found.append(["result", [[o.stdout, o.stderr, o.exit_code, o.timed_out]
+                                             for o in c.outputs or []]])
+            return found
+
+        result = await shell.run("run the commands")
+        out["shell"] = shell_contents(c for m in result.messages for c in m.contents)
+        out["shell_answer"] = result.text
+        streamed = []
+        async for update in shell.run("run the commands", stream=True):
+            streamed += update.contents
+        out["shell_stream"] = shell_contents(streamed)
         await oai.close()
         print(json.dumps(out))
 
@@ -237,4 +253,11 @@ def test_agent_framework_code_interpreter(agents_server: AgentsServer, tmp_path:
     assert "savefig" in out["stream_code"]
     assert out["stream_text"].startswith(CHART_ANSWER)
     assert "Contoso,4.25" in out["read"]
-    assert "tools of type 'shell' are not supported here" in out["shell"]
+    assert out["shell_tool"] == {"type": "shell", "environment": {"type": "container_auto"}}
+    expected = [
+        ["call", SHELL_COMMANDS],
+        ["result", [["42\n", "", 0, False], ["", "to stderr\n", 3, False]]],
+    ]
+    assert out["shell"] == expected
+    assert out["shell_answer"].startswith(SHELL_ANSWER) and "[exit code 3]" in out["shell_answer"]
+    assert out["shell_stream"] == expected

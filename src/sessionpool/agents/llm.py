@@ -35,6 +35,40 @@ PYTHON_TOOL: dict[str, Any] = {
 }
 
 
+#: offered when a request asks for the hosted ``shell`` tool; its calls run as shell commands
+#: in the same session as the python tool's cells
+SHELL_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "shell",
+        "description": (
+            "Run shell commands (bash) in the same sandbox as the python tool, one after another, "
+            "in /mnt/data (the user's files are there; save files you create there). Returns "
+            "each command's stdout, stderr and exit code. There is no internet access."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "commands": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The commands to run, in order.",
+                },
+                "timeout_ms": {
+                    "type": "integer",
+                    "description": "Optional time limit for each command, in milliseconds.",
+                },
+                "max_output_length": {
+                    "type": "integer",
+                    "description": "Optional: the most characters to return of each output.",
+                },
+            },
+            "required": ["commands"],
+        },
+    },
+}
+
+
 class ModelError(Exception):
     """The model endpoint failed; ``code`` goes to the run's ``last_error``."""
 
@@ -63,6 +97,39 @@ class ToolCallRequest:
         if isinstance(args, str):
             return args
         return self.arguments
+
+    def _args(self) -> dict[str, Any]:
+        try:
+            args = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return args if isinstance(args, dict) else {}
+
+    @property
+    def commands(self) -> list[str]:
+        """A shell call's commands: ``commands`` (or one ``command``), else the raw arguments
+        as one command."""
+        args = self._args()
+        commands = args.get("commands")
+        if isinstance(commands, list) and all(isinstance(c, str) for c in commands):
+            return [str(c) for c in commands]
+        if isinstance(commands, str):
+            return [commands]
+        if isinstance(args.get("command"), str):
+            return [str(args["command"])]
+        return [self.arguments] if self.arguments and not args else []
+
+    def _positive(self, name: str) -> int | None:
+        value = self._args().get(name)
+        return value if isinstance(value, int) and value > 0 else None
+
+    @property
+    def timeout_ms(self) -> int | None:
+        return self._positive("timeout_ms")
+
+    @property
+    def max_output_length(self) -> int | None:
+        return self._positive("max_output_length")
 
 
 @dataclass(frozen=True)
@@ -95,6 +162,7 @@ class ChatModel:
         temperature: float | None,
         top_p: float | None,
         tools: bool,
+        shell: bool = False,
     ) -> tuple[str, dict[str, Any], dict[str, str]]:
         base = self.config.model_base_url.rstrip("/")
         if not base:
@@ -105,7 +173,7 @@ class ChatModel:
             )
         body: dict[str, Any] = {"model": self.config.mapped_model(model), "messages": messages}
         if tools:
-            body["tools"] = [PYTHON_TOOL]
+            body["tools"] = [PYTHON_TOOL, SHELL_TOOL] if shell else [PYTHON_TOOL]
             body["tool_choice"] = "auto"
         if temperature is not None:
             body["temperature"] = temperature
@@ -124,11 +192,13 @@ class ChatModel:
         temperature: float | None = None,
         top_p: float | None = None,
         tools: bool = True,
+        shell: bool = False,
         on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> ChatReply:
-        """One model step. With ``on_text`` (and ``model_stream`` on), the reply is streamed
-        and each piece of answer text is handed to ``on_text`` as it arrives."""
-        url, body, headers = self._request(model, messages, temperature, top_p, tools)
+        """One model step (``shell``: the shell tool is offered beside python). With
+        ``on_text`` (and ``model_stream`` on), the reply is streamed and each piece of answer
+        text is handed to ``on_text`` as it arrives."""
+        url, body, headers = self._request(model, messages, temperature, top_p, tools, shell)
         stream = on_text is not None and self.config.model_stream
         if stream:
             body["stream"] = True

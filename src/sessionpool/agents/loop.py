@@ -21,7 +21,7 @@ from sessionpool.agents.config import AgentsConfig
 from sessionpool.agents.containers import Containers
 from sessionpool.agents.events import RunEvents
 from sessionpool.agents.files import Files
-from sessionpool.agents.llm import ChatModel, ModelError
+from sessionpool.agents.llm import ChatModel, ModelError, ToolCallRequest
 from sessionpool.agents.records import Records
 from sessionpool.agents.types import (
     Agent,
@@ -37,6 +37,7 @@ from sessionpool.agents.types import (
     RunError,
     RunEvent,
     RunStatus,
+    ShellOutput,
     Step,
     StepStatus,
     StoredFile,
@@ -65,6 +66,12 @@ HINT = (
     "You can run Python with the `python` tool: a stateful sandbox whose working directory is "
     "/mnt/data. Files you save there can be offered to the user as links of the form "
     "sandbox:/mnt/data/<name>. Figures left open are shown to the user."
+)
+
+
+SHELL_HINT = (
+    "You can also run shell commands with the `shell` tool, in the same sandbox (the same files "
+    "and working directory)."
 )
 
 
@@ -246,6 +253,7 @@ class _Loop:
                 "request or the agent, or configure a default (docs/agents.md)",
             )
         chat = await self.prepare()
+        shell = any(tool.get("type") == "shell" for tool in run.tools)
         for _ in range(run.max_steps):
             began = time.perf_counter()
             try:
@@ -254,6 +262,7 @@ class _Loop:
                     chat,
                     temperature=run.temperature,
                     top_p=run.top_p,
+                    shell=shell,
                     on_text=self.on_text,
                 )
             except ModelError:
@@ -274,23 +283,26 @@ class _Loop:
                 conversation_id=run.conversation_id,
                 agent_id=run.agent_id,
                 type="tool_calls",
-                tool_calls=[
-                    CodeCall(code=call.code, container_id=self.container_id)
-                    for call in reply.tool_calls
-                ],
+                tool_calls=[self.new_call(call, shell) for call in reply.tool_calls],
                 usage=reply.usage,
             )
             self.open_steps.append(step)
             await self.save_step(step, new=True)
             for call, request in zip(step.tool_calls, reply.tool_calls, strict=True):
-                if request.name != "python":
-                    text = f"error: there is no tool named {request.name!r}; use `python`"
+                if request.name not in ("python", "shell") or (
+                    request.name == "shell" and not shell
+                ):
+                    offered = "`python` or `shell`" if shell else "`python`"
+                    text = f"error: there is no tool named {request.name!r}; use {offered}"
                     call.outputs = [ToolOutput(type="logs", logs=text)]
                     call.status = "failed"
                 else:
                     call.status = "interpreting"
                     await self.save_step(step)
-                    text = await self.execute(call)
+                    if call.kind == "shell":
+                        text = await self.execute_shell(call, request.timeout_ms)
+                    else:
+                        text = await self.execute(call)
                 chat.append(
                     {
                         "role": "tool",
@@ -308,6 +320,19 @@ class _Loop:
             f"the model asked to run code {run.max_steps} times without giving an answer; "
             "ask for less per turn, or raise max_steps (agents.max_steps)",
         )
+
+    def new_call(self, request: ToolCallRequest, shell: bool) -> CodeCall:
+        """The step's record of one tool call the model asked for."""
+        if shell and request.name == "shell":
+            commands = request.commands
+            return CodeCall(
+                kind="shell",
+                code="\n".join(commands),
+                commands=commands,
+                max_output_length=request.max_output_length,
+                container_id=self.container_id,
+            )
+        return CodeCall(code=request.code, container_id=self.container_id)
 
     @property
     def container_id(self) -> str | None:
@@ -344,6 +369,8 @@ class _Loop:
             await self.containers.copy_in(self.container, source)
         files = [f.path for f in await self.containers.all_files(self.container.id) if f.path]
         system = [run.instructions or "", HINT]
+        if any(tool.get("type") == "shell" for tool in run.tools):
+            system.append(SHELL_HINT)
         if files:
             system.append("Files in /mnt/data: " + ", ".join(sorted(files)))
         chat: list[dict[str, Any]] = [
@@ -375,6 +402,11 @@ class _Loop:
                             "id": c.id,
                             "type": "function",
                             "function": {
+                                "name": "shell",
+                                "arguments": json.dumps({"commands": c.commands}),
+                            }
+                            if c.kind == "shell"
+                            else {
                                 "name": "python",
                                 "arguments": json.dumps({"code": c.code}),
                             },
@@ -428,6 +460,40 @@ class _Loop:
             )
         if result.images:
             text += f"\n[{len(result.images)} figure(s) shown to the user]"
+        return text
+
+    async def execute_shell(self, call: CodeCall, timeout_ms: int | None) -> str:
+        """Run a shell call's commands one after another in the container's session (the
+        python tool's); fill their outputs; the text the model gets back."""
+        assert self.container is not None
+        self.session = await self.containers.session_for(self.container)
+        before = await _snapshot(self.session)
+        limit = self.config.tool_timeout_seconds
+        timeout = min(limit, timeout_ms / 1000) if timeout_ms else limit
+        keep = call.max_output_length
+        texts: list[str] = []
+        for command in call.commands:
+            result = await self.session.run_shell(command, timeout=timeout)
+            output = ShellOutput(
+                stdout=result.stdout[:keep] if keep else result.stdout,
+                stderr=result.stderr[:keep] if keep else result.stderr,
+                exit_code=None if result.timed_out else result.exit_code,
+            )
+            call.shell_outputs.append(output)
+            ending = (
+                "[stopped at its time limit]"
+                if output.exit_code is None
+                else f"[exit code {output.exit_code}]"
+            )
+            texts.append(f"$ {command}\n{output.stdout}{output.stderr}{ending}\n")
+        self.skipped.clear()
+        written = await self.capture(before)
+        call.file_ids = [f.id for f in written]
+        text = "".join(texts)
+        call.outputs = [ToolOutput(type="logs", logs=text)] if text else []
+        call.status = "completed"
+        if written:
+            text += "[files written: " + ", ".join(str(f.path) for f in written) + "]"
         return text
 
     async def capture(self, before: dict[str, tuple[int, float]]) -> list[StoredFile]:

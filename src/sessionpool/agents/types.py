@@ -330,9 +330,27 @@ class ToolOutput(BaseModel):
     file_id: str | None = None
 
 
+class ShellOutput(BaseModel):
+    """What one shell command of a shell call printed, and how it ended."""
+
+    stdout: str = ""
+    stderr: str = ""
+    #: None: stopped at its time limit
+    exit_code: int | None = None
+
+
 class CodeCall(BaseModel):
+    """One tool call of a step: a Python cell (``kind="code"``), or shell commands run in the
+    same session (``kind="shell"``: ``commands``, each one's ``shell_outputs``; ``code`` holds
+    them one a line, ``outputs`` the text the model got back)."""
+
     id: str = Field(default_factory=lambda: new_id("call_"))
+    kind: Literal["code", "shell"] = "code"
     code: str
+    commands: list[str] = Field(default_factory=list)
+    shell_outputs: list[ShellOutput] = Field(default_factory=list)
+    #: the most characters kept of each command's stdout and stderr (the model's, or None)
+    max_output_length: int | None = None
     outputs: list[ToolOutput] = Field(default_factory=list)
     status: Literal["in_progress", "interpreting", "completed", "failed", "incomplete"] = (
         "in_progress"

@@ -127,3 +127,45 @@ def test_auto_container_memory_limit_is_parsed() -> None:
     with pytest.raises(InvalidArgument) as exc:
         parse.parse_tools([{**tool, "container": {"type": "auto", "memory_limit": "big"}}])
     assert exc.value.param == "tools[0].container.memory_limit"
+
+
+# --- the hosted shell tool ----------------------------------------------------------------------
+
+
+def test_shell_tool_shares_the_code_interpreters_container() -> None:
+    spec = parse.parse_tools(
+        [
+            {"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-a"]}},
+            {"type": "shell", "environment": {"type": "container_auto", "file_ids": ["file-b"]}},
+        ]
+    )
+    assert spec.tools == [{"type": "code_interpreter"}, {"type": "shell"}]
+    assert spec.auto and spec.file_ids == ["file-a", "file-b"]
+    assert parse.parse_tools([{"type": "shell"}]).auto
+    ref = {"type": "container_reference", "container_id": "cntr_x"}
+    spec = parse.parse_tools(
+        [{"type": "shell", "environment": ref}, {"type": "code_interpreter", "container": "cntr_x"}]
+    )
+    assert spec.container_id == "cntr_x" and not spec.auto
+
+
+@pytest.mark.parametrize(
+    ("tools", "param"),
+    [
+        ([{"type": "shell", "environment": {"type": "local"}}], "tools[0].environment.type"),
+        ([{"type": "shell", "environment": {"type": "vm"}}], "tools[0].environment.type"),
+        (
+            [{"type": "shell", "environment": {"type": "container_reference"}}],
+            "tools[0].environment",
+        ),
+        ([{"type": "shell"}, {"type": "shell"}], "tools[1]"),
+        (
+            [{"type": "code_interpreter", "container": "cntr_a"}, {"type": "shell"}],
+            "tools[1].environment",
+        ),
+    ],
+)
+def test_shell_tool_refusals(tools: list[Any], param: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        parse.parse_tools(tools)
+    assert exc.value.param == param

@@ -13,15 +13,18 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import ResponseStreamEvent
 
 from sessionpool.agents.types import (
+    CodeCall,
     MessageStatus,
     RunError,
     RunEvent,
     RunStatus,
+    ShellOutput,
 )
 from sessionpool.faces.responses import stream, wire
 from tests.faces.responses.objects import (
     ANSWER,
     BASE,
+    CNTR,
     completed_response,
     make_answer,
     make_call,
@@ -141,3 +144,63 @@ def test_stream_of_a_failed_response() -> None:
     tail = cancelled.finish(wire.response_object(make_run(status=RunStatus.CANCELLED), []))
     assert tail[-1][0] == "response.incomplete"
     assert tail[-1][1]["response"]["status"] == "cancelled"
+
+
+def test_shell_call_before_a_code_call_in_one_step_keeps_output_order() -> None:
+    """A shell call's two items take adjacent output indexes from the start, so a code call
+    announced in the same step comes after both, as in the final output."""
+    shell = CodeCall(
+        id="call_sh1",
+        kind="shell",
+        code="echo hi\nexit 3",
+        commands=["echo hi", "exit 3"],
+        container_id=CNTR,
+    )
+    done_shell = shell.model_copy(
+        update={
+            "status": "completed",
+            "shell_outputs": [
+                ShellOutput(stdout="hi\n", exit_code=0),
+                ShellOutput(stderr="oops\n", exit_code=3),
+            ],
+        }
+    )
+    (step, answer_step) = make_steps()
+    step = step.model_copy(update={"tool_calls": [done_shell, make_call()]})
+    running = make_run(status=RunStatus.IN_PROGRESS, usage=None, completed_at=None)
+    machine = stream.ResponseStream(running, base_url=BASE)
+    events = machine.start()
+    announced = [shell, make_call("in_progress")]
+    first = step.model_copy(update={"tool_calls": announced})
+    events += machine.feed(RunEvent(kind="step", step=first))
+    events += machine.feed(RunEvent(kind="step", step=step))
+    events += machine.feed(RunEvent(kind="message", message=make_answer()))
+    run = make_run()
+    final = wire.response_object(
+        run, wire.run_output(run, [step, answer_step], [make_answer()], base_url=BASE)
+    )
+    assert [i["type"] for i in final["output"]] == [
+        "shell_call",
+        "shell_call_output",
+        "code_interpreter_call",
+        "message",
+    ]
+    events += machine.finish(final)
+    _, seen = feed_sdk(events)
+    response = seen[-1].response
+    assert [i.type for i in response.output] == [i["type"] for i in final["output"]]
+    added = [(e.output_index, e.item.type) for e in seen if e.type == "response.output_item.added"]
+    assert added == [
+        (0, "shell_call"),
+        (1, "shell_call_output"),
+        (2, "code_interpreter_call"),
+        (3, "message"),
+    ]
+    pieces = [e for e in seen if e.type == "response.shell_call_output_content.done"]
+    assert [(e.output_index, e.command_index) for e in pieces] == [(1, 0), (1, 1)]
+    result = response.output[1]
+    assert [(o.stdout, o.stderr, o.outcome.exit_code) for o in result.output] == [
+        ("hi\n", "", 0),
+        ("", "oops\n", 3),
+    ]
+    assert result.call_id == response.output[0].call_id == "call_sh1"

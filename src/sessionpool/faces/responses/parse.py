@@ -293,25 +293,55 @@ class ToolSpec:
     network: ContainerNetwork | None = None
 
 
+def _auto_container(spec: ToolSpec, container: JSON, where: str) -> None:
+    """``{"type": "auto"|"container_auto", file_ids, memory_limit, network_policy, skills}``."""
+    if spec.container_id is not None:
+        raise InvalidArgument("the tools must share one container", where)
+    spec.auto = True
+    file_ids = container.get("file_ids") or []
+    if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
+        raise InvalidArgument("file_ids must be a list of file ids", f"{where}.file_ids")
+    spec.file_ids = list(dict.fromkeys([*spec.file_ids, *file_ids]))
+    refuse_skills(container.get("skills"), f"{where}.skills")
+    limit = container.get("memory_limit")
+    if limit is not None:
+        spec.memory_bytes = parse_memory_limit(limit, f"{where}.memory_limit")
+        spec.memory_limit = limit if isinstance(limit, str) else None
+    network = parse_network_policy(container.get("network_policy"), f"{where}.network_policy")
+    if network is not None:
+        spec.network = network
+
+
+def _container_id(spec: ToolSpec, container_id: str, where: str) -> None:
+    if spec.auto or spec.container_id not in (None, container_id):
+        raise InvalidArgument("the tools must share one container", where)
+    spec.container_id = container_id
+
+
 def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
-    """Only ``code_interpreter`` runs here; anything else is refused rather than ignored."""
+    """``code_interpreter`` and the hosted ``shell`` run here (in one container, shared);
+    anything else is refused rather than ignored."""
     spec = ToolSpec()
     for i, tool in enumerate(tools or ()):
         where = f"{param}[{i}]"
         if not isinstance(tool, dict):
             raise InvalidArgument("a tool must be an object", where)
         kind = tool.get("type")
-        if kind != "code_interpreter":
+        if kind not in ("code_interpreter", "shell"):
             raise InvalidArgument(
-                f"tools of type {kind!r} are not supported here; only code_interpreter runs",
+                f"tools of type {kind!r} are not supported here; only code_interpreter and "
+                "shell run",
                 where,
             )
-        if spec.tools:
-            raise InvalidArgument("give the code_interpreter tool once", where)
-        spec.tools.append({"type": "code_interpreter"})
+        if any(t["type"] == kind for t in spec.tools):
+            raise InvalidArgument(f"give the {kind} tool once", where)
+        spec.tools.append({"type": kind})
+        if kind == "shell":
+            _shell_environment(spec, tool.get("environment"), f"{where}.environment")
+            continue
         container = tool.get("container")
         if isinstance(container, str) and container:
-            spec.container_id = container
+            _container_id(spec, container, f"{where}.container")
         elif container is None or isinstance(container, dict):
             container = container or {}
             ctype = container.get("type", "auto")
@@ -320,22 +350,39 @@ def parse_tools(tools: Sequence[Any] | None, param: str = "tools") -> ToolSpec:
                     f"container type {ctype!r} is not supported; use 'auto' or a container id",
                     f"{where}.container.type",
                 )
-            spec.auto = True
-            file_ids = container.get("file_ids") or []
-            if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
-                raise InvalidArgument(
-                    "file_ids must be a list of file ids", f"{where}.container.file_ids"
-                )
-            spec.file_ids = list(file_ids)
-            refuse_skills(container.get("skills"), f"{where}.container.skills")
-            limit = container.get("memory_limit")
-            spec.memory_bytes = parse_memory_limit(limit, f"{where}.container.memory_limit")
-            spec.memory_limit = limit if isinstance(limit, str) else None
-            spec.network = parse_network_policy(
-                container.get("network_policy"), f"{where}.container.network_policy"
-            )
+            _auto_container(spec, container, f"{where}.container")
         else:
             raise InvalidArgument(
                 "container must be a container id or {'type': 'auto'}", f"{where}.container"
             )
     return spec
+
+
+def _shell_environment(spec: ToolSpec, environment: Any, where: str) -> None:
+    """The hosted shell's ``environment``: the conversation's own container
+    (``container_auto``, the default) or a container made with /containers
+    (``container_reference``). Its commands run in the same session as code_interpreter's."""
+    if environment is None:
+        environment = {"type": "container_auto"}
+    if not isinstance(environment, dict):
+        raise InvalidArgument("environment must be an object", where)
+    etype = environment.get("type", "container_auto")
+    if etype == "container_auto":
+        _auto_container(spec, environment, where)
+    elif etype == "container_reference":
+        cid = environment.get("container_id")
+        if not isinstance(cid, str) or not cid:
+            raise InvalidArgument("container_reference needs a container_id", where)
+        _container_id(spec, cid, where)
+    elif etype == "local":
+        raise InvalidArgument(
+            "a local shell environment runs commands on the client, which this server cannot "
+            "do; use {'type': 'container_auto'} or a container_reference to run them here",
+            f"{where}.type",
+        )
+    else:
+        raise InvalidArgument(
+            f"environment type {etype!r} is not supported; use 'container_auto' or "
+            "'container_reference'",
+            f"{where}.type",
+        )

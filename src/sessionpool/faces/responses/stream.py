@@ -12,7 +12,13 @@ from typing import Any
 from sessionpool.agents.types import CodeCall, Message, MessageStatus, Run, RunEvent, RunStatus
 from sessionpool.faces import http
 from sessionpool.faces.http import JSON
-from sessionpool.faces.responses.wire import code_call_item, message_item, response_object
+from sessionpool.faces.responses.wire import (
+    code_call_item,
+    message_item,
+    response_object,
+    shell_call_item,
+    shell_call_output_item,
+)
 
 Event = tuple[str, JSON]  # (event type, data)
 
@@ -21,6 +27,13 @@ Event = tuple[str, JSON]  # (event type, data)
 class _CallState:
     index: int
     interpreting: bool = False
+    done: bool = False
+
+
+@dataclass
+class _ShellState:
+    #: the ``shell_call`` item's (its ``shell_call_output`` is the next)
+    index: int
     done: bool = False
 
 
@@ -48,6 +61,7 @@ class ResponseStream:
         self.next_index = 0
         self.in_progress_sent = False
         self.calls: dict[str, _CallState] = {}
+        self.shells: dict[str, _ShellState] = {}
         #: image output file id -> URL; the face fills it before feeding a step
         self.image_urls: dict[str, str] = {}
         self.messages: dict[str, _MessageState] = {}
@@ -96,6 +110,8 @@ class ResponseStream:
     # code calls
 
     def _call(self, call: CodeCall, final: JSON | None = None) -> list[Event]:
+        if call.kind == "shell":
+            return self._shell(call)
         out: list[Event] = []
         state = self.calls.get(call.id)
         if state is None:
@@ -136,6 +152,58 @@ class ResponseStream:
             out.append(
                 self._event("response.output_item.done", output_index=state.index, item=item)
             )
+        return out
+
+    # shell calls
+
+    def _shell(self, call: CodeCall, final: tuple[JSON, JSON | None] | None = None) -> list[Event]:
+        """A ``shell_call`` item with its commands and its ``shell_call_output``, both added at
+        once (so output indexes follow the final output's order), each command's output when
+        they ran (``final``: both items, from the final response)."""
+        out: list[Event] = []
+        state = self.shells.get(call.id)
+        if state is None:
+            out += self._ensure_in_progress()
+            state = self.shells[call.id] = _ShellState(self.next_index)
+            self.next_index += 2
+            added = {**shell_call_item(call, container_id=self.run.container_id)}
+            added["status"] = "in_progress"
+            out.append(
+                self._event("response.output_item.added", output_index=state.index, item=added)
+            )
+            for i, command in enumerate(call.commands):
+                ids = {"output_index": state.index, "command_index": i}
+                out.append(self._event("response.shell_call_command.added", command="", **ids))
+                out.append(self._event("response.shell_call_command.delta", delta=command, **ids))
+                out.append(self._event("response.shell_call_command.done", command=command, **ids))
+            pending = shell_call_output_item(call, done=False)
+            out.append(
+                self._event(
+                    "response.output_item.added", output_index=state.index + 1, item=pending
+                )
+            )
+        if state.done:
+            return out
+        finished = final is not None or call.status in ("completed", "failed", "incomplete")
+        if not finished:
+            return out
+        state.done = True
+        item, result = final or (
+            shell_call_item(call, container_id=self.run.container_id),
+            shell_call_output_item(call),
+        )
+        if result is None:  # never expected: the final output has both
+            result = shell_call_output_item(call)
+        out.append(self._event("response.output_item.done", output_index=state.index, item=item))
+        index = state.index + 1
+        for i, piece in enumerate(result["output"]):
+            ids = {"item_id": result["id"], "output_index": index, "command_index": i}
+            delta = {"stdout": piece["stdout"], "stderr": piece["stderr"]}
+            out.append(self._event("response.shell_call_output_content.delta", delta=delta, **ids))
+            out.append(
+                self._event("response.shell_call_output_content.done", output=[piece], **ids)
+            )
+        out.append(self._event("response.output_item.done", output_index=index, item=result))
         return out
 
     # messages
@@ -201,8 +269,19 @@ class ResponseStream:
     def finish(self, response: JSON) -> list[Event]:
         """Close what is open, from the final ``response`` object, then the terminal event."""
         out = self._ensure_in_progress() if response["status"] != "queued" else []
+        output = response["output"]
+        results = {i["call_id"]: i for i in output if i["type"] == "shell_call_output"}
         for item in response["output"]:
-            if item["type"] == "code_interpreter_call":
+            if item["type"] == "shell_call":
+                call = CodeCall(
+                    id=item["call_id"],
+                    kind="shell",
+                    code="\n".join(item["action"]["commands"]),
+                    commands=item["action"]["commands"],
+                    container_id=item["environment"]["container_id"],
+                )
+                out += self._shell(call, final=(item, results.get(item["call_id"])))
+            elif item["type"] == "code_interpreter_call":
                 call = CodeCall(
                     id=item["id"],
                     code=item.get("code") or "",

@@ -10,8 +10,9 @@ Mapping (see also docs/agents.md):
 - a ``response`` is an internal ``Run`` with ``kind="response"``; its ``output`` is built from the
   run's steps in order: each ``CodeCall`` becomes a ``code_interpreter_call`` item (outputs
   always filled: logs, and images as a container file's content URL or, for a figure kept as
-  a plain file, a ``data:`` URL), the answer message a ``message`` item whose annotations are
-  ``container_file_citation``\\ s;
+  a plain file, a ``data:`` URL), a shell call (the hosted ``shell`` tool) a ``shell_call``
+  item and its ``shell_call_output``, the answer message a ``message`` item whose annotations
+  are ``container_file_citation``\\ s;
 - a ``conversation`` is an internal ``Conversation``; its items are its messages plus the code
   calls of its responses, in time order;
 - a ``container`` is an internal ``Container``; its files are ``StoredFile``\\ s with
@@ -35,6 +36,7 @@ from sessionpool.agents.types import (
     Run,
     RunError,
     RunStatus,
+    ShellOutput,
     Step,
     StoredFile,
     TextPart,
@@ -176,6 +178,78 @@ def code_call_item(
     }
 
 
+def shell_item_ids(call: CodeCall) -> tuple[str, str]:
+    """The ids of a shell call's two items: the ``shell_call`` and its ``shell_call_output``
+    (the model's call id is ``call.id``)."""
+    suffix = call.id.removeprefix("call_")
+    return f"sh_{suffix}", f"sho_{suffix}"
+
+
+def _shell_status(call: CodeCall) -> str:
+    if call.status == "completed":
+        return "completed"
+    return "incomplete" if call.status in ("failed", "incomplete") else "in_progress"
+
+
+def shell_call_item(call: CodeCall, *, container_id: str | None) -> JSON:
+    """A ``shell_call`` item (``ResponseFunctionShellToolCall``): the commands the model gave,
+    run in the container's session."""
+    action: JSON = {"commands": list(call.commands), "timeout_ms": None}
+    action["max_output_length"] = call.max_output_length
+    return {
+        "type": "shell_call",
+        "id": shell_item_ids(call)[0],
+        "call_id": call.id,
+        "status": _shell_status(call),
+        "action": action,
+        "environment": {
+            "type": "container_reference",
+            "container_id": call.container_id or container_id or "",
+        },
+    }
+
+
+def shell_output(out: ShellOutput) -> JSON:
+    """One command's output, as ``shell_call_output.output[]`` holds it."""
+    outcome: JSON = (
+        {"type": "timeout"}
+        if out.exit_code is None
+        else {"type": "exit", "exit_code": out.exit_code}
+    )
+    return {"stdout": out.stdout, "stderr": out.stderr, "outcome": outcome}
+
+
+def shell_call_output_item(call: CodeCall, *, done: bool = True) -> JSON:
+    """A ``shell_call_output`` item (``done=False``: as first announced, no output yet)."""
+    return {
+        "type": "shell_call_output",
+        "id": shell_item_ids(call)[1],
+        "call_id": call.id,
+        "status": _shell_status(call) if done else "in_progress",
+        "output": [shell_output(o) for o in call.shell_outputs] if done else [],
+        "max_output_length": call.max_output_length,
+    }
+
+
+def call_items(
+    call: CodeCall,
+    *,
+    container_id: str | None,
+    base_url: str,
+    image_urls: Mapping[str, str] | None = None,
+) -> list[JSON]:
+    """A tool call's output items: a ``code_interpreter_call``, or a shell call's
+    ``shell_call`` and ``shell_call_output``."""
+    if call.kind == "shell":
+        return [
+            shell_call_item(call, container_id=container_id),
+            shell_call_output_item(call),
+        ]
+    return [
+        code_call_item(call, container_id=container_id, base_url=base_url, image_urls=image_urls)
+    ]
+
+
 def annotation(value: Annotation, container_id: str | None) -> JSON:
     return {
         "type": "container_file_citation",
@@ -232,13 +306,8 @@ def run_output(
     for step in steps:
         if step.type == "tool_calls":
             for call in step.tool_calls:
-                out.append(
-                    code_call_item(
-                        call,
-                        container_id=run.container_id,
-                        base_url=base_url,
-                        image_urls=image_urls,
-                    )
+                out += call_items(
+                    call, container_id=run.container_id, base_url=base_url, image_urls=image_urls
                 )
         elif step.message_id is not None and step.message_id in by_id:
             seen.add(step.message_id)
