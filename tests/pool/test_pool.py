@@ -30,6 +30,8 @@ async def small(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engin
             PoolConfig(name="cool", ready_sessions=0, cooldown_seconds=0.5),
             PoolConfig(name="rotate", ready_sessions=0, zygote_max_children=2),
             PoolConfig(name="burst", ready_sessions=0, cooldown_seconds=600),
+            # a zygote of its own (no other pool's refill takes its forked-ahead child)
+            PoolConfig(name="prefork", ready_sessions=0, zygote_max_children=50),
         ],
     )
     await eng.start()
@@ -155,6 +157,71 @@ async def test_killing_the_zygote_spares_sessions_and_is_repaired(small: Engine)
     assert (await fresh.execute("1 + 1")).status is ExecutionStatus.OK
     await pool.delete("survivor")
     await pool.delete("after-zygote-death")
+
+
+def _zygote_children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found.update(int(c) for c in f.read().split())
+    return found
+
+
+async def _embryo(pid: int, live: set[int]) -> int:
+    """The zygote's child that serves no session yet (the one forked ahead of demand)."""
+    for _ in range(200):
+        spare = _zygote_children(pid) - live
+        if len(spare) == 1:
+            return spare.pop()
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"zygote {pid} keeps no child forked ahead: {_zygote_children(pid)}")
+
+
+async def test_a_spawn_takes_the_child_forked_ahead_and_another_is_forked(small: Engine) -> None:
+    pool = small.pool("prefork")
+    first = await pool.acquire("prefork-1")
+    zygote = small.backend.zygote_set(pool.config).current
+    assert zygote is not None and first.kernel is not None
+    embryo = await _embryo(zygote.pid, set(zygote.live))
+    second = await pool.acquire("prefork-2")
+    assert second.kernel is not None and second.kernel.pid == embryo
+    assert (await second.execute("print(6 * 7)")).stdout == "42\n"
+    following = await _embryo(zygote.pid, set(zygote.live))
+    assert following not in (first.kernel.pid, embryo)
+    await pool.delete("prefork-1")
+    await pool.delete("prefork-2")
+
+
+async def test_a_retired_zygote_exits_though_it_had_a_child_forked_ahead(small: Engine) -> None:
+    pool = small.pool("rotate")  # retires after 2 children
+    zygotes = small.backend.zygote_set(pool.config)
+    sessions = [await pool.acquire(f"retire-{i}") for i in range(3)]
+    old = zygotes.retired[-1]
+    assert old.retired and not old.dead
+    for s in sessions:
+        assert (await s.execute("1 + 1")).status is ExecutionStatus.OK
+    for i in range(3):
+        await pool.delete(f"retire-{i}")
+    for _ in range(300):  # its sessions are gone: so is its embryo, and then the zygote
+        if old.dead:
+            break
+        await asyncio.sleep(0.01)
+    assert old.dead
+
+
+async def test_a_kernel_is_in_its_cgroups_and_on_v1_moved_itself(small: Engine) -> None:
+    pool = small.pool("burst")
+    s = await pool.acquire("cgroup-member")
+    cgroups = small.backend.cgroups
+    assert cgroups is not None and s.kernel is not None and s.slot.cgroup is not None
+    assert cgroups.holds(s.slot.cgroup, s.kernel.pid)
+    assert not cgroups.holds("s-no-such-group", s.kernel.pid)
+    files = cgroups.self_attach_files(s.slot.cgroup)
+    if cgroups.version == 1:  # the tasks files it wrote itself, one per controller
+        assert len(files) == len(cgroups.bases) and all(f.endswith("/tasks") for f in files)
+    else:
+        assert files == []
+    await pool.delete("cgroup-member")
 
 
 def test_jail_backend_fails_closed_without_privileges(tmp_path: Path) -> None:

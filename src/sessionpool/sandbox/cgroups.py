@@ -4,9 +4,10 @@ Groups are created under the server's own cgroup (``sessionpool-<server pid>/<se
 an operator's limits on the server also bound its sessions. That parent group carries the
 sessions' shared memory bound (``MemoryBound``): enough busy sessions meet it and the kernel
 ends sessions inside it, long before the host's global OOM killer would pick anything. The
-server and its zygotes live outside it. Attaching a process to a v1 cgroup is slow and spiky
-(10 ms median, 30 ms p99 measured), so the pool does it at refill time, off the allocation
-path, in a worker thread.
+server and its zygotes live outside it. Attaching another process to a cgroup waits for an
+RCU grace period without ``favordynmods`` (spikes of 10-30 ms measured): on v1 a session moves
+itself, as a single thread, which does not wait (``self_attach_files``); on v2 the host attaches
+it in a worker thread while it builds its jail.
 """
 
 from __future__ import annotations
@@ -319,6 +320,33 @@ class Cgroups:
     def attach(self, name: str, pid: int) -> None:
         for base in self.bases.values():
             (base / name / "cgroup.procs").write_text(str(pid))
+
+    def self_attach_files(self, name: str) -> list[str]:
+        """v1: the files a freshly forked (single-threaded) session writes ``0`` to, moving
+        itself into its groups before its jail is built; empty on v2 (the host attaches).
+
+        Moving a whole thread group (``cgroup.procs``, or a ``tasks`` write naming a pid) takes
+        the kernel's global threadgroup lock for writing, which waits for an RCU grace period:
+        0.3 ms median but 10-17 ms spikes measured here, on the allocation path. A thread moving
+        only itself (``tasks``, pid 0) skips that lock; a session that has just been forked is
+        one thread, so it is the whole process."""
+        if self.version != 1:
+            return []
+        return [str(base / name / "tasks") for base in self.bases.values()]
+
+    def holds(self, name: str, pid: int) -> bool:
+        """Whether process ``pid`` is in the session group ``name`` of every controller."""
+        text = _read(Path(f"/proc/{pid}/cgroup"))
+        paths: dict[str, str] = {}
+        for line in text.splitlines():
+            _, names, path = line.split(":", 2)
+            for controller in names.split(",") if names else [""]:
+                paths[controller] = path
+        for controller, base in self.bases.items():
+            found = paths.get(controller)
+            if found is None or not str(base / name).endswith(found.rstrip("/") or "/"):
+                return False
+        return True
 
     def join_uploads(self, pid: int) -> None:
         """Put ``pid`` (the upload helper, ``charge``) into a leaf of the bound, ``uploads``:

@@ -178,8 +178,9 @@ def _favordynmods() -> Check:
     return Check(
         name,
         True,
-        "off: each session's cgroup attach waits ~8 ms; boot with cgroup_favordynmods=true "
-        "(or mount cgroup2 with -o favordynmods) to take it off on-demand allocations",
+        "off: on cgroup v2 each session's cgroup attach waits ~8 ms; boot with "
+        "cgroup_favordynmods=true (or mount cgroup2 with -o favordynmods) to take it off "
+        "on-demand allocations (on v1 sessions move themselves, without that wait)",
     )
 
 

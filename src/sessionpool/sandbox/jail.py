@@ -3,6 +3,7 @@
 The child arrives here as host root and pid 1 of a new pid namespace (the zygote unshared
 CLONE_NEWPID before forking). In order:
 
+0. on cgroup v1, into the session's cgroups (the host attaches it on v2);
 1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket;
 2. a private mount namespace; a tmpfs root holding read-only binds of the host's /usr and the
    runtime (/opt/python) and kernel (/opt/sessionpool), a curated /etc, a minimal /dev, fresh
@@ -56,6 +57,9 @@ class JailSpec:
     seccomp_bpf: bytes = b""
     cap_last: int = 40
     env: dict[str, str] = field(default_factory=dict)
+    #: cgroup v1 ``tasks`` files of the session's groups: the child moves itself into them
+    #: first, while it is one thread and host root (``cgroups.Cgroups.self_attach_files``)
+    cgroup_files: list[str] = field(default_factory=list)
 
 
 def _write(path: str, text: str) -> None:
@@ -190,6 +194,11 @@ def _loopback_up() -> None:
 
 def enter(spec: JailSpec, keep_fd: int) -> None:
     """Turn the calling process into a jailed session. Raises on any failure."""
+    # Into the session's cgroups before anything else, so every page and process of the jail
+    # is charged there. "0" moves the calling thread only, which skips the global lock a
+    # whole-process move takes (and its RCU grace period); a forked child is one thread.
+    for path in spec.cgroup_files:
+        _write(path, "0")
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):

@@ -285,6 +285,9 @@ class JailBackend(ZygoteBackend):
                 "open_files": limits.open_files,
                 "file_bytes": limits.disk_bytes,
                 "nproc": limits.pids,
+                "cgroup_files": self.cgroups.self_attach_files(slot.cgroup)
+                if self.cgroups is not None and slot.cgroup is not None
+                else [],
             },
             "workspace": "/mnt/data",
             **kernel,
@@ -294,11 +297,22 @@ class JailBackend(ZygoteBackend):
         assert isinstance(kernel, KernelProcess)
         return await asyncio.to_thread(listen_in_namespace, kernel.pidfd, host, port)
 
-    async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
-        # The cgroup attach (slow on v1) overlaps with the child building its jail.
+    async def spawn(self, pool: PoolConfig, slot: Slot) -> KernelProcess:
+        # the baseline before the kernel exists, so whatever it meets counts after it
         assert self.cgroups is not None and slot.cgroup is not None
         self.cgroups.reset_peak(slot.cgroup)
         slot.oom_baseline = self.cgroups.oom_counters(slot.cgroup)
+        return await super().spawn(pool, slot)
+
+    async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
+        assert self.cgroups is not None and slot.cgroup is not None
+        if self.cgroups.version == 1:
+            # the child moved itself in before building its jail (``JailSpec.cgroup_files``)
+            await kernel.connect(1 << 20, KERNEL_READY_TIMEOUT)
+            if not self.cgroups.holds(slot.cgroup, kernel.pid):  # never expected: fail closed
+                raise errors.SandboxError("the session's kernel is not in its cgroups")
+            return
+        # v2: the host attaches it (slow without favordynmods), overlapping the jail's build
         attach = asyncio.create_task(
             asyncio.to_thread(self.cgroups.attach, slot.cgroup, kernel.pid)
         )
