@@ -204,3 +204,89 @@ async def test_refill_failures_are_recorded_and_retried(tmp_path: Path) -> None:
     finally:
         await pool.close()
         await backend.close()
+
+
+class GatedSandbox(FakeBackend):
+    """Forks wait for ``gate`` (once ``gated`` is set); ``failure`` makes them fail instead."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.gate = asyncio.Event()
+        self.gated = False
+        self.failure: Exception | None = None
+
+    async def spawn(self, pool: PoolConfig, slot: Slot) -> FakeKernel:
+        if self.gated:
+            await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return await super().spawn(pool, slot)
+
+
+async def _tight_pool(tmp_path: Path) -> tuple[GatedSandbox, Pool]:
+    """One ready session; memory admission lets one fork at a time through (each being made
+    is counted as all the memory there is), and the refill is making one, held at the gate."""
+    available = mem_available()
+    assert available is not None
+    backend = GatedSandbox(tmp_path)
+    pool = Pool(
+        PoolConfig(ready_sessions=1), backend, memory_reserve=0, creating_estimate=available + GiB
+    )
+    await backend.start()
+    await pool.start()
+    backend.gated = True
+    await pool.acquire("takes-the-warm-one")
+    for _ in range(200):  # the refill is admitted and forking
+        if pool.states()["starting"] == 1:
+            break
+        await asyncio.sleep(0.005)
+    assert pool.states()["starting"] == 1 and pool.ready_count == 0
+    return backend, pool
+
+
+async def test_admission_queues_for_the_refill_instead_of_refusing(tmp_path: Path) -> None:
+    """A new session memory admission would refuse while the refill is making one (admitted
+    already) waits for that session rather than failing."""
+    backend, pool = await _tight_pool(tmp_path)
+    try:
+        waiting = [asyncio.create_task(pool.acquire(f"queued-{i}")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in waiting)  # queued, neither refused nor forked
+        backend.gate.set()
+        sessions = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        assert len({id(s) for s in sessions}) == 2  # the refill made one for each
+        for i, session in enumerate(sessions):
+            assert session.identifier == f"queued-{i}"
+            assert (await session.execute("1")).result is not None
+        assert pool.stats.allocations["refused"] == 0
+    finally:
+        await pool.close()
+        await backend.close()
+
+
+async def test_a_queued_allocation_is_refused_when_the_refill_fails(tmp_path: Path) -> None:
+    backend, pool = await _tight_pool(tmp_path)
+    try:
+        waiting = asyncio.create_task(pool.acquire("queued"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        backend.failure = errors.SandboxError("the jail could not be built")
+        backend.gate.set()
+        with pytest.raises(errors.SandboxError, match="jail"):
+            await asyncio.wait_for(waiting, 10)
+        assert pool.get("queued") is None
+    finally:
+        await pool.close()
+        await backend.close()
+
+
+async def test_a_closing_pool_refuses_queued_allocations(tmp_path: Path) -> None:
+    backend, pool = await _tight_pool(tmp_path)
+    waiting = asyncio.create_task(pool.acquire("queued"))
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    backend.failure = None
+    await pool.close(deadline_s=2)
+    with pytest.raises(errors.PoolClosed):
+        await asyncio.wait_for(waiting, 10)
+    await backend.close()

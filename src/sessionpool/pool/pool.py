@@ -2,7 +2,9 @@
 
 Allocation is a queue pop when a warm session is ready (the kernel is forked, jailed, attached
 to its cgroups and has run a throwaway cell); an empty queue falls back to an on-demand fork.
-Everything slow (forks, cgroup attaches, teardown) happens in background tasks.
+Everything slow (forks, cgroup attaches, teardown) happens in background tasks. When memory
+admission would refuse an on-demand fork while the refill is already making a session (admitted
+before), the allocation waits for that session instead of failing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ MAX_IDENTIFIER = 256
 REFILL_RETRY_SECONDS = 1.0
 #: the longest a refill waits for running cells before forking anyway (no starvation)
 REFILL_YIELD_SECONDS = 0.05
+#: the longest an allocation refused by memory admission waits for a refill's session
+REFILL_WAIT_SECONDS = 30.0
 
 
 def validate_identifier(pool: str, identifier: str) -> None:
@@ -80,6 +84,10 @@ class Pool:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._filling = 0
+        #: sessions the refill loop is making (each admitted already)
+        self._refilling = 0
+        #: allocations waiting for the refill's next session (admission refused them a fork)
+        self._waiters: deque[asyncio.Future[Session]] = deque()
         self.last_refill_error: str | None = None
         #: allocations here, and executions, timeouts, kills and uploads of its sessions
         self.stats = PoolStats()
@@ -99,6 +107,7 @@ class Pool:
 
     async def close(self, deadline_s: float = 10.0) -> None:
         self._closing = True
+        self._refuse_waiters(errors.PoolClosed(self.name))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -203,7 +212,12 @@ class Pool:
                 self.stats.allocations["warm"] += 1
                 return session
             await session.close()
-        self._admit()
+        try:
+            self._admit()
+        except errors.PoolAtCapacity:
+            if not self._refilling:
+                raise
+            return await self._wait_for_refill()
         self._creating += 1
         try:
             session = await Session.create(
@@ -217,6 +231,47 @@ class Pool:
             raise errors.SandboxError(f"a new session could not start: {exc}") from exc
         finally:
             self._creating -= 1
+
+    async def _wait_for_refill(self) -> Session:
+        """The refill's next session, for an allocation memory admission refused a fork of its
+        own: that session was admitted already, so taking it adds nothing to the machine's
+        memory. PoolAtCapacity again if the refill fails or stops, or after
+        ``REFILL_WAIT_SECONDS``."""
+        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._refill_wakeup.set()
+        try:
+            session = await asyncio.wait_for(waiter, REFILL_WAIT_SECONDS)
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._ready.append(waiter.result())  # handed over as this call gave up
+            if isinstance(exc, TimeoutError):
+                self._admit()  # refuses with the figures of now (unless memory came back)
+                raise errors.PoolAtCapacity(
+                    self.name,
+                    f"no session came from the refill in {REFILL_WAIT_SECONDS:g} s",
+                    "memory_reserve_bytes",
+                ) from None
+            raise
+        self.stats.allocations["warm"] += 1  # made (and warmed) by the refill
+        return session
+
+    def _hand_to_waiter(self, session: Session) -> bool:
+        """Give a refill's session to the oldest allocation waiting for one."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(session)
+                return True
+        return False
+
+    def _refuse_waiters(self, exc: BaseException) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
 
     def _admit(self) -> None:
         """Refuse a new session before the machine runs out of memory, not after.
@@ -257,29 +312,41 @@ class Pool:
 
     async def _refill_loop(self) -> None:
         while not self._closing:
-            while len(self._ready) < self.config.ready_sessions and not self._closing:
-                await self._yield_to_users()
+            # allocations waiting for a session are demand beyond the ready depth
+            while (
+                len(self._ready) < self.config.ready_sessions + len(self._waiters)
+                and not self._closing
+            ):
+                if not self._waiters:  # a waiting allocation is a user waiting too
+                    await self._yield_to_users()
                 try:
                     self._admit()
                     self._creating += 1
+                    self._refilling += 1
                     try:
                         session = await Session.create(
                             self.config, self.backend, stats=self.stats, egress=self.egress
                         )
                     finally:
                         self._creating -= 1
+                        self._refilling -= 1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self.last_refill_error = str(exc)
                     log.warning("pool %s: refill failed: %s", self.name, exc)
+                    refusal = exc if isinstance(exc, errors.ServiceError) else None
+                    self._refuse_waiters(
+                        refusal or errors.SandboxError(f"a new session could not start: {exc}")
+                    )
                     await asyncio.sleep(REFILL_RETRY_SECONDS)
                     continue
                 self.last_refill_error = None
                 if self._closing:
                     await session.close()
                     return
-                self._ready.append(session)
+                if not self._hand_to_waiter(session):
+                    self._ready.append(session)
             self._refill_wakeup.clear()
             await self._refill_wakeup.wait()
 
