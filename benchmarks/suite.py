@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--memory-merge",
-        default="zygote",
+        # where the kernel has no KSM a pool asking for it stops the server from starting
+        default="zygote" if Path("/sys/kernel/mm/ksm/run").exists() else "off",
         choices=["off", "zygote", "all"],
         help="memory_merge of the scale pool, whose sessions make the memory figure "
         "(docs/security.md weighs its risk; zygote merges only what the zygote held)",
