@@ -115,7 +115,9 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
         )
     text = f">= {IDLE_TARGET:,} live idle sessions (state kept) before admission refuses"
     refusal = res.extra.get("scaling_refusal")
-    if refusal and refusal.get("http_status") != 200 and points:
+    # --quick caps the pool with max_sessions: a refusal at the cap says nothing of memory
+    by_memory = refusal and "max_sessions" not in str(refusal.get("body", ""))
+    if by_memory and points:
         held = max((p["live"] for p in points if p.get("newest_kept_state")), default=0)
         at = refusal["at_live_sessions"]
         add(text, at >= IDLE_TARGET and held > 0, f"refused at {at} live; state kept at {held}")
