@@ -194,8 +194,9 @@ async def test_a_spawn_takes_the_child_forked_ahead_and_another_is_forked(small:
 
 async def test_a_retired_zygote_exits_though_it_had_a_child_forked_ahead(small: Engine) -> None:
     pool = small.pool("rotate")  # retires after 2 children
-    zygotes = small.backend.zygote_set(pool.config)
     sessions = [await pool.acquire(f"retire-{i}") for i in range(3)]
+    zygotes = small.backend.zygote_set(pool.config)
+    assert zygotes is not None
     old = zygotes.retired[-1]
     assert old.retired and not old.dead
     for s in sessions:
