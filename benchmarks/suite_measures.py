@@ -636,7 +636,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
     await sp.run(probe, "x = 0")
     deadline = time.monotonic() + sizes.ramp_budget_s
     steps = list(sizes.steps)
-    baseline_gb = used_memory_gb()
+    baseline_gb = await steady_used_memory_gb()
 
     async def add_one(k: int) -> bool:
         nonlocal refusal
@@ -728,6 +728,21 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
     res.curves["scaling"] = [{k: v for k, v in p.items() if k != "uss_mb"} for p in points]
     ok = [p for p in points if p["x_p99"] <= 10.0 and p.get("newest_kept_state") is not False]
     res.extra["density_x_p99_10ms"] = max((p["live"] for p in ok), default=0)
+
+
+async def steady_used_memory_gb(longest_s: float = 30.0) -> float:
+    """The machine's used memory once it holds still: the phases before the ramp delete
+    hundreds of sessions, whose memory the kernel gives back over a few seconds; a baseline
+    read meanwhile would charge the ramp's sessions less than they cost."""
+    end = time.monotonic() + longest_s
+    last = used_memory_gb()
+    while time.monotonic() < end:
+        await asyncio.sleep(2.0)
+        now = used_memory_gb()
+        if abs(now - last) < 0.01:  # under 10 MB in 2 s
+            return now
+        last = now
+    return last
 
 
 KSM = Path("/sys/kernel/mm/ksm")
