@@ -27,6 +27,17 @@ DEEPAGENTS = Path(sys.prefix) / "side" / "deepagents"
 LLAMAINDEX_TS = Path(__file__).resolve().parent / "llamaindex_ts" / "node_modules"
 
 
+def run_script(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float = 180
+) -> list[str]:
+    """Run a quickstart as a user would; it must succeed. Returns its stdout's lines."""
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
 def run_example(name: str, server: ServerProcess, cwd: Path, *args: str, **extra: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONPOOL_")}
     env.update(
@@ -35,16 +46,13 @@ def run_example(name: str, server: ServerProcess, cwd: Path, *args: str, **extra
         PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
         **extra,
     )
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()
+    return run_script([sys.executable, str(EXAMPLES / name), *args], env, cwd)
+
+
+def run_agents_example(agents_server: AgentsServer, name: str, cwd: Path) -> list[str]:
+    env = {k: v for k, v in agents_server.client_env().items() if not k.startswith("SESSIONPOOL_")}
+    env.update(SESSIONPOOL_URL=agents_server.url, SESSIONPOOL_API_KEY=agents_server.api_key)
+    return run_script([sys.executable, str(EXAMPLES / name)], env, cwd)
 
 
 def test_langchain(server: ServerProcess, tmp_path: Path) -> None:
@@ -102,18 +110,7 @@ def test_mcp_desktop_config(server: ServerProcess, tmp_path: Path) -> None:
 def test_agents_responses(agents_server: AgentsServer, tmp_path: Path) -> None:
     """The agents quickstart, unmodified OpenAI SDK over TLS (the server's CA through
     SSL_CERT_FILE); its model is the scripted one, which draws the chart."""
-    env = {k: v for k, v in agents_server.client_env().items() if not k.startswith("SESSIONPOOL_")}
-    env.update(SESSIONPOOL_URL=agents_server.url, SESSIONPOOL_API_KEY=agents_server.api_key)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "agents_responses.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
+    lines = run_agents_example(agents_server, "agents_responses.py", tmp_path)
     assert lines[0] == "completed"
     assert lines[1].startswith("ran code in cntr_")
     assert lines[2].startswith("answer: Here is the bar chart")
@@ -146,31 +143,10 @@ def test_llamaindex_ts(server: ServerProcess, tmp_path: Path) -> None:
     env.update(
         AZURE_POOL_MANAGEMENT_ENDPOINT=server.endpoint(), SESSIONPOOL_API_KEY=server.api_key or ""
     )
-    done = subprocess.run(
-        ["node", "llamaindex_ts.mjs"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.splitlines() == ['Success 42 "hello from the sandbox\\n"', "data.csv"]
-
-
-def run_agents_example(agents_server: AgentsServer, name: str, cwd: Path) -> list[str]:
-    env = {k: v for k, v in agents_server.client_env().items() if not k.startswith("SESSIONPOOL_")}
-    env.update(SESSIONPOOL_URL=agents_server.url, SESSIONPOOL_API_KEY=agents_server.api_key)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()
+    assert run_script(["node", "llamaindex_ts.mjs"], env, tmp_path, timeout=120) == [
+        'Success 42 "hello from the sandbox\\n"',
+        "data.csv",
+    ]
 
 
 def test_openai_agents_code_interpreter(agents_server: AgentsServer, tmp_path: Path) -> None:
