@@ -18,6 +18,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,14 +277,15 @@ async def tti_modes(
         log(f"  errors: {dict(errors)}")
 
 
-async def bare_print(res: Results, driver: Driver, n: int) -> None:
-    """Breakdown: new session -> print(1) without importing numpy/pandas (what the import adds
-    to time to interactive)."""
-    log(f"{driver.name}: new session -> print(1) without imports x{n}")
+async def new_session_prints(
+    driver: Driver, n: int, before: Callable[[], Awaitable[None]]
+) -> list[float]:
+    """n new sessions one at a time (after an untimed warm-up one), each -> print(1), each
+    closed after; ``before`` runs untimed ahead of each."""
     samples: list[float] = []
     await driver.prepare(1)
     for i in range(n + 1):
-        await driver.settle()
+        await before()
         keep: list[Any] = []
         try:
             elapsed = await tti_sample(driver, keep, "print(1)")
@@ -291,6 +293,14 @@ async def bare_print(res: Results, driver: Driver, n: int) -> None:
             await asyncio.gather(*(driver.close(s) for s in keep), return_exceptions=True)
         if i:
             samples.append(elapsed)
+    return samples
+
+
+async def bare_print(res: Results, driver: Driver, n: int) -> None:
+    """Breakdown: new session -> print(1) without importing numpy/pandas (what the import adds
+    to time to interactive)."""
+    log(f"{driver.name}: new session -> print(1) without imports x{n}")
+    samples = await new_session_prints(driver, n, driver.settle)
     res.add(
         Row(
             "new session -> print(1), no imports (breakdown)", driver.name, "sequential", samples, n
@@ -542,17 +552,7 @@ async def on_demand(res: Results, sp: SessionpoolDriver, n: int) -> None:
     """The pool exhausted: ``sp``'s pool keeps no ready sessions, so every new identifier is
     forked on demand; new identifier -> print(1), sequential."""
     log(f"sessionpool: pool exhausted, on-demand session -> print(1) x{n}")
-    await sp.prepare(1)
-    samples: list[float] = []
-    for i in range(n + 1):
-        keep: list[Any] = []
-        try:
-            elapsed = await tti_sample(sp, keep, "print(1)")
-        finally:
-            await asyncio.gather(*(sp.close(s) for s in keep), return_exceptions=True)
-        if i:
-            samples.append(elapsed)
-        await asyncio.sleep(0.05)
+    samples = await new_session_prints(sp, n, lambda: asyncio.sleep(0.05))
     res.add(
         Row(
             "pool exhausted: on-demand session -> print(1)", "sessionpool", "sequential", samples, n
