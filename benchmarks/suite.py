@@ -85,19 +85,11 @@ from benchmarks.suite_measures import (
     warm_cells,
     wrk_throughput,
 )
+from sessionpool.server.settings import parse_size
 from sessionpool.server.testing import ServerProcess
 
 #: the sessions of the wrk throughput figure (the issue's measure: 50 sessions)
 WRK_SESSIONS = 50
-
-
-def gib(size: str) -> float:
-    """``2GiB``, ``512MiB`` or bytes, in GiB (for the verdicts' projection)."""
-    number = size.rstrip("BbGgMmKkIi")
-    scale = {"g": 1.0, "m": 1 / 1024, "k": 1 / 1024**2}.get(
-        size[len(number) : len(number) + 1].lower()
-    )
-    return float(number) * scale if scale else float(number) / 2**30
 
 
 def server_config(
@@ -246,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": loadavg(),
         "peer_pins": PEER_PINS,
         "memory_reserve": args.memory_reserve,
-        "memory_reserve_gb": gib(args.memory_reserve),
+        "memory_reserve_gb": parse_size(args.memory_reserve, "--memory-reserve") / 2**30,
         "memory_merge": args.memory_merge,
         "zygote_max_children": args.zygote_max_children,
         "total_seconds": round(time.perf_counter() - t0, 1),
