@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from benchmarks.suite_drivers import (
     SessionpoolDriver,
     log,
 )
+from sessionpool.sandbox.ksm import RUN_RUNNING
+from sessionpool.sandbox.ksm import status as ksm_status
 from sessionpool.server.testing import ServerProcess
 
 STAGGER_S = 0.2
@@ -634,9 +636,12 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
     await sp.prepare(2)
     probe = await sp.open()
     await sp.run(probe, "x = 0")
+    # the pool's ready sessions and zygote merge too: let that happen before the baseline, or
+    # the ramp's sessions would be credited with it
+    await until_merged(sizes.merge_settle_s)
+    baseline_gb = await steady_used_memory_gb()
     deadline = time.monotonic() + sizes.ramp_budget_s
     steps = list(sizes.steps)
-    baseline_gb = await steady_used_memory_gb()
 
     async def add_one(k: int) -> bool:
         nonlocal refusal
@@ -745,16 +750,22 @@ async def steady_used_memory_gb(longest_s: float = 30.0) -> float:
     return last
 
 
-KSM = Path("/sys/kernel/mm/ksm")
-
-
-def ksm_figures() -> dict[str, int]:
-    """The host's page merging counters (empty where the kernel has none)."""
-    out: dict[str, int] = {}
-    for name in ("run", "pages_sharing", "pages_shared", "full_scans"):
-        with contextlib.suppress(OSError, ValueError):
-            out[name] = int((KSM / name).read_text())
-    return out
+async def until_merged(longest_s: float) -> None:
+    """While ksmd runs, wait until it has merged what there is to merge: under 1 % more merged
+    pages than 15 s before (it merges scan by scan, so a shorter look can fall between two
+    scans), or ``longest_s``. At once where it does not run."""
+    ksm = ksm_status()
+    if ksm is None or ksm.run != RUN_RUNNING:
+        return
+    log(f"sessionpool scaling: page merging is on; waiting up to {longest_s:g} s for it")
+    start = time.monotonic()
+    seen: list[int] = []
+    while time.monotonic() - start < longest_s:
+        await asyncio.sleep(5.0)
+        now = ksm_status()
+        seen.append(now.pages_sharing if now is not None else 0)
+        if len(seen) > 3 and seen[-4] > 0 and seen[-1] - seen[-4] <= seen[-4] // 100:
+            return
 
 
 async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str, Any]:
@@ -762,18 +773,8 @@ async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str
     falls for a while after they were made: wait until the merged page count stops growing
     (or ``merge_settle_s``) and read the machine's memory again. Without it, one reading."""
     start = time.monotonic()
-    ksm = ksm_figures()
-    if ksm.get("run") == 1:
-        log(f"sessionpool scaling: page merging is on; waiting up to {sizes.merge_settle_s:g} s")
-        # settled: under 1 % more merged pages than 15 s before (ksmd merges scan by scan, so
-        # a shorter look can fall between two scans)
-        seen: list[int] = []
-        while time.monotonic() - start < sizes.merge_settle_s:
-            await asyncio.sleep(5.0)
-            seen.append(ksm_figures().get("pages_sharing", 0))
-            if len(seen) > 3 and seen[-4] > 0 and seen[-1] - seen[-4] <= seen[-4] // 100:
-                break
-        ksm = ksm_figures()
+    await until_merged(sizes.merge_settle_s)
+    ksm = ksm_status()
     used = used_memory_gb()
     settled = {
         "live": live,
@@ -781,11 +782,11 @@ async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str
         "used_memory_gb": round(used, 3),
         "added_memory_gb": round(used - baseline_gb, 3),
         "mem_available_gb": round(meminfo().get("MemAvailable", 0) / 2**30, 3),
-        "ksm": ksm,
+        "ksm": asdict(ksm) if ksm is not None else {},
     }
     log(
         f"  settled after {settled['waited_s']} s: {settled['added_memory_gb'] * 1000 / live:.2f}"
-        f" MB per session (ksm {ksm})"
+        f" MB per session (ksm {ksm.describe() if ksm is not None else 'absent'})"
     )
     return settled
 
