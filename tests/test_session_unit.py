@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,11 +29,14 @@ QUICK = PoolConfig(
     execution_timeout_seconds=0.5,
     interrupt_grace_seconds=0.3,
 )
+# the pool's limit is generous here; cells meant to time out say so, so that a slow machine
+# cannot time out a quick one
+GENEROUS = dataclasses.replace(QUICK, execution_timeout_seconds=30)
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with fake_engine(tmp_path, QUICK) as eng:
+    async with fake_engine(tmp_path, GENEROUS) as eng:
         yield eng
 
 
@@ -71,10 +75,12 @@ async def test_a_deadline_interrupts_and_keeps_state(session: Session) -> None:
     assert text(await session.execute("counter")) == "7"
 
 
-async def test_the_pool_caps_the_deadline(session: Session) -> None:
-    r = await session.execute("while True: pass", timeout=100)
-    assert r.status is ExecutionStatus.TIMEOUT
-    assert "timed out after 0.5 s" in r.stderr
+async def test_the_pool_caps_the_deadline(tmp_path: Path) -> None:
+    async with fake_engine(tmp_path, QUICK) as engine:
+        session = await engine.pool("default").acquire("capped")
+        r = await session.execute("while True: pass", timeout=100)
+        assert r.status is ExecutionStatus.TIMEOUT
+        assert "timed out after 0.5 s" in r.stderr
 
 
 async def test_a_cell_that_outlives_the_grace_is_killed_and_replaced(tmp_path: Path) -> None:
@@ -83,10 +89,10 @@ async def test_a_cell_that_outlives_the_grace_is_killed_and_replaced(tmp_path: P
             await asyncio.Event().wait()
         return await run_python(kernel, request)
 
-    async with fake_engine(tmp_path, QUICK, handler=deaf) as engine:
+    async with fake_engine(tmp_path, GENEROUS, handler=deaf) as engine:
         session = await engine.pool("default").acquire("deaf")
         await session.execute("v = 1")
-        r = await session.execute("hang")
+        r = await session.execute("hang", timeout=0.5)
         assert r.status is ExecutionStatus.TIMEOUT and r.state_lost
         assert "did not stop within 0.3 s" in r.stderr and "killed by signal 9" in r.stderr
         gone = await session.execute("v")
@@ -115,7 +121,7 @@ async def test_death_during_a_call_is_reported_and_replaced(tmp_path: Path) -> N
             kernel.kill(3)
         return await run_python(kernel, request)
 
-    async with fake_engine(tmp_path, QUICK, handler=dies) as engine:
+    async with fake_engine(tmp_path, GENEROUS, handler=dies) as engine:
         session = await engine.pool("default").acquire("dies")
         r = await session.execute("die")
         assert r.status is ExecutionStatus.LOST and r.state_lost
@@ -124,15 +130,17 @@ async def test_death_during_a_call_is_reported_and_replaced(tmp_path: Path) -> N
         assert session.kernels_started == 2
 
 
-async def test_an_abandoned_call_never_hands_its_reply_to_the_next(session: Session) -> None:
-    await session.execute("kept = 'state'")
-    caller = asyncio.create_task(session.execute("while True: pass\n'stale'"))
-    await asyncio.sleep(0.05)
-    caller.cancel()  # the client went away
-    with contextlib.suppress(asyncio.CancelledError):
-        await caller
-    r = await asyncio.wait_for(session.execute("'fresh', kept"), 5)
-    assert text(r) == "('fresh', 'state')"
+async def test_an_abandoned_call_never_hands_its_reply_to_the_next(tmp_path: Path) -> None:
+    async with fake_engine(tmp_path, QUICK) as engine:  # the abandoned cell times out soon
+        session = await engine.pool("default").acquire("abandoned")
+        await session.execute("kept = 'state'")
+        caller = asyncio.create_task(session.execute("while True: pass\n'stale'"))
+        await asyncio.sleep(0.05)
+        caller.cancel()  # the client went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await caller
+        r = await asyncio.wait_for(session.execute("'fresh', kept"), 5)
+        assert text(r) == "('fresh', 'state')"
     assert not r.state_lost  # the abandoned cell was interrupted, not killed
 
 
@@ -142,7 +150,7 @@ async def test_a_malformed_reply_is_a_protocol_error(tmp_path: Path) -> None:
             return {"op": "nonsense"}, []
         return await run_python(kernel, request)
 
-    async with fake_engine(tmp_path, QUICK, handler=garbage) as engine:
+    async with fake_engine(tmp_path, GENEROUS, handler=garbage) as engine:
         session = await engine.pool("default").acquire("garbage")
         with pytest.raises(errors.ProtocolError) as info:
             await session.execute("garbage")
@@ -155,7 +163,7 @@ async def test_an_oversized_reply_kills_the_kernel(tmp_path: Path) -> None:
             return {"op": "result", "stdout": "x" * (16 << 20)}, []
         return await run_python(kernel, request)
 
-    async with fake_engine(tmp_path, QUICK, handler=flood) as engine:
+    async with fake_engine(tmp_path, GENEROUS, handler=flood) as engine:
         session = await engine.pool("default").acquire("flood")
         r = await session.execute("flood")
         assert r.status is ExecutionStatus.LOST and "malformed reply" in r.stderr

@@ -36,8 +36,14 @@ RUN = "/pools/default/code/execute?identifier={}&" + API
 SPIN = "while True:\n    pass"
 
 
-def body(code: str) -> dict[str, object]:
-    return {"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": code}}
+def body(code: str, timeout: float | None = None) -> dict[str, object]:
+    """A cell; only the one meant to time out carries a short deadline, so a slow machine
+    cannot time out a quick one (the pool's own limit is generous)."""
+    props: dict[str, object] = {"codeInputType": "inline", "executionType": "synchronous"}
+    props["code"] = code
+    if timeout is not None:
+        props["timeoutInSeconds"] = timeout
+    return {"properties": props}
 
 
 @pytest.fixture
@@ -52,7 +58,7 @@ def records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtu
 
 @pytest.fixture
 async def http(tmp_path: Path, scripted_model: ScriptedModel) -> AsyncIterator[httpx.AsyncClient]:
-    pool = PoolConfig(ready_sessions=1, execution_timeout_seconds=0.3, interrupt_grace_seconds=1)
+    pool = PoolConfig(ready_sessions=1, execution_timeout_seconds=30, interrupt_grace_seconds=1)
     agents = AgentsConfig(
         model_base_url=scripted_model.url, model_timeout_seconds=5, data_dir=tmp_path / "fake-data"
     )
@@ -77,7 +83,9 @@ async def test_a_request_id_is_kept_if_sane_and_made_if_not(http: httpx.AsyncCli
 async def test_the_session_layers_lines_carry_the_request_id(
     http: httpx.AsyncClient, records: pytest.LogCaptureFixture
 ) -> None:
-    r = await http.post(RUN.format("slow"), json=body(SPIN), headers={"x-request-id": "req-slow-1"})
+    r = await http.post(
+        RUN.format("slow"), json=body(SPIN, 0.3), headers={"x-request-id": "req-slow-1"}
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-slow-1"
     await http.post(RUN.format("quick"), json=body("1"), headers={"x-request-id": "req-quick-2"})
     timeout = [

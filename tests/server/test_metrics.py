@@ -28,10 +28,17 @@ from tests.fakes import fake_server
 API = "api-version=2024-02-02-preview"
 HANG = "hang"
 DIE = "die"
+TIMEOUT = 0.3
 
 
-def body(code: str) -> dict[str, object]:
-    return {"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": code}}
+def body(code: str, timeout: float | None = None) -> dict[str, object]:
+    """A cell; ``timeout`` only on the cells meant to time out, so a slow machine cannot turn a
+    quick cell into a timeout (the pool's own limit is generous)."""
+    props: dict[str, object] = {"codeInputType": "inline", "executionType": "synchronous"}
+    props["code"] = code
+    if timeout is not None:
+        props["timeoutInSeconds"] = timeout
+    return {"properties": props}
 
 
 class OomBackend(FakeBackend):
@@ -64,7 +71,7 @@ POOLS = (
         name="default",
         ready_sessions=1,
         max_sessions=3,
-        execution_timeout_seconds=0.3,
+        execution_timeout_seconds=30,
         interrupt_grace_seconds=0.2,
     ),
     PoolConfig(name="cold", ready_sessions=0, max_sessions=1),
@@ -115,10 +122,10 @@ async def test_counters_follow_allocations_executions_kills_uploads_and_runs(
     assert (await http.post(run.format("a"), json=body("x = 1"))).status_code == 200
     assert (await http.post(run.format("a"), json=body("x + 1"))).status_code == 200
     assert (await http.post(run.format("a"), json=body("1 / 0"))).status_code == 200
-    slow = await http.post(run.format("a"), json=body("while True:\n    pass"))
+    slow = await http.post(run.format("a"), json=body("while True:\n    pass", TIMEOUT))
     assert slow.json()["properties"]["status"] == "Failure"
     # a cell that ignores the interrupt is killed; one whose process dies "of memory"
-    await http.post(run.format("b"), json=body(HANG))
+    await http.post(run.format("b"), json=body(HANG, TIMEOUT))
     await http.post(run.format("c"), json=body(DIE))
     # the pool holds 3: a fourth identifier is refused; the cold pool forks on demand
     assert (await http.post(run.format("d"), json=body("1"))).status_code != 200
