@@ -6,6 +6,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.testclient import TestClient
 
 from sessionpool import errors
 from sessionpool.agents.types import PageRequest
@@ -13,6 +16,9 @@ from sessionpool.errors import InvalidArgument
 from sessionpool.faces.http import (
     AZURE_CODES,
     OPENAI_CODES,
+    DirectRoute,
+    install_error_handlers,
+    mount,
     page_request,
     parse_object,
     status_for,
@@ -138,3 +144,55 @@ def test_page_request() -> None:
 
 
 # --- streaming ----------------------------------------------------------------------------------
+
+
+def _direct_app() -> FastAPI:
+    """An app with one face mounted under two prefixes, ``run`` served directly."""
+
+    async def run(request: Request, pool: str) -> Response:
+        body = await request.body()
+        if body == b"bad":
+            raise errors.InvalidArgument("a bad body", "body")
+        route = request.scope["route"]
+        return JSONResponse({"pool": pool, "route": route.path, "body": body.decode()})
+
+    async def other(request: Request, pool: str) -> Response:
+        return JSONResponse({"other": pool})
+
+    router = APIRouter()
+    router.add_api_route("/run", run, methods=["POST"])
+    router.add_api_route("/other", other, methods=["GET"])
+    app = FastAPI()
+    install_error_handlers(app)
+    prefixes = (("/pools/{pool}", True), ("/{base:path}/sessionPools/{pool}", False))
+    mount(app, router, prefixes, codes=OPENAI_CODES, direct=("run",))
+    return app
+
+
+def test_an_operation_served_directly_answers_as_through_routing() -> None:
+    app = _direct_app()
+    direct = [r for r in app.router.routes if isinstance(r, DirectRoute)]
+    assert [r.path for r in direct] == ["/pools/{pool}/run", "/{base:path}/sessionPools/{pool}/run"]
+    assert app.router.routes[: len(direct)] == direct  # ahead of every other route
+    with TestClient(app) as client:
+        for url in ("/pools/p1/run", "/sub/rg/sessionPools/p1/run"):
+            r = client.post(url, content=b"hi")
+            # the scope names the face's own route, as audit records and traces read it
+            assert r.json() == {"pool": "p1", "route": "/run", "body": "hi"}
+        # the face's vocabulary for errors, as FastAPI's route would have answered
+        r = client.post("/pools/p1/run", content=b"bad")
+        assert r.status_code == 400
+        code = errors.InvalidArgument.code
+        assert OPENAI_CODES[code] != AZURE_CODES[code]
+        assert r.json()["error"]["code"] == OPENAI_CODES[code]
+        assert client.get("/pools/p1/run").status_code == 405
+        assert client.get("/pools/p1/other").json() == {"other": "p1"}
+        # described once, by the APIRoute it stands in front of
+        paths = client.get("/openapi.json").json()["paths"]
+        assert list(paths) == ["/pools/{pool}/run", "/pools/{pool}/other"]
+
+
+def test_serving_an_unknown_operation_directly_is_refused() -> None:
+    router = APIRouter()
+    with pytest.raises(ValueError, match="nope"):
+        mount(FastAPI(), router, (("/x", True),), direct=("nope",))

@@ -134,7 +134,9 @@ class AcaFace:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def install(self, app: FastAPI) -> None:
-        mount(app, self.router(), PREFIXES, tags=["dynamic sessions"])
+        # the execute operations are the hot path: served without FastAPI's generic routing
+        hot = ("code_execute", "python_execute", "create_execution")
+        mount(app, self.router(), PREFIXES, tags=["dynamic sessions"], direct=hot)
 
     async def bind(self, runtime: Runtime) -> None:
         self._runtime = runtime
