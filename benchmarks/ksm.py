@@ -48,6 +48,7 @@ from benchmarks._common import (
     ms_since,
     nearest_rank,
 )
+from benchmarks.engine import meminfo
 from benchmarks.http_api import descendants
 from sessionpool.config import EngineConfig
 from sessionpool.sandbox import ksm
@@ -65,11 +66,7 @@ log = logger(time.perf_counter())
 
 
 def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    return meminfo()["MemAvailable"]
 
 
 def baseline_mem_available() -> float:
