@@ -421,6 +421,39 @@ async def test_another_sessions_files_are_invisible(
     assert (peer.slot.workspace.path / name).read_text() == "peer secret"
 
 
+def _device(path: Path) -> str:
+    """The ``major:minor`` of the filesystem at ``path``, as mountinfo writes it."""
+    dev = os.stat(path).st_dev
+    return f"{os.major(dev)}:{os.minor(dev)}"
+
+
+async def test_no_mount_namespace_holds_other_sessions_workspaces(
+    engine: Engine, session: Session, peer: Session
+) -> None:
+    """Each workspace reaches its session as a detached mount: the zygote's mount namespace,
+    which every new session's is copied from, holds no live session's workspace, and a session
+    forked while others are live has only its own."""
+    pool = engine.pool("default")
+    others = [await pool.acquire(f"live-{secrets.token_hex(4)}") for _ in range(3)]
+    try:
+        newest = await pool.acquire(f"newest-{secrets.token_hex(4)}")
+        live = [session, peer, *others, newest]
+        paths = [s.slot.workspace.path for s in live]
+        host = Path("/proc/self/mountinfo").read_text()
+        assert all(f" {p} " in host for p in paths)  # control: the host has them mounted
+        assert newest.kernel is not None
+        zygote_pid = int(_proc_status(newest.kernel.pid)["PPid"])
+        zygote = Path(f"/proc/{zygote_pid}/mountinfo").read_text()
+        assert str(paths[0].parent) not in zygote
+        inside = await value(newest, "[line.split()[2] for line in open('/proc/self/mountinfo')]")
+        devices = [_device(p) for p in paths]
+        assert devices[-1] in inside
+        assert not set(devices[:-1]) & set(inside)
+    finally:
+        for s in [*others, newest]:
+            await pool.delete(s.identifier)
+
+
 # -- identity and privileges --------------------------------------------------------------------
 
 

@@ -4,11 +4,14 @@ The child arrives here as host root and pid 1 of a new pid namespace (the zygote
 CLONE_NEWPID before forking). In order:
 
 0. on cgroup v1, into the session's cgroups (the host attaches it on v2);
-1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket;
+1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket (and the
+   workspace's mount fd until it is attached);
 2. a private mount namespace; a tmpfs root holding read-only binds of the host's /usr and the
    runtime (/opt/python) and kernel (/opt/sessionpool), a curated /etc, a minimal /dev, fresh
-   /proc, size-capped /tmp and /dev/shm, and the session's own workspace on /mnt/data; the
-   tmpfs root is then made read-only. With a custom image, the image is the root instead;
+   /proc, size-capped /tmp and /dev/shm, and the session's own workspace on /mnt/data (a
+   detached mount the host passed as an fd: no other session's workspace is ever in the
+   namespace the jail is copied from); the tmpfs root is then made read-only. With a custom
+   image, the image is the root instead;
 3. pivot_root into the new root and detach the host's tree;
 4. drop to the session's unique host uid, then unshare user, mount, net, ipc, uts and cgroup
    namespaces, mapping root inside to that uid only; /proc read-only; hostname; loopback up;
@@ -43,7 +46,6 @@ ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "mime.
 @dataclass
 class JailSpec:
     uid: int  # the session's unique host uid (root inside maps to it)
-    workspace: str  # host path of the session's /mnt/data
     root: str  # an empty directory to build the new root on
     ro_binds: list[str]  # paths bound read-only at the same path inside
     #: a custom image's root filesystem (read-only) to use as the session's root instead of a
@@ -60,6 +62,11 @@ class JailSpec:
     #: cgroup v1 ``tasks`` files of the session's groups: the child moves itself into them
     #: first, while it is one thread and host root (``cgroups.Cgroups.self_attach_files``)
     cgroup_files: list[str] = field(default_factory=list)
+    #: the session's workspace as a detached mount (``linux.open_tree_clone``, made by the host
+    #: and passed with the spawn request), attached at /mnt/data and then closed. Not a bind of
+    #: the host path: that needs the host's workspace mounts in the zygote's namespace, and every
+    #: child's namespace would copy all of them (``launch``)
+    workspace_fd: int = -1
 
 
 def _write(path: str, text: str) -> None:
@@ -174,7 +181,11 @@ def _build_root(spec: JailSpec) -> str:
         # E2B's home (the SDKs' default directory) is the workspace
         os.makedirs(f"{new}/home", exist_ok=True)
         os.symlink("/mnt/data", f"{new}/home/user")
-    linux.mount(spec.workspace, f"{new}/mnt/data", None, linux.MS_BIND)
+    if spec.workspace_fd < 0:
+        raise ValueError("no workspace mount came with the spawn request")
+    linux.move_mount(spec.workspace_fd, f"{new}/mnt/data")
+    os.close(spec.workspace_fd)
+    spec.workspace_fd = -1
     linux.mount(None, f"{new}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
     # /proc of the new pid namespace: the session sees only its own processes
     os.makedirs(f"{new}/proc", exist_ok=True)
@@ -203,7 +214,7 @@ def enter(spec: JailSpec, keep_fd: int) -> None:
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    linux.close_fds_except({0, 1, 2, keep_fd})
+    linux.close_fds_except({0, 1, 2, keep_fd, spec.workspace_fd})
 
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)

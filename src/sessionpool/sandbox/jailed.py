@@ -118,7 +118,6 @@ class JailBackend(ZygoteBackend):
         self.loops = LoopDevices()
         self._seccomp_bpf = ""
         self._images: dict[str, Path] = {}
-        self._shared = False
         self.bound: MemoryBound | None = None
         #: allocates uploads' pages inside the bound (``charge``)
         self.charger: Charger | None = None
@@ -132,7 +131,6 @@ class JailBackend(ZygoteBackend):
             raise errors.SandboxUnavailable(missing)
         self._prepare_dirs()
         self._sweep_stale_mounts()
-        self._share_workspaces()
         try:
             self.bound = resolve_bound(
                 self.config.sessions_memory_bytes,
@@ -170,7 +168,7 @@ class JailBackend(ZygoteBackend):
     async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
         """The launcher sets up the zygote's mount namespace (``launch``), then execs it."""
         images: list[list[str]] = []
-        plan: dict[str, Any] = {"images": images}
+        plan: dict[str, Any] = {"images": images, "workspaces": str(self.workspaces)}
         if runtime.kind == "python":
             images.append([self.loops.attach(runtime.image), PYTHON_MOUNT])
             plan["python"] = f"{PYTHON_MOUNT}/{runtime.executable}"
@@ -191,21 +189,6 @@ class JailBackend(ZygoteBackend):
             image = await asyncio.to_thread(images.prepare, Path(source), self.config.runtimes_dir)
             self._images[source] = image
         return image
-
-    def _share_workspaces(self) -> None:
-        """Make the workspaces directory a shared mount: a zygote's mount namespace (a slave
-        of the host's) then sees each workspace mounted after the zygote started."""
-        path = str(self.workspaces)
-        with open("/proc/self/mountinfo") as f:
-            mounted = any(line.split()[4] == path for line in f)
-        try:
-            if not mounted:
-                linux.mount(path, path, None, linux.MS_BIND)
-            linux.mount(None, path, None, linux.MS_SHARED)
-        except OSError as exc:
-            detail = f"{path} could not be made a shared mount: {exc}"
-            raise errors.SandboxUnavailable([detail]) from None
-        self._shared = True
 
     def _sweep_stale_mounts(self) -> None:
         """Unmount workspaces a crashed earlier server left behind."""
@@ -277,7 +260,6 @@ class JailBackend(ZygoteBackend):
         return {
             "jail": {
                 "uid": slot.uid,
-                "workspace": str(slot.workspace.path),
                 "root": JAIL_BUILD,
                 "ro_binds": binds,
                 "image": IMAGE_MOUNT if pool.image else "",
@@ -292,6 +274,14 @@ class JailBackend(ZygoteBackend):
             "workspace": "/mnt/data",
             **kernel,
         }
+
+    def _spawn_fds(self, slot: Slot) -> list[int]:
+        """The workspace as a detached mount, which the child attaches at /mnt/data: no
+        zygote's mount namespace holds any session's workspace (see ``jail.JailSpec``)."""
+        try:
+            return [linux.open_tree_clone(str(slot.workspace.path))]
+        except OSError as exc:
+            raise errors.SandboxError(f"the workspace could not be passed on: {exc}") from exc
 
     async def open_listener(self, kernel: Kernel, host: str, port: int) -> socket.socket:
         assert isinstance(kernel, KernelProcess)
@@ -374,10 +364,6 @@ class JailBackend(ZygoteBackend):
             self.charger.close()
             self.charger = None
         self.loops.close()
-        if self._shared:
-            with contextlib.suppress(OSError):
-                linux.umount2(str(self.workspaces), linux.MNT_DETACH)
-            self._shared = False
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove_base)
         if self._oom_score_adj is not None:

@@ -11,6 +11,9 @@ and fills it:
 - ``/opt/home``: the zygote's writable home (matplotlib's font cache, copied from the runtime);
 - ``/opt/jail``: where each child builds its jail.
 
+The host's session workspaces are unmounted here: each child gets its own as a detached mount
+with its spawn request (``jail.JailSpec.workspace_fd``).
+
 Then it execs the zygote's interpreter, which imports the kernel from ``/opt/sessionpool/lib``:
 every path the zygote (and so every session forked from it) holds is one of these neutral
 paths, and the server's own environment is not on its ``sys.path``.
@@ -44,14 +47,29 @@ def boot_code(lib: str) -> str:
     )
 
 
+def drop_mounts_under(directory: str) -> None:
+    """Unmount, in this namespace only, what the host has mounted under ``directory``: the
+    workspaces of the sessions live when this zygote starts (a rotation's successor starts with
+    hundreds), which every child's namespace would otherwise copy."""
+    prefix = directory.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in reversed(points):  # the newest first: a mount on top before the one below
+        if point.startswith(prefix):
+            linux.umount2(point, linux.MNT_DETACH)
+
+
 def main() -> NoReturn:
     fd = sys.argv[1]
     plan = json.loads(sys.argv[2])
     linux.prctl(linux.PR_SET_PDEATHSIG, 9)  # the zygote, too, never outlives the server
     linux.unshare(linux.CLONE_NEWNS)
-    # a slave: the workspaces the host mounts later (a shared mount, see jailed) still arrive
-    # here; nothing mounted here goes back
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    # private: nothing the host mounts later arrives here (each session's workspace comes
+    # with its spawn request as a detached mount, see jail.JailSpec), so no child's namespace
+    # copies other sessions' mounts; nothing mounted here goes back
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    if plan.get("workspaces"):
+        drop_mounts_under(plan["workspaces"])
     os.makedirs(OPT, exist_ok=True)
     linux.mount("sessionpool", OPT, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=0755")
     for device, target in plan.get("images", []):

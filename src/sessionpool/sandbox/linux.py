@@ -36,6 +36,9 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
 
 # prctl
 PR_SET_PDEATHSIG = 1
@@ -75,6 +78,9 @@ SECURE_ALL_LOCKED = (
 SYS_pivot_root = 155
 SYS_capset = 126
 SYS_setns = 308
+#: the new mount API's numbers are the same on every architecture (Linux 5.2)
+SYS_open_tree = 428
+SYS_move_mount = 429
 
 
 def _check(result: int) -> int:
@@ -112,6 +118,36 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(SYS_pivot_root, new_root.encode(), put_old.encode()))
+
+
+def open_tree_clone(path: str) -> int:
+    """An fd holding a detached copy of the mount at ``path`` (``open_tree(OPEN_TREE_CLONE)``):
+    it is in no mount namespace until ``move_mount`` attaches it, and is unmounted when its
+    last fd closes unattached. Close-on-exec."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC
+    return _check(
+        _libc.syscall(
+            ctypes.c_long(SYS_open_tree),
+            ctypes.c_long(AT_FDCWD),
+            path.encode(),
+            ctypes.c_long(flags),
+        )
+    )
+
+
+def move_mount(fd: int, target: str) -> None:
+    """Attach the detached mount ``fd`` (``open_tree_clone``) at ``target`` in this process's
+    mount namespace."""
+    _check(
+        _libc.syscall(
+            ctypes.c_long(SYS_move_mount),
+            ctypes.c_long(fd),
+            b"",
+            ctypes.c_long(AT_FDCWD),
+            target.encode(),
+            ctypes.c_long(MOVE_MOUNT_F_EMPTY_PATH),
+        )
+    )
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -236,7 +236,11 @@ class ZygoteHandle:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(1.0)
 
-    async def spawn(self, request: dict[str, Any], timeout: float = 30.0) -> KernelProcess:
+    async def spawn(
+        self, request: dict[str, Any], fds: list[int] | None = None, timeout: float = 30.0
+    ) -> KernelProcess:
+        """Fork a kernel; ``fds`` go with the request (the zygote's copies, the caller keeps
+        its own)."""
         if self.dead or self.ctl is None:
             raise errors.SandboxError(f"zygote {self.pid} is not running")
         self._next_req += 1
@@ -254,7 +258,11 @@ class ZygoteHandle:
                 raise errors.SandboxError(f"zygote {self.pid} is not running")
             self._pending[req] = fut
             try:
-                self.ctl.send(json.dumps({**request, "op": "spawn", "req": req}).encode())
+                data = json.dumps({**request, "op": "spawn", "req": req}).encode()
+                if fds:
+                    socket.send_fds(self.ctl, [data], fds)
+                else:
+                    self.ctl.send(data)
                 pid, sock, pidfd = await asyncio.wait_for(fut, timeout)
             finally:
                 self._pending.pop(req, None)

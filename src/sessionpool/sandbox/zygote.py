@@ -12,6 +12,7 @@ serves (``merge_memory``).
 
     host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
                       "workspace": path, "env": {...}, "exec": [argv] | null}
+                     + fds [the workspace's detached mount] under the jail
     zygote -> host   {"op": "spawned", "req": n, "pid": pid}   + fds [session socket, pidfd]
                      {"op": "spawn-failed", "req": n, "error": "..."}
                      {"op": "exited", "pid": pid, "status": code or -signal}
@@ -21,7 +22,8 @@ Each child becomes pid 1 of a new pid namespace with a single fork: the zygote u
 CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 
 The zygote forks one child ahead of demand (the "embryo", as Android's zygote keeps
-unspecialized app processes): it waits, runs nothing, for the next spawn request on a pipe,
+unspecialized app processes): it waits, runs nothing, for the next spawn request (and its fds) on
+a socket,
 then builds that session's jail. Forking a zygote that holds ~90 MB of anonymous memory costs
 milliseconds of page-table copying; this way a spawn does not wait for it. The next embryo is
 forked as soon as the spawn is answered; a request that finds none forks for itself.
@@ -91,9 +93,9 @@ class Zygote:
         self.cap_last = linux.cap_last_cap()
         self.children: set[int] = set()
         self.retired = False
-        #: the child forked ahead of demand: (pid, its session socket, the pipe its spawn
+        #: the child forked ahead of demand: (pid, its session socket, the socket its spawn
         #: request arrives on)
-        self.embryo: tuple[int, socket.socket, int] | None = None
+        self.embryo: tuple[int, socket.socket, socket.socket] | None = None
         # here, not in each child: a child that popped them copied 1.7 MB of shared pages
         _hide_kernel_modules()
         # Every allocation from here on would be copied into each child on first write; the
@@ -131,13 +133,17 @@ class Zygote:
                     self._reap()
                 else:
                     try:
-                        data = self.ctl.recv(MAX_CONTROL_MESSAGE)
+                        data, fds, _, _ = socket.recv_fds(self.ctl, MAX_CONTROL_MESSAGE, 4)
                     except OSError:
-                        data = b""
+                        data, fds = b"", []
                     if not data:
                         # the host is gone: children notice on their own sockets
                         os._exit(0)
-                    self._handle(json.loads(data))
+                    try:
+                        self._handle(json.loads(data), fds)
+                    finally:
+                        for fd in fds:  # a child holds its own copies by now
+                            os.close(fd)
             if self.retired:
                 self._drop_embryo()
             if self.retired and not self.children:
@@ -160,7 +166,7 @@ class Zygote:
             except OSError:
                 pass
 
-    def _handle(self, msg: dict[str, Any]) -> None:
+    def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
         if op == "retire":
             self.retired = True
@@ -169,7 +175,7 @@ class Zygote:
             _send(self.ctl, {"op": "spawn-failed", "req": msg.get("req"), "retired": True})
         elif op == "spawn":
             try:
-                pid, parent_end = self._spawn(msg)
+                pid, parent_end = self._spawn(msg, fds)
             except Exception:
                 _send(
                     self.ctl,
@@ -195,32 +201,32 @@ class Zygote:
             # found no child ready and forked for themselves.
             self._prefork()
 
-    def _spawn(self, msg: dict[str, Any]) -> tuple[int, socket.socket]:
+    def _spawn(self, msg: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket]:
         embryo, self.embryo = self.embryo, None
         if embryo is not None:
             pid, parent_end, request = embryo
             try:
-                # well under a pipe's 64 KiB: written at once, never blocks
-                os.write(request, json.dumps(msg).encode())
+                # one datagram, well under the socket's buffer: sent at once, never blocks
+                _send(request, msg, fds)
                 return pid, parent_end
             except OSError:  # it died meanwhile (reaped later): fork one now instead
                 parent_end.close()
             finally:
-                os.close(request)  # EOF: the embryo has the whole request
-        return self._fork(lambda sock: self._child(msg, sock))
+                request.close()
+        return self._fork(lambda sock: self._child(msg, sock, fds))
 
     def _prefork(self) -> None:
         """Fork the embryo for the next request, unless there is one or this zygote retired."""
         if self.embryo is not None or self.retired:
             return
-        r, w = os.pipe2(os.O_CLOEXEC)
+        r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid, parent_end = self._fork(lambda sock: self._embryo(r, w, sock))
         except Exception:  # no embryo: the next request forks for itself
-            os.close(w)
+            w.close()
             return
         finally:
-            os.close(r)
+            r.close()
         self.embryo = (pid, parent_end, w)
 
     def _drop_embryo(self) -> None:
@@ -228,26 +234,24 @@ class Zygote:
         embryo, self.embryo = self.embryo, None
         if embryo is not None:
             embryo[1].close()
-            os.close(embryo[2])
+            embryo[2].close()
 
-    def _embryo(self, r: int, w: int, sock: socket.socket) -> NoReturn:
+    def _embryo(self, r: socket.socket, w: socket.socket, sock: socket.socket) -> NoReturn:
         """The child forked ahead: it holds nothing of the zygote's but what a child holds at
         fork, runs nothing, and waits for its spawn request (EOF without one: exit)."""
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.ctl.close()
-            os.close(w)
-            chunks = []
-            while chunk := os.read(r, 1 << 16):
-                chunks.append(chunk)
-            os.close(r)
-            if not chunks:
+            w.close()
+            data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, 4)
+            r.close()
+            if not data:
                 os._exit(0)
-            msg = json.loads(b"".join(chunks))
+            msg = json.loads(data)
         except BaseException:
             os._exit(70)
-        self._child(msg, sock)
+        self._child(msg, sock, fds)
 
     def _fork(self, child: Any) -> tuple[int, socket.socket]:
         """Fork ``child(session socket)`` as pid 1 of a new pid namespace (under the jail)."""
@@ -272,7 +276,7 @@ class Zygote:
         self.children.add(pid)
         return pid, parent_end
 
-    def _child(self, msg: dict[str, Any], sock: socket.socket) -> NoReturn:
+    def _child(self, msg: dict[str, Any], sock: socket.socket, fds: list[int]) -> NoReturn:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -286,6 +290,7 @@ class Zygote:
                 spec.seccomp_bpf = self.seccomp_bpf
                 spec.cap_last = self.cap_last
                 spec.env = msg["env"]
+                spec.workspace_fd = fds[0] if fds else -1
                 self.jail_module.enter(spec, sock.fileno())
             else:
                 self._enter_unsafe(msg, sock.fileno())

@@ -162,13 +162,18 @@ class ZygoteBackend(Backend):
             zs = self._zygotes[key] = ZygoteSet(
                 preload, pool.zygote_max_children, config, self._zygote_env(), command
             )
+        request = self._spawn_request(slot, pool, rt)
         for _ in range(SPAWN_ATTEMPTS):
             zygote = await zs.get()
+            fds = self._spawn_fds(slot)
             try:
-                kernel = await zygote.spawn(self._spawn_request(slot, pool, rt))
+                kernel = await zygote.spawn(request, fds)
                 break
             except ZygoteRetired:
                 continue  # rotated under a burst: the next get() returns its successor
+            finally:
+                for fd in fds:
+                    os.close(fd)
         else:
             raise errors.SandboxError(
                 "zygotes kept retiring before forking; raise zygote_max_children"
@@ -185,6 +190,10 @@ class ZygoteBackend(Backend):
     @abstractmethod
     def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         """The zygote's fork request for ``slot`` (docs in sandbox/zygote.py)."""
+
+    def _spawn_fds(self, slot: Slot) -> list[int]:
+        """Descriptors the fork request carries (fresh for each attempt; closed after it)."""
+        return []
 
     @abstractmethod
     async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
