@@ -29,6 +29,8 @@ async def small(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engin
             PoolConfig(name="small", max_sessions=3, ready_sessions=1, cooldown_seconds=600),
             PoolConfig(name="cool", ready_sessions=0, cooldown_seconds=0.5),
             PoolConfig(name="rotate", ready_sessions=0, zygote_max_children=2),
+            # a zygote set of its own (the key holds max children): forks made at once
+            PoolConfig(name="rotate-burst", ready_sessions=0, zygote_max_children=3),
             PoolConfig(name="burst", ready_sessions=0, cooldown_seconds=600),
             # a zygote of its own (no other pool's refill takes its forked-ahead child)
             PoolConfig(name="prefork", ready_sessions=0, zygote_max_children=50),
@@ -138,6 +140,35 @@ async def test_zygote_is_rotated_after_max_children(small: Engine) -> None:
         assert r.result is not None and r.result.data["text/plain"] == "42"
     for i in range(3):
         await pool.delete(f"rot-{i}")
+
+
+async def test_max_children_holds_for_sessions_allocated_at_once(small: Engine) -> None:
+    """Allocations made at once cannot all pass the zygote's check before any has forked:
+    no zygote forks more than zygote_max_children live sessions, and every session works."""
+    pool = small.pool("rotate-burst")
+    names = [f"rb-{i}" for i in range(8)]
+    sessions = await asyncio.gather(*(pool.acquire(n) for n in names))
+    try:
+        zygotes = small.backend.zygote_set(pool.config)
+        assert zygotes is not None
+        handles = [z for z in [zygotes.current, *zygotes.retired] if z is not None]
+        assert sum(z.spawned for z in handles) == len(names)
+        assert max(z.spawned for z in handles) <= 3
+        # the sessions really are the zygotes' children: the host's view, not the counters
+        parents = [int(_ppid(s.kernel.pid)) for s in sessions if s.kernel is not None]
+        assert len(parents) == len(names)
+        assert max(parents.count(p) for p in set(parents)) <= 3
+        for s in sessions:
+            r = await s.execute("6 * 7")
+            assert r.result is not None and r.result.data["text/plain"] == "42"
+    finally:
+        for n in names:
+            await pool.delete(n)
+
+
+def _ppid(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[1]
 
 
 async def test_killing_the_zygote_spares_sessions_and_is_repaired(small: Engine) -> None:

@@ -129,6 +129,10 @@ class ZygoteHandle:
         self._in_flight = asyncio.Semaphore(MAX_SPAWNS_IN_FLIGHT)
         self.dead = False
         self.retired = False
+        #: forks promised to callers of ``ZygoteSet.get`` and not answered yet
+        self.claimed = 0
+        #: full: retires once the claimed forks are answered (``ZygoteSet.release``)
+        self.retiring = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -59,7 +59,7 @@ class ZygoteSet:
         command: list[str],
     ) -> None:
         self.preload = preload
-        self.max_children = max_children
+        self.max_children = max(1, max_children)
         self.config = {**config, "preload": list(preload)}
         self.env = env
         self.command = command
@@ -68,21 +68,35 @@ class ZygoteSet:
         self._starting: asyncio.Task[ZygoteHandle] | None = None
 
     async def get(self) -> ZygoteHandle:
-        z = self.current
-        if z is not None and not z.dead and not z.retired and len(z.live) < self.max_children:
-            return z
-        if z is not None:
-            self.current = None
-            if not z.dead and not z.retired:
-                z.retire()
+        """The zygote to fork from, with one fork claimed on it (the caller forks, then calls
+        ``release``). Claims count toward max_children with the live children: spawns made at
+        once cannot all pass the check before any of them has forked (a burst of 500 went to
+        one zygote of max 200). A full zygote retires once its claimed forks are answered."""
+        while True:
+            z = self.current
+            if z is not None and not z.dead and not z.retired and not z.retiring:
+                if len(z.live) + z.claimed < self.max_children:
+                    z.claimed += 1
+                    return z
+                z.retiring = True
                 self.retired.append(z)
-        if self._starting is None:
-            self._starting = asyncio.create_task(self._start())
-        try:
-            return await asyncio.shield(self._starting)
-        finally:
-            if self._starting is not None and self._starting.done():
-                self._starting = None
+                if not z.claimed:
+                    z.retire()
+            self.current = None
+            if self._starting is None:
+                self._starting = asyncio.create_task(self._start())
+            try:
+                await asyncio.shield(self._starting)  # then claim on it, if still room
+            finally:
+                if self._starting is not None and self._starting.done():
+                    self._starting = None
+
+    @staticmethod
+    def release(z: ZygoteHandle) -> None:
+        """A fork claimed by ``get`` is over (forked or failed)."""
+        z.claimed -= 1
+        if z.retiring and not z.claimed and not z.retired:
+            z.retire()
 
     async def _start(self) -> ZygoteHandle:
         z = ZygoteHandle(self.config, self.env, self.command)
@@ -165,15 +179,18 @@ class ZygoteBackend(Backend):
         request = self._spawn_request(slot, pool, rt)
         for _ in range(SPAWN_ATTEMPTS):
             zygote = await zs.get()
-            fds = self._spawn_fds(slot)
             try:
-                kernel = await zygote.spawn(request, fds)
-                break
+                fds = self._spawn_fds(slot)
+                try:
+                    kernel = await zygote.spawn(request, fds)
+                    break
+                finally:
+                    for fd in fds:
+                        os.close(fd)
             except ZygoteRetired:
-                continue  # rotated under a burst: the next get() returns its successor
+                continue  # retired meanwhile: the next get() returns its successor
             finally:
-                for fd in fds:
-                    os.close(fd)
+                zs.release(zygote)
         else:
             raise errors.SandboxError(
                 "zygotes kept retiring before forking; raise zygote_max_children"
