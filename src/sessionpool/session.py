@@ -113,11 +113,14 @@ class Session:
         warm_up: bool = True,
         stats: PoolStats | None = None,
         egress: EgressProxy | None = None,
+        slot: Slot | None = None,
     ) -> Session:
-        """Reserve a slot and fork a kernel into it. Sessions for the ready pool also run a
-        throwaway cell, so the user's first cell does not pay the copy-on-write faults; an
-        on-demand session skips it (the user's cell would wait for it anyway)."""
-        slot = await backend.create_slot(pool)
+        """Reserve a slot (or take ``slot``, made ahead) and fork a kernel into it. Sessions
+        for the ready pool also run a throwaway cell, so the user's first cell does not pay the
+        copy-on-write faults; an on-demand session skips it (the user's cell would wait for it
+        anyway)."""
+        if slot is None:
+            slot = await backend.create_slot(pool)
         session = cls(pool, backend, slot, stats, egress)
         try:
             await session._start_kernel()

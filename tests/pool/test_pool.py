@@ -16,6 +16,8 @@ import pytest
 from sessionpool import errors
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
+from sessionpool.pool import Pool
+from sessionpool.sandbox.backend import Slot
 from sessionpool.types import ExecutionStatus
 
 pytestmark = pytest.mark.jail
@@ -169,6 +171,39 @@ async def test_max_children_holds_for_sessions_allocated_at_once(small: Engine) 
 def _ppid(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[1]
+
+
+async def test_an_on_demand_session_takes_the_slot_made_ahead(tmp_path: Path) -> None:
+    """After an on-demand allocation the pool makes the next one's slot (workspace, cgroups)
+    in the background; the next on-demand session gets it, fresh, and closing the pool
+    releases a slot nobody took."""
+    eng = Engine(EngineConfig(data_dir=tmp_path), [PoolConfig(name="spare", ready_sessions=0)])
+    await eng.start()
+    try:
+        pool = eng.pool("spare")
+        first = await pool.acquire("first")
+        spare = await _spare(pool)
+        assert spare is not first.slot
+        second = await pool.acquire("second")
+        assert second.slot is spare
+        r = await second.execute(
+            "import os; open('/mnt/data/f', 'w').write('x'); os.listdir('/mnt/data')"
+        )
+        assert r.result is not None and r.result.data["text/plain"] == "['f']"
+        assert (spare.workspace.path / "f").read_text() == "x"
+        left = await _spare(pool)  # made after the second allocation, never taken
+        assert os.path.ismount(left.workspace.path)
+    finally:
+        await eng.close()
+    assert not left.workspace.path.exists()
+
+
+async def _spare(pool: Pool) -> Slot:
+    for _ in range(200):
+        if pool.spare_slot is not None:
+            return pool.spare_slot
+        await asyncio.sleep(0.02)
+    raise AssertionError("no slot was made ahead")
 
 
 async def test_killing_the_zygote_spares_sessions_and_is_repaired(small: Engine) -> None:

@@ -18,7 +18,7 @@ from collections import deque
 from sessionpool import errors
 from sessionpool.config import PoolConfig
 from sessionpool.egress.proxy import EgressProxy
-from sessionpool.sandbox.backend import Backend
+from sessionpool.sandbox.backend import Backend, Slot
 from sessionpool.session import Session
 from sessionpool.telemetry import PoolStats
 from sessionpool.types import RuntimeInfo
@@ -29,6 +29,8 @@ MAX_IDENTIFIER = 256
 REFILL_RETRY_SECONDS = 1.0
 #: the longest a refill waits for running cells before forking anyway (no starvation)
 REFILL_YIELD_SECONDS = 0.05
+#: how long after an on-demand allocation the next one's slot is made (``Pool._make_spare``)
+SPARE_DELAY_SECONDS = 0.01
 #: the longest an allocation refused by memory admission waits for a refill's session
 REFILL_WAIT_SECONDS = 30.0
 
@@ -88,6 +90,10 @@ class Pool:
         self._refilling = 0
         #: allocations waiting for the refill's next session (admission refused them a fork)
         self._waiters: deque[asyncio.Future[Session]] = deque()
+        #: a slot (uid, workspace, cgroups; no process, no memory) made ahead for the next
+        #: on-demand session, once this pool has made one: ~1 ms that allocation would wait for
+        self._spare: Slot | None = None
+        self._spare_task: asyncio.Task[None] | None = None
         self.last_refill_error: str | None = None
         #: allocations here, and executions, timeouts, kills and uploads of its sessions
         self.stats = PoolStats()
@@ -108,11 +114,15 @@ class Pool:
     async def close(self, deadline_s: float = 10.0) -> None:
         self._closing = True
         self._refuse_waiters(errors.PoolClosed(self.name))
-        for task in self._tasks:
+        tasks = self._tasks + ([self._spare_task] if self._spare_task is not None else [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await asyncio.to_thread(self.backend.release_slot, spare)
         end = time.monotonic() + deadline_s
         # allocations in flight finish (and close themselves, seeing _closing) first
         while self._allocating and time.monotonic() < end:
@@ -127,6 +137,11 @@ class Pool:
     @property
     def ready_count(self) -> int:
         return len(self._ready)
+
+    @property
+    def spare_slot(self) -> Slot | None:
+        """The slot made ahead for the next on-demand session, if there is one."""
+        return self._spare
 
     def runtime(self) -> RuntimeInfo:
         return self.backend.runtime_info(self.config)
@@ -219,11 +234,18 @@ class Pool:
                 raise
             return await self._wait_for_refill()
         self._creating += 1
+        slot, self._spare = self._spare, None
         try:
             session = await Session.create(
-                self.config, self.backend, warm_up=False, stats=self.stats, egress=self.egress
+                self.config,
+                self.backend,
+                warm_up=False,
+                stats=self.stats,
+                egress=self.egress,
+                slot=slot,
             )
             self.stats.allocations["on_demand"] += 1
+            self._make_spare()
             return session
         except errors.ServiceError:
             raise
@@ -231,6 +253,28 @@ class Pool:
             raise errors.SandboxError(f"a new session could not start: {exc}") from exc
         finally:
             self._creating -= 1
+
+    def _make_spare(self) -> None:
+        """Make the next on-demand session's slot in the background."""
+        if self._spare is None and not self._closing and self._spare_task is None:
+            self._spare_task = asyncio.create_task(self._new_spare(), name=f"spare:{self.name}")
+
+    async def _new_spare(self) -> None:
+        try:
+            # after the cell its allocation was for, not during it (that cell starts running
+            # a moment after the allocation returns)
+            await asyncio.sleep(SPARE_DELAY_SECONDS)
+            await self._yield_to_users()
+            try:
+                slot = await self.backend.create_slot(self.config)
+            except Exception:  # the next on-demand session makes its own, and says why
+                return
+            if self._closing or self._spare is not None:
+                await asyncio.to_thread(self.backend.release_slot, slot)
+                return
+            self._spare = slot
+        finally:
+            self._spare_task = None
 
     async def _wait_for_refill(self) -> Session:
         """The refill's next session, for an allocation memory admission refused a fork of its
