@@ -18,6 +18,7 @@ from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.pool import Pool
 from sessionpool.sandbox.backend import Slot
+from sessionpool.sandbox.runtimes import JAIL_BUILD
 from sessionpool.types import ExecutionStatus
 
 pytestmark = pytest.mark.jail
@@ -256,6 +257,46 @@ async def test_a_spawn_takes_the_child_forked_ahead_and_another_is_forked(small:
     assert following not in (first.kernel.pid, embryo)
     await pool.delete("prefork-1")
     await pool.delete("prefork-2")
+
+
+def _mounts(pid: int) -> dict[str, str]:
+    """Mount point -> its options, in the mount namespace of process ``pid``."""
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return {line.split()[4]: line.split()[5] for line in f}
+
+
+async def test_the_child_forked_ahead_builds_the_jails_skeleton_before_its_request(
+    small: Engine,
+) -> None:
+    """The embryo has its own mount namespace with the read-only root skeleton built, none of
+    a session's own mounts (/tmp, /dev/shm, the workspace); the session it becomes has them."""
+    pool = small.pool("prefork")
+    await pool.acquire("skeleton-1")
+    zygote = small.backend.zygote_set(pool.config).current
+    assert zygote is not None
+    embryo = await _embryo(zygote.pid, set(zygote.live))
+    for _ in range(200):
+        mounts = _mounts(embryo)
+        if f"{JAIL_BUILD}/proc" in mounts:  # the skeleton's last mount
+            break
+        await asyncio.sleep(0.01)
+    assert os.readlink(f"/proc/{embryo}/ns/mnt") != os.readlink(f"/proc/{zygote.pid}/ns/mnt")
+    assert mounts[JAIL_BUILD].split(",")[0] == "ro"
+    assert f"{JAIL_BUILD}/usr" in mounts
+    for own in ("/tmp", "/dev/shm", "/mnt/data"):
+        assert JAIL_BUILD + own not in mounts
+    second = await pool.acquire("skeleton-2")
+    assert second.kernel is not None and second.kernel.pid == embryo
+    tmp_bytes = pool.config.limits.tmp_bytes
+    r = await second.execute(
+        "import os; s = os.statvfs('/tmp'); open('/mnt/data/f', 'w').write('x'); "
+        "s.f_blocks * s.f_frsize, os.path.ismount('/dev/shm'), os.path.ismount('/mnt/data')"
+    )
+    assert r.result is not None
+    assert r.result.data["text/plain"] == f"({tmp_bytes}, True, True)"
+    assert (second.slot.workspace.path / "f").read_text() == "x"
+    await pool.delete("skeleton-1")
+    await pool.delete("skeleton-2")
 
 
 async def test_a_retired_zygote_exits_though_it_had_a_child_forked_ahead(small: Engine) -> None:

@@ -17,6 +17,10 @@ CLONE_NEWPID before forking). In order:
    namespaces, mapping root inside to that uid only; /proc read-only; hostname; loopback up;
 5. rlimits; every capability dropped and root locked out (securebits); no_new_privs; seccomp.
 
+Step 1 and step 2 but the session's own mounts (its /tmp, /dev/shm and workspace) are the same for
+every session of a zygote: the zygote's embryo does them before its request arrives (``prepare``),
+off the allocation's path, and step 0 follows them then.
+
 Any failure raises; the caller reports it on the socket and exits, so a half-built jail never
 runs code. ``JailSpec`` is plain data so the zygote can build it from a JSON request.
 """
@@ -93,8 +97,10 @@ def _mkpoint(path: str, is_dir: bool) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 
 
-def _build_root(spec: JailSpec) -> str:
-    """Build the session's root under ``spec.root``; returns the directory to pivot into."""
+def _build_skeleton(spec: JailSpec) -> str:
+    """Build what every session of the zygote has in its root under ``spec.root``: all but
+    its sized /tmp and /dev/shm and its workspace (``_finish_root``). Returns the directory
+    to pivot into."""
     root = spec.root
     nosuid_nodev = linux.MS_NOSUID | linux.MS_NODEV
     linux.mount("tmpfs", root, "tmpfs", nosuid_nodev, "size=4m,nr_inodes=4096,mode=0755")
@@ -126,16 +132,13 @@ def _build_root(spec: JailSpec) -> str:
     }
     for name, text in generated.items():
         _write(f"{etc}/{name}", text)
-    # private, size-capped /tmp and /dev/shm first: a bind below them must land on top of the
-    # tmpfs, not be hidden by it
-    tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
+    # mount points of the session's own /tmp and /dev/shm (``_finish_root``); no bind is
+    # below them
     dev = f"{new}/dev"
     if spec.image:
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "size=64k,mode=0755")
     os.makedirs(f"{dev}/shm", exist_ok=True)
-    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
     os.makedirs(f"{new}/tmp", exist_ok=True)
-    linux.mount("tmpfs", f"{new}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     for src in sorted(spec.ro_binds):
         if not os.path.exists(src):
             continue
@@ -175,24 +178,33 @@ def _build_root(spec: JailSpec) -> str:
     os.symlink("pts/ptmx", f"{dev}/ptmx")
     if spec.image:
         linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID)
-    # the session's workspace
+    # the session's workspace goes here
     os.makedirs(f"{new}/mnt/data", exist_ok=True)
     if not spec.image:
         # E2B's home (the SDKs' default directory) is the workspace
         os.makedirs(f"{new}/home", exist_ok=True)
         os.symlink("/mnt/data", f"{new}/home/user")
+    # /proc of the new pid namespace: the session sees only its own processes
+    os.makedirs(f"{new}/proc", exist_ok=True)
+    linux.mount("proc", f"{new}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
+    # the skeleton is complete: nothing in it may change from now on (mounts on it may)
+    linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | nosuid_nodev)
+    return new
+
+
+def _finish_root(spec: JailSpec, new: str) -> None:
+    """Mount what is the session's own on the skeleton: a sized /tmp and /dev/shm, and its
+    workspace on /mnt/data."""
+    nosuid_nodev = linux.MS_NOSUID | linux.MS_NODEV
+    tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
+    linux.mount("tmpfs", f"{new}/dev/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
+    linux.mount("tmpfs", f"{new}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     if spec.workspace_fd < 0:
         raise ValueError("no workspace mount came with the spawn request")
     linux.move_mount(spec.workspace_fd, f"{new}/mnt/data")
     os.close(spec.workspace_fd)
     spec.workspace_fd = -1
     linux.mount(None, f"{new}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
-    # /proc of the new pid namespace: the session sees only its own processes
-    os.makedirs(f"{new}/proc", exist_ok=True)
-    linux.mount("proc", f"{new}/proc", "proc", nosuid_nodev | linux.MS_NOEXEC)
-    # the skeleton is complete: nothing in it may change from now on
-    linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | nosuid_nodev)
-    return new
 
 
 def _loopback_up() -> None:
@@ -203,22 +215,42 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
 
-def enter(spec: JailSpec, keep_fd: int) -> None:
-    """Turn the calling process into a jailed session. Raises on any failure."""
-    # Into the session's cgroups before anything else, so every page and process of the jail
-    # is charged there. "0" moves the calling thread only, which skips the global lock a
-    # whole-process move takes (and its RCU grace period); a forked child is one thread.
-    for path in spec.cgroup_files:
-        _write(path, "0")
+def prepare(spec: JailSpec, keep: set[int]) -> str:
+    """The part of the jail that no session's request changes: a new session, fds 0-2 on
+    /dev/null and every other fd but ``keep`` closed, a private mount namespace and the root's
+    skeleton (``_build_skeleton``). Returns the new root. The embryo does it before its request
+    arrives (``zygote``), off the allocation's path."""
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    linux.close_fds_except({0, 1, 2, keep_fd, spec.workspace_fd})
-
+    linux.close_fds_except({0, 1, 2, *keep})
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    new_root = _build_root(spec)
+    return _build_skeleton(spec)
+
+
+def same_skeleton(a: dict[str, object], b: dict[str, object]) -> bool:
+    """Whether two spawn requests' ``jail`` fields build the same skeleton (``prepare``)."""
+    return all(a.get(k) == b.get(k) for k in ("root", "ro_binds", "image", "hostname"))
+
+
+def enter(spec: JailSpec, keep_fd: int, prepared: str = "") -> None:
+    """Turn the calling process into a jailed session. Raises on any failure. ``prepared``:
+    the root ``prepare`` built for a spec with the same skeleton (the embryo's)."""
+    # Into the session's cgroups before anything else, so every page and process of the jail
+    # is charged there (a prepared skeleton's few mounts were charged where its embryo was
+    # forked, as that fork's page tables were). "0" moves the calling thread only, which skips
+    # the global lock a whole-process move takes (and its RCU grace period); a forked child is
+    # one thread.
+    for path in spec.cgroup_files:
+        _write(path, "0")
+    if prepared:
+        linux.close_fds_except({0, 1, 2, keep_fd, spec.workspace_fd})
+        new_root = prepared
+    else:
+        new_root = prepare(spec, {keep_fd, spec.workspace_fd})
+    _finish_root(spec, new_root)
 
     # Pivot as host root, before the user namespace: mounts copied into a less privileged
     # namespace are locked, and pivot_root refuses a locked new root.

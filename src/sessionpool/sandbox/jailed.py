@@ -160,10 +160,30 @@ class JailBackend(ZygoteBackend):
         # built here, not in the zygote: the libseccomp binding is the server's, not the runtime's
         self._seccomp_bpf = base64.b64encode(build_filter_bpf()).decode()
 
-    def _zygote_config(self) -> dict[str, Any]:
+    def _zygote_config(self, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         # the zygote's home is in its private /opt: no host path in the memory sessions inherit
         env = {"HOME": ZYGOTE_HOME, "MPLCONFIGDIR": f"{ZYGOTE_HOME}/matplotlib"}
-        return {"jail": True, "env": env, "seccomp_bpf": self._seccomp_bpf}
+        return {
+            "jail": True,
+            "env": env,
+            "seccomp_bpf": self._seccomp_bpf,
+            "jail_skeleton": self._skeleton(pool, runtime),
+        }
+
+    @staticmethod
+    def _skeleton(pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
+        """The ``jail`` fields that are the same for every session of a zygote (its key holds
+        the image and the runtime): what an embryo builds ahead (``jail.prepare``)."""
+        # an image brings its own /usr; a Node.js kernel needs no Python runtime
+        binds = [KERNEL_MOUNT] if pool.image else ["/usr", KERNEL_MOUNT]
+        if runtime.kind == "python":
+            binds.append(PYTHON_MOUNT)
+        return {
+            "root": JAIL_BUILD,
+            "ro_binds": binds,
+            "image": IMAGE_MOUNT if pool.image else "",
+            "hostname": "sandbox",
+        }
 
     async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
         """The launcher sets up the zygote's mount namespace (``launch``), then execs it."""
@@ -250,19 +270,13 @@ class JailBackend(ZygoteBackend):
     def _spawn_request(self, slot: Slot, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         assert slot.uid is not None
         limits = slot.limits
-        # an image brings its own /usr; a Node.js kernel needs no Python runtime
-        binds = [KERNEL_MOUNT] if pool.image else ["/usr", KERNEL_MOUNT]
-        if runtime.kind == "python":
-            binds.append(PYTHON_MOUNT)
         kernel = self._kernel_request(runtime, "/tmp", PYTHON_MOUNT, KERNEL_LIB)
         if pool.network != "off":
             kernel["env"].update(proxy_env(SESSION_CA_BUNDLE))
         return {
             "jail": {
+                **self._skeleton(pool, runtime),
                 "uid": slot.uid,
-                "root": JAIL_BUILD,
-                "ro_binds": binds,
-                "image": IMAGE_MOUNT if pool.image else "",
                 "tmp_bytes": limits.tmp_bytes,
                 "open_files": limits.open_files,
                 "file_bytes": limits.disk_bytes,

@@ -22,11 +22,13 @@ Each child becomes pid 1 of a new pid namespace with a single fork: the zygote u
 CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 
 The zygote forks one child ahead of demand (the "embryo", as Android's zygote keeps
-unspecialized app processes): it waits, runs nothing, for the next spawn request (and its fds) on
-a socket,
-then builds that session's jail. Forking a zygote that holds ~90 MB of anonymous memory costs
-milliseconds of page-table copying; this way a spawn does not wait for it. The next embryo is
-forked as soon as the spawn is answered; a request that finds none forks for itself.
+unspecialized app processes): it builds the part of the jail no request changes
+(``jail.prepare``: its mount namespace and its root's skeleton, which the host sends in the
+configuration), then waits, running nothing else, for the next spawn request (and its fds) on a
+socket, then builds the rest of that session's jail. Forking a zygote that holds ~90 MB of
+anonymous memory costs milliseconds of page-table copying; this way a spawn does not wait for
+it. The next embryo is forked as soon as the spawn is answered; a request that finds none forks
+for itself.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class Zygote:
         #: built by the host (its libseccomp binding is not the runtime's business)
         self.seccomp_bpf = base64.b64decode(config.get("seccomp_bpf", ""))
         self.pidns_fd = -1
+        #: the ``jail`` fields every spawn request of this zygote shares: the embryo builds
+        #: that much of its jail before its request arrives (``jail.prepare``)
+        self.skeleton: dict[str, Any] = config.get("jail_skeleton") or {}
         if self.jail:
             from sessionpool.sandbox import jail
 
@@ -203,6 +208,13 @@ class Zygote:
 
     def _spawn(self, msg: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket]:
         embryo, self.embryo = self.embryo, None
+        jail = msg.get("jail")
+        prepared = embryo is not None and bool(self.skeleton) and bool(jail)
+        if prepared and not self.jail_module.same_skeleton(self.skeleton, jail):
+            # never expected (the host builds both alike): a fresh child builds it all
+            self.embryo = embryo
+            self._drop_embryo()
+            embryo = None
         if embryo is not None:
             pid, parent_end, request = embryo
             try:
@@ -244,6 +256,12 @@ class Zygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.ctl.close()
             w.close()
+            prepared = ""
+            if self.jail and self.skeleton:
+                # a separate spec: enter() adds the bind of /bin etc. to its ro_binds
+                skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
+                spec = self.jail_module.JailSpec(uid=-1, **skeleton)
+                prepared = self.jail_module.prepare(spec, {r.fileno(), sock.fileno()})
             data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, 4)
             r.close()
             if not data:
@@ -251,7 +269,7 @@ class Zygote:
             msg = json.loads(data)
         except BaseException:
             os._exit(70)
-        self._child(msg, sock, fds)
+        self._child(msg, sock, fds, prepared)
 
     def _fork(self, child: Any) -> tuple[int, socket.socket]:
         """Fork ``child(session socket)`` as pid 1 of a new pid namespace (under the jail)."""
@@ -276,7 +294,9 @@ class Zygote:
         self.children.add(pid)
         return pid, parent_end
 
-    def _child(self, msg: dict[str, Any], sock: socket.socket, fds: list[int]) -> NoReturn:
+    def _child(
+        self, msg: dict[str, Any], sock: socket.socket, fds: list[int], prepared: str = ""
+    ) -> NoReturn:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -291,7 +311,7 @@ class Zygote:
                 spec.cap_last = self.cap_last
                 spec.env = msg["env"]
                 spec.workspace_fd = fds[0] if fds else -1
-                self.jail_module.enter(spec, sock.fileno())
+                self.jail_module.enter(spec, sock.fileno(), prepared)
             else:
                 self._enter_unsafe(msg, sock.fileno())
             argv = msg.get("exec")

@@ -169,7 +169,7 @@ class ZygoteBackend(Backend):
         if zs is None:
             command = await self._zygote_command(rt, pool)
             config = {
-                **self._zygote_config(),
+                **self._zygote_config(pool, rt),
                 "exec": rt.kind != "python",
                 "memory_merge": pool.memory_merge,
             }
@@ -221,7 +221,7 @@ class ZygoteBackend(Backend):
 
     # -- shared pieces --------------------------------------------------------------------------
 
-    def _zygote_config(self) -> dict[str, Any]:
+    def _zygote_config(self, pool: PoolConfig, runtime: Runtime) -> dict[str, Any]:
         cache = self.data_dir / "cache"
         # set by the zygote at run time, so they never show in a session's /proc/self/environ
         env = {"HOME": str(cache), "MPLCONFIGDIR": str(cache / "matplotlib")}
