@@ -59,6 +59,12 @@ def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None)
         ctl.send(data)
 
 
+def _close_all(fds: list[int]) -> None:
+    """Close ``fds`` and empty the list, so that closing it again closes nothing."""
+    while fds:
+        os.close(fds.pop())
+
+
 class Zygote:
     def __init__(self, ctl: socket.socket, config: dict[str, Any]) -> None:
         from sessionpool.sandbox import linux
@@ -147,8 +153,7 @@ class Zygote:
                     try:
                         self._handle(json.loads(data), fds)
                     finally:
-                        for fd in fds:  # a child holds its own copies by now
-                            os.close(fd)
+                        _close_all(fds)  # what _handle did not close already
             if self.retired:
                 self._drop_embryo()
             if self.retired and not self.children:
@@ -182,6 +187,7 @@ class Zygote:
             try:
                 pid, parent_end = self._spawn(msg, fds)
             except Exception:
+                _close_all(fds)
                 _send(
                     self.ctl,
                     {
@@ -191,6 +197,8 @@ class Zygote:
                     },
                 )
                 return
+            # the child has its own copies: the next embryo (below) must not inherit them
+            _close_all(fds)
             pidfd = os.pidfd_open(pid)
             try:
                 _send(
