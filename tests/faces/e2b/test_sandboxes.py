@@ -65,7 +65,8 @@ async def test_a_sandbox_lives_to_its_timeout_not_the_pools_cooldown(
     http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     key = e2b_key(tmp_path, "acme")
-    sbx = await create(http, key, timeout=4, envVars={"MODE": "e2b"})
+    # a wide margin over the 2 s idle wait: a stalled machine must not reach the timeout
+    sbx = await create(http, key, timeout=10, envVars={"MODE": "e2b"})
     await run(http, sbx, "x = 41")
     await asyncio.sleep(2.0)  # idle twice the cooldown: a plain session would be gone
     lines = await run(http, sbx, "import os; (x + 1, os.environ['MODE'])")
