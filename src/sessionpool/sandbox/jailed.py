@@ -214,8 +214,7 @@ class JailBackend(ZygoteBackend):
         """Unmount workspaces a crashed earlier server left behind."""
         prefix = str(self.workspaces) + "/"
         try:
-            with open("/proc/self/mountinfo") as f:
-                points = [line.split()[4] for line in f]
+            points = linux.mount_points()
         except OSError:
             return
         for point in points:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -48,18 +47,13 @@ def boot_code(lib: str) -> str:
     )
 
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
 def drop_mounts_under(directory: str) -> None:
     """Unmount, in this namespace only, what the host has mounted under ``directory``: the
     workspaces of the sessions live when this zygote starts (a rotation's successor starts with
     hundreds), which every child's namespace would otherwise copy."""
     prefix = directory.rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        # mountinfo writes a space, tab, newline or backslash in a path as an octal escape
-        points = [_OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f]
-    for point in reversed(points):  # the newest first: a mount on top before the one below
+    # the newest first: a mount on top before the one below
+    for point in reversed(linux.mount_points()):
         if point.startswith(prefix):
             linux.umount2(point, linux.MNT_DETACH)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import struct
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -118,6 +119,17 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(SYS_pivot_root, new_root.encode(), put_old.encode()))
+
+
+#: mountinfo writes a space, tab, newline or backslash in a path as an octal escape
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def mount_points() -> list[str]:
+    """This mount namespace's mount points, in ``/proc/self/mountinfo``'s order (the oldest
+    first), their octal escapes decoded."""
+    with open("/proc/self/mountinfo") as f:
+        return [_OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f]
 
 
 def open_tree_clone(path: str) -> int:
