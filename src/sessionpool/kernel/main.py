@@ -103,8 +103,14 @@ class Kernel:
         self._send_lock = threading.Lock()
         #: started by the first streaming cell: a session that never streams keeps two threads
         self._sender: threading.Thread | None = None
-        #: requests for the main thread (cells and commands), from the reader thread
+        #: requests for the main thread (cells and commands) that the drain thread read while
+        #: the main thread was busy
         self._requests: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        #: held by whichever thread reads a message off the socket (one frame at a time)
+        self._read_lock = threading.Lock()
+        #: the drain thread's epoll: it watches the socket for input only while the main
+        #: thread is busy (``_watch_input``); an idle main thread reads the socket itself
+        self._epoll: select.epoll | None = None
         #: the processes of the process service (``proc_*`` requests), served while a cell
         #: runs; made after the fork (its pipes and selector must be the session's own)
         self.procs: Processes | None = None
@@ -133,6 +139,12 @@ class Kernel:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(chld_w, warn_on_full_buffer=False)
         self.shell.before_write = self._drain_once
+        self._epoll = select.epoll()
+        for r in self._pipes:
+            self._epoll.register(r, select.EPOLLIN)
+        self._epoll.register(self._chld_r, select.EPOLLIN)
+        assert self.sock is not None
+        self._epoll.register(self.sock.fileno(), select.EPOLLRDHUP)
         threading.Thread(target=self._drain_forever, name="fd-drain", daemon=True).start()
 
     def _drain_once(self) -> None:
@@ -151,21 +163,20 @@ class Kernel:
                         out.write(name, text)
 
     def _drain_forever(self) -> None:
-        """Keep fd pipes empty (a subprocess must never block on a full pipe) and exit when the
-        server goes away, even in the middle of a cell."""
-        poller = select.poll()
-        for r in self._pipes:
-            poller.register(r, select.POLLIN)
-        assert self.sock is not None
-        poller.register(self.sock.fileno(), select.POLLRDHUP)
-        chld_r = self._chld_r
-        poller.register(chld_r, select.POLLIN)
+        """Keep fd pipes empty (a subprocess must never block on a full pipe), read requests
+        while the main thread is busy, and exit when the server goes away, even in the middle
+        of a cell."""
+        assert self.sock is not None and self._epoll is not None
+        sock_fd, chld_r = self.sock.fileno(), self._chld_r
         zombies: set[int] = set()
         while True:
-            events = poller.poll(REAP_INTERVAL_MS if zombies else -1)
+            events = self._epoll.poll(REAP_INTERVAL_MS / 1000 if zombies else -1)
             for fd, ev in events:
-                if fd == self.sock.fileno() and ev & (select.POLLRDHUP | select.POLLHUP):
-                    os._exit(0)
+                if fd == sock_fd:
+                    if ev & select.EPOLLIN:
+                        self._read_while_busy()
+                    if ev & (select.EPOLLRDHUP | select.EPOLLHUP):
+                        os._exit(0)
                 if fd == chld_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(chld_r, 4096)
@@ -227,25 +238,70 @@ class Kernel:
         except OSError:
             os._exit(0)
 
-    def _read_forever(self) -> None:
-        """The reader thread: ``proc_*`` requests are answered here at once (a process can be
-        started, fed or signalled while a cell runs); everything else goes to the main thread,
-        which runs cells (IPython and its KeyboardInterrupt belong to the main thread)."""
+    def _recv(self) -> dict[str, Any]:
+        """One request off the socket (the caller holds ``_read_lock``); exits with the host."""
         assert self.sock is not None
+        try:
+            request, _ = protocol.recv_message(self.sock, max_blob=MAX_REQUEST)
+        except (EOFError, OSError, protocol.FrameError):
+            os._exit(0)
+        if request.get("op") == "exit":
+            os._exit(0)
+        return request
+
+    def _answer_now(self, request: dict[str, Any]) -> bool:
+        """Answer a ``proc_*`` request at once, from whichever thread read it (a process can be
+        started, fed or signalled while a cell runs). False for anything else."""
+        op = request.get("op")
+        if not (isinstance(op, str) and op.startswith("proc_")):
+            return False
+        if self.procs is None:
+            self.procs = Processes(self._send)
+        self.procs.handle(request)
+        return True
+
+    def _next_request(self) -> dict[str, Any]:
+        """The main thread's next request to run: one the drain thread queued while the main
+        thread was busy, else one read off the socket here. An idle kernel reads its own
+        socket: a request then wakes one thread, not a reader thread that hands it to the
+        main thread (under load that hand-off was a good part of a small cell's CPU)."""
         while True:
+            with self._read_lock:
+                try:
+                    return self._requests.get_nowait()
+                except queue.Empty:
+                    pass
+                request = self._recv()
+            if not self._answer_now(request):
+                return request
+
+    def _watch_input(self, busy: bool) -> None:
+        """While the main thread runs a request, the drain thread reads the socket."""
+        assert self.sock is not None and self._epoll is not None
+        events = select.EPOLLRDHUP | (select.EPOLLIN if busy else 0)
+        self._epoll.modify(self.sock.fileno(), events)
+
+    def _read_while_busy(self) -> None:
+        """On the drain thread: read what arrived while the main thread is busy. A request
+        the main thread picks up itself (it went idle meanwhile) is left to it: this thread
+        never waits for a request, so output keeps draining."""
+        assert self.sock is not None
+        if not self._read_lock.acquire(blocking=False):
+            return  # the main thread is reading
+        try:
             try:
-                request, _ = protocol.recv_message(self.sock, max_blob=MAX_REQUEST)
-            except (EOFError, OSError, protocol.FrameError):
+                waiting = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
                 os._exit(0)
-            op = request.get("op")
-            if op == "exit":
-                os._exit(0)
-            if isinstance(op, str) and op.startswith("proc_"):
-                if self.procs is None:
-                    self.procs = Processes(self._send)
-                self.procs.handle(request)
-            else:
+            if not waiting:
+                os._exit(0)  # the host closed the socket
+            request = self._recv()
+            if not self._answer_now(request):
                 self._requests.put(request)
+        finally:
+            self._read_lock.release()
 
     def serve(self, sock: socket.socket) -> NoReturn:
         self.sock = sock
@@ -256,9 +312,9 @@ class Kernel:
         _track_popens()
         self._capture_fds()
         protocol.send_message(sock, {"op": "ready", "pid": os.getpid(), "uid": os.getuid()})
-        threading.Thread(target=self._read_forever, name="reader", daemon=True).start()
         while True:
-            request = self._requests.get()
+            request = self._next_request()
+            self._watch_input(True)
             op = request.get("op")
             if op == "execute":
                 header, blobs = self.execute(request)
@@ -273,6 +329,7 @@ class Kernel:
             header["id"] = request.get("id")
             if op == "execute" and request.get("stream"):
                 self._flush_chunks()  # every chunk of the cell reaches the host before its reply
+            self._watch_input(False)
             self._send(header, blobs)
 
     def execute(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:

@@ -1,9 +1,10 @@
 """Processes the kernel runs and supervises for the host (the E2B process service).
 
-Runs inside the sandbox, on the session's runtime; standard library only. Requests arrive on
-the kernel's reader thread and are answered at once (never blocking it: a process that does
-not read its stdin gets an error, not a stuck kernel); one supervisor thread forwards every
-process's output as ``proc_data`` frames (raw bytes as a blob) and its end as ``proc_end``.
+Runs inside the sandbox, on the session's runtime; standard library only. Requests are answered
+at once by whichever kernel thread read them (the main thread while idle, the drain thread while
+a cell runs), never blocking it: a process that does not read its stdin gets an error, not a
+stuck kernel. One supervisor thread forwards every process's output as ``proc_data`` frames
+(raw bytes as a blob) and its end as ``proc_end``.
 Each process has its own session and process group, so a signal reaches what it started too.
 Spec: docs/protocol.md, *Processes*.
 """
@@ -63,7 +64,7 @@ class Processes:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread: threading.Thread | None = None
 
-    # -- requests (reader thread) -------------------------------------------------------------
+    # -- requests (the thread that read them) ----------------------------------------------------
 
     def handle(self, request: dict[str, Any]) -> None:
         """Answer one ``proc_*`` request (the reply carries the request's id)."""
