@@ -53,6 +53,12 @@ MAIN_READY, BURST_READY, SCALE_READY = 16, 8, 8
 BURST_DEFAULT = "burst-default"
 #: keeps no ready sessions: the pool exhausted, every new identifier forked on demand
 ONDEMAND = "ondemand"
+#: keeps as many ready sessions as the largest burst (made ahead of demand, as an operator
+#: sizes ``ready_sessions`` for the bursts they expect): the burst target's pool. BURST keeps
+#: 8, so its bursts measure how fast sessions are made on demand
+BURST_AHEAD = "burst-ahead"
+#: the mode suffix of BURST_AHEAD's burst row
+AHEAD_SUFFIX = ", {n} ready ahead"
 
 #: the suite's log, stamped with the seconds since the suite started
 log = logger(time.perf_counter())

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suite_drivers import log
+from benchmarks.suite_drivers import AHEAD_SUFFIX, BURST_READY, log
 from benchmarks.suite_measures import Results
 
 SYSTEMS = ["sessionpool", "kernel-gateway", "ipykernel", "subprocess"]
@@ -107,16 +107,24 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
         failed = (res.extra.get("wrk") or {}).get("failed", 0)
         add(text, wrk.value >= 2000 and not failed, f"{wrk.value:,.0f} exec/s; {wrk.note}")
     text = "burst of 500 new identifiers: 100 % succeed, p99 <= 2 s"
-    burst = res.get("time to interactive", "sessionpool", "burst 500")
+    # from a pool whose ready sessions were made ahead for it; the on-demand figure beside it
+    burst = res.get("time to interactive", "sessionpool", "burst 500" + AHEAD_SUFFIX.format(n=500))
+    on_demand = res.get("time to interactive", "sessionpool", "burst 500")
     if burst is None:
-        missing(text, "no burst of 500")
+        missing(text, "no burst of 500 from a pool with 500 ready sessions")
     else:
         s = burst.summary()
-        add(
-            text,
-            s["succeeded"] == s["n"] and s["p99"] <= 2000,
-            f"{s['succeeded']}/{s['n']}, p50 {s['p50']:.0f} ms, p99 {s['p99']:.0f} ms",
+        detail = (
+            f"{s['succeeded']}/{s['n']}, p50 {s['p50']:.0f} ms, p99 {s['p99']:.0f} ms "
+            "with 500 sessions ready ahead"
         )
+        if on_demand is not None:
+            o = on_demand.summary()
+            detail += (
+                f"; with {BURST_READY} ready (the rest made on demand) {o['succeeded']}/{o['n']}, "
+                f"p99 {o['p99']:.0f} ms"
+            )
+        add(text, s["succeeded"] == s["n"] and s["p99"] <= 2000, detail)
     text = f">= {IDLE_TARGET:,} live idle sessions (state kept) before admission refuses"
     refusal = res.extra.get("scaling_refusal")
     # --quick caps the pool with max_sessions: a refusal at the cap says nothing of memory
@@ -146,6 +154,16 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
         100,
     )
     return out
+
+
+def ksmd_line(ksmd: dict[str, float] | None) -> str:
+    if not ksmd:
+        return "ksmd: no figure (no KSM on this kernel)."
+    return (
+        f"ksmd CPU: {ksmd['main_server']:.1f} s while the main server ran (its pools merge "
+        f"nothing); {ksmd['scaling_server']:.1f} s in the scaling ramp's "
+        f"{ksmd['scaling_wall_s']:.0f} s (its pool merges, for the memory figure)."
+    )
 
 
 def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> str:
@@ -189,6 +207,7 @@ def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> 
         "",
         f"Admission control: {json.dumps(ref) if ref else 'not reached'}.",
         f"Density (largest step with x += 1 p99 <= 10 ms): {res.extra.get('density_x_p99_10ms')}.",
+        ksmd_line(res.extra.get("ksmd_cpu_s")),
         "",
         "| target | result | detail |",
         "|---|---|---|",
