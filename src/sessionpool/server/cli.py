@@ -27,6 +27,7 @@ from sessionpool.server.auth import load_or_create_key
 from sessionpool.server.observe import configure_logging, configure_traces
 from sessionpool.server.settings import LOG_FORMATS, LOG_LEVELS, ServerSettings, load_settings
 from sessionpool.server.tls import TlsFiles, ensure_self_signed
+from sessionpool.server.wire import HttpProtocol
 
 #: the line a supervisor (or a test) can wait for; the URL follows it
 LISTENING = "sessionpool listening on "
@@ -272,6 +273,7 @@ async def _serve(settings: ServerSettings, keys: str, tls: TlsFiles | None, out:
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             server_header=False,
+            http=HttpProtocol,  # a response's head and body in one send
         )
         server = _Server(config, shutdown)
         port = sock.getsockname()[1]

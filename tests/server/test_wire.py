@@ -1,0 +1,114 @@
+"""The server's HTTP protocol: a response's head leaves with its body, streamed heads at once.
+
+A real uvicorn server on loopback with ``HttpProtocol``, read with raw sockets. Each app waits
+between starting its response and sending the body, so what the first read returns tells
+whether the head was held (it arrives with the body) or sent at once (it arrives alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from sessionpool.server.wire import HttpProtocol
+
+DELAY = 0.3
+BODY = b'{"ok":true}'
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:  # read the request body (this is what answers Expect: 100-continue)
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    streamed = scope["path"] == "/stream"
+    headers = [(b"content-type", b"application/json")]
+    if not streamed:
+        headers.append((b"content-length", str(len(BODY) + len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await asyncio.sleep(DELAY)
+    await send({"type": "http.response.body", "body": BODY + body, "more_body": streamed})
+    if streamed:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=HttpProtocol, log_config=None)
+    server = uvicorn.Server(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+async def first_read(port: int, request: bytes) -> tuple[bytes, float]:
+    """What the first read after ``request`` returns, and how long it took."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    writer.write(request)
+    t0 = loop.time()
+    data = await asyncio.wait_for(reader.read(65536), 5)
+    elapsed = loop.time() - t0
+    writer.close()
+    return data, elapsed
+
+
+async def test_a_known_length_answer_arrives_head_and_body_together(port: int) -> None:
+    data, elapsed = await first_read(port, b"GET /json HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\n" + BODY), data  # the body is in the same read
+    assert elapsed >= DELAY * 0.9
+
+
+async def test_a_streamed_answer_shows_its_head_at_once(port: int) -> None:
+    data, elapsed = await first_read(port, b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in data
+    assert data.endswith(b"\r\n\r\n"), data  # the head alone: the body comes later
+    assert elapsed < DELAY
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /json HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"abc")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert await asyncio.wait_for(reader.readexactly(len(BODY) + 3), 5) == BODY + b"abc"
+    writer.close()
+
+
+async def test_keep_alive_requests_each_get_a_whole_answer(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(3):
+        writer.write(b"GET /json HTTP/1.1\r\nhost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert await asyncio.wait_for(reader.readexactly(len(BODY)), 5) == BODY
+    writer.close()
+
+
+async def test_a_head_request_is_not_held(port: int) -> None:
+    # no body write follows a HEAD answer's head: holding it would hang the client
+    data, _ = await first_read(port, b"HEAD /json HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 11" in data
