@@ -77,6 +77,7 @@ from benchmarks.suite_measures import (
     Results,
     Sizes,
     bare_print,
+    blocking_x,
     files,
     ipykernel_memory,
     on_demand,
@@ -177,6 +178,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
             res, ahead, 0, 0, (max(sizes.bursts),), AHEAD_SUFFIX.format(n=max(sizes.bursts))
         )
         await warm_cells(res, sp, sizes.steady, sizes.cells)
+        await blocking_x(res, sp, sizes.steady)
         await files(res, sp, sizes.files)
         await throughput(res, sp, sizes.concurrency, sizes.window_s)
         await wrk_throughput(res, sp, WRK_SESSIONS, sizes.wrk_s)
@@ -212,6 +214,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     await tti_modes(res, ipk, sizes.peer_seq, sizes.peer_seq, (sizes.peer_burst,))
     await bare_print(res, ipk, sizes.peer_seq)
     await warm_cells(res, ipk, sizes.peer_steady, sizes.peer_cells)
+    await blocking_x(res, ipk, sizes.peer_steady)
     await throughput(res, ipk, sizes.peer_concurrency, sizes.window_s)
     await ipykernel_memory(res, sizes.peer_memory)
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -401,6 +402,96 @@ async def warm_cells(res: Results, driver: Driver, steady: int, cells: int) -> N
             res.add(Row(metric, driver.name, "sequential", samples, n))
     finally:
         await driver.close(session)
+
+
+#: the breakdown row of x += 1 through each protocol's blocking client
+BLOCKING_X = "warm x += 1, blocking client (breakdown)"
+
+
+def _blocking_x_http(sp: SessionpoolDriver, n: int) -> list[float]:
+    """x += 1 with ``http.client`` on one keep-alive connection (in a thread: it blocks)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(sp.server.url)
+    if url.scheme != "http" or url.hostname is None:
+        raise RuntimeError(f"the blocking client speaks plain HTTP, not {sp.server.url}")
+    conn = http.client.HTTPConnection(url.hostname, url.port)
+    target = sp.url(f"{sp.pool}-blocking-{uuid.uuid4().hex[:8]}").removeprefix(sp.server.url)
+
+    def run(code: str) -> None:
+        body = json.dumps(execute_body(code)).encode()
+        conn.request("POST", target, body=body, headers=sp.headers)
+        response = conn.getresponse()
+        answer = response.read()
+        if response.status != 200 or json.loads(answer)["properties"]["status"] != "Success":
+            raise RuntimeError(f"blocking x += 1: {response.status} {answer[:300]!r}")
+
+    try:
+        run("x = 0")
+        return _timed(lambda: run(X_CELL), n)
+    finally:
+        conn.close()
+
+
+def _blocking_x_ipykernel(n: int) -> list[float]:
+    """x += 1 with jupyter_client's ``BlockingKernelClient`` (shell reply, then iopub idle)."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(stderr=subprocess.DEVNULL)
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+
+        def run(code: str) -> None:
+            msg_id = kc.execute(code)
+            reply = kc.get_shell_msg(timeout=60)
+            while reply["parent_header"].get("msg_id") != msg_id:
+                reply = kc.get_shell_msg(timeout=60)
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"ipykernel blocking x += 1: {reply['content']}")
+            while True:
+                msg = kc.get_iopub_msg(timeout=60)
+                if (
+                    msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"
+                ):
+                    return
+
+        run("x = 0")
+        return _timed(lambda: run(X_CELL), n)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _timed(call: Callable[[], None], n: int) -> list[float]:
+    for _ in range(max(2, n // 20)):  # warm-up, untimed
+        call()
+    samples: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        samples.append(ms_since(t0))
+    return samples
+
+
+async def blocking_x(res: Results, driver: Driver, n: int) -> None:
+    """Breakdown: x += 1 through the leanest client of each protocol, blocking: ``http.client``
+    for sessionpool, jupyter_client's ``BlockingKernelClient`` for ipykernel. The async clients
+    of ``warm x += 1`` (httpx, the async kernel client) spend a large share of each round trip
+    themselves; this shows what is left when they do not."""
+    log(f"{driver.name}: x += 1 through a blocking client x{n}")
+    if isinstance(driver, SessionpoolDriver):
+        samples = await asyncio.to_thread(_blocking_x_http, driver, n)
+    elif isinstance(driver, IpykernelDriver):
+        samples = await asyncio.to_thread(_blocking_x_ipykernel, n)
+    else:
+        raise TypeError(f"no blocking client for {driver.name}")
+    res.add(Row(BLOCKING_X, driver.name, "sequential", samples, n))
 
 
 async def load_window(

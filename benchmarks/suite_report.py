@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite_drivers import AHEAD_SUFFIX, BURST_READY, log
-from benchmarks.suite_measures import Results
+from benchmarks.suite_measures import BLOCKING_X, Results
 
 SYSTEMS = ["sessionpool", "kernel-gateway", "ipykernel", "subprocess"]
 
@@ -99,6 +99,14 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
     if floor is not None and out[-1]["target"].startswith("x += 1"):
         # the same kind of client's round trip with no session: how much of x += 1 is HTTP
         out[-1]["detail"] += f"; GET /healthz back to back {floor.pct(50):.2f} ms p50"
+    ours, theirs = row(BLOCKING_X, "sessionpool"), row(BLOCKING_X, "ipykernel")
+    if ours is not None and theirs is not None and out[-1]["target"].startswith("x += 1"):
+        # the same cell through each protocol's blocking client: what the async clients add
+        out[-1]["detail"] += (
+            f"; blocking clients (http.client, BlockingKernelClient) "
+            f"{theirs.pct(50) / ours.pct(50):.1f}x ({theirs.pct(50):.2f} ms / "
+            f"{ours.pct(50):.2f} ms p50)"
+        )
     text = ">= 2,000 executions/s with 50 sessions (wrk)"
     wrk = next((r for r in res.rows if r.metric == "throughput (x += 1), wrk"), None)
     if wrk is None or wrk.value is None:
