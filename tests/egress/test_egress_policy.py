@@ -163,8 +163,16 @@ async def test_a_narrowed_policy_holds_from_the_next_request(net_session: Sessio
     assert f"Tunnel connection failed: 403 {reason}" in other_tls["error"]
     assert f"Tunnel connection failed: 403 {reason}" in secret["error"]
     assert (other_plain["status"], other_plain["reason"]) == (403, reason)
+    # the first fetch's tunnel may still be open when the policy changes (the proxy sees its
+    # client close on its own thread), and the change then closes it: a race, and what the
+    # tests of run-time changes cover; here only the decisions on new connections count
     seen = [(d["port"], d["verdict"]) for d in decisions(net_session, OTHER)]
-    assert seen == [(443, "allowed"), (443, "denied"), (80, "denied")]
+    assert [s for s in seen if s[1] != "closed"] == [
+        (443, "allowed"),
+        (443, "denied"),
+        (80, "denied"),
+    ]
+    assert set(seen) <= {(443, "allowed"), (443, "closed"), (443, "denied"), (80, "denied")}
 
 
 @pytest.mark.parametrize(
