@@ -530,6 +530,8 @@ async def throughput(res: Results, driver: Driver, levels: tuple[int, ...], wind
         sessions = list(await asyncio.gather(*(driver.open() for _ in range(c))))
         try:
             await asyncio.gather(*(driver.run(s, "x = 0") for s in sessions))
+            await driver.settle()  # refills and teardowns before the window, as for wrk
+            await asyncio.sleep(1.0)
             done, n0, n1, elapsed, failed = await load_window(driver, sessions, window)
             rate = (n1 - n0) / elapsed
             res.add(
@@ -577,6 +579,10 @@ async def wrk_throughput(
             (await sp.control.post(sp.url(ident), content=body)).raise_for_status()
 
     await asyncio.gather(*(reset(i) for i in idents))
+    # the pool's refill of the sessions just taken, and the teardown of the sessions earlier
+    # phases closed, run before the window, not in it: this figure is executions
+    await sp.settle()
+    await asyncio.sleep(1.0)
     # the identifier last: the script appends each request's own
     path = sp.url("").removeprefix(sp.server.url).replace("identifier=&", "") + "&identifier="
     env = {
