@@ -14,13 +14,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-#: the interim answer to ``Expect: 100-continue``: the client waits for it, so never held
-_CONTINUE = b"HTTP/1.1 100 "
-
 
 class _HeadWithBody:
     """A response cycle's view of the connection: holds the response head (the first write
-    after the response started, when its length is known) until the next write or close."""
+    after the response started, when its length is known) until the next write or close.
+    ``100 Continue`` is written only before the response starts, so it is never held."""
 
     __slots__ = ("_cycle", "_held", "_holding", "_transport")
 
@@ -38,7 +36,6 @@ class _HeadWithBody:
             and self._cycle.response_started
             and self._cycle.chunked_encoding is False
             and self._cycle.scope["method"] != "HEAD"  # no body write follows
-            and not data.startswith(_CONTINUE)
         ):
             self._holding = False
             self._held = data
