@@ -51,6 +51,7 @@ from pathlib import Path
 from benchmarks import suite_report as report
 from benchmarks._common import API_KEY, RESULTS, cpu_busy, loadavg, loop_factory, machine
 from benchmarks.engine import cgroup_favordynmods
+from benchmarks.ksm import ksmd_cpu_seconds, ksmd_pid
 from benchmarks.suite_drivers import (
     AHEAD_SUFFIX,
     BURST,
@@ -132,21 +133,6 @@ def server_config(
     return text
 
 
-def ksmd_cpu_s() -> float | None:
-    """ksmd's CPU time so far (None where the kernel has no ksmd thread)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "comm").read_text().strip() != "ksmd":
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
-
-
 async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir: Path) -> None:
     def start(name: str, scale: bool) -> ServerProcess:
         config = server_config(
@@ -158,7 +144,8 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         server.start()
         return server
 
-    ksmd_before = ksmd_cpu_s()
+    ksmd = ksmd_pid()  # None where the kernel has no KSM
+    ksmd_before = ksmd_cpu_seconds(ksmd)
     server = start("server", scale=False)
     try:
         sp = SessionpoolDriver(server)
@@ -187,7 +174,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         raise
     finally:
         server.stop()
-    ksmd_main = ksmd_cpu_s()
+    ksmd_main = ksmd_cpu_seconds(ksmd)
     server = start("scale-server", scale=True)
     t_scale = time.perf_counter()
     try:
@@ -197,8 +184,8 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         raise
     finally:
         server.stop()
-    ksmd_after = ksmd_cpu_s()
-    if ksmd_before is not None and ksmd_main is not None and ksmd_after is not None:
+    ksmd_after = ksmd_cpu_seconds(ksmd)
+    if ksmd is not None:
         # what merging cost, and proof the other figures did not pay it
         res.extra["ksmd_cpu_s"] = {
             "main_server": round(ksmd_main - ksmd_before, 2),
