@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sessionpool.server.testing import ServerProcess
 from sessionpool.server.tls import CA_CERT, SERVER_CERT, SERVER_KEY, ensure_self_signed
@@ -71,6 +72,50 @@ def test_no_auth_on_loopback_serves_without_a_key(tmp_path: Path) -> None:
         assert r.json()["properties"]["result"] == "'open'"
         assert "authentication: OFF" in server.log()
     assert not (server.data_dir / "api-key").exists()
+
+
+def _gc_passes(server: ServerProcess) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics", headers=server.auth, timeout=30).text
+    return {
+        s.labels["generation"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "python_gc_collections_total"
+    }
+
+
+@pytest.mark.jail
+def test_served_heap_is_collected_rarely(tmp_path: Path) -> None:
+    """``serve`` freezes its startup heap and raises the collector's thresholds (settle_heap):
+    300 executions then run without a pass of the older generations and with at most a couple
+    of young ones. With CPython's defaults the same calls made six young passes and an older
+    one on this machine."""
+    with (
+        ServerProcess(tmp_path, env=FAST_POOL) as server,
+        httpx.Client(base_url=server.url, headers=server.auth, timeout=30) as client,
+    ):
+        assert client.post(EXECUTE.format("gc"), json=body("x = 0")).status_code == 200
+        before = _gc_passes(server)
+        for _ in range(300):
+            r = client.post(EXECUTE.format("gc"), json=body("x += 1"))
+            assert r.status_code == 200
+        after = _gc_passes(server)
+    assert before.keys() == {"0", "1", "2"}
+    assert after["2"] == before["2"]
+    assert after["1"] == before["1"]
+    assert after["0"] - before["0"] <= 2
+
+
+def test_settle_heap_freezes_what_startup_built() -> None:
+    code = (
+        "import gc, sessionpool.server.cli as cli\n"
+        "cli.settle_heap()\n"
+        "print(gc.get_freeze_count(), gc.get_threshold() == cli.GC_THRESHOLDS)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    frozen, thresholds = out.stdout.split()
+    assert int(frozen) > 10_000  # the server's modules, as imported
+    assert thresholds == "True"
 
 
 def test_self_signed_files_are_reused(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import uvicorn.config
 import uvicorn.logging
 from fastapi import FastAPI, Request, Response
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -464,6 +464,7 @@ def install_metrics(app: FastAPI) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(Metrics(lambda: getattr(app.state, "runtime", None)))
     ProcessCollector(registry=registry)
+    GCCollector(registry=registry)  # the cyclic collector's passes (the server tunes it: cli.py)
 
     @app.get(
         METRICS_PATH,
