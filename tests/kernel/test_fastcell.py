@@ -40,7 +40,7 @@ CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
     ("{k: v for k, v in zip('ab', [1, 2])}", FAST, {}),
     ("import math, os\nmath.floor(2.5)", FAST, {}),
     ("__name__", FAST, {}),
-    ("type(get_ipython()).__name__", FAST, {}),
+    ("from IPython import InteractiveShell\nisinstance(get_ipython(), InteractiveShell)", FAST, {}),
     ("print('héllo ✓ 日本')\n'ü'", FAST, {}),
     ("import sys\nprint('out'); print('err', file=sys.stderr)", FAST, {}),
     ("print('no newline', end='')", FAST, {"stream": True}),
@@ -296,3 +296,59 @@ def test_builtin_results_skip_the_other_formatters_only_when_they_would_not_answ
     assert quick["json for object, disabled"] == values
     assert quick["mimebundle for list"] == {v for v in values if not v.startswith("[")}
     assert quick["plain text disabled"] == values
+
+
+_BOOKKEEPING = """
+import json, sys, traitlets
+from sessionpool.kernel.shell import SessionShell
+shell = SessionShell(fast_path=sys.argv[1] == "fast")
+ip = shell.shell
+shell.run("x = 0", 1 << 20, 0, 0)
+sets = []
+original = traitlets.TraitType.set
+def counting(trait, obj, value):
+    sets.append(trait.name)
+    return original(trait, obj, value)
+traitlets.TraitType.set = counting
+for code in ("x += 1", "x", "undefined_name", "print(x)"):
+    shell.run(code, 1 << 20, 0, 0)
+traitlets.TraitType.set = original
+h = ip.history_manager
+print(json.dumps({
+    "sets": sorted(set(sets)),
+    "db_cache": len(h.db_input_cache),
+    "aliases": [ip.user_ns[k] for k in ("_i", "_ii", "_iii", "_i5")],
+    "count": ip.execution_count,
+    "succeeded": ip.last_execution_succeeded,
+    "in": len(ip.user_ns["In"]),
+}), file=sys.__stdout__)
+"""
+
+
+@pytest.mark.parametrize("mode", ["fast", "ipython"])
+def test_per_cell_bookkeeping_skips_traitlets_only_on_the_fast_path(mode: str) -> None:
+    """The lean shell keeps execution_count, the last result and the ``_i`` aliases in plain
+    attributes (the corpus above proves the values equal): a cell sets none of those traits
+    (an error's traceback formatter still sets its own), and the
+    history's never-written database cache stays empty instead of growing with every cell."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _BOOKKEEPING, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found["aliases"] == ["undefined_name", "x", "x += 1", "print(x)"]
+    assert found["count"] == 6
+    assert found["succeeded"] is True
+    assert found["in"] == 6
+    bookkeeping = {"execution_count", "last_execution_succeeded", "last_execution_result"}
+    bookkeeping |= {"exec_result", "_i00", "_i", "_ii", "_iii"}
+    if mode == "fast":
+        assert bookkeeping & set(found["sets"]) == set()
+        assert found["db_cache"] == 0
+    else:  # IPython as shipped: the reference really does what the lean shell avoids
+        assert bookkeeping <= set(found["sets"])
+        assert found["db_cache"] == 5

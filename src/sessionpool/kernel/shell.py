@@ -31,6 +31,7 @@ from IPython.core.formatters import (
     MimeBundleFormatter,
     PlainTextFormatter,
 )
+from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
 from IPython.core.macro import Macro
 from IPython.core.splitinput import split_user_input
@@ -302,7 +303,11 @@ class _DisplayHook(DisplayHook):
             out.result = bounded
 
 
-class _Shell(InteractiveShell):
+class _TraitShell(InteractiveShell):
+    """The shell with its per-cell bookkeeping in traitlets, as IPython ships it: the reference
+    the fast-path tests compare ``_Shell`` with. It is named ``_Shell`` too, so that what user
+    code sees of the shell (its repr, an AttributeError's message) compares equal."""
+
     displayhook_class = _DisplayHook
     display_pub_class = _Publisher
     session_output: CellOutput | None = None
@@ -320,6 +325,51 @@ class _Shell(InteractiveShell):
         if out is not None:
             name = getattr(etype, "__name__", str(etype))
             out.error = {"ename": name, "evalue": str(evalue), "traceback": text}
+
+
+_TraitShell.__name__ = _TraitShell.__qualname__ = "_Shell"
+
+
+# -- per-cell bookkeeping without traitlets ------------------------------------------------
+#
+# IPython keeps a cell's bookkeeping in traitlets: ``execution_count``, the last result and
+# success, the displayhook's ``exec_result`` and the history's ``_i``/``_ii``/``_iii``/``_i00``.
+# Each of the nine sets per cell goes through validation and change notification, which no one
+# observes here, and together they cost more than compiling and running ``x += 1``. The lean
+# classes shadow those traits with plain attributes of the same names, defaults and values;
+# ``SessionShell(fast_path=False)`` builds IPython's own classes, and the fast-path tests run
+# every cell through both and compare.
+
+
+class _LeanDisplayHook(_DisplayHook):
+    exec_result: ExecutionResult | None = None
+
+
+class _LeanHistory(HistoryManager):
+    """IPython's history manager with plain input aliases, and no database write cache while
+    history is off: nothing ever writes it out then, so every cell's source was kept there a
+    second time (besides ``In``) for the life of the session."""
+
+    _i00 = _i = _ii = _iii = ""
+
+    def store_inputs(self, line_num: int, source: str, source_raw: str | None = None) -> None:
+        super().store_inputs(line_num, source, source_raw)
+        if not self.enabled:
+            with self.db_input_cache_lock:
+                self.db_input_cache.clear()
+
+
+class _Shell(_TraitShell):
+    """The session's shell: IPython's, with captured output and plain per-cell bookkeeping."""
+
+    displayhook_class = _LeanDisplayHook
+    execution_count = 1
+    last_execution_succeeded = True
+    last_execution_result: ExecutionResult | None = None
+
+    def init_history(self) -> None:
+        self.history_manager = _LeanHistory(shell=self, parent=self)
+        self.configurables.append(self.history_manager)  # type: ignore[arg-type] # as IPython
 
 
 # -- the fast path for plain cells ---------------------------------------------------------
@@ -522,7 +572,8 @@ class SessionShell:
 
     def __init__(self, fast_path: bool = True) -> None:
         """``fast_path``: run plain Python cells without IPython's input transformation and
-        async detection (see ``PlainCells``); off only to compare the two in tests."""
+        async detection (see ``PlainCells``) and keep per-cell bookkeeping out of traitlets
+        (``_Shell``); off only to compare with IPython's own path in tests."""
         from traitlets.config import Config
 
         config = Config()
@@ -530,7 +581,7 @@ class SessionShell:
         config.InteractiveShell.colors = "nocolor"
         config.InteractiveShell.cache_size = 0  # no Out[] cache keeping figures alive
         config.InteractiveShell.autoindent = False
-        self.shell: _Shell = _Shell.instance(config=config)
+        self.shell: _TraitShell = (_Shell if fast_path else _TraitShell).instance(config=config)
         self.plain = PlainCells(self.shell) if fast_path else None
         self.current: CellOutput | None = None
         self.stdout = CaptureStream(self, "stdout", 1)
