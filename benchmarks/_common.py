@@ -201,12 +201,29 @@ def package_version(name: str) -> str:
         return "?"
 
 
+def cpuidle() -> str:
+    """How an idle CPU waits. In a VM guest with the haltpoll driver and ``guest_halt_poll_ns``
+    0, an idle vCPU halts at once, and every wake-up of a process on it (the kernel woken by the
+    server, the server by the reply) pays a VM exit: latency figures of such a machine are not
+    comparable with one that polls (docs/benchmarks.md)."""
+    root = Path("/sys/devices/system/cpu/cpuidle")
+    try:
+        driver = (root / "current_driver").read_text().strip()
+    except OSError:
+        return "unknown"
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    if driver == "haltpoll" and poll.exists():
+        return f"{driver}, guest_halt_poll_ns {poll.read_text().strip()}"
+    return driver
+
+
 def machine() -> dict[str, Any]:
-    """The interpreter, the kernel, the CPUs and the memory of this machine."""
+    """The interpreter, the kernel, the CPUs, their idle driver and the memory of this machine."""
     return {
         "python": platform.python_version(),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
+        "cpuidle": cpuidle(),
         "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
     }
 

@@ -179,7 +179,8 @@ def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> 
         f"# Benchmark suite, {meta['date_utc']}{' (quick)' if meta['quick'] else ''}",
         "",
         f"{meta['cpus']} CPUs, {meta['mem_total_gib']} GiB, kernel {meta['kernel']}, "
-        f"cgroup favordynmods {meta['cgroup_favordynmods']}; machine "
+        f"cgroup favordynmods {meta['cgroup_favordynmods']}, cpuidle "
+        f"{meta.get('cpuidle', 'not recorded')}; machine "
         f"{meta['cpu_busy_before']:.0%} busy before the run; {meta['total_seconds']:.0f} s in all.",
         "",
         "| metric | system | mode | n | success | p50 | p95 | p99 | unit |",
