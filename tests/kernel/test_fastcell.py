@@ -328,9 +328,9 @@ print(json.dumps({
 @pytest.mark.parametrize("mode", ["fast", "ipython"])
 def test_per_cell_bookkeeping_skips_traitlets_only_on_the_fast_path(mode: str) -> None:
     """The lean shell keeps execution_count, the last result and the ``_i`` aliases in plain
-    attributes (the corpus above proves the values equal): a cell sets none of those traits
-    (an error's traceback formatter still sets its own), and the
-    history's never-written database cache stays empty instead of growing with every cell."""
+    attributes (the corpus above proves the values equal): a cell sets none of those traits (an
+    error's traceback formatter still sets its own), and the history's never-written database
+    cache stays empty instead of growing with every cell."""
     proc = subprocess.run(
         [sys.executable, "-c", _BOOKKEEPING, mode],
         capture_output=True,

@@ -306,7 +306,7 @@ def settle_heap() -> None:
     A started server holds some 130,000 long-lived objects (FastAPI, pydantic, the engine), and
     with CPython's defaults every full collection walked them all, while the objects of requests
     in flight were walked again at each older-generation collection: under load that was about
-    a tenth of the server's CPU per request (docs/benchmarks.md). Frozen objects are never
+    a sixth of the server's CPU (docs/benchmarks.md). Frozen objects are never
     walked again; the cost is that a reference cycle among them, if one ever became garbage,
     would not be freed, hence freezing only once startup is done. Cycles made by requests are
     still collected, in fewer and larger passes.
