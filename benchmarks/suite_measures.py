@@ -192,6 +192,18 @@ class Results:
 # -- measurements shared by every system -----------------------------------------------------------
 
 
+#: how long the teardown of sessions closed just before takes to finish (it runs after their
+#: close has answered)
+TEARDOWN_S = 1.0
+
+
+async def quiet(driver: Driver) -> None:
+    """Before a measured window: the pool's refill of the sessions just taken and the teardown
+    of those earlier phases closed run now, not in the window."""
+    await driver.settle()
+    await asyncio.sleep(TEARDOWN_S)
+
+
 async def tti_sample(driver: Driver, keep: list[Any], cell: str = TTI_CELL) -> float:
     t0 = time.perf_counter()
     session = await driver.open()
@@ -378,8 +390,7 @@ async def sp_breakdown(res: Results, sp: SessionpoolDriver, n: int) -> None:
 async def warm_cells(res: Results, driver: Driver, steady: int, cells: int) -> None:
     log(f"{driver.name}: warm cells (x += 1 x{steady}, describe/PNG x{cells})")
     await driver.prepare(1)
-    await driver.settle()
-    await asyncio.sleep(1.0)  # earlier sessions' teardown
+    await quiet(driver)
     session = await driver.open()
     try:
         await driver.run(session, "x = 0")
@@ -530,8 +541,7 @@ async def throughput(res: Results, driver: Driver, levels: tuple[int, ...], wind
         sessions = list(await asyncio.gather(*(driver.open() for _ in range(c))))
         try:
             await asyncio.gather(*(driver.run(s, "x = 0") for s in sessions))
-            await driver.settle()  # refills and teardowns before the window, as for wrk
-            await asyncio.sleep(1.0)
+            await quiet(driver)
             done, n0, n1, elapsed, failed = await load_window(driver, sessions, window)
             rate = (n1 - n0) / elapsed
             res.add(
@@ -579,10 +589,7 @@ async def wrk_throughput(
             (await sp.control.post(sp.url(ident), content=body)).raise_for_status()
 
     await asyncio.gather(*(reset(i) for i in idents))
-    # the pool's refill of the sessions just taken, and the teardown of the sessions earlier
-    # phases closed, run before the window, not in it: this figure is executions
-    await sp.settle()
-    await asyncio.sleep(1.0)
+    await quiet(sp)  # this figure is executions, not refills and teardowns
     # the identifier last: the script appends each request's own
     path = sp.url("").removeprefix(sp.server.url).replace("identifier=&", "") + "&identifier="
     env = {
