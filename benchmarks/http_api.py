@@ -241,9 +241,16 @@ PRINT_1 = json.dumps(execute_body("print(1)")).encode()
 
 def check_execute(response: httpx.Response, what: str, stdout: str | None = None) -> dict[str, Any]:
     """The ``properties`` of a successful execute; raises on anything else."""
-    if response.status_code != 200:
-        raise RuntimeError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-    props: dict[str, Any] = response.json()["properties"]
+    return check_answer(response.status_code, response.content, what, stdout)
+
+
+def check_answer(
+    status: int, content: bytes, what: str, stdout: str | None = None
+) -> dict[str, Any]:
+    """``check_execute`` for any client: the answer's status and body."""
+    if status != 200:
+        raise RuntimeError(f"{what}: HTTP {status}: {content[:500].decode(errors='replace')}")
+    props: dict[str, Any] = json.loads(content)["properties"]
     if props["status"] != "Success":
         raise RuntimeError(f"{what}: {props['status']}: {props['stderr'][-500:]}")
     if stdout is not None and props["stdout"] != stdout:

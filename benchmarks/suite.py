@@ -80,6 +80,7 @@ from benchmarks.suite_measures import (
     bare_print,
     blocking_x,
     files,
+    httpx_x,
     ipykernel_memory,
     on_demand,
     scaling,
@@ -147,25 +148,27 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     ksmd = ksmd_pid()  # None where the kernel has no KSM
     ksmd_before = ksmd_cpu_seconds(ksmd)
     server = start("server", scale=False)
+    drivers = {p: SessionpoolDriver(server, p) for p in (MAIN, BURST, ONDEMAND)}
+    drivers |= {p: SessionpoolDriver(server, p) for p in (BURST_DEFAULT, BURST_AHEAD)}
     try:
-        sp = SessionpoolDriver(server)
-        burst = SessionpoolDriver(server, BURST)
+        sp, burst = drivers[MAIN], drivers[BURST]
         await tti_modes(res, sp, sizes.seq, sizes.stagger, ())
         await bare_print(res, sp, sizes.peer_seq * 4)
         await sp_breakdown(res, sp, max(10, sizes.seq // 4))
-        await on_demand(res, SessionpoolDriver(server, ONDEMAND), sizes.seq)
+        await on_demand(res, drivers[ONDEMAND], sizes.seq)
         for n in sizes.bursts:  # the burst pool: BURST_READY ready, the rest on demand
             await tti_modes(res, burst, 0, 0, (n,))
         # the largest burst again with the shipped zygote rotation (its own zygote set)
-        default = SessionpoolDriver(server, BURST_DEFAULT)
+        default = drivers[BURST_DEFAULT]
         await tti_modes(res, default, 0, 0, (max(sizes.bursts),), ", zygote_max_children 200")
         # the largest burst from a pool whose ready sessions cover it (the burst target's row)
-        ahead = SessionpoolDriver(server, BURST_AHEAD)
+        ahead = drivers[BURST_AHEAD]
         await tti_modes(
             res, ahead, 0, 0, (max(sizes.bursts),), AHEAD_SUFFIX.format(n=max(sizes.bursts))
         )
         await warm_cells(res, sp, sizes.steady, sizes.cells)
         await blocking_x(res, sp, sizes.steady)
+        await httpx_x(res, sp, sizes.steady)
         await files(res, sp, sizes.files)
         await throughput(res, sp, sizes.concurrency, sizes.window_s)
         await wrk_throughput(res, sp, WRK_SESSIONS, sizes.wrk_s)
@@ -173,16 +176,19 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
         log(f"server log:\n{server.log()[-3000:]}")
         raise
     finally:
+        await asyncio.gather(*(d.aclose() for d in drivers.values()))
         server.stop()
     ksmd_main = ksmd_cpu_seconds(ksmd)
     server = start("scale-server", scale=True)
     t_scale = time.perf_counter()
+    scale = SessionpoolDriver(server, SCALE)
     try:
-        await scaling(res, SessionpoolDriver(server, SCALE), sizes)
+        await scaling(res, scale, sizes)
     except BaseException:
         log(f"server log:\n{server.log()[-3000:]}")
         raise
     finally:
+        await scale.aclose()
         server.stop()
     ksmd_after = ksmd_cpu_seconds(ksmd)
     if ksmd is not None:
