@@ -17,6 +17,14 @@ async def test_state_persists_between_executions(session: Session) -> None:
     assert r.result.data["text/plain"] == "(42, 2)"
 
 
+async def test_a_sessions_first_cell_is_the_first_in_its_history(session: Session) -> None:
+    """The zygote's and the host's warm-up cells stay out of ``In``: a fresh session's first
+    cell is ``In[1]``, with no earlier input behind it (``_i``)."""
+    code = "print(len(In), repr(In[1]), repr(_i), get_ipython().execution_count)"
+    r = await session.execute(code)
+    assert r.stdout == f"2 {code!r} '' 2\n"
+
+
 async def test_last_expression_is_the_result_with_rich_mime(session: Session) -> None:
     r = await session.execute("import pandas as pd\npd.DataFrame({'a': [1, 2]})")
     assert r.result is not None

@@ -619,23 +619,19 @@ class SessionShell:
         png.for_type(Figure, render)
 
     def warm_up(self) -> None:
-        """Touch the code paths of a typical first cell so the zygote pays for them once."""
-        self.run("1 + 1", output_limit=1 << 20, image_limit=1 << 24, max_images=4)
-        code = (
+        """Touch the code paths of a typical first cell so the zygote pays for them once. Out of
+        the history, as the host's own warm-up cell is: a session's first cell is ``In[1]``."""
+        cells = [
+            "1 + 1",
             "import pandas as _pd\n"
             "_df = _pd.DataFrame({'a': range(3), 'b': [0.5, 1.5, 2.5]})\n"
             "repr(_df); _df.describe(); _df._repr_html_()\n"
-            "del _df, _pd\n"
-        )
-        self.run(code, output_limit=1 << 20, image_limit=1 << 24, max_images=4)
+            "del _df, _pd\n",
+        ]
         if self._pyplot is not None:
-            self.run(
-                "import matplotlib.pyplot as _plt\n_plt.plot([1, 2, 3])\ndel _plt\n",
-                output_limit=1 << 20,
-                image_limit=1 << 24,
-                max_images=4,
-            )
-        self.shell.execution_count = 1
+            cells.append("import matplotlib.pyplot as _plt\n_plt.plot([1, 2, 3])\ndel _plt\n")
+        for code in cells:
+            self.run(code, 1 << 20, 1 << 24, 4, store_history=False)
 
     # -- execution -----------------------------------------------------------------------------
 
