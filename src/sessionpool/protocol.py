@@ -20,6 +20,10 @@ _LEN = struct.Struct(">I")
 #: a header larger than this is a protocol violation (code, stdout and stderr travel in it)
 MAX_HEADER = 64 * 1024 * 1024
 MAX_BLOBS = 64
+#: the throwaway cell a session runs (silently) before its first user cell, so that cell does not
+#: pay the copy-on-write faults of the first run after fork: a ready session's is sent by the
+#: host; a child forked ahead of demand runs it while it waits for its request
+WARMUP_CELL = "1 + 1"
 
 
 class FrameError(Exception):

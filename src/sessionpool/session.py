@@ -39,7 +39,6 @@ from sessionpool.types import (
 log = logging.getLogger("sessionpool.session")
 
 _ids = itertools.count(1)
-WARMUP_CODE = "1 + 1"
 #: executions a session remembers for its listing (the console's "last executions")
 RECENT_EXECUTIONS = 5
 
@@ -150,7 +149,7 @@ class Session:
         """Run one throwaway cell so the first user cell does not pay the copy-on-write faults."""
         kernel = self.kernel
         assert kernel is not None
-        await kernel.send({"op": "execute", "id": 0, "code": WARMUP_CODE, "silent": True})
+        await kernel.send({"op": "execute", "id": 0, "code": protocol.WARMUP_CELL, "silent": True})
         await kernel.read(1 << 20, 0, 1 << 20)
 
     @property

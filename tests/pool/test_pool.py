@@ -259,6 +259,30 @@ async def test_a_spawn_takes_the_child_forked_ahead_and_another_is_forked(small:
     await pool.delete("prefork-2")
 
 
+def _minor_faults(pid: int) -> int:
+    """Minor page faults of process ``pid`` so far (its copy-on-write copies among them)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+async def test_the_child_forked_ahead_runs_its_first_cell_before_its_request(
+    small: Engine,
+) -> None:
+    """It runs the warm-up cell while it waits, so the session's first cell no longer copies
+    the pages a first run writes: about 50 minor faults for ``x = 1`` here, against about 350
+    when the child does not warm up (measured with the call taken out)."""
+    pool = small.pool("prefork")
+    zygote = small.backend.zygote_set(pool.config).current
+    assert zygote is not None
+    embryo = await _embryo(zygote.pid, set(zygote.live))
+    s = await pool.acquire("first-cell-faults")
+    assert s.kernel is not None and s.kernel.pid == embryo
+    before = _minor_faults(embryo)
+    assert (await s.execute("x = 1")).status is ExecutionStatus.OK
+    assert _minor_faults(embryo) - before < 150
+    await pool.delete("first-cell-faults")
+
+
 def _mounts(pid: int) -> dict[str, str]:
     """Mount point -> its options, in the mount namespace of process ``pid``."""
     with open(f"/proc/{pid}/mountinfo") as f:

@@ -270,6 +270,9 @@ class Zygote:
                 skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
                 spec = self.jail_module.JailSpec(uid=-1, **skeleton)
                 prepared = self.jail_module.prepare(spec, {r.fileno(), sock.fileno()})
+            if self.kernel is not None:
+                # a first run's copy-on-write faults, taken before any request waits on them
+                self.kernel.warm_up()
             data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, 4)
             r.close()
             if not data:
