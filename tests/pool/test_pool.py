@@ -19,6 +19,7 @@ from sessionpool.engine import Engine
 from sessionpool.pool import Pool
 from sessionpool.sandbox.backend import Slot
 from sessionpool.sandbox.runtimes import JAIL_BUILD
+from sessionpool.sandbox.zygote import EMBRYO_WARMUP_DELAY_MS
 from sessionpool.types import ExecutionStatus
 
 pytestmark = pytest.mark.jail
@@ -272,14 +273,18 @@ async def test_the_child_forked_ahead_runs_its_first_cell_before_its_request(
     the pages a first run writes: about 50 minor faults for ``x = 1`` here, against about 350
     when the child does not warm up (measured with the call taken out)."""
     pool = small.pool("prefork")
+    await pool.acquire("first-cell-faults-0")  # the pool's zygote runs
     zygote = small.backend.zygote_set(pool.config).current
     assert zygote is not None
     embryo = await _embryo(zygote.pid, set(zygote.live))
+    # it warms up once no request came for EMBRYO_WARMUP_DELAY_MS; the cell takes milliseconds
+    await asyncio.sleep(EMBRYO_WARMUP_DELAY_MS / 1000 + 0.5)
     s = await pool.acquire("first-cell-faults")
     assert s.kernel is not None and s.kernel.pid == embryo
     before = _minor_faults(embryo)
     assert (await s.execute("x = 1")).status is ExecutionStatus.OK
     assert _minor_faults(embryo) - before < 150
+    await pool.delete("first-cell-faults-0")
     await pool.delete("first-cell-faults")
 
 

@@ -39,6 +39,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -57,6 +58,21 @@ def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None)
         socket.send_fds(ctl, [data], fds)
     else:
         ctl.send(data)
+
+
+#: how long the child forked ahead waits for a request before it runs the warm-up cell: the
+#: session spawned just before it is still starting (its jail, its first cells), and the two
+#: would share the CPU. A request within the delay is served at once, without the warm-up.
+#: Probes of 100 sequential new identifiers from a warm pool: p99 3.7-4.2 ms with the delay,
+#: 5.5-7.3 ms warming up at once; on demand p50 10.6-10.7 ms against 10.7-11.7
+EMBRYO_WARMUP_DELAY_MS = 20
+
+
+def _readable(sock: socket.socket, timeout_ms: int) -> bool:
+    """Whether ``sock`` has something to read within ``timeout_ms``."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(timeout_ms))
 
 
 def _close_all(fds: list[int]) -> None:
@@ -270,7 +286,7 @@ class Zygote:
                 skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
                 spec = self.jail_module.JailSpec(uid=-1, **skeleton)
                 prepared = self.jail_module.prepare(spec, {r.fileno(), sock.fileno()})
-            if self.kernel is not None:
+            if self.kernel is not None and not _readable(r, EMBRYO_WARMUP_DELAY_MS):
                 # a first run's copy-on-write faults, taken before any request waits on them
                 self.kernel.warm_up()
             data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, 4)
