@@ -116,8 +116,8 @@ class Session:
     ) -> Session:
         """Reserve a slot (or take ``slot``, made ahead) and fork a kernel into it. Sessions
         for the ready pool also run a throwaway cell, so the user's first cell does not pay the
-        copy-on-write faults; an on-demand session skips it (the user's cell would wait for it
-        anyway)."""
+        copy-on-write faults; an on-demand session skips it (the user's cell would wait for it;
+        the zygote's child forked ahead of demand ran it while it waited)."""
         if slot is None:
             slot = await backend.create_slot(pool)
         session = cls(pool, backend, slot, stats, egress)
