@@ -148,8 +148,8 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     ksmd = ksmd_pid()  # None where the kernel has no KSM
     ksmd_before = ksmd_cpu_seconds(ksmd)
     server = start("server", scale=False)
-    drivers = {p: SessionpoolDriver(server, p) for p in (MAIN, BURST, ONDEMAND)}
-    drivers |= {p: SessionpoolDriver(server, p) for p in (BURST_DEFAULT, BURST_AHEAD)}
+    main_pools = (MAIN, BURST, ONDEMAND, BURST_DEFAULT, BURST_AHEAD)
+    drivers = {p: SessionpoolDriver(server, p) for p in main_pools}
     try:
         sp, burst = drivers[MAIN], drivers[BURST]
         await tti_modes(res, sp, sizes.seq, sizes.stagger, ())
