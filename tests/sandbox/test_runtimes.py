@@ -180,6 +180,11 @@ async def test_a_pool_on_cpython_3_13(rt_engine: Engine) -> None:
     r = await session.execute("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()")
     assert r.status is ExecutionStatus.OK and r.displays and r.displays[0].png, r.stderr
     assert r.displays[0].png.startswith(b"\x89PNG")
+    # the fast path for plain cells on this CPython: a traceback as IPython formats it
+    r = await session.execute("def f():\n    return 1 / 0\nprint('before')\nf()")
+    assert r.status is ExecutionStatus.ERROR and r.stdout == "before\n"
+    assert r.error is not None and r.error.ename == "ZeroDivisionError"
+    assert "Cell In[" in r.error.traceback and "return 1 / 0" in r.error.traceback
 
 
 # -- Node.js ----------------------------------------------------------------------------------
