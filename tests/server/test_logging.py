@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.logging import AccessFormatter, DefaultFormatter
 
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.config import PoolConfig
@@ -140,6 +141,39 @@ def test_text_lines_end_with_the_request_id() -> None:
         )
     )
     assert line == 'INFO:     127.0.0.1:5 - "GET /healthz HTTP/1.1" 200 OK [request abc]'
+
+
+@pytest.mark.parametrize("colors", [False, True])
+def test_text_lines_are_uvicorns_lines(colors: bool) -> None:
+    """The formatters build uvicorn's lines without copying the record: the same text, colours
+    and coloured messages included, and the record left as it was."""
+    fmt = "%(levelprefix)s %(message)s"
+    ours, theirs = TextFormatter(fmt, use_colors=colors), DefaultFormatter(fmt, use_colors=colors)
+    access_fmt = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+    access = AccessTextFormatter(access_fmt, use_colors=colors)
+    their_access = AccessFormatter(access_fmt, use_colors=colors)
+    lines = [
+        record("x", "plain"),
+        record("x", "with %s and %d", ("args", 3)),
+        record("x", "hi %s", ("there",), color_message="hi \x1b[1m%s\x1b[0m"),
+        record("x", "no args", color_message="\x1b[1mno args\x1b[0m"),
+    ]
+    for level in (logging.DEBUG, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        lines.append(record("x", "level"))
+        lines[-1].levelno, lines[-1].levelname = level, logging.getLevelName(level)
+    for rec in lines:
+        before = dict(rec.__dict__)
+        assert ours.format(rec) == theirs.format(rec)
+        assert rec.__dict__.keys() - before.keys() <= {"message"}  # what format() always adds
+    for status in (101, 200, 307, 404, 503, 799):
+        rec = record(
+            "uvicorn.access",
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", "POST", "/pools/p/code/execute?identifier=a", "1.1", status),
+            color_message='%s - "%s %s HTTP/%s" \x1b[1m%d\x1b[0m',
+        )
+        assert access.format(rec) == their_access.format(rec)
+        assert "levelprefix" not in rec.__dict__ and "client_addr" not in rec.__dict__
 
 
 def test_json_lines() -> None:
