@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -156,6 +156,12 @@ bench-quick: install bench-tools
 # much CPU per request as the server, on the same cores. Best effort: the suite says it is missing
 bench-tools:
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk) >/dev/null || echo "wrk not installed: no wrk throughput figure"
+
+# two builds side by side (BASE, default HEAD, against the working tree), requests interleaved:
+# server and kernel CPU per request, for changes smaller than the run-to-run noise
+BASE ?= HEAD
+bench-paired: install
+	$(PY) -m benchmarks.paired --base $(BASE)
 
 bench-engine: install
 	$(PY) -m benchmarks.engine

@@ -1,0 +1,222 @@
+"""Paired comparison of two builds: server and kernel CPU per request, requests interleaved.
+
+On this kind of machine (two vCPUs of a microVM) a whole suite run moves by a quarter from one
+run to the next, so a change worth 5 % cannot be seen by comparing runs. Here two real servers
+run side by side, one on a base revision (``git archive REV src``, imported through
+``PYTHONPATH``) and one on the working tree, and the same cell goes to each in turn, one
+request at a time over a keep-alive connection, in alternating order. Whatever the machine
+does meanwhile, both pay it alike. Each server's own CPU and that of the kernel of its one
+session are read from ``/proc`` per round; caches are cold for every request (the other
+server ran in between), which is what a request meets under load here.
+
+    .venv/bin/python -m benchmarks.paired --base dc2b3dc
+    .venv/bin/python -m benchmarks.paired --base HEAD~2 --requests 6000 --code 'x += 1'
+
+Prints one line per round and the totals; writes ``benchmarks/results/paired-<time>.json``
+(or ``--json``). A change is real when every round points the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import API_KEY, API_VERSION, RESULTS, machine, nearest_rank
+from sessionpool.server.testing import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = (
+    "[server]\naccess_log = false\n\n"
+    "[pools.main]\nready_sessions = 2\nmax_sessions = 8\ncooldown_seconds = 3600\n"
+)
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system time of ``pid`` in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+class Side:
+    """One server, its keep-alive connection and the kernel of its session."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.server = ServerProcess(
+            workdir / name, config=CONFIG, api_key=API_KEY, startup_timeout=180.0, env=env
+        )
+        self.conn: http.client.HTTPConnection | None = None
+        self.kernel = 0
+        self.server_ticks = 0
+        self.kernel_ticks = 0
+        self.latencies: list[float] = []
+
+    def start(self) -> None:
+        self.server.start()
+        host, port = self.server.url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def call(self, code: str) -> None:
+        assert self.conn is not None
+        body = json.dumps(
+            {
+                "properties": {
+                    "codeInputType": "inline",
+                    "executionType": "synchronous",
+                    "code": code,
+                }
+            }
+        )
+        path = f"/pools/main/code/execute?api-version={API_VERSION}&identifier=paired"
+        headers = {**self.server.auth, "Content-Type": "application/json"}
+        self.conn.request("POST", path, body, headers)
+        answer = self.conn.getresponse()
+        data = answer.read()
+        if answer.status != 200 or b'"Success"' not in data:
+            raise RuntimeError(f"{self.name}: {answer.status} {data[:300]!r}")
+
+    def find_kernel(self, code: str) -> None:
+        """The session's kernel: of the server's descendants, the one whose CPU grows with
+        the calls (the zygotes and the ready sessions stay idle)."""
+        pids = descendants(self.server.process.pid if self.server.process else 0)
+        before = {p: cpu_ticks(p) for p in pids}
+        for _ in range(100):
+            self.call(code)
+        self.kernel = max(pids, key=lambda p: cpu_ticks(p) - before[p])
+
+
+def export(rev: str, into: Path) -> Path:
+    """``src`` of ``rev`` under ``into``; returns the directory to put on ``PYTHONPATH``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def run(base: str, requests: int, rounds: int, code: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="paired-") as tmp:
+        work = Path(tmp)
+        sides = [
+            Side("base", work, {"PYTHONPATH": str(export(base, work))}),
+            Side("tree", work, {}),
+        ]
+        try:
+            for side in sides:
+                side.start()
+                side.call("x = 0")
+            for side in sides:
+                side.find_kernel(code)
+            for _ in range(200):  # both warmed alike
+                for side in sides:
+                    side.call(code)
+            per_round = requests // rounds
+            table = []
+            for r in range(rounds):
+                start = {
+                    s.name: (cpu_ticks(s.server.process.pid), cpu_ticks(s.kernel))
+                    for s in sides
+                    if s.server.process
+                }
+                for i in range(per_round):
+                    for side in sides if i % 2 else sides[::-1]:
+                        t0 = time.perf_counter()
+                        side.call(code)
+                        side.latencies.append(time.perf_counter() - t0)
+                row: dict[str, Any] = {"round": r}
+                for side in sides:
+                    assert side.server.process is not None
+                    s0, k0 = start[side.name]
+                    ds = cpu_ticks(side.server.process.pid) - s0
+                    dk = cpu_ticks(side.kernel) - k0
+                    side.server_ticks += ds
+                    side.kernel_ticks += dk
+                    row[side.name] = {
+                        "server_us": round(ds * TICK_US / per_round),
+                        "kernel_us": round(dk * TICK_US / per_round),
+                    }
+                table.append(row)
+                print(
+                    f"round {r}: "
+                    + ", ".join(
+                        f"{s.name} server {row[s.name]['server_us']} us, "
+                        f"kernel {row[s.name]['kernel_us']} us"
+                        for s in sides
+                    ),
+                    flush=True,
+                )
+        finally:
+            for side in sides:
+                side.server.stop()
+        done = per_round * rounds
+        totals = {}
+        for side in sides:
+            lat = sorted(side.latencies)
+            totals[side.name] = {
+                "server_us_per_request": round(side.server_ticks * TICK_US / done, 1),
+                "kernel_us_per_request": round(side.kernel_ticks * TICK_US / done, 1),
+                "p50_ms": round(nearest_rank(lat, 50) * 1000, 3),
+                "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
+            }
+    return {"base": base, "code": code, "requests": done, "rounds": table, "totals": totals}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", default="HEAD", help="the revision to compare with")
+    parser.add_argument("--requests", type=int, default=3000, help="per server")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--code", default="x += 1", help="the cell (after x = 0)")
+    parser.add_argument("--json", type=Path, help="where to write the result")
+    args = parser.parse_args()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.base],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    doc = run(args.base, args.requests, args.rounds, args.code)
+    doc["base_commit"] = head
+    doc["machine"] = machine()
+    for name, t in doc["totals"].items():
+        print(
+            f"{name}: server {t['server_us_per_request']} us, kernel "
+            f"{t['kernel_us_per_request']} us of CPU per request; p50 {t['p50_ms']} ms"
+        )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d-%H%M")
+    path = args.json or RESULTS / f"paired-{stamp}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
