@@ -6,7 +6,6 @@ never anything from the server.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import ctypes
 import ctypes.util
@@ -33,17 +32,9 @@ from IPython.core.formatters import (
     PlainTextFormatter,
 )
 from IPython.core.history import HistoryManager
-from IPython.core.interactiveshell import (
-    ExecutionInfo,
-    ExecutionResult,
-    InteractiveShell,
-    softspace,
-)
+from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
 from IPython.core.macro import Macro
 from IPython.core.splitinput import split_user_input
-
-#: the flag IPython compiles every statement with while ``autoawait`` is on
-_TOP_LEVEL_AWAIT: int = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
@@ -363,25 +354,10 @@ class _LeanHistory(HistoryManager):
     _i00 = _i = _ii = _iii = ""
 
     def store_inputs(self, line_num: int, source: str, source_raw: str | None = None) -> None:
-        """IPython's ``store_inputs`` (9.18) minus the database cache while history is off:
-        the same ``In``, ``_ih``/``_i``/``_ii``/``_iii``/``_iN`` and hidden names."""
-        if self.enabled:
-            super().store_inputs(line_num, source, source_raw)
-            return
-        if source_raw is None:
-            source_raw = source
-        source = source.rstrip("\n")
-        source_raw = source_raw.rstrip("\n")
-        if self._exit_re.match(source_raw.strip()):
-            return  # as IPython: exit and quit are not history
-        self.input_hist_parsed.append(source)
-        self.input_hist_raw.append(source_raw)
-        self._iii, self._ii, self._i, self._i00 = self._ii, self._i, self._i00, source_raw
-        names = {"_i": self._i, "_ii": self._ii, "_iii": self._iii, f"_i{line_num}": source_raw}
-        shell = self.shell
-        if shell is not None:  # ``push(names, interactive=False)``
-            shell.user_ns.update(names)
-            shell.user_ns_hidden.update(names)
+        super().store_inputs(line_num, source, source_raw)
+        if not self.enabled:
+            with self.db_input_cache_lock:
+                self.db_input_cache.clear()
 
 
 class _Shell(_TraitShell):
@@ -407,15 +383,11 @@ class _Shell(_TraitShell):
 # for ``%magic``, ``!shell``, ``obj?``, pasted prompts and, for one-line cells, automagic names)
 # and ``should_run_async`` (a second compile of the whole cell to look for top-level ``await``).
 # A cell with none of the characters those transforms look for comes out of them unchanged, and a
-# cell without ``await`` or ``async`` is never a coroutine. For such a cell ``PlainCells`` runs
-# ``run_cell_async``'s steps itself, as a plain function (``PlainCells._run``), and calls IPython
-# for the pieces that shape what user code sees: the events, the history, the displayhook and
-# its traps, ``compile.cache`` (the cell's name in tracebacks), ``run_code`` (the exception
-# handling) and the traceback formatting. Running the steps in place rather than through the
-# coroutine cuts the code a cell touches, which is what a cell costs once other sessions have
-# evicted the caches. The copy is held to IPython's own path by tests: a corpus of cells runs
-# through both and every reply, history entry and namespace must match. Anything the text
-# check cannot prove plain returns ``None`` and the caller uses ``run_cell``.
+# cell without ``await`` or ``async`` is never a coroutine. For such a cell ``PlainCells`` runs the
+# rest of IPython's own machinery (``run_cell_async``, the events, the displayhook, history, the
+# traceback formatting) exactly as ``run_cell`` would, so results, ``In``/``_i``/``Out``,
+# ``execution_count``, tracebacks and displays are IPython's by construction rather than by
+# imitation. Anything it cannot prove plain returns ``None`` and the caller uses ``run_cell``.
 #
 # The proof is a text check, deliberately conservative: a false alarm costs only the 40 us.
 
@@ -463,8 +435,6 @@ class PlainCells:
         self._flags = shell.compile.flags
         #: cells this path ran (the tests assert plain cells do not silently fall back)
         self.taken = 0
-        #: the cell ``plain`` last accepted may draw a compiler warning (``_MAYBE_WARNS``)
-        self._warns = False
 
     def _unchanged(self) -> bool:
         """The shell is configured as it was when snapshotted: nothing extends the transforms."""
@@ -534,9 +504,9 @@ class PlainCells:
         shell = self.shell
         try:
             cell = self.transformed(raw)
-            self._warns = cell is not None and _MAYBE_WARNS.search(raw) is not None
             if (
-                self._warns
+                cell is not None
+                and _MAYBE_WARNS.search(raw) is not None
                 # IPython's own call at the same point: its compile warnings (shown under the
                 # name ``<>``) appear exactly as they do there. True is unreachable without
                 # ``await``; checked so that the text proof is not trusted blindly.
@@ -556,14 +526,28 @@ class PlainCells:
 
     def run(self, raw: str, cell: str, store_history: bool) -> ExecutionResult | None:
         """``run_cell(raw, store_history)`` for a cell ``plain`` accepted (``cell`` is what it
-        returned), with ``run_cell``'s handling of whatever escapes the cell's machinery (an
-        interrupt that lands in the bookkeeping)."""
+        returned).
+
+        The body mirrors ``InteractiveShell.run_cell`` and ``_run_cell`` (IPython 9) step for
+        step, with ``transform_cell`` and ``should_run_async`` answered in advance and
+        ``_tee`` left out (``_Shell`` makes it a no-op).
+        """
         shell = self.shell
         self.taken += 1
         result: ExecutionResult | None = None
         try:
+            coro = shell.run_cell_async(
+                raw,
+                store_history=store_history,
+                silent=False,
+                shell_futures=True,
+                transformed_cell=cell,
+                preprocessing_exc_tuple=None,
+                cell_id=None,
+                cell_meta=None,
+            )
             try:
-                result = self._run(raw, cell, store_history)
+                result = _pseudo_sync_runner(coro)
             except BaseException as e:
                 try:
                     info = ExecutionInfo(
@@ -576,122 +560,8 @@ class PlainCells:
                     pass
         finally:
             shell.events.trigger("post_execute")
-            if shell.events.callbacks["post_run_cell"]:
-                shell.events.trigger("post_run_cell", result)
+            shell.events.trigger("post_run_cell", result)
         return result
-
-    def _run(self, raw: str, cell: str, store_history: bool) -> ExecutionResult:
-        """``run_cell_async`` (IPython 9.18) for a plain cell, step for step, as a plain
-        function: no coroutine, no trigger of an event nobody listens to, the logger only
-        when logging is on, and the cell compiled in two pieces (all but a last expression,
-        and that expression) instead of one per statement, then run by IPython's own
-        ``run_code``. If a piece does not compile, nothing has run yet, and IPython's
-        statement-by-statement ``run_ast_nodes`` takes over (its output for a statement that
-        fails to compile after others ran). Cells the compiler may warn about go statement by
-        statement from the start, so a warning comes after what earlier statements printed.
-
-        Measured on ``x += 1`` (docs/benchmarks.md): 45 -> 35 us in a loop, and about 10 %
-        of the whole cell with the caches evicted before it."""
-        shell = self.shell
-        info = ExecutionInfo(raw, store_history, False, True, None, None, transformed_cell=cell)
-        result = ExecutionResult(info)
-        execution_count = result.execution_count = shell.execution_count
-        if store_history:
-            shell.execution_count += 1
-        events = shell.events
-        events.trigger("pre_execute")
-        if events.callbacks["pre_run_cell"]:
-            events.trigger("pre_run_cell", info)
-        if "get_ipython().run_line_magic(" in cell and "paste" in cell:
-            store_history = False  # as IPython: a pasted block is not history
-        history = shell.history_manager
-        assert history is not None
-        if store_history:
-            history.store_inputs(execution_count, cell, raw)
-        if shell.logger.log_active:
-            shell.logger.log(cell, raw)
-        compiler = shell.compile
-        with shell.builtin_trap:
-            name = compiler.cache(cell, execution_count, raw_code=raw)
-            with shell.display_trap:
-                try:
-                    tree = compile(cell, name, "exec", compiler.flags | ast.PyCF_ONLY_AST, True)
-                except IndentationError as e:
-                    shell.showindentationerror()
-                    return self._error_before_exec(result, e, store_history)
-                except (OverflowError, SyntaxError, ValueError, TypeError, MemoryError) as e:
-                    shell.showsyntaxerror()
-                    return self._error_before_exec(result, e, store_history)
-                shell.displayhook.exec_result = result
-                raised = self._run_nodes(tree.body, name, result)
-                shell.last_execution_succeeded = not raised
-                shell.last_execution_result = result
-                shell.displayhook.exec_result = None
-        if store_history:
-            history.store_output(execution_count)
-            if result.error_in_exec:
-                history.exceptions[execution_count] = shell._format_exception_for_storage(
-                    result.error_in_exec
-                )
-        return result
-
-    def _error_before_exec(
-        self, result: ExecutionResult, error: BaseException, store_history: bool
-    ) -> ExecutionResult:
-        """``run_cell_async``'s ``error_before_exec``."""
-        shell = self.shell
-        if store_history and shell.history_manager is not None:
-            shell.history_manager.exceptions[result.execution_count] = (
-                shell._format_exception_for_storage(error)
-            )
-        result.error_before_exec = error
-        shell.last_execution_succeeded = False
-        shell.last_execution_result = result
-        return result
-
-    def _run_nodes(self, body: list[ast.stmt], name: str, result: ExecutionResult) -> bool:
-        """``run_ast_nodes`` with ``last_expr`` interactivity; True if the cell raised."""
-        shell = self.shell
-        if not body:
-            return False
-        per_statement = self._warns or shell.ast_node_interactivity != "last_expr"
-        flags = shell.compile.flags
-        if shell.autoawait:
-            flags |= _TOP_LEVEL_AWAIT
-        codes = []
-        if not per_statement:
-            try:
-                last = body[-1]
-                if isinstance(last, ast.Expr):
-                    if len(body) > 1:
-                        codes.append(compile(ast.Module(body[:-1], []), name, "exec", flags, True))
-                    codes.append(compile(ast.Interactive([last]), name, "single", flags, True))
-                else:
-                    codes.append(compile(ast.Module(body, []), name, "exec", flags, True))
-            except Exception:
-                per_statement = True  # IPython runs the statements before the one that fails
-            except BaseException:  # an interrupt: IPython's catch-all around its compile
-                result.error_before_exec = sys.exc_info()[1]
-                shell.showtraceback()
-                return True
-        if per_statement:
-            return bool(
-                _pseudo_sync_runner(
-                    shell.run_ast_nodes(
-                        body,
-                        name,
-                        interactivity=shell.ast_node_interactivity,
-                        compiler=shell.compile,
-                        result=result,
-                    )
-                )
-            )
-        for code in codes:
-            if _pseudo_sync_runner(shell.run_code(code, result, async_=False)):
-                return True
-        if softspace(sys.stdout, 0):
-            print()
-        return False
 
 
 class SessionShell:
