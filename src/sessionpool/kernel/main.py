@@ -92,10 +92,6 @@ class Kernel:
         self.sock: socket.socket | None = None
         self.busy = False
         self._pipes: dict[int, tuple[str, Any]] = {}
-        #: the pipes' read ends, polled before reading: after every cell and before every
-        #: write of user code, most often with nothing in them (two reads that each raised
-        #: BlockingIOError cost more than one poll)
-        self._pipe_poll = select.poll()
         self._drain_lock = threading.Lock()
         self._chld_r = -1
         #: streaming: output chunks (or a flush Event) for the sender thread, in order. A
@@ -134,7 +130,6 @@ class Kernel:
             os.close(w)
             os.set_blocking(r, False)
             self._pipes[r] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
-            self._pipe_poll.register(r, select.POLLIN)
         # SIGCHLD wakes the drain thread (through the signal wakeup fd): an idle session costs
         # no periodic wakeups, and a long cell that orphans children cannot fill the pids limit.
         # Signal handlers can only be set from the main thread, hence here.
@@ -154,8 +149,7 @@ class Kernel:
 
     def _drain_once(self) -> None:
         with self._drain_lock:
-            for r, _ in self._pipe_poll.poll(0):
-                name, decoder = self._pipes[r]
+            for r, (name, decoder) in self._pipes.items():
                 while True:
                     try:
                         chunk = os.read(r, 65536)
@@ -273,8 +267,10 @@ class Kernel:
         main thread (under load that hand-off was a good part of a small cell's CPU)."""
         while True:
             with self._read_lock:
-                if not self._requests.empty():  # only this thread takes from the queue
+                try:
                     return self._requests.get_nowait()
+                except queue.Empty:
+                    pass
                 request = self._recv()
             if not self._answer_now(request):
                 return request
