@@ -6,8 +6,9 @@ run side by side, one on a base revision (``git archive REV src``) and one on th
 (a copy; both imported through ``PYTHONPATH``), and the same cell goes to each in turn, one
 request at a time over a keep-alive connection, in alternating order. Whatever the machine
 does meanwhile, both pay it alike. Each server's own CPU and that of the kernel of its one
-session are read from ``/proc`` per round; caches are cold for every request (the other
-server ran in between), which is what a request meets under load here.
+session are read from ``/proc`` per round (the scheduler's nanoseconds); caches are cold for
+every request (the other server ran in between), which is what a request meets under load
+here.
 
     .venv/bin/python -m benchmarks.paired --base dc2b3dc
     .venv/bin/python -m benchmarks.paired --base HEAD~2 --tree HEAD --code 'print(1)'
@@ -24,7 +25,6 @@ import argparse
 import datetime as dt
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import API_KEY, API_VERSION, RESULTS, machine, nearest_rank
+from benchmarks.http_api import check_answer, descendants, execute_body, process_cpu_seconds
 from sessionpool.server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,33 +41,6 @@ CONFIG = (
     "[server]\naccess_log = false\n\n"
     "[pools.main]\nready_sessions = 2\nmax_sessions = 8\ncooldown_seconds = 3600\n"
 )
-TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid: int) -> int:
-    """User plus system time of ``pid`` in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
 
 
 class Side:
@@ -79,9 +53,18 @@ class Side:
         )
         self.conn: http.client.HTTPConnection | None = None
         self.kernel = 0
-        self.server_ticks = 0
-        self.kernel_ticks = 0
+        self.server_s = 0.0  # CPU seconds over the measured rounds
+        self.kernel_s = 0.0
         self.latencies: list[float] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the server and of its session's kernel."""
+        return process_cpu_seconds(self.pid), process_cpu_seconds(self.kernel)
 
     def start(self) -> None:
         self.server.start()
@@ -90,31 +73,21 @@ class Side:
 
     def call(self, code: str) -> None:
         assert self.conn is not None
-        body = json.dumps(
-            {
-                "properties": {
-                    "codeInputType": "inline",
-                    "executionType": "synchronous",
-                    "code": code,
-                }
-            }
-        )
+        body = json.dumps(execute_body(code))
         path = f"/pools/main/code/execute?api-version={API_VERSION}&identifier=paired"
         headers = {**self.server.auth, "Content-Type": "application/json"}
         self.conn.request("POST", path, body, headers)
         answer = self.conn.getresponse()
-        data = answer.read()
-        if answer.status != 200 or b'"Success"' not in data:
-            raise RuntimeError(f"{self.name}: {answer.status} {data[:300]!r}")
+        check_answer(answer.status, answer.read(), f"{self.name}: {code!r}")
 
     def find_kernel(self, code: str) -> None:
         """The session's kernel: of the server's descendants, the one whose CPU grows with
         the calls (the zygotes and the ready sessions stay idle)."""
-        pids = descendants(self.server.process.pid if self.server.process else 0)
-        before = {p: cpu_ticks(p) for p in pids}
+        pids = descendants(self.pid)
+        before = {p: process_cpu_seconds(p) for p in pids}
         for _ in range(100):
             self.call(code)
-        self.kernel = max(pids, key=lambda p: cpu_ticks(p) - before[p])
+        self.kernel = max(pids, key=lambda p: process_cpu_seconds(p) - before[p])
 
 
 def export(rev: str, into: Path) -> Path:
@@ -159,11 +132,7 @@ def run(
             per_round = requests // rounds
             table = []
             for r in range(rounds):
-                start = {
-                    s.name: (cpu_ticks(s.server.process.pid), cpu_ticks(s.kernel))
-                    for s in sides
-                    if s.server.process
-                }
+                start = {side.name: side.cpu() for side in sides}
                 for i in range(per_round):
                     for side in sides if i % 2 else sides[::-1]:
                         t0 = time.perf_counter()
@@ -171,15 +140,12 @@ def run(
                         side.latencies.append(time.perf_counter() - t0)
                 row: dict[str, Any] = {"round": r}
                 for side in sides:
-                    assert side.server.process is not None
-                    s0, k0 = start[side.name]
-                    ds = cpu_ticks(side.server.process.pid) - s0
-                    dk = cpu_ticks(side.kernel) - k0
-                    side.server_ticks += ds
-                    side.kernel_ticks += dk
+                    (s0, k0), (s1, k1) = start[side.name], side.cpu()
+                    side.server_s += s1 - s0
+                    side.kernel_s += k1 - k0
                     row[side.name] = {
-                        "server_us": round(ds * TICK_US / per_round),
-                        "kernel_us": round(dk * TICK_US / per_round),
+                        "server_us": round((s1 - s0) * 1e6 / per_round),
+                        "kernel_us": round((k1 - k0) * 1e6 / per_round),
                     }
                 table.append(row)
                 print(
@@ -199,8 +165,8 @@ def run(
         for side in sides:
             lat = sorted(side.latencies)
             totals[side.name] = {
-                "server_us_per_request": round(side.server_ticks * TICK_US / done, 1),
-                "kernel_us_per_request": round(side.kernel_ticks * TICK_US / done, 1),
+                "server_us_per_request": round(side.server_s * 1e6 / done, 1),
+                "kernel_us_per_request": round(side.kernel_s * 1e6 / done, 1),
                 "p50_ms": round(nearest_rank(lat, 50) * 1000, 3),
                 "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
             }
