@@ -12,6 +12,15 @@ here.
 
     .venv/bin/python -m benchmarks.paired --base dc2b3dc
     .venv/bin/python -m benchmarks.paired --base HEAD~2 --tree HEAD --code 'print(1)'
+    .venv/bin/python -m benchmarks.paired --base HEAD --wrk 5 --access-log
+
+``--wrk SECONDS`` measures under load instead: each round runs wrk for that long against one
+server and then the other (50 sessions, ``x += 1``, as the suite's throughput figure), and
+reports executions per second and the CPU per request of the server and of all its
+descendants (the kernels, the zygotes, the pool's refills). Work that batches several
+requests (one write for several log lines, say) only shows here: sequential requests come
+one at a time. ``--access-log`` turns on the access log (the shipped default; off otherwise,
+as it is one more line per request on both sides).
 
 The whole comparison runs twice, each side starting first once: the server started first
 cost 2-4 % more CPU per request in a comparison of a build with itself. Prints one line per
@@ -25,31 +34,42 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import API_KEY, API_VERSION, RESULTS, machine, nearest_rank
 from benchmarks.http_api import check_answer, descendants, execute_body, process_cpu_seconds
+from benchmarks.suite_measures import WRK_SCRIPT
 from sessionpool.server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG = (
-    "[server]\naccess_log = false\n\n"
-    "[pools.main]\nready_sessions = 2\nmax_sessions = 8\ncooldown_seconds = 3600\n"
-)
+WRK_SESSIONS = 50
+
+
+def config(access_log: bool) -> str:
+    return (
+        f"[server]\naccess_log = {str(access_log).lower()}\n\n[pools.main]\nready_sessions = 2\n"
+        f"max_sessions = {WRK_SESSIONS + 8}\ncooldown_seconds = 3600\n"
+    )
 
 
 class Side:
     """One server, its keep-alive connection and the kernel of its session."""
 
-    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, workdir: Path, env: dict[str, str], access_log: bool) -> None:
         self.name = name
         self.server = ServerProcess(
-            workdir / name, config=CONFIG, api_key=API_KEY, startup_timeout=180.0, env=env
+            workdir / name,
+            config=config(access_log),
+            api_key=API_KEY,
+            startup_timeout=180.0,
+            env=env,
         )
         self.conn: http.client.HTTPConnection | None = None
         self.kernel = 0
@@ -68,13 +88,19 @@ class Side:
 
     def start(self) -> None:
         self.server.start()
+        self.connect()
+
+    def connect(self) -> None:
+        """A new keep-alive connection (the server closes one idle for 5 s)."""
+        if self.conn is not None:
+            self.conn.close()
         host, port = self.server.url.removeprefix("http://").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
 
-    def call(self, code: str) -> None:
+    def call(self, code: str, identifier: str = "paired") -> None:
         assert self.conn is not None
         body = json.dumps(execute_body(code))
-        path = f"/pools/main/code/execute?api-version={API_VERSION}&identifier=paired"
+        path = f"/pools/main/code/execute?api-version={API_VERSION}&identifier={identifier}"
         headers = {**self.server.auth, "Content-Type": "application/json"}
         self.conn.request("POST", path, body, headers)
         answer = self.conn.getresponse()
@@ -89,6 +115,34 @@ class Side:
             self.call(code)
         self.kernel = max(pids, key=lambda p: process_cpu_seconds(p) - before[p])
 
+    def all_cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the server and of all its descendants together."""
+        return process_cpu_seconds(self.pid), sum(map(process_cpu_seconds, descendants(self.pid)))
+
+    def wrk(self, seconds: float) -> int:
+        """wrk for ``seconds`` against this server's ``WRK_SESSIONS`` sessions, as the suite
+        runs it; returns the requests it completed (every answer checked)."""
+        env = {
+            **os.environ,
+            "WRK_PATH": f"/pools/main/code/execute?api-version={API_VERSION}&identifier=",
+            "WRK_PREFIX": "wrk",
+            "WRK_SESSIONS": str(WRK_SESSIONS),
+            "WRK_KEY": API_KEY,
+        }
+        command = ["wrk", "-t2", f"-c{WRK_SESSIONS}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT)]
+        done = subprocess.run(
+            [*command, self.server.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        got = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+        failed = got["failed_checks"] + got["non2xx"] + got["read"] + got["timeout"]
+        if failed:
+            raise RuntimeError(f"{self.name}: {failed} of wrk's requests failed: {got}")
+        return int(got["requests"])
+
 
 def export(rev: str, into: Path) -> Path:
     """``src`` of ``rev`` under ``into``; returns the directory to put on ``PYTHONPATH``."""
@@ -99,11 +153,20 @@ def export(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def run(
-    base: str, tree: str | None, requests: int, rounds: int, code: str, tree_first: bool
-) -> dict[str, Any]:
-    """One comparison; ``tree`` None is the working tree. Whichever server starts first costs
-    2-4 % more CPU per request with the same code, so ``main`` runs both orders."""
+@dataclass
+class Options:
+    base: str
+    tree: str | None  # None: the working tree
+    requests: int
+    rounds: int
+    code: str
+    wrk_s: float  # 0: sequential requests
+    access_log: bool
+
+
+def run(opts: Options, tree_first: bool) -> dict[str, Any]:
+    """One comparison. Whichever server starts first costs 2-4 % more CPU per request with
+    the same code, so ``main`` runs both orders."""
     with tempfile.TemporaryDirectory(prefix="paired-") as tmp:
         work = Path(tmp)
         # both sides import copies the same way: the installed working tree against a copy
@@ -111,66 +174,119 @@ def run(
         copies = work / "code"
         for name in ("base", "tree"):
             (copies / name).mkdir(parents=True)
-        if tree is None:
+        if opts.tree is None:
             tree_src = copies / "tree" / "src"
             shutil.copytree(REPO / "src", tree_src, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            tree_src = export(tree, copies / "tree")
+            tree_src = export(opts.tree, copies / "tree")
+        base_env = {"PYTHONPATH": str(export(opts.base, copies / "base"))}
         sides = [
-            Side("base", work, {"PYTHONPATH": str(export(base, copies / "base"))}),
-            Side("tree", work, {"PYTHONPATH": str(tree_src)}),
+            Side("base", work, base_env, opts.access_log),
+            Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log),
         ]
         try:
             for side in sides[::-1] if tree_first else sides:
                 side.start()
                 side.call("x = 0")
-            for side in sides:
-                side.find_kernel(code)
-            for _ in range(200):  # both warmed alike
-                for side in sides:
-                    side.call(code)
-            per_round = requests // rounds
-            table = []
-            for r in range(rounds):
-                start = {side.name: side.cpu() for side in sides}
-                for i in range(per_round):
-                    for side in sides if i % 2 else sides[::-1]:
-                        t0 = time.perf_counter()
-                        side.call(code)
-                        side.latencies.append(time.perf_counter() - t0)
-                row: dict[str, Any] = {"round": r}
-                for side in sides:
-                    (s0, k0), (s1, k1) = start[side.name], side.cpu()
-                    side.server_s += s1 - s0
-                    side.kernel_s += k1 - k0
-                    row[side.name] = {
-                        "server_us": round((s1 - s0) * 1e6 / per_round),
-                        "kernel_us": round((k1 - k0) * 1e6 / per_round),
-                    }
-                table.append(row)
-                print(
-                    f"round {r}: "
-                    + ", ".join(
-                        f"{s.name} server {row[s.name]['server_us']} us, "
-                        f"kernel {row[s.name]['kernel_us']} us"
-                        for s in sides
-                    ),
-                    flush=True,
-                )
+            if opts.wrk_s:
+                return {"tree_first": tree_first, **under_wrk(sides, opts)}
+            return {"tree_first": tree_first, **sequential(sides, opts)}
         finally:
             for side in sides:
                 side.server.stop()
-        done = per_round * rounds
-        totals = {}
+
+
+def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
+    """Requests one at a time, alternating between the sides."""
+    for side in sides:
+        side.find_kernel(opts.code)
+    for _ in range(200):  # both warmed alike
         for side in sides:
-            lat = sorted(side.latencies)
-            totals[side.name] = {
-                "server_us_per_request": round(side.server_s * 1e6 / done, 1),
-                "kernel_us_per_request": round(side.kernel_s * 1e6 / done, 1),
-                "p50_ms": round(nearest_rank(lat, 50) * 1000, 3),
-                "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
+            side.call(opts.code)
+    per_round = opts.requests // opts.rounds
+    table = []
+    for r in range(opts.rounds):
+        start = {side.name: side.cpu() for side in sides}
+        for i in range(per_round):
+            for side in sides if i % 2 else sides[::-1]:
+                t0 = time.perf_counter()
+                side.call(opts.code)
+                side.latencies.append(time.perf_counter() - t0)
+        row: dict[str, Any] = {"round": r}
+        for side in sides:
+            (s0, k0), (s1, k1) = start[side.name], side.cpu()
+            side.server_s += s1 - s0
+            side.kernel_s += k1 - k0
+            row[side.name] = {
+                "server_us": round((s1 - s0) * 1e6 / per_round),
+                "kernel_us": round((k1 - k0) * 1e6 / per_round),
             }
-    return {"tree_first": tree_first, "requests": done, "rounds": table, "totals": totals}
+        table.append(row)
+        print(
+            f"round {r}: "
+            + ", ".join(
+                f"{s.name} server {row[s.name]['server_us']} us, "
+                f"kernel {row[s.name]['kernel_us']} us"
+                for s in sides
+            ),
+            flush=True,
+        )
+    done = per_round * opts.rounds
+    totals = {}
+    for side in sides:
+        lat = sorted(side.latencies)
+        totals[side.name] = {
+            "server_us_per_request": round(side.server_s * 1e6 / done, 1),
+            "kernel_us_per_request": round(side.kernel_s * 1e6 / done, 1),
+            "p50_ms": round(nearest_rank(lat, 50) * 1000, 3),
+            "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
+        }
+    return {"requests": done, "rounds": table, "totals": totals}
+
+
+def under_wrk(sides: list[Side], opts: Options) -> dict[str, Any]:
+    """wrk against one side and then the other, each round in the other order; CPU per
+    request of each server and of its descendants (the kernels above all)."""
+    for side in sides:
+        side.connect()
+        for k in range(WRK_SESSIONS):
+            side.call("x = 0", f"wrk-{k}")
+        side.wrk(2.0)  # warmed alike
+    requests = {side.name: 0 for side in sides}
+    table = []
+    for r in range(opts.rounds):
+        row: dict[str, Any] = {"round": r}
+        for side in sides if r % 2 else sides[::-1]:
+            s0, k0 = side.all_cpu()
+            n = side.wrk(opts.wrk_s)
+            s1, k1 = side.all_cpu()
+            requests[side.name] += n
+            side.server_s += s1 - s0
+            side.kernel_s += k1 - k0
+            row[side.name] = {
+                "exec_per_s": round(n / opts.wrk_s),
+                "server_us": round((s1 - s0) * 1e6 / n),
+                "others_us": round((k1 - k0) * 1e6 / n),
+            }
+        table.append(row)
+        print(
+            f"round {r}: "
+            + ", ".join(
+                f"{s.name} {row[s.name]['exec_per_s']} exec/s, server "
+                f"{row[s.name]['server_us']} us, descendants {row[s.name]['others_us']} us"
+                for s in sides
+            ),
+            flush=True,
+        )
+    totals = {
+        side.name: {
+            "exec_per_s": round(requests[side.name] / (opts.wrk_s * opts.rounds), 1),
+            "server_us_per_request": round(side.server_s * 1e6 / requests[side.name], 1),
+            "kernel_us_per_request": round(side.kernel_s * 1e6 / requests[side.name], 1),
+        }
+        for side in sides
+    }
+    return {"wrk_s": opts.wrk_s, "rounds": table, "totals": totals}
 
 
 def main() -> None:
@@ -181,7 +297,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--code", default="x += 1", help="the cell (after x = 0)")
     parser.add_argument("--json", type=Path, help="where to write the result")
+    parser.add_argument("--wrk", type=float, default=0.0, help="seconds of wrk per round")
+    parser.add_argument("--access-log", action="store_true", help="the servers' access log on")
     args = parser.parse_args()
+    opts = Options(
+        args.base, args.tree, args.requests, args.rounds, args.code, args.wrk, args.access_log
+    )
 
     def commit(rev: str) -> str:
         return subprocess.run(
@@ -194,12 +315,19 @@ def main() -> None:
     runs = []
     for tree_first in (False, True):
         print(f"-- {'tree' if tree_first else 'base'} started first")
-        runs.append(run(args.base, args.tree, args.requests, args.rounds, args.code, tree_first))
+        runs.append(run(opts, tree_first))
     totals: dict[str, dict[str, float]] = {}
     for name in ("base", "tree"):
         both = [r["totals"][name] for r in runs]
         totals[name] = {k: round(sum(t[k] for t in both) / len(both), 3) for k in both[0]}
         t = totals[name]
+        if opts.wrk_s:
+            print(
+                f"{name}: {t['exec_per_s']:.0f} exec/s; server {t['server_us_per_request']:.0f}"
+                f" us, descendants {t['kernel_us_per_request']:.0f} us of CPU per request "
+                "(both orders)"
+            )
+            continue
         print(
             f"{name}: server {t['server_us_per_request']:.0f} us, kernel "
             f"{t['kernel_us_per_request']:.0f} us of CPU per request; p50 {t['p50_ms']} ms "
@@ -211,6 +339,8 @@ def main() -> None:
         "tree": args.tree or "working tree",
         "tree_commit": commit(args.tree or "HEAD") + ("" if args.tree else " + changes"),
         "code": args.code,
+        "wrk_s": args.wrk,
+        "access_log": args.access_log,
         "runs": runs,
         "totals": totals,
         "machine": machine(),
