@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -152,6 +152,10 @@ bench: install bench-tools
 bench-quick: install bench-tools
 	$(PY) -m benchmarks.suite --quick
 
+# the scaling ramp alone, to where admission refuses (about half an hour; page merging on)
+bench-ramp: install
+	$(PY) -m benchmarks.suite --ramp
+
 # wrk (Debian's), the light load generator of the throughput figure: the Python clients spend as
 # much CPU per request as the server, on the same cores. Best effort: the suite says it is missing
 bench-tools:
@@ -159,9 +163,10 @@ bench-tools:
 
 # two builds side by side (BASE, default HEAD, against the working tree), requests interleaved:
 # server and kernel CPU per request, for changes smaller than the run-to-run noise
+# (PAIRED="--wrk 5" measures under wrk's load instead of one request at a time)
 BASE ?= HEAD
 bench-paired: install
-	$(PY) -m benchmarks.paired --base $(BASE)
+	$(PY) -m benchmarks.paired --base $(BASE) $(PAIRED)
 
 bench-engine: install
 	$(PY) -m benchmarks.engine

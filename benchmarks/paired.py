@@ -199,6 +199,7 @@ def run(opts: Options, tree_first: bool) -> dict[str, Any]:
 def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
     """Requests one at a time, alternating between the sides."""
     for side in sides:
+        side.connect()
         side.find_kernel(opts.code)
     for _ in range(200):  # both warmed alike
         for side in sides:

@@ -27,6 +27,10 @@ against concurrency, and sessionpool's scaling ramp: idle sessions (each ran a p
 step by step until admission control refuses, with allocation and ``x += 1`` latency, private
 memory (USS) per session and the machine's used memory at every step.
 
+``--ramp`` (``make bench-ramp``) runs the scaling ramp alone, in steps of 250 sessions with page
+merging waited for after each, until admission refuses: the 5,000 idle sessions measured rather
+than projected from the quick ramp. It takes about half an hour.
+
 Writes ``<out>/<UTC date>.json``, ``<out>/<UTC date>.md`` and PNG charts to ``<out>``
 (``benchmarks/results`` by default).
 
@@ -45,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -75,6 +80,7 @@ from benchmarks.suite_drivers import (
 from benchmarks.suite_measures import (
     FULL,
     QUICK,
+    RAMP,
     Results,
     Sizes,
     bare_print,
@@ -104,6 +110,7 @@ def server_config(
     memory_merge: str = "off",
     *,
     scale: bool = False,
+    ksm_pages: int | None = None,
 ) -> str:
     """The main server's pools, or (``scale``) the scaling ramp's server: its pool alone, with
     the memory merging the density figure asks for. Apart because ksmd rescans mergeable
@@ -122,7 +129,10 @@ def server_config(
             ONDEMAND: (0, 64, zygote_max_children),  # no ready sessions: every one on demand
         }
     )
-    text = f'[server]\nmemory_reserve_bytes = "{reserve}"\naccess_log = false\n\n'
+    text = f'[server]\nmemory_reserve_bytes = "{reserve}"\naccess_log = false\n'
+    if ksm_pages is not None:
+        text += f"ksm_pages_to_scan = {ksm_pages}\n"
+    text += "\n"
     for name, (ready, cap, zmc) in pools.items():
         text += (
             f"[pools.{name}]\nready_sessions = {ready}\nmax_sessions = {cap}\n"
@@ -134,20 +144,11 @@ def server_config(
     return text
 
 
-async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir: Path) -> None:
-    def start(name: str, scale: bool) -> ServerProcess:
-        config = server_config(
-            sizes, args.memory_reserve, args.zygote_max_children, args.memory_merge, scale=scale
-        )
-        server = ServerProcess(
-            workdir / name, config=config, api_key=API_KEY, startup_timeout=180.0
-        )
-        server.start()
-        return server
-
-    ksmd = ksmd_pid()  # None where the kernel has no KSM
-    ksmd_before = ksmd_cpu_seconds(ksmd)
-    server = start("server", scale=False)
+async def main_server(
+    res: Results, sizes: Sizes, start: Callable[[str, bool], ServerProcess]
+) -> None:
+    """Every figure but the scaling ramp, on the main server (no page merging)."""
+    server = start("server", False)
     main_pools = (MAIN, BURST, ONDEMAND, BURST_DEFAULT, BURST_AHEAD)
     drivers = {p: SessionpoolDriver(server, p) for p in main_pools}
     try:
@@ -178,6 +179,28 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     finally:
         await asyncio.gather(*(d.aclose() for d in drivers.values()))
         server.stop()
+
+
+async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir: Path) -> None:
+    def start(name: str, scale: bool) -> ServerProcess:
+        config = server_config(
+            sizes,
+            args.memory_reserve,
+            args.zygote_max_children,
+            args.memory_merge,
+            scale=scale,
+            ksm_pages=args.ksm_pages_to_scan,
+        )
+        server = ServerProcess(
+            workdir / name, config=config, api_key=API_KEY, startup_timeout=180.0
+        )
+        server.start()
+        return server
+
+    ksmd = ksmd_pid()  # None where the kernel has no KSM
+    ksmd_before = ksmd_cpu_seconds(ksmd)
+    if not args.ramp:
+        await main_server(res, sizes, start)
     ksmd_main = ksmd_cpu_seconds(ksmd)
     server = start("scale-server", scale=True)
     t_scale = time.perf_counter()
@@ -201,7 +224,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     # burst rows came out as separate modes runs with empty sequential rows: drop those
     res.rows = [r for r in res.rows if r.attempts > 0 or r.value is not None]
 
-    if args.skip_peers:
+    if args.skip_peers or args.ramp:
         return
     ipk = IpykernelDriver()
     await tti_modes(res, ipk, sizes.peer_seq, sizes.peer_seq, (sizes.peer_burst,))
@@ -262,11 +285,26 @@ def main(argv: list[str] | None = None) -> int:
         help="memory_merge of the scale pool, whose sessions make the memory figure "
         "(docs/security.md weighs its risk; zygote merges only what the zygote held)",
     )
+    parser.add_argument(
+        "--ramp",
+        action="store_true",
+        help="the scaling ramp alone, in steps of 250 to where admission refuses (the 5,000 "
+        "target measured, not projected; about half an hour, ksmd at most of a core)",
+    )
+    parser.add_argument(
+        "--ksm-pages-to-scan",
+        type=int,
+        help="the scale server's ksm_pages_to_scan (default: the server's; 20000 with --ramp)",
+    )
     args = parser.parse_args(argv)
+    if args.ramp:
+        args.quick, args.skip_peers = False, True
+        if args.ksm_pages_to_scan is None:
+            args.ksm_pages_to_scan = 20000
     if os.geteuid() != 0:
         print("the jail backend needs root", file=sys.stderr)
         return 2
-    sizes = QUICK if args.quick else FULL
+    sizes = RAMP if args.ramp else QUICK if args.quick else FULL
     if not args.skip_peers:
         install_peers()  # before the clock matters
     busy_before = cpu_busy()
@@ -283,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date_utc": now.isoformat(timespec="seconds"),
         "quick": bool(args.quick),
+        "ramp": bool(args.ramp),
         "sizes": asdict(sizes),
         **machine(),
         "cgroup_favordynmods": cgroup_favordynmods(),
@@ -292,11 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         "memory_reserve": args.memory_reserve,
         "memory_reserve_gb": parse_size(args.memory_reserve, "--memory-reserve") / 2**30,
         "memory_merge": args.memory_merge,
+        "ksm_pages_to_scan": args.ksm_pages_to_scan,
         "zygote_max_children": args.zygote_max_children,
         "total_seconds": round(time.perf_counter() - t0, 1),
         "percentiles": "nearest-rank",
     }
-    stem = f"{now:%Y-%m-%d}" + ("-quick" if args.quick else "")
+    stem = f"{now:%Y-%m-%d}" + ("-quick" if args.quick else "-ramp" if args.ramp else "")
     report.write(res, meta, args.out, stem)
     return 0
 

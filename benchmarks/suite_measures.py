@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Sizes:
     probe_x: int
     wrk_s: float  # seconds of wrk load
     merge_settle_s: float  # longest wait for page merging after the ramp
+    merge_each_step: bool = False  # wait for page merging before each step's figures
 
 
 FULL = Sizes(
@@ -124,6 +125,21 @@ QUICK = Sizes(
     probe_x=100,
     wrk_s=5.0,
     merge_settle_s=150.0,
+)
+#: ``--ramp``: the scaling ramp alone, to where admission refuses (the 5,000 target measured,
+#: not projected). Steps of 250 with page merging waited for after each: a step's sessions
+#: are unmerged (about 13 MB each) until ksmd reaches them, and admission reads the memory
+#: the machine has now, so a larger step would be refused for memory merging is about to
+#: give back.
+RAMP = replace(
+    FULL,
+    steps=tuple(range(0, 5001, 250)),
+    step_after=250,
+    ramp_budget_s=3600.0,
+    probe_allocs=5,
+    probe_x=100,
+    merge_settle_s=240.0,
+    merge_each_step=True,
 )
 
 # -- results ---------------------------------------------------------------------------------------
@@ -816,6 +832,8 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             if need > 0:
                 await asyncio.gather(*(limited(k) for k in range(need)))
             await asyncio.sleep(1.0)
+            if sizes.merge_each_step:
+                await until_merged(sizes.merge_settle_s)
             point = await scale_point(sp, probe, len(live), sizes, refused=refusal is not None)
             point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
             point["used_memory_gb"] = round(used_memory_gb(), 3)

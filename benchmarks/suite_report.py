@@ -326,6 +326,8 @@ def charts(res: Results, out: Path, stem: str) -> list[str]:
 def write(res: Results, meta: dict[str, Any], out: Path, stem: str) -> None:
     """``<out>/<stem>.json``, ``<stem>.md`` (also printed) and ``<stem>-*.png``."""
     tgts = targets(res, float(meta.get("memory_reserve_gb", RESERVE_GB)))
+    if meta.get("ramp"):  # the ramp alone measures one target
+        tgts = [t for t in tgts if "live idle sessions" in t["target"]]
     out.mkdir(parents=True, exist_ok=True)
     pngs = charts(res, out, stem)
     doc = {
