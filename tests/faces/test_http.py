@@ -4,6 +4,7 @@ each vocabulary (only the server's own faults are 500); bodies and paging are re
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request
@@ -17,6 +18,7 @@ from sessionpool.faces.http import (
     AZURE_CODES,
     OPENAI_CODES,
     DirectRoute,
+    HotRoutes,
     install_error_handlers,
     mount,
     page_request,
@@ -190,6 +192,46 @@ def test_an_operation_served_directly_answers_as_through_routing() -> None:
         # described once, by the APIRoute it stands in front of
         paths = client.get("/openapi.json").json()["paths"]
         assert list(paths) == ["/pools/{pool}/run", "/pools/{pool}/other"]
+
+
+def test_hot_routes_answer_as_the_router_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HotRoutes`` hands a direct operation its request ahead of the router: the same
+    answers, errors in the face's vocabulary included, and the route named in the scope;
+    what is not a direct operation (another route, a method it does not take, an unknown
+    path) still goes through the router."""
+    routed: list[str] = []
+    handle = DirectRoute.handle
+
+    async def spy(self: DirectRoute, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await handle(self, scope, receive, send)
+
+    monkeypatch.setattr(DirectRoute, "handle", spy)
+    calls = [
+        ("POST", "/pools/p1/run", b"hi"),
+        ("POST", "/sub/rg/sessionPools/p1/run", b"hi"),
+        ("POST", "/pools/p1/run", b"bad"),
+        ("GET", "/pools/p1/run", b""),
+        ("GET", "/pools/p1/other", b""),
+        ("GET", "/nowhere", b""),
+    ]
+    answers = {}
+    for hot in (False, True):
+        app = _direct_app()
+        if hot:
+            app.add_middleware(HotRoutes, router=app.router)
+        routed.clear()
+        with TestClient(app) as client:
+            answers[hot] = [
+                (r.status_code, r.headers.get("x-ms-error-code"), r.content)
+                for r in (client.request(m, url, content=body) for m, url, body in calls)
+            ]
+        # the router hands the route only the method it does not take (for its 405)
+        direct = ["/pools/p1/run", "/sub/rg/sessionPools/p1/run", "/pools/p1/run"]
+        assert routed == (["/pools/p1/run"] if hot else [*direct, "/pools/p1/run"])
+    assert answers[True] == answers[False]
+    statuses = [status for status, _, _ in answers[True]]
+    assert statuses == [200, 200, 400, 405, 200, 404]
 
 
 def test_serving_an_unknown_operation_directly_is_refused() -> None:

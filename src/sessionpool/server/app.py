@@ -24,7 +24,7 @@ from sessionpool.faces.console import PUBLIC_PATHS as CONSOLE_PATHS
 from sessionpool.faces.console import ConsoleFace
 from sessionpool.faces.e2b import E2bFace
 from sessionpool.faces.e2b.routing import is_sandbox_traffic
-from sessionpool.faces.http import HttpError, install_error_handlers
+from sessionpool.faces.http import HotRoutes, HttpError, install_error_handlers
 from sessionpool.faces.mcp import McpFace
 from sessionpool.faces.quotas import Quotas
 from sessionpool.faces.responses import ResponsesFace
@@ -216,6 +216,8 @@ def create_app(
 
     if settings.cluster is not None:
         install_cluster_routes(app)
+    # added first, so innermost: inside the sandbox router, the audit log and the rest
+    app.add_middleware(HotRoutes, router=app.router)
     for face in faces:
         face.install(app)
     install_metrics(app)
