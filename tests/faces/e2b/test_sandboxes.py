@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from sessionpool.config import PoolConfig
+from sessionpool.faces.e2b.routing import sandbox_target
+from sessionpool.faces.e2b.sandboxes import new_sandbox_id
 from sessionpool.server.keys import KeyStore
 from sessionpool.tenancy import Scope
 from tests.fakes import fake_server
@@ -216,3 +218,30 @@ async def test_bodies_are_bounded(http: httpx.AsyncClient, tmp_path: Path) -> No
     sbx = await create(http, key)
     r = await http.post("/execute", content=huge, headers=traffic(sbx))
     assert r.status_code == 413
+
+
+def test_a_requests_sandbox_target_from_its_headers_or_host() -> None:
+    """The first of each header counts; a host names a sandbox only in the
+    ``{port}-{id}.{domain}`` form with an id this server issues."""
+    sid = new_sandbox_id()
+
+    def target(*headers: tuple[bytes, bytes]) -> tuple[str, int] | None:
+        return sandbox_target({"type": "http", "headers": list(headers)})
+
+    assert target((b"e2b-sandbox-id", sid.encode()), (b"e2b-sandbox-port", b" 49999 ")) == (
+        sid,
+        49999,
+    )
+    assert target((b"e2b-sandbox-id", b"x"), (b"e2b-sandbox-port", b"http")) == ("x", -1)
+    assert target(
+        (b"e2b-sandbox-port", b"1"), (b"e2b-sandbox-id", b"a"), (b"e2b-sandbox-id", b"b")
+    ) == (
+        "a",
+        1,
+    )
+    assert target((b"e2b-sandbox-id", b"x")) is None  # no port: not sandbox traffic
+    assert target((b"host", f"49983-{sid}.sandbox.test".encode())) == (sid, 49983)
+    assert target((b"host", f"49983-{sid}".encode())) is None  # no domain
+    assert target((b"host", b"8080-myhost.example.com")) is None  # not an id we issue
+    assert target((b"host", b"127.0.0.1:8080")) is None
+    assert sandbox_target({"type": "websocket", "headers": []}) is None
