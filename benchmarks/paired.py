@@ -50,6 +50,8 @@ from sessionpool.server.testing import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_SESSIONS = 50
+#: one side's figures in one round
+Row = dict[str, int]
 
 
 def config(access_log: bool) -> str:
@@ -114,6 +116,14 @@ class Side:
         for _ in range(100):
             self.call(code)
         self.kernel = max(pids, key=lambda p: process_cpu_seconds(p) - before[p])
+
+    def charge(self, before: tuple[float, float], after: tuple[float, float], n: int) -> Row:
+        """Add one round's CPU (the server's, the rest's) over its ``n`` requests to the
+        totals; returns that round's figures per request."""
+        server, rest = after[0] - before[0], after[1] - before[1]
+        self.server_s += server
+        self.kernel_s += rest
+        return {"server_us": round(server * 1e6 / n), "kernel_us": round(rest * 1e6 / n)}
 
     def all_cpu(self) -> tuple[float, float]:
         """CPU seconds so far of the server and of all its descendants together."""
@@ -215,23 +225,9 @@ def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
                 side.latencies.append(time.perf_counter() - t0)
         row: dict[str, Any] = {"round": r}
         for side in sides:
-            (s0, k0), (s1, k1) = start[side.name], side.cpu()
-            side.server_s += s1 - s0
-            side.kernel_s += k1 - k0
-            row[side.name] = {
-                "server_us": round((s1 - s0) * 1e6 / per_round),
-                "kernel_us": round((k1 - k0) * 1e6 / per_round),
-            }
+            row[side.name] = side.charge(start[side.name], side.cpu(), per_round)
         table.append(row)
-        print(
-            f"round {r}: "
-            + ", ".join(
-                f"{s.name} server {row[s.name]['server_us']} us, "
-                f"kernel {row[s.name]['kernel_us']} us"
-                for s in sides
-            ),
-            flush=True,
-        )
+        say(row, sides, "kernel")
     done = per_round * opts.rounds
     totals = {}
     for side in sides:
@@ -243,6 +239,19 @@ def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
             "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
         }
     return {"requests": done, "rounds": table, "totals": totals}
+
+
+def say(row: dict[str, Any], sides: list[Side], rest: str) -> None:
+    """One line per round: each side's figures (``rest``: what the CPU beside the server's
+    is of)."""
+    parts = []
+    for side in sides:
+        got = row[side.name]
+        rate = f"{got['exec_per_s']} exec/s, " if "exec_per_s" in got else ""
+        parts.append(
+            f"{side.name} {rate}server {got['server_us']} us, {rest} {got['kernel_us']} us"
+        )
+    print(f"round {row['round']}: " + ", ".join(parts), flush=True)
 
 
 def under_wrk(sides: list[Side], opts: Options) -> dict[str, Any]:
@@ -258,27 +267,13 @@ def under_wrk(sides: list[Side], opts: Options) -> dict[str, Any]:
     for r in range(opts.rounds):
         row: dict[str, Any] = {"round": r}
         for side in sides if r % 2 else sides[::-1]:
-            s0, k0 = side.all_cpu()
+            before = side.all_cpu()
             n = side.wrk(opts.wrk_s)
-            s1, k1 = side.all_cpu()
             requests[side.name] += n
-            side.server_s += s1 - s0
-            side.kernel_s += k1 - k0
-            row[side.name] = {
-                "exec_per_s": round(n / opts.wrk_s),
-                "server_us": round((s1 - s0) * 1e6 / n),
-                "others_us": round((k1 - k0) * 1e6 / n),
-            }
+            figures = side.charge(before, side.all_cpu(), n)
+            row[side.name] = {"exec_per_s": round(n / opts.wrk_s), **figures}
         table.append(row)
-        print(
-            f"round {r}: "
-            + ", ".join(
-                f"{s.name} {row[s.name]['exec_per_s']} exec/s, server "
-                f"{row[s.name]['server_us']} us, descendants {row[s.name]['others_us']} us"
-                for s in sides
-            ),
-            flush=True,
-        )
+        say(row, sides, "descendants")
     totals = {
         side.name: {
             "exec_per_s": round(requests[side.name] / (opts.wrk_s * opts.rounds), 1),
