@@ -42,7 +42,7 @@ from benchmarks.suite_drivers import (
     SessionpoolDriver,
     log,
 )
-from sessionpool.sandbox.ksm import RUN_RUNNING
+from sessionpool.sandbox.ksm import PAGE_SIZE, RUN_RUNNING, KsmStatus
 from sessionpool.sandbox.ksm import status as ksm_status
 from sessionpool.server.testing import ServerProcess
 
@@ -839,6 +839,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             point["used_memory_gb"] = round(used_memory_gb(), 3)
             point["added_memory_gb"] = round(point["used_memory_gb"] - baseline_gb, 3)
             point["mem_available_gb"] = round(meminfo().get("MemAvailable", 0) / 2**30, 3)
+            point.update(ksm_figures())
             points.append(point)
             log(
                 f"  live {point['live']}: alloc p50 {point['alloc_p50']:.2f} p99 "
@@ -922,6 +923,20 @@ async def until_merged(longest_s: float) -> None:
             return
 
 
+def ksm_figures(ksm: KsmStatus | None = None) -> dict[str, Any]:
+    """What merging saves now (pages_sharing), and what ksmd's own records take (GB; absent
+    where there is no KSM): the records are machine memory too, counted in the memory used."""
+    ksm = ksm or ksm_status()
+    if ksm is None:
+        return {}
+    records = ksm.records_bytes
+    return {
+        "ksm_merged_gb": round(ksm.pages_sharing * PAGE_SIZE / 1e9, 3),
+        "ksm_records": ksm.rmap_items,
+        "ksm_records_gb": round(records / 1e9, 3) if records >= 0 else None,
+    }
+
+
 async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str, Any]:
     """With page merging running (a pool with ``memory_merge``), the idle sessions' memory
     falls for a while after they were made: wait until the merged page count stops growing
@@ -937,6 +952,7 @@ async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str
         "added_memory_gb": round(used - baseline_gb, 3),
         "mem_available_gb": round(meminfo().get("MemAvailable", 0) / 2**30, 3),
         "ksm": asdict(ksm) if ksm is not None else {},
+        **ksm_figures(ksm),
     }
     log(
         f"  settled after {settled['waited_s']} s: {settled['added_memory_gb'] * 1000 / live:.2f}"

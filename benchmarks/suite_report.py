@@ -61,6 +61,12 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
             detail += f"; p99 {ours.pct(99):.2f} ms (<= {p99_ms:g} asked)"
         add(text, ok, detail)
 
+    def records_share(point: dict[str, Any]) -> str:
+        gb = point.get("ksm_records_gb")
+        if not gb:
+            return ""
+        return f"; ksmd's records of its pages take {gb * 1000 / point['live']:.2f} MB of that"
+
     # machine memory per idle pandas session, after page merging settled when it is on
     per_kernel = res.extra.get("ipykernel_memavailable_drop_per_kernel_mb")
     points = res.curves.get("scaling", [])
@@ -74,7 +80,7 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
             got >= 10,
             f"{got:.1f}x: {per_ours:.2f} MB per session ({settled['live']} sessions"
             f"{', after page merging settled' if 'waited_s' in settled else ''}) vs "
-            f"{per_kernel:.1f} MB per ipykernel (MemAvailable drop)",
+            f"{per_kernel:.1f} MB per ipykernel (MemAvailable drop)" + records_share(settled),
         )
     else:
         missing(text, "needs the scaling ramp and the ipykernel memory figure")
@@ -209,14 +215,18 @@ def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> 
     lines += ["", "Scaling (sessionpool, idle sessions that each ran a pandas cell):", ""]
     lines += [
         "| live sessions | alloc p50 | alloc p99 | x += 1 p50 | x += 1 p99 | USS/session MB "
-        "| machine used GB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| machine used GB | merged GB | ksmd's records GB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in res.curves.get("scaling", []):
+        merged = p.get("ksm_merged_gb")
+        records = p.get("ksm_records_gb")
         lines.append(
             f"| {p['live']} | {fmt(p['alloc_p50'], 'ms')} | {fmt(p['alloc_p99'], 'ms')} | "
             f"{fmt(p['x_p50'], 'ms')} | {fmt(p['x_p99'], 'ms')} | "
-            f"{fmt(p['uss_mb_per_session'], 'MB')} | {p['used_memory_gb']:.2f} |"
+            f"{fmt(p['uss_mb_per_session'], 'MB')} | {p['used_memory_gb']:.2f} | "
+            f"{'-' if merged is None else f'{merged:.2f}'} | "
+            f"{'-' if records is None else f'{records:.2f}'} |"
         )
     ref = res.extra.get("scaling_refusal")
     lines += [

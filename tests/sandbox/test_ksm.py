@@ -68,6 +68,31 @@ def test_a_kernel_before_the_advisor_is_read_too(tmp_path: Path) -> None:
     assert (root / "pages_to_scan").read_text().strip() == "5000"
 
 
+def test_ksmds_own_records_are_counted_and_sized(tmp_path: Path) -> None:
+    """One record per scanned page, whatever its state; their size is what the kernel's net
+    profit leaves out of the merged pages (here 64 bytes a record, as on x86-64)."""
+    root = fake_ksm(tmp_path, run=1)
+    counters = {"pages_shared": 10, "pages_sharing": 90, "pages_unshared": 30, "pages_volatile": 70}
+    for name, value in counters.items():
+        (root / name).write_text(f"{value}\n")
+    (root / "ksm_zero_pages").write_text("4\n")
+    (root / "general_profit").write_text(f"{(90 + 4) * ksm.PAGE_SIZE - 200 * 64}\n")
+    status = ksm.status(root)
+    assert status is not None
+    assert status.rmap_items == 200
+    assert status.records_bytes == 200 * 64
+    assert "200 records (0.0 MiB)" in status.describe()
+
+
+def test_a_kernel_without_the_net_profit_says_nothing_of_the_records_size(tmp_path: Path) -> None:
+    root = fake_ksm(tmp_path, run=1)
+    (root / "pages_volatile").write_text("7\n")
+    status = ksm.status(root)
+    assert status is not None and status.rmap_items == 7
+    assert status.records_bytes == -1
+    assert status.describe().endswith("; 7 records)")
+
+
 def test_no_ksm_refuses_naming_the_pools_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError) as info:
         ksm.ensure_running(["dense", "other"], 5000, 50, tmp_path / "missing")

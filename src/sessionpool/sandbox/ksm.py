@@ -12,6 +12,7 @@ to refuse silently or to start without it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sessionpool import errors
 log = logging.getLogger("sessionpool.sandbox")
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: values of ``run``: 0 stopped (merged pages stay merged), 1 running, 2 stopped and unmerged
 RUN_STOPPED, RUN_RUNNING, RUN_UNMERGE = 0, 1, 2
 
@@ -32,6 +34,21 @@ class KsmStatus:
     pages_sharing: int
     #: ``none`` or ``scan-time`` (the kernel tunes pages_to_scan itself), "" before kernel 6.7
     advisor: str
+    #: ksmd's records, one per resident page of mergeable memory in each process, merged or not
+    #: (pages_shared + pages_sharing + pages_unshared + pages_volatile): a page every session
+    #: still shares with its zygote has one in each session too
+    rmap_items: int = 0
+    #: what merging saves, net of those records, in bytes (-1: a kernel before 6.1)
+    general_profit: int = -1
+    #: pages merged with the zero page (use_zero_pages), not counted in pages_sharing
+    zero_pages: int = 0
+
+    @property
+    def records_bytes(self) -> int:
+        """Memory the records take (64 bytes each on x86-64), -1 where the kernel does not say."""
+        if self.general_profit < 0:
+            return -1
+        return (self.pages_sharing + self.zero_pages) * PAGE_SIZE - self.general_profit
 
     def describe(self) -> str:
         state = {RUN_RUNNING: "running", RUN_UNMERGE: "stopped (unmerged)"}.get(self.run, "stopped")
@@ -40,11 +57,22 @@ class KsmStatus:
             if self.advisor not in ("", "none")
             else f"pages_to_scan={self.pages_to_scan}, sleep_millisecs={self.sleep_millisecs}"
         )
-        return f"{state} ({rate}; pages_sharing={self.pages_sharing})"
+        records = f"; {self.rmap_items} records"
+        if self.records_bytes >= 0:
+            records += f" ({self.records_bytes / 2**20:.1f} MiB)"
+        return f"{state} ({rate}; pages_sharing={self.pages_sharing}{records})"
 
 
 def _read(root: Path, name: str) -> str:
     return (root / name).read_text().strip()
+
+
+def _counter(root: Path, name: str, missing: int) -> int:
+    """A counter a kernel may not have yet (``missing`` then)."""
+    try:
+        return int(_read(root, name))
+    except (OSError, ValueError):
+        return missing
 
 
 def _advisor(root: Path) -> str:
@@ -69,6 +97,12 @@ def status(root: Path | None = None) -> KsmStatus | None:
             sleep_millisecs=int(_read(root, "sleep_millisecs")),
             pages_sharing=int(_read(root, "pages_sharing")),
             advisor=_advisor(root),
+            rmap_items=sum(
+                _counter(root, name, 0)
+                for name in ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile")
+            ),
+            general_profit=_counter(root, "general_profit", -1),
+            zero_pages=_counter(root, "ksm_zero_pages", 0),
         )
     except (OSError, ValueError):
         return None
