@@ -9,7 +9,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-copies bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -170,6 +170,11 @@ bench-paired: install
 
 bench-engine: install
 	$(PY) -m benchmarks.engine
+
+# where sessions make their copy-on-write copies, and whether one session's predict another's
+# (could page merging mark narrower ranges?); reads /proc/PID/pagemap, so as root
+bench-copies: install
+	$(PY) -m benchmarks.copies
 
 # allocation, x += 1 and idle memory for each runtime (python, python-3.13, node, a custom image)
 bench-runtimes: install
