@@ -832,7 +832,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             if need > 0:
                 await asyncio.gather(*(limited(k) for k in range(need)))
             await asyncio.sleep(1.0)
-            if sizes.merge_each_step:
+            if sizes.merge_each_step and live:  # with none, nothing merges: no wait
                 await until_merged(sizes.merge_settle_s)
             point = await scale_point(sp, probe, len(live), sizes, refused=refusal is not None)
             point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
