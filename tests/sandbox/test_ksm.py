@@ -76,12 +76,24 @@ def test_ksmds_own_records_are_counted_and_sized(tmp_path: Path) -> None:
     for name, value in counters.items():
         (root / name).write_text(f"{value}\n")
     (root / "ksm_zero_pages").write_text("4\n")
+    (root / "full_scans").write_text("12\n")
     (root / "general_profit").write_text(f"{(90 + 4) * ksm.PAGE_SIZE - 200 * 64}\n")
     status = ksm.status(root)
     assert status is not None
     assert status.rmap_items == 200
     assert status.records_bytes == 200 * 64
+    assert status.full_scans == 12
     assert "200 records (0.0 MiB)" in status.describe()
+
+
+def test_records_that_cost_more_than_merging_saves_are_sized_too(tmp_path: Path) -> None:
+    """With little merged yet the net profit is below zero; the records are still counted."""
+    root = fake_ksm(tmp_path, run=1)
+    (root / "pages_sharing").write_text("1\n")
+    (root / "pages_volatile").write_text("99\n")
+    (root / "general_profit").write_text(f"{ksm.PAGE_SIZE - 100 * 64}\n")
+    status = ksm.status(root)
+    assert status is not None and status.records_bytes == 100 * 64
 
 
 def test_a_kernel_without_the_net_profit_says_nothing_of_the_records_size(tmp_path: Path) -> None:
@@ -89,7 +101,7 @@ def test_a_kernel_without_the_net_profit_says_nothing_of_the_records_size(tmp_pa
     (root / "pages_volatile").write_text("7\n")
     status = ksm.status(root)
     assert status is not None and status.rmap_items == 7
-    assert status.records_bytes == -1
+    assert status.records_bytes is None
     assert status.describe().endswith("; 7 records)")
 
 

@@ -38,16 +38,19 @@ class KsmStatus:
     #: (pages_shared + pages_sharing + pages_unshared + pages_volatile): a page every session
     #: still shares with its zygote has one in each session too
     rmap_items: int = 0
-    #: what merging saves, net of those records, in bytes (-1: a kernel before 6.1)
-    general_profit: int = -1
+    #: what merging saves, net of those records, in bytes (below zero while the records cost
+    #: more than merging saves; None: a kernel before 6.1)
+    general_profit: int | None = None
     #: pages merged with the zero page (use_zero_pages), not counted in pages_sharing
     zero_pages: int = 0
+    #: passes ksmd has ended over all mergeable memory
+    full_scans: int = 0
 
     @property
-    def records_bytes(self) -> int:
-        """Memory the records take (64 bytes each on x86-64), -1 where the kernel does not say."""
-        if self.general_profit < 0:
-            return -1
+    def records_bytes(self) -> int | None:
+        """Memory the records take (64 bytes each on x86-64); None where the kernel does not say."""
+        if self.general_profit is None:
+            return None
         return (self.pages_sharing + self.zero_pages) * PAGE_SIZE - self.general_profit
 
     def describe(self) -> str:
@@ -58,7 +61,7 @@ class KsmStatus:
             else f"pages_to_scan={self.pages_to_scan}, sleep_millisecs={self.sleep_millisecs}"
         )
         records = f"; {self.rmap_items} records"
-        if self.records_bytes >= 0:
+        if self.records_bytes is not None:
             records += f" ({self.records_bytes / 2**20:.1f} MiB)"
         return f"{state} ({rate}; pages_sharing={self.pages_sharing}{records})"
 
@@ -67,12 +70,12 @@ def _read(root: Path, name: str) -> str:
     return (root / name).read_text().strip()
 
 
-def _counter(root: Path, name: str, missing: int) -> int:
-    """A counter a kernel may not have yet (``missing`` then)."""
+def _counter(root: Path, name: str) -> int | None:
+    """A counter a kernel may not have yet (None then)."""
     try:
         return int(_read(root, name))
     except (OSError, ValueError):
-        return missing
+        return None
 
 
 def _advisor(root: Path) -> str:
@@ -98,11 +101,12 @@ def status(root: Path | None = None) -> KsmStatus | None:
             pages_sharing=int(_read(root, "pages_sharing")),
             advisor=_advisor(root),
             rmap_items=sum(
-                _counter(root, name, 0)
+                (_counter(root, name) or 0)
                 for name in ("pages_shared", "pages_sharing", "pages_unshared", "pages_volatile")
             ),
-            general_profit=_counter(root, "general_profit", -1),
-            zero_pages=_counter(root, "ksm_zero_pages", 0),
+            general_profit=_counter(root, "general_profit"),
+            zero_pages=_counter(root, "ksm_zero_pages") or 0,
+            full_scans=_counter(root, "full_scans") or 0,
         )
     except (OSError, ValueError):
         return None
