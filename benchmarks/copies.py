@@ -32,7 +32,8 @@ from typing import Any
 import httpx
 
 from benchmarks._common import API_KEY, API_VERSION, RESULTS, machine
-from benchmarks.http_api import execute_body
+from benchmarks.http_api import check_execute, execute_body
+from sessionpool.sandbox.zygote import KERNEL_MAPPINGS
 from sessionpool.server.testing import ServerProcess
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -62,7 +63,7 @@ def marked_pages(pid: int) -> dict[int, bool]:
         for line in maps:
             fields = line.split()
             name = fields[5] if len(fields) > 5 else ""
-            if fields[1][1] != "w" or fields[1][3] != "p" or name.startswith("[v"):
+            if fields[1][1] != "w" or fields[1][3] != "p" or name in KERNEL_MAPPINGS:
                 continue
             start, end = (int(x, 16) // PAGE for x in fields[0].split("-"))
             pagemap.seek(start * 8)
@@ -90,9 +91,7 @@ def kernel_pid(client: httpx.Client, url: str, identifier: str) -> int:
 
 def run(client: httpx.Client, url: str, identifier: str, code: str) -> None:
     path = f"{url}/pools/main/code/execute?api-version={API_VERSION}&identifier={identifier}"
-    answer = client.post(path, json=execute_body(code)).json()["properties"]
-    if answer["status"] != "Success":
-        raise RuntimeError(f"{identifier}: {answer}")
+    check_execute(client.post(path, json=execute_body(code)), identifier)
 
 
 def overlap(a: dict[int, bool], b: dict[int, bool]) -> list[dict[str, Any]]:

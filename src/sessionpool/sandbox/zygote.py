@@ -368,7 +368,7 @@ class Zygote:
 
 
 #: mappings the kernel provides (madvise refuses them or they hold no anonymous pages)
-_KERNEL_MAPPINGS = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")
+KERNEL_MAPPINGS = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")
 
 
 def merge_memory(linux: Any, mode: str) -> int:
@@ -393,7 +393,7 @@ def merge_memory(linux: Any, mode: str) -> int:
             fields = line.split()
             perms = fields[1]
             name = fields[5] if len(fields) > 5 else ""
-            if perms[1] == "w" and perms[3] == "p" and name not in _KERNEL_MAPPINGS:
+            if perms[1] == "w" and perms[3] == "p" and name not in KERNEL_MAPPINGS:
                 start, end = (int(x, 16) for x in fields[0].split("-"))
                 ranges.append((start, end))
     for start, end in ranges:
