@@ -8,6 +8,8 @@ DEV_STAMP   := $(VENV)/.installed-dev
 # every version of the full test venv, so each machine installs the same set (make lock remakes it)
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
+# make test's pytest workers: one a vCPU (tests/conftest.py says which tests share a worker)
+TEST_WORKERS ?= $(shell nproc)
 
 .PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-copies bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
@@ -117,7 +119,7 @@ test: install
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest --cov=sessionpool --cov-report=term:skip-covered
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --cov=sessionpool --cov-report=term:skip-covered
 
 # the tests that need no jail (no root, namespaces or seccomp)
 unit: install

@@ -11,6 +11,10 @@ The ``engine`` fixture is one real engine with jailed sessions for the whole run
 pools: ``default`` with production settings, and ``tight`` with small limits so that the limit
 tests finish quickly. Tests that need a session take ``session`` (a fresh identifier in
 ``default``) or ``tight_session``.
+
+``make test`` spreads the modules over one worker per vCPU (pytest-xdist, a module to a
+worker, so module fixtures start once). Tests that share a host-wide resource only one of
+them can hold at a time go to one worker together: ``SERIAL_SCOPES``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,30 @@ def _run_alive(basetemp: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+#: directories whose tests go to one worker together: each of their modules brings up the
+#: egress tests' internet, of which a host holds one at a time (``tests/egress/netlab.py``);
+#: on two workers one would wait for the other's modules, and give up after two minutes
+SERIAL_SCOPES = ("tests/egress/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under ``--dist loadscope``: modules to workers as it does, ``SERIAL_SCOPES`` as one unit
+    each (any other mode is xdist's own)."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            for scope in SERIAL_SCOPES:
+                if nodeid.startswith(scope):
+                    return scope
+            return super()._split_scope(nodeid)
+
+    return Scheduling(config, log)
 
 
 def jail_possible() -> bool:
