@@ -10,6 +10,12 @@ import sys
 from pathlib import Path
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from sessionpool.server.cli import serve_command  # the application: only when serving
+
+    return serve_command(args)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from sessionpool.config import default_runtimes_dir
     from sessionpool.errors import ConfigError
@@ -80,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from sessionpool.server.cli import add_serve_arguments, serve_command
+    from sessionpool.server.flags import add_serve_arguments
 
     serve = sub.add_parser("serve", help="run the HTTP server with its session pools")
     add_serve_arguments(serve)
-    serve.set_defaults(func=serve_command)
+    serve.set_defaults(func=_serve)
 
     from sessionpool.server.keys_cli import add_keys_command
 

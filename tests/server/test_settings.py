@@ -10,7 +10,8 @@ import pytest
 
 from sessionpool.config import EngineConfig, GiB, MiB, PoolConfig
 from sessionpool.errors import ConfigError
-from sessionpool.server.cli import add_serve_arguments, settings_from_args
+from sessionpool.server.cli import settings_from_args
+from sessionpool.server.flags import add_serve_arguments
 from sessionpool.server.settings import (
     AGENTS_FIELDS,
     LIMIT_FIELDS,

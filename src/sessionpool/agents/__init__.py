@@ -15,7 +15,22 @@ event streams). Each module imports only those below it; ``loop`` gets the colla
 needs, never the service.
 """
 
-from sessionpool.agents.config import AgentsConfig
-from sessionpool.agents.service import AgentService, TenantAgents
+from typing import TYPE_CHECKING
+
+from sessionpool._lazy import exports
+
+if TYPE_CHECKING:
+    from sessionpool.agents.config import AgentsConfig
+    from sessionpool.agents.service import AgentService, TenantAgents
 
 __all__ = ["AgentService", "AgentsConfig", "TenantAgents"]
+
+# on first use: the server's settings read ``config`` alone, without the store and the loop
+__getattr__ = exports(
+    __name__,
+    {
+        "AgentsConfig": "sessionpool.agents.config",
+        "AgentService": "sessionpool.agents.service",
+        "TenantAgents": "sessionpool.agents.service",
+    },
+)

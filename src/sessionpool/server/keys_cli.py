@@ -16,7 +16,6 @@ from typing import Any
 
 from sessionpool.errors import ConfigError
 from sessionpool.server.keys import KeyStore, StoredKey
-from sessionpool.server.settings import load_settings
 from sessionpool.tenancy import DEFAULT_TENANT, parse_scopes
 
 
@@ -65,6 +64,8 @@ def add_keys_command(sub: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> KeyStore:
+    from sessionpool.server.settings import load_settings  # loads the app: not to parse flags
+
     overrides = {"data_dir": args.data_dir, "keys_file": args.keys_file}
     settings = load_settings(overrides, config_file=args.config)
     return KeyStore(settings.key_store)

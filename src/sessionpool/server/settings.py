@@ -32,6 +32,7 @@ from sessionpool.config import (
 )
 from sessionpool.egress.policy import settings_policy
 from sessionpool.errors import ConfigError
+from sessionpool.server.flags import LOG_FORMATS, LOG_LEVELS
 from sessionpool.server.tokens import IssuerConfig, parse_auth
 from sessionpool.tenancy import check_tenant
 
@@ -39,8 +40,6 @@ ENV_PREFIX = "SESSIONPOOL_"
 POOL_ENV_PREFIX = "SESSIONPOOL_POOL_"
 AGENTS_ENV_PREFIX = "SESSIONPOOL_AGENTS_"
 CLUSTER_ENV_PREFIX = "SESSIONPOOL_CLUSTER_"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-LOG_FORMATS = ("text", "json")
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
