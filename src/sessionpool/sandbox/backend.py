@@ -69,6 +69,8 @@ class Slot:
     cgroup: str | None = None
     #: the cgroups' OOM counts when the current kernel started (deaths before don't count)
     oom_baseline: OomCounters | None = None
+    #: kernels started in it so far (a restart starts another in the same slot)
+    kernels: int = 0
 
 
 def describe_status(status: int | None) -> str:

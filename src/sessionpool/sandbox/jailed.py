@@ -250,6 +250,11 @@ class JailBackend(ZygoteBackend):
             raise
         try:
             self.cgroups.create(name, CgroupLimits(limits.memory_bytes, limits.pids, limits.cpus))
+            # the first kernel's baseline, here in this thread rather than on the event loop
+            # as the slot's first kernel starts (the on-demand path waits for it there): the
+            # fresh groups' watermarks are zero, and the bound's counts move only when it
+            # kills, which these milliseconds before the fork may as well precede
+            baseline = self.cgroups.oom_counters(name)
         except BaseException as exc:
             ws.destroy()
             self.uids.release(index)
@@ -257,7 +262,7 @@ class JailBackend(ZygoteBackend):
                 detail = f"the session's cgroups could not be made: {exc}"
                 raise errors.SandboxError(detail) from exc
             raise
-        return Slot(name, uid, ws, limits, cgroup=name)
+        return Slot(name, uid, ws, limits, cgroup=name, oom_baseline=baseline)
 
     def release_slot(self, slot: Slot) -> None:
         slot.workspace.destroy()
@@ -301,10 +306,13 @@ class JailBackend(ZygoteBackend):
         return await asyncio.to_thread(listen_in_namespace, kernel.pidfd, host, port)
 
     async def spawn(self, pool: PoolConfig, slot: Slot) -> KernelProcess:
-        # the baseline before the kernel exists, so whatever it meets counts after it
+        # the baseline before the kernel exists, so whatever it meets counts after it; the
+        # first kernel's was read with the slot's fresh groups (_create_slot)
         assert self.cgroups is not None and slot.cgroup is not None
-        self.cgroups.reset_peak(slot.cgroup)
-        slot.oom_baseline = self.cgroups.oom_counters(slot.cgroup)
+        if slot.kernels or slot.oom_baseline is None:  # a restart: the earlier kernel's are history
+            self.cgroups.reset_peak(slot.cgroup)
+            slot.oom_baseline = self.cgroups.oom_counters(slot.cgroup)
+        slot.kernels += 1
         return await super().spawn(pool, slot)
 
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
