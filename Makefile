@@ -11,7 +11,7 @@ PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 # make test's pytest workers: one a vCPU (tests/conftest.py says which tests share a worker)
 TEST_WORKERS ?= $(shell nproc)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-copies bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-copies bench-ondemand bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -177,6 +177,10 @@ bench-engine: install
 # (could page merging mark narrower ranges?); reads /proc/PID/pagemap, so as root
 bench-copies: install
 	$(PY) -m benchmarks.copies
+
+# where an on-demand session's allocation spends its time, step by step (a real engine)
+bench-ondemand: install
+	$(PY) -m benchmarks.ondemand
 
 # allocation, x += 1 and idle memory for each runtime (python, python-3.13, node, a custom image)
 bench-runtimes: install
