@@ -89,6 +89,18 @@ class Target:
     check: Check
 
 
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """A list of samples as the result files give it: count, p50, p99, mean and min."""
+    values = sorted(samples)
+    return {
+        "n": len(values),
+        "p50": round(nearest_rank(values, 50), 3),
+        "p99": round(nearest_rank(values, 99), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "min": round(values[0], 3),
+    }
+
+
 def ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 

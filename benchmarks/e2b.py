@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS, IpykernelPeer, PhaseMeter, nearest_rank
+from benchmarks._common import RESULTS, IpykernelPeer, PhaseMeter, percentiles
 from sessionpool.server.keys import KeyStore
 from sessionpool.server.testing import ServerProcess
 
@@ -36,16 +35,6 @@ max_sessions = 64
 """
 #: E2B's own service, as published (ComputeSDK's time-to-interactive benchmark): not measured here
 E2B_PUBLISHED_TTI_MS = 440.0
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    values = sorted(samples)
-    return {
-        "n": len(values),
-        "p50": round(nearest_rank(values, 50), 3),
-        "p99": round(nearest_rank(values, 99), 3),
-        "mean": round(statistics.fmean(values), 3),
-    }
 
 
 def sessionpool_figures(n_tti: int, n_rt: int) -> dict[str, Any]:
@@ -71,7 +60,7 @@ def sessionpool_figures(n_tti: int, n_rt: int) -> dict[str, Any]:
             if i:  # the first one warms the client's connections
                 tti.append(elapsed)
             time.sleep(0.05)  # let the ready pool refill, as a user's pace would
-        out["create -> first run_code result (ms)"] = summary(tti)
+        out["create -> first run_code result (ms)"] = percentiles(tti)
         sbx = Sandbox.create()
         sbx.run_code("x = 0")
         rt: list[float] = []
@@ -82,7 +71,7 @@ def sessionpool_figures(n_tti: int, n_rt: int) -> dict[str, Any]:
                 rt.append((time.perf_counter() - t0) * 1000)
         assert sbx.run_code("x").text == str(n_rt + 20)
         sbx.kill()
-        out["run_code('x += 1') round trip (ms)"] = summary(rt)
+        out["run_code('x += 1') round trip (ms)"] = percentiles(rt)
     return out
 
 
@@ -107,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     with peer.kernel() as (_, kc):
         to_reply, _ = peer.time_x_plus_1(kc, n_rt, 20)
     report["ipykernel (jupyter_client, this machine)"] = {
-        "start_kernel -> first execute_reply (ms)": summary(starts),
-        "x += 1 send -> execute_reply (ms)": summary(to_reply),
+        "start_kernel -> first execute_reply (ms)": percentiles(starts),
+        "x += 1 send -> execute_reply (ms)": percentiles(to_reply),
     }
     report["E2B service (published, not measured here)"] = {
         "time to interactive, median (ms)": E2B_PUBLISHED_TTI_MS,

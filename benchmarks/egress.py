@@ -43,7 +43,7 @@ from typing import Any
 
 from tests.egress.netlab import Internet
 
-from benchmarks._common import RESULTS, nearest_rank
+from benchmarks._common import RESULTS, percentiles
 from sessionpool.config import EgressSettings, MiB, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.types import ExecutionStatus
@@ -166,16 +166,6 @@ DIRECT = textwrap.dedent(
         return socket.create_connection((ADDRESS, port))
     """
 )
-
-
-def _summary(samples: list[float]) -> dict[str, float]:
-    values = sorted(samples)
-    return {
-        "n": len(values),
-        "p50": round(nearest_rank(values, 50), 3),
-        "p99": round(nearest_rank(values, 99), 3),
-        "min": round(values[0], 3),
-    }
 
 
 def _plan(
@@ -325,9 +315,9 @@ def main() -> None:
     }
     for key, samples in proxied["latency"].items():
         label = key + (" (secrets: TLS terminated)" if SECRET in key else "")
-        report["latency_ms"][f"session through the proxy: {label}"] = _summary(samples)
+        report["latency_ms"][f"session through the proxy: {label}"] = percentiles(samples)
     for key, samples in straight["latency"].items():
-        report["latency_ms"][f"host, direct: {key}"] = _summary(samples)
+        report["latency_ms"][f"host, direct: {key}"] = percentiles(samples)
     for key, value in proxied["rate"].items():
         report["rate_per_second"][f"session through the proxy: {key}"] = value
     for key, value in straight["rate"].items():
@@ -348,11 +338,11 @@ def main() -> None:
     added: dict[str, dict[str, float]] = {}
     for name in ("http", "https"):
         key = f"{name} {ALLOWED}"
-        p, d = _summary(proxied["latency"][key]), _summary(straight["latency"][key])
+        p, d = percentiles(proxied["latency"][key]), percentiles(straight["latency"][key])
         added[name] = {"p50": round(p["p50"] - d["p50"], 3), "p99": round(p["p99"] - d["p99"], 3)}
     p, d = (
-        _summary(proxied["latency"][f"https {SECRET}"]),
-        _summary(straight["latency"][f"https {ALLOWED}"]),
+        percentiles(proxied["latency"][f"https {SECRET}"]),
+        percentiles(straight["latency"][f"https {ALLOWED}"]),
     )
     added["https with secrets"] = {
         "p50": round(p["p50"] - d["p50"], 3),

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS, machine, nearest_rank
+from benchmarks._common import RESULTS, machine, percentiles
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.sandbox.cgroups import Cgroups
@@ -85,15 +85,6 @@ def timed(times: defaultdict[str, list[float]]) -> Callable[[], None]:
     return restore
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(nearest_rank(ordered, 50), 2),
-        "p99_ms": round(nearest_rank(ordered, 99), 2),
-    }
-
-
 async def measure(sessions: int) -> dict[str, Any]:
     times: defaultdict[str, list[float]] = defaultdict(list)
     data_dir = Path(tempfile.mkdtemp(prefix="ondemand-"))
@@ -128,9 +119,9 @@ async def measure(sessions: int) -> dict[str, Any]:
         undo()
         await engine.close()
     return {
-        "acquire": summary(acquire),
-        "first_cell": summary(first),
-        "steps": {label: summary(times[label]) for _, _, label in STEPS if times[label]},
+        "acquire": percentiles(acquire),
+        "first_cell": percentiles(first),
+        "steps": {label: percentiles(times[label]) for _, _, label in STEPS if times[label]},
     }
 
 
@@ -142,11 +133,11 @@ def main() -> None:
     figures = asyncio.run(measure(args.sessions))
     whole, cell = figures["acquire"], figures["first_cell"]
     print(
-        f"acquire (on demand): p50 {whole['p50_ms']} ms, p99 {whole['p99_ms']} ms; "
-        f"first cell p50 {cell['p50_ms']} ms"
+        f"acquire (on demand): p50 {whole['p50']} ms, p99 {whole['p99']} ms; "
+        f"first cell p50 {cell['p50']} ms"
     )
     for label, s in figures["steps"].items():
-        print(f"  {label:62s} p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  (n={s['n']})")
+        print(f"  {label:62s} p50 {s['p50']:6.2f} ms  p99 {s['p99']:6.2f} ms  (n={s['n']})")
     now = dt.datetime.now(dt.UTC)
     out = args.json or RESULTS / f"ondemand-{now:%Y-%m-%d-%H%M}.json"
     out.write_text(

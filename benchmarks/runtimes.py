@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import machine, ms_since, nearest_rank
+from benchmarks._common import machine, ms_since, percentiles
 from benchmarks.engine import PANDAS_CELL, expect_ok, meminfo, uss_pss, wait_ready
 from sessionpool.config import EngineConfig, PoolConfig, default_runtimes_dir
 from sessionpool.engine import Engine
@@ -88,16 +88,6 @@ def minimal_rootfs(work: Path) -> Path:
     return tar
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    values = sorted(samples)
-    return {
-        "n": len(values),
-        "p50": round(nearest_rank(values, 50), 3),
-        "p99": round(nearest_rank(values, 99), 3),
-        "mean": round(statistics.fmean(values), 3),
-    }
-
-
 async def measure(case: Case, image: Path | None, sizes: dict[str, int]) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="sessionpool-bench-rt-"))
     common = {
@@ -128,7 +118,7 @@ async def measure(case: Case, image: Path | None, sizes: dict[str, int]) -> dict
             await warm.delete(f"alloc-{i}")
             await wait_ready(warm, READY)
             await asyncio.sleep(0.05)
-        out["allocation_ms"] = summary(alloc[2:])
+        out["allocation_ms"] = percentiles(alloc[2:])
         session = await warm.acquire("roundtrip")
         expect_ok(await session.execute("x = 0"), "x = 0")
         trips = []
@@ -139,7 +129,7 @@ async def measure(case: Case, image: Path | None, sizes: dict[str, int]) -> dict
             expect_ok(result, "x += 1")
             if i >= 20:
                 trips.append(elapsed)
-        out["x_plus_1_ms"] = summary(trips)
+        out["x_plus_1_ms"] = percentiles(trips)
         await warm.delete("roundtrip")
         idle: Pool = engine.pool("idle")
         await asyncio.sleep(1.0)
