@@ -19,12 +19,14 @@ from sessionpool.cli import build_parser
 parser = build_parser()
 for argv in ({argvs}):
     parser.parse_args(argv)
+{then}
 print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))))
 """
 
 
-def loaded_by(*argvs: list[str]) -> set[str]:
-    code = PROBE.format(argvs="".join(f"{a!r}, " for a in argvs), heavy=HEAVY)
+def loaded_by(*argvs: list[str], then: str = "") -> set[str]:
+    """The heavy packages loaded once the parser has parsed ``argvs`` (and ``then`` ran)."""
+    code = PROBE.format(argvs="".join(f"{a!r}, " for a in argvs), then=then, heavy=HEAVY)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(done.stdout.split())
 
@@ -44,8 +46,4 @@ def test_parsing_every_command_loads_no_server_framework() -> None:
 
 def test_the_probe_sees_a_framework_when_one_is_loaded() -> None:
     """The check above can fail: importing the application shows up in it."""
-    code = PROBE.format(argvs="", heavy=HEAVY).replace(
-        "parser = build_parser()", "parser = build_parser()\nimport sessionpool.server.app"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert {"fastapi", "starlette", "uvicorn"} <= set(done.stdout.split())
+    assert {"fastapi", "starlette", "uvicorn"} <= loaded_by(then="import sessionpool.server.app")
