@@ -297,8 +297,9 @@ def _mounts(pid: int) -> dict[str, str]:
 async def test_the_child_forked_ahead_builds_the_jails_skeleton_before_its_request(
     small: Engine,
 ) -> None:
-    """The embryo has its own mount namespace with the read-only root skeleton built, none of
-    a session's own mounts (/tmp, /dev/shm, the workspace); the session it becomes has them."""
+    """The embryo has its own mount and network namespaces, and has pivoted into the read-only
+    root skeleton with the host's tree gone, none of a session's own mounts (/tmp, /dev/shm,
+    the workspace) yet; the session it becomes has them."""
     pool = small.pool("prefork")
     await pool.acquire("skeleton-1")
     zygote = small.backend.zygote_set(pool.config).current
@@ -306,14 +307,16 @@ async def test_the_child_forked_ahead_builds_the_jails_skeleton_before_its_reque
     embryo = await _embryo(zygote.pid, set(zygote.live))
     for _ in range(200):
         mounts = _mounts(embryo)
-        if f"{JAIL_BUILD}/proc" in mounts:  # the skeleton's last mount
+        if "/sys" not in mounts:  # the host's tree is detached: its last step
             break
         await asyncio.sleep(0.01)
-    assert os.readlink(f"/proc/{embryo}/ns/mnt") != os.readlink(f"/proc/{zygote.pid}/ns/mnt")
-    assert mounts[JAIL_BUILD].split(",")[0] == "ro"
-    assert f"{JAIL_BUILD}/usr" in mounts
+    for ns in ("mnt", "net"):
+        assert os.readlink(f"/proc/{embryo}/ns/{ns}") != os.readlink(f"/proc/{zygote.pid}/ns/{ns}")
+    assert mounts["/"].split(",")[0] == "ro"
+    assert "/usr" in mounts and "/proc" in mounts
+    assert not [m for m in mounts if m.startswith((JAIL_BUILD, "/sys", "/root", "/var"))], mounts
     for own in ("/tmp", "/dev/shm", "/mnt/data"):
-        assert JAIL_BUILD + own not in mounts
+        assert own not in mounts
     second = await pool.acquire("skeleton-2")
     assert second.kernel is not None and second.kernel.pid == embryo
     tmp_bytes = pool.config.limits.tmp_bytes

@@ -318,6 +318,28 @@ async def test_network_namespace_has_only_loopback(session: Session) -> None:
     assert packet == "EPERM"
 
 
+async def test_network_namespace_is_own_with_loopback_up_and_fixed(session: Session) -> None:
+    """The session's network namespace is not the host's; its loopback carries traffic, and the
+    session cannot take it down (host root brought it up: the session holds no capability)."""
+    found = await value(
+        session,
+        ATTEMPT
+        + "import fcntl, os, socket, struct\n"
+        + "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        + "req = struct.pack('16sh14x', b'lo', 0)\n"
+        + "flags = struct.unpack('16sh14x', fcntl.ioctl(s, 0x8913, req))[1]\n"
+        + "down = struct.pack('16sh14x', b'lo', flags & ~1)\n"
+        + "srv = socket.create_server(('127.0.0.1', 0))\n"
+        + "c = socket.create_connection(srv.getsockname())\n"
+        + "a, _ = srv.accept(); c.sendall(b'x')\n"
+        + "(os.readlink('/proc/self/ns/net'), flags & 1, a.recv(1),"
+        + " attempt(fcntl.ioctl, s, 0x8914, down))",
+    )
+    netns, up, echoed, take_down = found
+    assert netns != os.readlink("/proc/self/ns/net")
+    assert (up, echoed, take_down) == (1, b"x", "EPERM")
+
+
 async def test_hostname_is_sandbox_and_cannot_be_changed(session: Session) -> None:
     """A private UTS namespace named 'sandbox'; changing it is refused and never hits the host."""
     host_name = socket.gethostname()

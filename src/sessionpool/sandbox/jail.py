@@ -3,23 +3,28 @@
 The child arrives here as host root and pid 1 of a new pid namespace (the zygote unshared
 CLONE_NEWPID before forking). In order:
 
-0. on cgroup v1, into the session's cgroups (the host attaches it on v2);
-1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket (and the
-   workspace's mount fd until it is attached);
+1. setsid, fds 0-2 on /dev/null, every other fd closed except the session socket (and what
+   came with the spawn request until it is used);
 2. a private mount namespace; a tmpfs root holding read-only binds of the host's /usr and the
-   runtime (/opt/python) and kernel (/opt/sessionpool), a curated /etc, a minimal /dev, fresh
-   /proc, size-capped /tmp and /dev/shm, and the session's own workspace on /mnt/data (a
-   detached mount the host passed as an fd: no other session's workspace is ever in the
-   namespace the jail is copied from); the tmpfs root is then made read-only. With a custom
-   image, the image is the root instead;
-3. pivot_root into the new root and detach the host's tree;
-4. drop to the session's unique host uid, then unshare user, mount, net, ipc, uts and cgroup
-   namespaces, mapping root inside to that uid only; /proc read-only; hostname; loopback up;
-5. rlimits; every capability dropped and root locked out (securebits); no_new_privs; seccomp.
+   runtime (/opt/python) and kernel (/opt/sessionpool), a curated /etc, a minimal /dev and
+   fresh /proc; the tmpfs root is then made read-only. With a custom image, the image is the
+   root instead;
+3. a new network namespace with its loopback up;
+4. pivot_root into the new root and detach the host's tree;
+5. on cgroup v1, into the session's cgroups (the host attaches it on v2), through the groups'
+   files the host opened and sent with the request (the host's /sys is gone after step 4);
+6. the session's own mounts on the root: size-capped /tmp and /dev/shm, and its workspace on
+   /mnt/data (a detached mount the host passed as an fd: no other session's workspace is ever
+   in the namespace the jail is copied from);
+7. drop to the session's unique host uid, then unshare user, mount, ipc, uts and cgroup
+   namespaces, mapping root inside to that uid only; /proc read-only; hostname;
+8. rlimits; every capability dropped and root locked out (securebits); no_new_privs; seccomp.
 
-Step 1 and step 2 but the session's own mounts (its /tmp, /dev/shm and workspace) are the same for
-every session of a zygote: the zygote's embryo does them before its request arrives (``prepare``),
-off the allocation's path, and step 0 follows them then.
+Steps 1-4 are the same for every session of a zygote: the zygote's embryo does them before its
+request arrives (``prepare``), off the allocation's path; a child forked for a request does
+them after step 5. The network namespace is owned by the host's user namespace, not the
+session's: no process of the session holds a capability in it anyway (step 8), and the
+loopback is brought up by host root before the drop.
 
 Any failure raises; the caller reports it on the socket and exits, so a half-built jail never
 runs code. ``JailSpec`` is plain data so the zygote can build it from a JSON request.
@@ -63,9 +68,10 @@ class JailSpec:
     seccomp_bpf: bytes = b""
     cap_last: int = 40
     env: dict[str, str] = field(default_factory=dict)
-    #: cgroup v1 ``tasks`` files of the session's groups: the child moves itself into them
-    #: first, while it is one thread and host root (``cgroups.Cgroups.self_attach_files``)
-    cgroup_files: list[str] = field(default_factory=list)
+    #: cgroup v1 ``tasks`` files of the session's groups, opened for writing by the host and
+    #: passed with the spawn request: the child moves itself into them while it is one thread
+    #: and host root (``cgroups.Cgroups.self_attach_files``), then closes them
+    cgroup_fds: list[int] = field(default_factory=list)
     #: the session's workspace as a detached mount (``linux.open_tree_clone``, made by the host
     #: and passed with the spawn request), attached at /mnt/data and then closed. Not a bind of
     #: the host path: that needs the host's workspace mounts in the zygote's namespace, and every
@@ -192,19 +198,19 @@ def _build_skeleton(spec: JailSpec) -> str:
     return new
 
 
-def _finish_root(spec: JailSpec, new: str) -> None:
-    """Mount what is the session's own on the skeleton: a sized /tmp and /dev/shm, and its
-    workspace on /mnt/data."""
+def _finish_root(spec: JailSpec) -> None:
+    """Mount what is the session's own on the skeleton, once it is the root: a sized /tmp and
+    /dev/shm, and its workspace on /mnt/data."""
     nosuid_nodev = linux.MS_NOSUID | linux.MS_NODEV
     tmpfs_opts = f"size={spec.tmp_bytes},mode=1777"
-    linux.mount("tmpfs", f"{new}/dev/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
-    linux.mount("tmpfs", f"{new}/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
+    linux.mount("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, tmpfs_opts)
+    linux.mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev, tmpfs_opts)
     if spec.workspace_fd < 0:
         raise ValueError("no workspace mount came with the spawn request")
-    linux.move_mount(spec.workspace_fd, f"{new}/mnt/data")
+    linux.move_mount(spec.workspace_fd, "/mnt/data")
     os.close(spec.workspace_fd)
     spec.workspace_fd = -1
-    linux.mount(None, f"{new}/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
+    linux.mount(None, "/mnt/data", None, linux.MS_REMOUNT | linux.MS_BIND | nosuid_nodev)
 
 
 def _loopback_up() -> None:
@@ -215,11 +221,12 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
 
-def prepare(spec: JailSpec, keep: set[int]) -> str:
-    """The part of the jail that no session's request changes: a new session, fds 0-2 on
-    /dev/null and every other fd but ``keep`` closed, a private mount namespace and the root's
-    skeleton (``_build_skeleton``). Returns the new root. The embryo does it before its request
-    arrives (``zygote``), off the allocation's path."""
+def prepare(spec: JailSpec, keep: set[int]) -> None:
+    """The part of the jail that no session's request changes (steps 1-4): a new session, fds
+    0-2 on /dev/null and every other fd but ``keep`` closed, a private mount namespace with the
+    root's skeleton (``_build_skeleton``), a network namespace with its loopback up, and the
+    pivot into the new root. The embryo does it before its request arrives (``zygote``), off
+    the allocation's path."""
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
@@ -227,31 +234,9 @@ def prepare(spec: JailSpec, keep: set[int]) -> str:
     linux.close_fds_except({0, 1, 2, *keep})
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    return _build_skeleton(spec)
-
-
-def same_skeleton(a: dict[str, object], b: dict[str, object]) -> bool:
-    """Whether two spawn requests' ``jail`` fields build the same skeleton (``prepare``)."""
-    return all(a.get(k) == b.get(k) for k in ("root", "ro_binds", "image", "hostname"))
-
-
-def enter(spec: JailSpec, keep_fd: int, prepared: str = "") -> None:
-    """Turn the calling process into a jailed session. Raises on any failure. ``prepared``:
-    the root ``prepare`` built for a spec with the same skeleton (the embryo's)."""
-    # Into the session's cgroups before anything else, so every page and process of the jail
-    # is charged there (a prepared skeleton's few mounts were charged where its embryo was
-    # forked, as that fork's page tables were). "0" moves the calling thread only, which skips
-    # the global lock a whole-process move takes (and its RCU grace period); a forked child is
-    # one thread.
-    for path in spec.cgroup_files:
-        _write(path, "0")
-    if prepared:
-        linux.close_fds_except({0, 1, 2, keep_fd, spec.workspace_fd})
-        new_root = prepared
-    else:
-        new_root = prepare(spec, {keep_fd, spec.workspace_fd})
-    _finish_root(spec, new_root)
-
+    new_root = _build_skeleton(spec)
+    linux.unshare(linux.CLONE_NEWNET)
+    _loopback_up()
     # Pivot as host root, before the user namespace: mounts copied into a less privileged
     # namespace are locked, and pivot_root refuses a locked new root.
     linux.mount(new_root, new_root, None, linux.MS_BIND | linux.MS_REC)
@@ -259,6 +244,30 @@ def enter(spec: JailSpec, keep_fd: int, prepared: str = "") -> None:
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the host's tree is gone from this namespace
     os.chdir("/")
+
+
+def same_skeleton(a: dict[str, object], b: dict[str, object]) -> bool:
+    """Whether two spawn requests' ``jail`` fields build the same skeleton (``prepare``)."""
+    return all(a.get(k) == b.get(k) for k in ("root", "ro_binds", "image", "hostname"))
+
+
+def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> None:
+    """Turn the calling process into a jailed session. Raises on any failure. ``prepared``:
+    ``prepare`` ran in this process for a spec with the same skeleton (the embryo's)."""
+    # Into the session's cgroups before the rest of its jail, so its pages and processes are
+    # charged there (a prepared skeleton's few mounts were charged where its embryo was
+    # forked, as that fork's page tables were). "0" moves the calling thread only, which skips
+    # the global lock a whole-process move takes (and its RCU grace period); a forked child is
+    # one thread.
+    for fd in spec.cgroup_fds:
+        os.write(fd, b"0")
+        os.close(fd)
+    spec.cgroup_fds = []
+    if prepared:
+        linux.close_fds_except({0, 1, 2, keep_fd, spec.workspace_fd})
+    else:
+        prepare(spec, {keep_fd, spec.workspace_fd})
+    _finish_root(spec)
 
     uid = spec.uid
     os.setgroups([])
@@ -268,7 +277,6 @@ def enter(spec: JailSpec, keep_fd: int, prepared: str = "") -> None:
     linux.unshare(
         linux.CLONE_NEWUSER
         | linux.CLONE_NEWNS
-        | linux.CLONE_NEWNET
         | linux.CLONE_NEWIPC
         | linux.CLONE_NEWUTS
         | linux.CLONE_NEWCGROUP
@@ -292,7 +300,6 @@ def enter(spec: JailSpec, keep_fd: int, prepared: str = "") -> None:
     )
 
     socket.sethostname(spec.hostname)
-    _loopback_up()
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (spec.open_files, spec.open_files))
     resource.setrlimit(resource.RLIMIT_FSIZE, (spec.file_bytes, spec.file_bytes))

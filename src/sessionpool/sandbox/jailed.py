@@ -285,9 +285,6 @@ class JailBackend(ZygoteBackend):
                 "open_files": limits.open_files,
                 "file_bytes": limits.disk_bytes,
                 "nproc": limits.pids,
-                "cgroup_files": self.cgroups.self_attach_files(slot.cgroup)
-                if self.cgroups is not None and slot.cgroup is not None
-                else [],
             },
             "workspace": "/mnt/data",
             **kernel,
@@ -295,11 +292,21 @@ class JailBackend(ZygoteBackend):
 
     def _spawn_fds(self, slot: Slot) -> list[int]:
         """The workspace as a detached mount, which the child attaches at /mnt/data: no
-        zygote's mount namespace holds any session's workspace (see ``jail.JailSpec``)."""
+        zygote's mount namespace holds any session's workspace (see ``jail.JailSpec``). On
+        cgroup v1, then the session's groups' ``tasks`` files, open for writing: the child
+        moves itself in after its pivot into the jail's root, where no /sys is to be found."""
+        fds: list[int] = []
         try:
-            return [linux.open_tree_clone(str(slot.workspace.path))]
+            fds.append(linux.open_tree_clone(str(slot.workspace.path)))
+            if self.cgroups is not None and slot.cgroup is not None:
+                for path in self.cgroups.self_attach_files(slot.cgroup):
+                    fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         except OSError as exc:
-            raise errors.SandboxError(f"the workspace could not be passed on: {exc}") from exc
+            for fd in fds:
+                os.close(fd)
+            detail = f"the session's workspace or cgroups could not be passed on: {exc}"
+            raise errors.SandboxError(detail) from exc
+        return fds
 
     async def open_listener(self, kernel: Kernel, host: str, port: int) -> socket.socket:
         assert isinstance(kernel, KernelProcess)
@@ -318,7 +325,7 @@ class JailBackend(ZygoteBackend):
     async def _after_fork(self, slot: Slot, kernel: KernelProcess) -> None:
         assert self.cgroups is not None and slot.cgroup is not None
         if self.cgroups.version == 1:
-            # the child moved itself in before building its jail (``JailSpec.cgroup_files``)
+            # the child moved itself in as it built its jail (``JailSpec.cgroup_fds``)
             await kernel.connect(1 << 20, KERNEL_READY_TIMEOUT)
             if not self.cgroups.holds(slot.cgroup, kernel.pid):  # never expected: fail closed
                 raise errors.SandboxError("the session's kernel is not in its cgroups")

@@ -12,7 +12,8 @@ serves (``merge_memory``).
 
     host -> zygote   {"op": "spawn", "req": n, "jail": {...JailSpec fields...} | null,
                       "workspace": path, "env": {...}, "exec": [argv] | null}
-                     + fds [the workspace's detached mount] under the jail
+                     + fds under the jail: [the workspace's detached mount, then on
+                       cgroup v1 the session's groups' tasks files, open for writing]
     zygote -> host   {"op": "spawned", "req": n, "pid": pid}   + fds [session socket, pidfd]
                      {"op": "spawn-failed", "req": n, "error": "..."}
                      {"op": "exited", "pid": pid, "status": code or -signal}
@@ -24,8 +25,9 @@ CLONE_NEWPID, forks, then setns()es back to its own pid namespace.
 The zygote forks one child ahead of demand (the "embryo", as Android's zygote keeps
 unspecialized app processes): it builds the part of the jail no request changes
 (``jail.prepare``: its mount namespace and its root's skeleton, which the host sends in the
-configuration), then waits, running nothing else, for the next spawn request (and its fds) on a
-socket, then builds the rest of that session's jail. Forking a zygote that holds ~90 MB of
+configuration, its network namespace, and the pivot into that root), then waits, running
+nothing else, for the next spawn request (and its fds) on a socket, then builds the rest of
+that session's jail. Forking a zygote that holds ~90 MB of
 anonymous memory costs milliseconds of page-table copying; this way a spawn does not wait for
 it. The next embryo is forked as soon as the spawn is answered; a request that finds none forks
 for itself.
@@ -50,6 +52,8 @@ from typing import Any, NoReturn
 from sessionpool import protocol
 
 MAX_CONTROL_MESSAGE = 1 << 20
+#: descriptors a spawn request may carry: the workspace and up to three cgroup files, and room
+MAX_REQUEST_FDS = 8
 
 
 def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -160,7 +164,9 @@ class Zygote:
                     self._reap()
                 else:
                     try:
-                        data, fds, _, _ = socket.recv_fds(self.ctl, MAX_CONTROL_MESSAGE, 4)
+                        data, fds, _, _ = socket.recv_fds(
+                            self.ctl, MAX_CONTROL_MESSAGE, MAX_REQUEST_FDS
+                        )
                     except OSError:
                         data, fds = b"", []
                     if not data:
@@ -280,16 +286,17 @@ class Zygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.ctl.close()
             w.close()
-            prepared = ""
+            prepared = False
             if self.jail and self.skeleton:
-                # a separate spec: enter() adds the bind of /bin etc. to its ro_binds
+                # a separate spec: prepare() adds the bind of /bin etc. to its ro_binds
                 skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
                 spec = self.jail_module.JailSpec(uid=-1, **skeleton)
-                prepared = self.jail_module.prepare(spec, {r.fileno(), sock.fileno()})
+                self.jail_module.prepare(spec, {r.fileno(), sock.fileno()})
+                prepared = True
             if self.kernel is not None and not _readable(r, EMBRYO_WARMUP_DELAY_MS):
                 # a first run's copy-on-write faults, taken before any request waits on them
                 self.kernel.warm_up()
-            data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, 4)
+            data, fds, _, _ = socket.recv_fds(r, MAX_CONTROL_MESSAGE, MAX_REQUEST_FDS)
             r.close()
             if not data:
                 os._exit(0)
@@ -322,7 +329,7 @@ class Zygote:
         return pid, parent_end
 
     def _child(
-        self, msg: dict[str, Any], sock: socket.socket, fds: list[int], prepared: str = ""
+        self, msg: dict[str, Any], sock: socket.socket, fds: list[int], prepared: bool = False
     ) -> NoReturn:
         try:
             signal.set_wakeup_fd(-1)
@@ -338,6 +345,7 @@ class Zygote:
                 spec.cap_last = self.cap_last
                 spec.env = msg["env"]
                 spec.workspace_fd = fds[0] if fds else -1
+                spec.cgroup_fds = fds[1:]
                 self.jail_module.enter(spec, sock.fileno(), prepared)
             else:
                 self._enter_unsafe(msg, sock.fileno())
