@@ -162,16 +162,16 @@ def move_mount(fd: int, target: str) -> None:
     )
 
 
+#: prctl(2) with its argument types declared once, so a call converts plain ints in C: the
+#: capability drop makes 40-odd calls while a session's jail is built, on the allocation's
+#: path (a function object of its own: ``_libc.prctl`` keeps ctypes' default conversions)
+_prctl = _libc["prctl"]
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_prctl.restype = ctypes.c_int
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(
-        _libc.prctl(
-            ctypes.c_int(option),
-            ctypes.c_ulong(arg2),
-            ctypes.c_ulong(arg3),
-            ctypes.c_ulong(arg4),
-            ctypes.c_ulong(arg5),
-        )
-    )
+    return _check(_prctl(option, arg2, arg3, arg4, arg5))
 
 
 def madvise(address: int, length: int, advice: int) -> None:
@@ -196,24 +196,15 @@ def drop_all_capabilities(cap_last: int) -> None:
     _check(_libc.syscall(SYS_capset, hbuf, dbuf))
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
 def load_seccomp_bpf(program: bytes) -> None:
     """Install a precompiled classic-BPF seccomp filter (needs no_new_privs first)."""
-    count = len(program) // 8
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
     buf = ctypes.create_string_buffer(program, len(program))
-    prog = SockFprog(count, ctypes.cast(buf, ctypes.c_void_p))
-    _check(
-        _libc.prctl(
-            ctypes.c_int(PR_SET_SECCOMP),
-            ctypes.c_ulong(SECCOMP_MODE_FILTER),
-            ctypes.byref(prog),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-        )
-    )
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
 
 
 def close_fds_except(keep: set[int]) -> None:
