@@ -29,8 +29,9 @@ configuration, its network namespace, and the pivot into that root), then waits,
 nothing else, for the next spawn request (and its fds) on a socket, then builds the rest of
 that session's jail. Forking a zygote that holds ~90 MB of
 anonymous memory costs milliseconds of page-table copying; this way a spawn does not wait for
-it. The next embryo is forked as soon as the spawn is answered; a request that finds none forks
-for itself.
+it. The next embryo is forked as soon as the spawn is answered, and builds its part of the jail
+once the session just spawned has had the CPU to start (``EMBRYO_PREPARE_DELAY_MS``) or at
+once when a request comes first; a request that finds no embryo forks for itself.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def _send(ctl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None)
 #: Probes of 100 sequential new identifiers from a warm pool: p99 3.7-4.2 ms with the delay,
 #: 5.5-7.3 ms warming up at once; on demand p50 10.6-10.7 ms against 10.7-11.7
 EMBRYO_WARMUP_DELAY_MS = 20
+#: how long the child forked ahead waits before it builds the shared part of its jail
+#: (``jail.prepare``, milliseconds of CPU), unless a request arrives first: the session
+#: spawned just before it is building the rest of its own jail and starting, and would share
+#: the CPU with it. A request that arrives meanwhile is prepared for at once, as without the delay
+EMBRYO_PREPARE_DELAY_MS = 15
 
 
 def _readable(sock: socket.socket, timeout_ms: int) -> bool:
@@ -287,6 +293,7 @@ class Zygote:
             self.ctl.close()
             w.close()
             prepared = False
+            _readable(r, EMBRYO_PREPARE_DELAY_MS)
             if self.jail and self.skeleton:
                 # a separate spec: prepare() adds the bind of /bin etc. to its ro_binds
                 skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
