@@ -303,7 +303,9 @@ class Kernel:
         finally:
             self._read_lock.release()
 
-    def serve(self, sock: socket.socket) -> NoReturn:
+    def serve(self, sock: socket.socket, release: int = -1) -> NoReturn:
+        """Answer requests on ``sock`` until the host closes it. ``release``: a descriptor
+        closed once ``ready`` is sent, before any request is read (``jail.enter``)."""
         self.sock = sock
         reseed_after_fork()
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -312,6 +314,8 @@ class Kernel:
         _track_popens()
         self._capture_fds()
         protocol.send_message(sock, {"op": "ready", "pid": os.getpid(), "uid": os.getuid()})
+        if release >= 0:
+            os.close(release)
         while True:
             request = self._next_request()
             self._watch_input(True)

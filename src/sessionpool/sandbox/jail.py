@@ -251,9 +251,17 @@ def same_skeleton(a: dict[str, object], b: dict[str, object]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("root", "ro_binds", "image", "hostname"))
 
 
-def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> None:
+def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> int:
     """Turn the calling process into a jailed session. Raises on any failure. ``prepared``:
-    ``prepare`` ran in this process for a spec with the same skeleton (the embryo's)."""
+    ``prepare`` ran in this process for a spec with the same skeleton (the embryo's).
+
+    Returns a descriptor (close-on-exec) of the mount namespace the jail left behind, which
+    the caller closes once it has told the host it is ready, before any request is read. It is
+    that namespace's last reference: dropping it unmounts its tree and waits for an RCU grace
+    period (0.2-0.9 ms measured), a wait the host's handling of the ready message then
+    overlaps instead of following. The namespace holds the skeleton only, the host's tree
+    having been detached from it, and nothing in the session can use the descriptor: it holds
+    no capability, and seccomp refuses setns."""
     # Into the session's cgroups before the rest of its jail, so its pages and processes are
     # charged there (a prepared skeleton's few mounts were charged where its embryo was
     # forked, as that fork's page tables were). "0" moves the calling thread only, which skips
@@ -274,6 +282,7 @@ def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> None:
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     linux.prctl(linux.PR_SET_DUMPABLE, 1)  # so we may write our own uid_map
+    left = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     linux.unshare(
         linux.CLONE_NEWUSER
         | linux.CLONE_NEWNS
@@ -315,3 +324,4 @@ def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> None:
     os.environ.clear()
     os.environ.update(spec.env)
     os.umask(0o022)
+    return left

@@ -346,6 +346,7 @@ class Zygote:
             # Written as host root before the jail: with CAP_SYS_RESOURCE 1000 is also the
             # kernel's floor for it, and the jail's /proc is read-only besides.
             self.linux.set_oom_score_adj(self.linux.OOM_SCORE_ADJ_MAX)
+            left = -1  # the mount namespace the jail left, closed once ready is sent
             if self.jail:
                 spec = self.jail_module.JailSpec(**msg["jail"])
                 spec.seccomp_bpf = self.seccomp_bpf
@@ -353,13 +354,15 @@ class Zygote:
                 spec.env = msg["env"]
                 spec.workspace_fd = fds[0] if fds else -1
                 spec.cgroup_fds = fds[1:]
-                self.jail_module.enter(spec, sock.fileno(), prepared)
+                left = self.jail_module.enter(spec, sock.fileno(), prepared)
             else:
                 self._enter_unsafe(msg, sock.fileno())
             argv = msg.get("exec")
             if argv:
                 # another language's kernel: it inherits the session socket, its fd last in argv
                 os.set_inheritable(sock.fileno(), True)
+                if left >= 0:
+                    os.close(left)
                 os.execve(argv[0], [*argv, str(sock.fileno())], os.environ)
         except BaseException:
             try:
@@ -367,7 +370,7 @@ class Zygote:
                 protocol.send_message(sock, {"op": "failed", "error": err})
             finally:
                 os._exit(70)
-        self.kernel.serve(sock)
+        self.kernel.serve(sock, left)
         os._exit(0)  # serve never returns
 
     def _enter_unsafe(self, msg: dict[str, Any], keep_fd: int) -> None:
