@@ -9,6 +9,8 @@ request share its id.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import re
@@ -23,7 +25,10 @@ from uvicorn.logging import AccessFormatter, DefaultFormatter
 from sessionpool.agents.config import AgentsConfig
 from sessionpool.config import PoolConfig
 from sessionpool.server.observe import (
+    AUDIT_LOGGER,
+    LINE_BATCH_SECONDS,
     AccessTextFormatter,
+    BatchedStreamHandler,
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
@@ -212,15 +217,17 @@ execution_timeout_seconds = 1
 def test_a_served_request_in_json_logs_and_the_audit_file(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     args = ["--log-format", "json", "--audit-log", str(audit)]
-    with ServerProcess(tmp_path, config=CONFIG, args=args) as server:
-        with httpx.Client(base_url=server.url, headers=server.auth, timeout=30) as client:
-            r = client.post(RUN.format("demo"), json=body(SPIN), headers={"x-request-id": "e2e-1"})
-            assert r.status_code == 200 and r.headers["x-request-id"] == "e2e-1"
-            assert r.json()["properties"]["status"] == "Failure"
-            upload = "/pools/default/files/upload?identifier=demo&" + API
-            files = {"file": ("report.csv", b"a,b\n")}
-            assert client.post(upload, files=files).status_code == 200
-        log = server.log()
+    with (
+        ServerProcess(tmp_path, config=CONFIG, args=args) as server,
+        httpx.Client(base_url=server.url, headers=server.auth, timeout=30) as client,
+    ):
+        r = client.post(RUN.format("demo"), json=body(SPIN), headers={"x-request-id": "e2e-1"})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "e2e-1"
+        assert r.json()["properties"]["status"] == "Failure"
+        upload = "/pools/default/files/upload?identifier=demo&" + API
+        files = {"file": ("report.csv", b"a,b\n")}
+        assert client.post(upload, files=files).status_code == 200
+    log = server.log()  # once it has stopped: the per-request lines are written in batches
     lines = [line for line in log.splitlines() if line.startswith("{")]
     docs = [json.loads(line) for line in lines]
     # every log record is JSON (the other lines are the banner, printed, not logged)
@@ -242,3 +249,71 @@ def test_a_served_request_in_json_logs_and_the_audit_file(tmp_path: Path) -> Non
     assert execute["operation"] == "code_execute" and execute["status"] == 200
     assert execute["pool"] == "default" and execute["identifier"] == "demo"
     assert upload["files"] == ["report.csv"] and upload["request_id"] != "e2e-1"
+
+
+# --- per-request lines written in batches ------------------------------------------------------
+
+
+def _batched(stream: io.StringIO) -> logging.Logger:
+    """A logger tree of its own whose handler is a ``BatchedStreamHandler`` on ``stream``."""
+    out = BatchedStreamHandler(stream)
+    out.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger("batched-test")
+    root.handlers = [out]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    return root
+
+
+@pytest.fixture
+def per_request(request: pytest.FixtureRequest) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A per-request logger (``request.param``) and the test's own logger, both to one
+    batched handler on a string stream; the per-request logger is restored after."""
+    stream = io.StringIO()
+    root = _batched(stream)
+    logger = logging.getLogger(request.param)
+    saved = (logger.handlers, logger.propagate, logger.level)
+    logger.handlers, logger.propagate = list(root.handlers), False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger, stream
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+
+
+@pytest.mark.parametrize("per_request", ["uvicorn.access"], indirect=True)
+async def test_per_request_lines_wait_for_their_batch_and_keep_their_order(
+    per_request: tuple[logging.Logger, io.StringIO],
+) -> None:
+    access, stream = per_request
+    access.info('%s - "%s" %d', "127.0.0.1:1", "POST /x", 200)
+    access.info('%s - "%s" %d', "127.0.0.1:1", "POST /y", 200)
+    assert stream.getvalue() == ""  # on the event loop: they wait for their batch
+    await asyncio.sleep(LINE_BATCH_SECONDS * 4)
+    assert stream.getvalue().splitlines() == [
+        'uvicorn.access 127.0.0.1:1 - "POST /x" 200',
+        'uvicorn.access 127.0.0.1:1 - "POST /y" 200',
+    ]
+    # any other record writes what waits first, then itself
+    access.info('%s - "%s" %d', "127.0.0.1:1", "POST /z", 200)
+    logging.getLogger("batched-test").warning("late")
+    # a per-request record whose argument could change before its batch: at once
+    access.info("%s", ["mutable"])
+    assert stream.getvalue().splitlines()[2:] == [
+        'uvicorn.access 127.0.0.1:1 - "POST /z" 200',
+        "batched-test late",
+        "uvicorn.access ['mutable']",
+    ]
+    access.info('%s - "%s" %d', "127.0.0.1:1", "POST /last", 200)
+    access.handlers[0].flush()  # as at shutdown
+    assert stream.getvalue().splitlines()[-1] == 'uvicorn.access 127.0.0.1:1 - "POST /last" 200'
+
+
+@pytest.mark.parametrize("per_request", [AUDIT_LOGGER], indirect=True)
+def test_off_the_event_loop_a_per_request_line_is_written_at_once(
+    per_request: tuple[logging.Logger, io.StringIO],
+) -> None:
+    audit, stream = per_request
+    audit.info("%s %s -> %d", "POST", "/code/execute", 200)
+    assert stream.getvalue() == "sessionpool.audit POST /code/execute -> 200\n"

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -205,6 +206,84 @@ class JsonFormatter(_JsonFormatter):
             )
 
 
+#: the loggers of the lines every request writes: uvicorn's access line and the audit record
+PER_REQUEST_LOGGERS = frozenset({"uvicorn.access", AUDIT_LOGGER})
+#: how long a per-request line may wait to be written with the others of its moment
+LINE_BATCH_SECONDS = 0.05
+#: the argument types a deferred record may hold: formatted later, its text cannot change
+_FROZEN_ARGS = (str, int, float, type(None))
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A console handler that formats and writes the per-request lines (``PER_REQUEST_LOGGERS``)
+    together, ``LINE_BATCH_SECONDS`` after the first of them, instead of on the request's path.
+
+    Formatted alone, after a request has been through the caches, a line takes about 70 us of
+    CPU (10 us warm, as it is in a batch), and uvicorn writes its access line before the
+    response. Deferral is only on the event loop's thread, and only for records whose arguments
+    are plain values; any other record first writes what waits, so lines keep their order.
+    ``flush`` (at shutdown too) writes what waits."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._waiting: list[logging.LogRecord] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # called with the handler's lock held (Handler.handle)
+        if record.name in PER_REQUEST_LOGGERS and self._deferrable(record):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._waiting.append(record)
+                if self._timer is None:
+                    self._timer = loop.call_later(LINE_BATCH_SECONDS, self._on_timer)
+                return
+        self._write_waiting()
+        super().emit(record)
+
+    @staticmethod
+    def _deferrable(record: logging.LogRecord) -> bool:
+        args = record.args
+        return record.exc_info is None and (
+            not args or (isinstance(args, tuple) and all(isinstance(a, _FROZEN_ARGS) for a in args))
+        )
+
+    def _on_timer(self) -> None:
+        self.acquire()
+        try:
+            self._timer = None
+            self._write_waiting()
+        finally:
+            self.release()
+
+    def _write_waiting(self) -> None:
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        lines = []
+        for record in waiting:
+            try:
+                lines.append(self.format(record) + self.terminator)
+            except Exception:
+                self.handleError(record)
+        try:
+            self.stream.write("".join(lines))
+            super().flush()
+        except Exception:
+            self.handleError(waiting[-1])
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_waiting()
+            super().flush()
+        finally:
+            self.release()
+
+
 def configure_logging(settings: ServerSettings) -> None:
     """Logging for ``serve``: every logger through one stderr handler (uvicorn's access lines
     to stdout, as uvicorn has them), in ``log_format``, each record with its request id; the
@@ -215,7 +294,7 @@ def configure_logging(settings: ServerSettings) -> None:
     ids = RequestIdFilter()
 
     def handler(stream: Any, formatter: logging.Formatter) -> logging.Handler:
-        out = logging.StreamHandler(stream)
+        out = BatchedStreamHandler(stream)
         out.setFormatter(formatter)
         out.addFilter(ids)
         return out
