@@ -317,3 +317,23 @@ def test_off_the_event_loop_a_per_request_line_is_written_at_once(
     audit, stream = per_request
     audit.info("%s %s -> %d", "POST", "/code/execute", 200)
     assert stream.getvalue() == "sessionpool.audit POST /code/execute -> 200\n"
+
+
+@pytest.mark.parametrize("per_request", ["uvicorn.access"], indirect=True)
+def test_a_later_event_loop_writes_what_an_ended_one_left_waiting(
+    per_request: tuple[logging.Logger, io.StringIO],
+) -> None:
+    access, stream = per_request
+
+    async def log(path: str, wait: bool) -> None:
+        access.info('%s - "%s" %d', "127.0.0.1:1", f"GET {path}", 200)
+        if wait:
+            await asyncio.sleep(LINE_BATCH_SECONDS * 4)
+
+    asyncio.run(log("/a", wait=False))  # its loop ends before its batch is due
+    assert stream.getvalue() == ""
+    asyncio.run(log("/b", wait=True))
+    assert stream.getvalue().splitlines() == [
+        'uvicorn.access 127.0.0.1:1 - "GET /a" 200',
+        'uvicorn.access 127.0.0.1:1 - "GET /b" 200',
+    ]

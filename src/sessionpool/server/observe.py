@@ -228,6 +228,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self._waiting: list[logging.LogRecord] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # called with the handler's lock held (Handler.handle)
@@ -238,8 +239,10 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 loop = None
             if loop is not None:
                 self._waiting.append(record)
-                if self._timer is None:
+                # a timer of a loop that has ended (a process that runs several) never fires
+                if self._timer is None or self._timer_loop is not loop:
                     self._timer = loop.call_later(LINE_BATCH_SECONDS, self._on_timer)
+                    self._timer_loop = loop
                 return
         self._write_waiting()
         super().emit(record)
