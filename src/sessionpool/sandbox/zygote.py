@@ -293,7 +293,8 @@ class Zygote:
             self.ctl.close()
             w.close()
             prepared = False
-            _readable(r, EMBRYO_PREPARE_DELAY_MS)
+            if _readable(r, EMBRYO_PREPARE_DELAY_MS) and not r.recv(1, socket.MSG_PEEK):
+                os._exit(0)  # dropped before it was needed (its zygote retired): build nothing
             if self.jail and self.skeleton:
                 # a separate spec: prepare() adds the bind of /bin etc. to its ro_binds
                 skeleton = {**self.skeleton, "ro_binds": list(self.skeleton["ro_binds"])}
