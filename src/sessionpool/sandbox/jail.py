@@ -259,9 +259,9 @@ def enter(spec: JailSpec, keep_fd: int, prepared: bool = False) -> int:
     the caller closes once it has told the host it is ready, before any request is read. It is
     that namespace's last reference: dropping it unmounts its tree and waits for an RCU grace
     period (0.2-0.9 ms measured), a wait the host's handling of the ready message then
-    overlaps instead of following. The namespace holds the skeleton only, the host's tree
-    having been detached from it, and nothing in the session can use the descriptor: it holds
-    no capability, and seccomp refuses setns."""
+    overlaps instead of following. The namespace holds the jail's own tree only (the skeleton
+    and this session's mounts; the host's tree was detached from it), and nothing in the
+    session can use the descriptor: it holds no capability, and seccomp refuses setns."""
     # Into the session's cgroups before the rest of its jail, so its pages and processes are
     # charged there (a prepared skeleton's few mounts were charged where its embryo was
     # forked, as that fork's page tables were). "0" moves the calling thread only, which skips
