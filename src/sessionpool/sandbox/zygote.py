@@ -53,7 +53,7 @@ from typing import Any, NoReturn
 from sessionpool import protocol
 
 MAX_CONTROL_MESSAGE = 1 << 20
-#: descriptors a spawn request may carry: the workspace and up to three cgroup files, and room
+#: descriptors a spawn request may carry: the workspace and up to three cgroup files, with room
 MAX_REQUEST_FDS = 8
 
 
