@@ -35,25 +35,43 @@ REAP_INTERVAL_MS = 250
 _popens: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 
 
+#: held while a Popen is made, from its fork to its registration in ``_popens``: the orphan
+#: reaper does not scan meanwhile, so it cannot take a child that has already exited but is not
+#: registered yet (a quick command, started while the machine is slow). Re-entrant: a Popen's
+#: preexec_fn runs in the forked child, which inherits the lock as held by its own thread.
+_popen_making = threading.RLock()
+
+
 def _track_popens() -> None:
     original = subprocess.Popen.__init__
 
     def init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        _popens.add(self)
+        with _popen_making:
+            original(self, *args, **kwargs)
+            _popens.add(self)
 
     subprocess.Popen.__init__ = init  # type: ignore[method-assign]
 
 
-def reap_orphans(seen_before: set[int] | None = None) -> set[int]:
+def reap_orphans(seen_before: set[int] | None = None) -> set[int] | None:
     """As pid 1 of the session, collect zombies whose parents died (they would pile up until
     the pids limit). Children that user code still owns (a live Popen or multiprocessing
     child) are left alone so their exit status stays with their owner.
 
     With ``seen_before`` (used while a cell runs, from another thread) a zombie is reaped only
     if it was already a zombie at the previous scan: a child that user code has just forked
-    is registered long before that. Returns the zombies left for the next scan.
+    is registered long before that. Returns the zombies left for the next scan, or None if a
+    Popen was being made and nothing was scanned (look again later).
     """
+    if not _popen_making.acquire(blocking=False):
+        return None
+    try:
+        return _reap_unowned(seen_before)
+    finally:
+        _popen_making.release()
+
+
+def _reap_unowned(seen_before: set[int] | None) -> set[int]:
     try:
         owned = {p.pid for p in list(_popens) if p.returncode is None}
         mp = sys.modules.get("multiprocessing")
@@ -169,8 +187,9 @@ class Kernel:
         assert self.sock is not None and self._epoll is not None
         sock_fd, chld_r = self.sock.fileno(), self._chld_r
         zombies: set[int] = set()
+        rescan = False  # the last scan was skipped while a Popen was being made
         while True:
-            events = self._epoll.poll(REAP_INTERVAL_MS / 1000 if zombies else -1)
+            events = self._epoll.poll(REAP_INTERVAL_MS / 1000 if zombies or rescan else -1)
             for fd, ev in events:
                 if fd == sock_fd:
                     if ev & select.EPOLLIN:
@@ -181,8 +200,11 @@ class Kernel:
                     with contextlib.suppress(BlockingIOError):
                         os.read(chld_r, 4096)
             self._drain_once()
-            if os.getpid() == 1 and (zombies or any(fd == chld_r for fd, _ in events)):
-                zombies = reap_orphans(zombies)
+            if os.getpid() == 1 and (zombies or rescan or any(fd == chld_r for fd, _ in events)):
+                left = reap_orphans(zombies)
+                rescan = left is None
+                if left is not None:
+                    zombies = left
 
     # -- streaming ----------------------------------------------------------------------------
 
