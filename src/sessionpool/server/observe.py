@@ -258,11 +258,13 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self._timer = None
-            self._write_waiting()
+            self.flush()
         finally:
             self.release()
 
     def _write_waiting(self) -> None:
+        """Write what waits, unflushed: every caller flushes (``emit`` of the record after it,
+        through ``flush``)."""
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, []
@@ -274,7 +276,6 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.handleError(record)
         try:
             self.stream.write("".join(lines))
-            super().flush()
         except Exception:
             self.handleError(waiting[-1])
 
