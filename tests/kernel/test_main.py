@@ -64,3 +64,28 @@ async def test_requests_back_to_back_while_idle_are_each_answered(session: Sessi
     assert [r["result"]["text/plain"] for r in got] == [str(i * 2) for i in range(20)]
     # and the session's own path still works after the raw traffic
     assert (await session.execute("'still here'")).result is not None
+
+
+def voluntary_switches(pid: int) -> int:
+    """How often the kernel's main thread (its thread id is the process id) has slept."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+async def test_an_idle_kernel_sleeps_once_per_request(session: Session) -> None:
+    """Waiting in ``recv`` on the Unix socket, the kernel was woken (and slept again) whenever
+    the host read one of its replies: two sleeps per request instead of one."""
+    kernel = kernel_of(session)
+    n = 50
+    await kernel.send({"op": "ping", "id": 1})
+    await replies(kernel, 1)
+    before = voluntary_switches(kernel.pid)
+    for i in range(n):
+        await kernel.send({"op": "ping", "id": 2 + i})
+        await replies(kernel, 1)
+        await asyncio.sleep(0.002)  # the kernel waits for the next request: asleep for sure
+    slept = voluntary_switches(kernel.pid) - before
+    assert n <= slept < n * 1.4

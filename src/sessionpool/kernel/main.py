@@ -132,6 +132,9 @@ class Kernel:
         #: the processes of the process service (``proc_*`` requests), served while a cell
         #: runs; made after the fork (its pipes and selector must be the session's own)
         self.procs: Processes | None = None
+        #: an idle main thread waits here for its next request, not in ``recv`` (see
+        #: ``_wait_for_request``)
+        self._request_poll: select.poll | None = None
 
     # -- setup after fork ---------------------------------------------------------------------
 
@@ -282,6 +285,20 @@ class Kernel:
         self.procs.handle(request)
         return True
 
+    def _wait_for_request(self) -> None:
+        """Block until the socket has input (or the host hung up), in ``poll``.
+
+        A thread blocked in ``recv`` on a Unix stream socket sleeps on the socket's one wait
+        queue, and Linux wakes every sleeper on that queue whenever write space is freed, that
+        is, every time the host reads one of our replies: each request cost the kernel a
+        spurious wake-up and a second sleep. A ``poll`` for input is not woken by that.
+        """
+        if self._request_poll is None:
+            assert self.sock is not None
+            self._request_poll = select.poll()
+            self._request_poll.register(self.sock.fileno(), select.POLLIN)
+        self._request_poll.poll()
+
     def _next_request(self) -> dict[str, Any]:
         """The main thread's next request to run: one the drain thread queued while the main
         thread was busy, else one read off the socket here. An idle kernel reads its own
@@ -293,6 +310,7 @@ class Kernel:
                     return self._requests.get_nowait()
                 except queue.Empty:
                     pass
+                self._wait_for_request()
                 request = self._recv()
             if not self._answer_now(request):
                 return request
