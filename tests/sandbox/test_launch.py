@@ -1,14 +1,21 @@
-"""The zygote launcher's mount namespace: what the host had mounted under the workspaces
-directory is gone from it (and only from it)."""
+"""The zygote launcher: what the host had mounted under the workspaces directory is gone from
+its mount namespace (and only from it), and the kernel it installs is the server's own."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+
+import sessionpool
+from sessionpool.sandbox.runtimes import KERNEL_LIB
+from sessionpool.server.testing import ServerProcess
 
 pytestmark = pytest.mark.jail
 
@@ -38,3 +45,43 @@ def test_workspaces_are_unmounted_in_the_launchers_namespace(tmp_path: Path) -> 
     )
     assert out.stdout.split() == ["True", "False"]
     assert not os.path.ismount(ws)  # the child's mount never reached the host
+
+
+def test_sessions_run_the_kernel_of_the_servers_own_package(tmp_path: Path) -> None:
+    """A server run from another tree (a copy on ``PYTHONPATH``, as the paired benchmark runs
+    two builds) gives its sessions that tree's kernel, not the installed one: the launcher runs
+    isolated (``-I``) and so imports the installed package itself."""
+    copy = tmp_path / "tree"
+    shutil.copytree(
+        Path(sessionpool.__file__).parent,
+        copy / "sessionpool",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    marker = f"# tree {uuid.uuid4().hex}\n"
+    with (copy / "sessionpool" / "kernel" / "main.py").open("a") as f:
+        f.write(marker)
+    server = ServerProcess(
+        tmp_path / "server",
+        config="[pools.default]\nready_sessions = 1\n",
+        env={"PYTHONPATH": str(copy)},
+    )
+    server.start()
+    try:
+        code = f"open('{KERNEL_LIB}/sessionpool/kernel/main.py').read()[-100:]"
+        answer = httpx.post(
+            f"{server.endpoint()}/code/execute",
+            params={"identifier": "tree", "api-version": "2024-02-02-preview"},
+            json={
+                "properties": {
+                    "codeInputType": "inline",
+                    "executionType": "synchronous",
+                    "code": code,
+                }
+            },
+            headers=server.auth,
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert marker.strip() in str(answer.json()["properties"]), answer.text
+    finally:
+        server.stop()

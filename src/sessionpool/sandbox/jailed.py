@@ -42,6 +42,7 @@ from sessionpool.sandbox.runtimes import (
     JAIL_BUILD,
     KERNEL_LIB,
     KERNEL_MOUNT,
+    PACKAGE,
     PYTHON_MOUNT,
     SESSION_CA_BUNDLE,
     ZYGOTE_HOME,
@@ -188,7 +189,11 @@ class JailBackend(ZygoteBackend):
     async def _zygote_command(self, runtime: Runtime, pool: PoolConfig) -> list[str]:
         """The launcher sets up the zygote's mount namespace (``launch``), then execs it."""
         images: list[list[str]] = []
-        plan: dict[str, Any] = {"images": images, "workspaces": str(self.workspaces)}
+        plan: dict[str, Any] = {
+            "images": images,
+            "workspaces": str(self.workspaces),
+            "kernel_package": str(PACKAGE),
+        }
         if runtime.kind == "python":
             images.append([self.loops.attach(runtime.image), PYTHON_MOUNT])
             plan["python"] = f"{PYTHON_MOUNT}/{runtime.executable}"

@@ -6,7 +6,10 @@ and fills it:
 
 - ``/opt/python``: the runtime's image (a loop device), read-only;
 - ``/opt/image``: a custom image's root filesystem, read-only, when the pool has one;
-- ``/opt/sessionpool/lib``: a copy of the kernel's own modules (``runtimes.KERNEL_MODULES``);
+- ``/opt/sessionpool/lib``: a copy of the kernel's own modules (``runtimes.KERNEL_MODULES``),
+  taken from the server's own package (named in the plan: this launcher runs isolated, ``-I``,
+  so it imports whatever is installed, which is not the server's code when the server runs
+  from another tree on ``PYTHONPATH``);
 - ``/opt/sessionpool/ca.pem``: the CA bundle of sessions with network (egress);
 - ``/opt/home``: the zygote's writable home (matplotlib's font cache, copied from the runtime);
 - ``/opt/jail``: where each child builds its jail.
@@ -75,7 +78,7 @@ def main() -> NoReturn:
         os.makedirs(target)
         flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
         linux.mount(device, target, "squashfs", flags)
-    install_kernel(Path(KERNEL_LIB))
+    install_kernel(Path(KERNEL_LIB), Path(plan["kernel_package"]))
     if plan.get("ca_bundle"):
         shutil.copyfile(plan["ca_bundle"], SESSION_CA_BUNDLE)
         os.chmod(SESSION_CA_BUNDLE, 0o644)

@@ -131,15 +131,19 @@ def available(runtimes_dir: Path) -> list[Runtime]:
     return found
 
 
-def kernel_files() -> list[tuple[Path, str]]:
+#: this ``sessionpool`` package's directory: where the kernel's modules are copied from
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def kernel_files(package: Path = PACKAGE) -> list[tuple[Path, str]]:
     """(source file, path under the kernel's lib directory) for every module the kernel needs."""
-    package = Path(__file__).resolve().parent.parent
     return [(package / rel, f"sessionpool/{rel}") for rel in KERNEL_MODULES]
 
 
-def install_kernel(lib: Path) -> None:
-    """Copy the kernel's modules into ``lib`` (a fresh directory) as package ``sessionpool``."""
-    for src, rel in kernel_files():
+def install_kernel(lib: Path, package: Path = PACKAGE) -> None:
+    """Copy the kernel's modules from ``package`` into ``lib`` (a fresh directory) as package
+    ``sessionpool``."""
+    for src, rel in kernel_files(package):
         dst = lib / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
