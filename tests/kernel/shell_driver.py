@@ -41,6 +41,21 @@ def namespace(ns: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def execution_result(result: Any) -> dict[str, Any] | None:
+    """What IPython's ExecutionResult of the last cell says (the fast path builds its own)."""
+    if result is None:
+        return None
+    return {
+        "execution_count": result.execution_count,
+        "success": result.success,
+        "error_before_exec": type(result.error_before_exec).__name__,
+        "error_in_exec": type(result.error_in_exec).__name__,
+        "result": type(result.result).__name__,
+        "raw_cell": result.info.raw_cell,
+        "store_history": result.info.store_history,
+    }
+
+
 def chunks_sink(chunks: list[list[str]]) -> Callable[[str, str], None]:
     def sink(name: str, text: str) -> None:
         chunks.append([name, text])
@@ -161,6 +176,8 @@ def main() -> None:
             history=list(ip.history_manager.input_hist_parsed[-3:]),
             raw_history=list(ip.history_manager.input_hist_raw[-3:]),
             succeeded=ip.last_execution_succeeded,
+            result=execution_result(ip.last_execution_result),
+            exceptions=sorted(ip.history_manager.exceptions),
             displayhook=type(sys.displayhook).__name__,
             excepthook=type(sys.excepthook).__name__,
             main=sys.modules["__main__"].__dict__ is ip.user_module.__dict__,

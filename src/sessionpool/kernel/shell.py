@@ -6,10 +6,12 @@ never anything from the server.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ctypes
 import ctypes.util
 import gc
+import inspect
 import io
 import os
 import re
@@ -32,7 +34,12 @@ from IPython.core.formatters import (
     PlainTextFormatter,
 )
 from IPython.core.history import HistoryManager
-from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+from IPython.core.interactiveshell import (
+    ExecutionInfo,
+    ExecutionResult,
+    InteractiveShell,
+    softspace,
+)
 from IPython.core.macro import Macro
 from IPython.core.splitinput import split_user_input
 
@@ -536,18 +543,8 @@ class PlainCells:
         self.taken += 1
         result: ExecutionResult | None = None
         try:
-            coro = shell.run_cell_async(
-                raw,
-                store_history=store_history,
-                silent=False,
-                shell_futures=True,
-                transformed_cell=cell,
-                preprocessing_exc_tuple=None,
-                cell_id=None,
-                cell_meta=None,
-            )
             try:
-                result = _pseudo_sync_runner(coro)
+                result = self._run_cell(raw, cell, store_history)
             except BaseException as e:
                 try:
                     info = ExecutionInfo(
@@ -562,6 +559,101 @@ class PlainCells:
             shell.events.trigger("post_execute")
             shell.events.trigger("post_run_cell", result)
         return result
+
+    def _run_cell(self, raw: str, cell: str, store_history: bool) -> ExecutionResult:
+        """``run_cell_async`` (IPython 9) for a plain cell, in place: not silent, the shell's
+        futures, no preprocessing error, a cell that is not blank (``plain`` saw to those), no
+        AST transformer (``_unchanged``). Its coroutines, and that of ``run_ast_nodes``, never
+        suspend for such a cell, so they run here as plain calls; each statement still goes
+        through IPython's own ``run_code``, which handles what the statement raises."""
+        shell = self.shell
+        info = ExecutionInfo(raw, store_history, False, True, None, None, transformed_cell=cell)
+        result = ExecutionResult(info)
+        execution_count = result.execution_count = shell.execution_count
+        if store_history:
+            shell.execution_count += 1
+        history = shell.history_manager
+        assert history is not None
+
+        def error_before_exec(value: BaseException) -> ExecutionResult:
+            if store_history:
+                history.exceptions[execution_count] = shell._format_exception_for_storage(value)
+            result.error_before_exec = value
+            shell.last_execution_succeeded = False
+            shell.last_execution_result = result
+            return result
+
+        shell.events.trigger("pre_execute")
+        shell.events.trigger("pre_run_cell", info)
+        if "get_ipython().run_line_magic(" in cell and "paste" in cell:
+            store_history = False
+        if store_history:
+            history.store_inputs(execution_count, cell, raw)
+        shell.logger.log(cell, raw)
+        compiler = shell.compile
+        with shell.builtin_trap:
+            cell_name = compiler.cache(cell, execution_count, raw_code=raw)
+            with shell.display_trap:
+                try:
+                    code_ast = compiler.ast_parse(cell, filename=cell_name)
+                except IndentationError as e:
+                    shell.showindentationerror()
+                    return error_before_exec(e)
+                except (OverflowError, SyntaxError, ValueError, TypeError, MemoryError) as e:
+                    shell.showsyntaxerror()
+                    return error_before_exec(e)
+                shell.displayhook.exec_result = result
+                assert isinstance(code_ast, ast.Module)
+                has_raised = self._run_nodes(code_ast.body, cell_name, result)
+                shell.last_execution_succeeded = not has_raised
+                shell.last_execution_result = result
+                shell.displayhook.exec_result = None
+        if store_history:
+            history.store_output(execution_count)
+            if result.error_in_exec:
+                history.exceptions[execution_count] = shell._format_exception_for_storage(
+                    result.error_in_exec
+                )
+        return result
+
+    def _run_nodes(self, nodes: list[ast.stmt], cell_name: str, result: ExecutionResult) -> bool:
+        """``run_ast_nodes`` with the shell's interactivity: each statement compiled on its own,
+        the last one in ``single`` mode if it is an expression (so its value is displayed)."""
+        shell = self.shell
+        if not nodes:
+            return False
+        interactivity = shell.ast_node_interactivity
+        if interactivity != "last_expr":  # the other modes: IPython's own, as a coroutine
+            return bool(
+                _pseudo_sync_runner(
+                    shell.run_ast_nodes(
+                        nodes,
+                        cell_name,
+                        interactivity=interactivity,
+                        compiler=shell.compile,
+                        result=result,
+                    )
+                )
+            )
+        last = nodes[-1] if isinstance(nodes[-1], ast.Expr) else None
+        compiler = shell.compile
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if shell.autoawait else 0
+        try:
+            for node in nodes:
+                mod: ast.mod = ast.Interactive([node]) if node is last else ast.Module([node], [])
+                with compiler.extra_flags(flags):
+                    # an AST, as IPython passes it (the stub knows only source text)
+                    code = compiler(mod, cell_name, "single" if node is last else "exec")  # type: ignore[arg-type]
+                coroutine = bool(code.co_flags & inspect.CO_COROUTINE)  # never, for plain cells
+                if _pseudo_sync_runner(shell.run_code(code, result, async_=coroutine)):
+                    return True
+            if softspace(sys.stdout, 0):
+                print()
+        except:  # noqa: E722 - as IPython: a statement that parsed but does not compile
+            result.error_before_exec = sys.exc_info()[1]
+            shell.showtraceback()
+            return True
+        return False
 
 
 class SessionShell:
