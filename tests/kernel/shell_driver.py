@@ -178,6 +178,8 @@ def main() -> None:
             succeeded=ip.last_execution_succeeded,
             result=execution_result(ip.last_execution_result),
             exceptions=sorted(ip.history_manager.exceptions),
+            cell_names=sorted(ip.compile._filename_map),
+            compiler=type(ip.compile).__name__,
             displayhook=type(sys.displayhook).__name__,
             excepthook=type(sys.excepthook).__name__,
             main=sys.modules["__main__"].__dict__ is ip.user_module.__dict__,

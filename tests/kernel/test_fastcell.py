@@ -217,7 +217,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[dict[
 
 
 def _same(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, Any]:
-    keys = [k for k in slow if k not in ("fast",)]
+    keys = [k for k in slow if k not in ("fast", "compiler")]
     return {k: (fast[k], slow[k]) for k in keys if fast[k] != slow[k]}
 
 
@@ -245,6 +245,9 @@ def test_plain_cells_take_the_fast_path_and_ipython_syntax_does_not(
     ]
     assert wrong == []
     assert all(record["fast"] is None for record in runs["ipython"][0])
+    # cells are named by the lean compiler (the same names: compared above as cell_names)
+    assert {r["compiler"] for r in runs["fast"][0]} == {"_LeanCompiler"}
+    assert {r["compiler"] for r in runs["ipython"][0]} == {"CachingCompiler"}
 
 
 def test_the_text_proof_agrees_with_transform_cell(
