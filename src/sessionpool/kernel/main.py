@@ -110,6 +110,8 @@ class Kernel:
         self.sock: socket.socket | None = None
         self.busy = False
         self._pipes: dict[int, tuple[str, Any]] = {}
+        #: the pipes' read ends, for ``_drain_once`` (which holds ``_drain_lock`` around it)
+        self._pipe_poll = select.poll()
         self._drain_lock = threading.Lock()
         self._chld_r = -1
         #: streaming: output chunks (or a flush Event) for the sender thread, in order. A
@@ -151,6 +153,7 @@ class Kernel:
             os.close(w)
             os.set_blocking(r, False)
             self._pipes[r] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+            self._pipe_poll.register(r, select.POLLIN)
         # SIGCHLD wakes the drain thread (through the signal wakeup fd): an idle session costs
         # no periodic wakeups, and a long cell that orphans children cannot fill the pids limit.
         # Signal handlers can only be set from the main thread, hence here.
@@ -169,8 +172,12 @@ class Kernel:
         threading.Thread(target=self._drain_forever, name="fd-drain", daemon=True).start()
 
     def _drain_once(self) -> None:
+        """Read what waits in the fd pipes into the running cell's output. One ``poll`` asks
+        which pipes hold anything, so the usual answer (none) costs one system call and no
+        exception (a read of an empty pipe raises ``BlockingIOError``)."""
         with self._drain_lock:
-            for r, (name, decoder) in self._pipes.items():
+            for r, _ in self._pipe_poll.poll(0):
+                name, decoder = self._pipes[r]
                 while True:
                     try:
                         chunk = os.read(r, 65536)
