@@ -11,7 +11,7 @@ PIP         := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 # make test's pytest workers: one a vCPU (tests/conftest.py says which tests share a worker)
 TEST_WORKERS ?= $(shell nproc)
 
-.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-ramp bench-copies bench-ondemand bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
+.PHONY: install-serve install console lock runtimes runtimes-dev lock-runtimes serve test unit lint format typecheck imports doctor bench bench-quick bench-tools bench-paired bench-idle bench-ramp bench-copies bench-ondemand bench-engine bench-runtimes bench-e2b bench-auth bench-http bench-agents bench-cluster bench-egress soak clean
 
 # the server alone: what runs inside the sessions is a runtime of its own (make runtimes)
 $(SERVE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -169,6 +169,10 @@ bench-tools:
 BASE ?= HEAD
 bench-paired: install
 	$(PY) -m benchmarks.paired --base $(BASE) $(PAIRED)
+
+# one request after a pause against one at once: wall time, server and kernel CPU (a minute)
+bench-idle: install
+	$(PY) -m benchmarks.idle
 
 bench-engine: install
 	$(PY) -m benchmarks.engine
