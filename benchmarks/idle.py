@@ -8,6 +8,9 @@ after ``--pause`` seconds of quiet and then once more at once, and reads each on
 (the client's) and the CPU the server and the session's kernel spent on it (``/proc``, the
 scheduler's nanoseconds). ``GET /healthz`` the same way gives the server's own share, with no
 session. When the wall time is about the sum of the CPU, the pause costs work, not waiting.
+For scale, ``GET /healthz`` is also measured on two servers with nothing of ours: a bare ASGI
+function and a bare Starlette app with one route, each under the same uvicorn (httptools,
+uvloop): the floor under what the server's own layers add.
 
     .venv/bin/python -m benchmarks.idle [--samples 40] [--pause 0.3] [--code 'x += 1']
 
@@ -18,10 +21,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +37,80 @@ from benchmarks._common import RESULTS, machine
 from benchmarks.http_api import process_cpu_seconds
 from benchmarks.paired import Side
 
+#: the two bare servers' apps (module ``bareapp``), each answering ``GET /healthz`` as ours does
+BARE_APPS = {
+    "bare uvicorn": (
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200,\n"
+        "                'headers': [(b'content-type', b'application/json')]})\n"
+        "    await send({'type': 'http.response.body', 'body': b'{\"status\":\"ok\"}'})\n"
+    ),
+    "bare Starlette": (
+        "from starlette.applications import Starlette\n"
+        "from starlette.responses import JSONResponse\n"
+        "from starlette.routing import Route\n"
+        "async def healthz(request):\n"
+        "    return JSONResponse({'status': 'ok'})\n"
+        "app = Starlette(routes=[Route('/healthz', healthz)])\n"
+    ),
+}
 
-def measure(side: Side, call: Any, with_kernel: bool) -> tuple[float, float, float]:
-    """One call: its wall time and the server's and the kernel's CPU, in microseconds."""
-    server0 = process_cpu_seconds(side.pid)
-    kernel0 = process_cpu_seconds(side.kernel) if with_kernel else 0.0
+
+def bare_healthz(name: str, workdir: Path, samples: int, pause: float) -> dict[str, Any]:
+    """``GET /healthz`` after a pause and at once on a bare server (``BARE_APPS``)."""
+    app_dir = workdir / name.replace(" ", "-")
+    app_dir.mkdir()
+    (app_dir / "bareapp.py").write_text(BARE_APPS[name])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "bareapp:app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--no-access-log", "--http", "httptools", "--loop", "uvloop"]
+    server = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+        def call() -> None:
+            conn.request("GET", "/healthz")
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"{name}: GET /healthz: HTTP {answer.status}")
+
+        rows: dict[str, list[tuple[float, float, float]]] = {"after pause": [], "at once": []}
+        for _ in range(samples):
+            time.sleep(pause)
+            rows["after pause"].append(timed(server.pid, 0, call))
+            rows["at once"].append(timed(server.pid, 0, call))
+        return {f"healthz, {name}, {when}": medians(got) for when, got in rows.items()}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def timed(server: int, kernel: int, call: Callable[[], None]) -> tuple[float, float, float]:
+    """One call: its wall time and the server's and the kernel's CPU (``kernel`` 0: none), in
+    microseconds."""
+    server0 = process_cpu_seconds(server)
+    kernel0 = process_cpu_seconds(kernel) if kernel else 0.0
     t0 = time.perf_counter()
     call()
     wall = time.perf_counter() - t0
-    server = process_cpu_seconds(side.pid) - server0
-    kernel = process_cpu_seconds(side.kernel) - kernel0 if with_kernel else 0.0
-    return wall * 1e6, server * 1e6, kernel * 1e6
+    used = process_cpu_seconds(server) - server0
+    return wall * 1e6, used * 1e6, (process_cpu_seconds(kernel) - kernel0) * 1e6 if kernel else 0.0
 
 
 def medians(rows: list[tuple[float, float, float]]) -> dict[str, float]:
@@ -71,7 +142,7 @@ def main() -> None:
                 if answer.status != 200:
                     raise RuntimeError(f"GET /healthz: HTTP {answer.status}")
 
-            calls = {
+            calls: dict[str, tuple[Callable[[], None], bool]] = {
                 "execute": (lambda: side.call(opts.code), True),
                 "healthz": (healthz, False),
             }
@@ -83,14 +154,17 @@ def main() -> None:
                     side.connect()  # a fresh connection either way (one idle 5 s is closed)
                     call()
                     time.sleep(opts.pause)
-                    rows[f"{name} after pause"].append(measure(side, call, with_kernel))
-                    rows[f"{name} at once"].append(measure(side, call, with_kernel))
+                    kernel = side.kernel if with_kernel else 0
+                    rows[f"{name} after pause"].append(timed(side.pid, kernel, call))
+                    rows[f"{name} at once"].append(timed(side.pid, kernel, call))
         finally:
             side.server.stop()
-    figures = {key: medians(value) for key, value in rows.items()}
+        figures = {key: medians(value) for key, value in rows.items()}
+        for name in BARE_APPS:
+            figures.update(bare_healthz(name, Path(tmp), opts.samples, opts.pause))
     for key, got in figures.items():
         print(
-            f"{key:22s} wall {got['wall_us']:7.0f} us, server CPU {got['server_cpu_us']:6.0f} us,"
+            f"{key:38s} wall {got['wall_us']:7.0f} us, server CPU {got['server_cpu_us']:6.0f} us,"
             f" kernel CPU {got['kernel_cpu_us']:6.0f} us (medians of {opts.samples})"
         )
     stamp = dt.datetime.now(dt.UTC)
