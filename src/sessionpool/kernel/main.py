@@ -134,9 +134,8 @@ class Kernel:
         #: the processes of the process service (``proc_*`` requests), served while a cell
         #: runs; made after the fork (its pipes and selector must be the session's own)
         self.procs: Processes | None = None
-        #: an idle main thread waits here for its next request, not in ``recv`` (see
-        #: ``_wait_for_request``)
-        self._request_poll: select.poll | None = None
+        #: the session socket, for an idle main thread to wait on (``_wait_for_request``)
+        self._request_poll = select.poll()
 
     # -- setup after fork ---------------------------------------------------------------------
 
@@ -300,10 +299,6 @@ class Kernel:
         is, every time the host reads one of our replies: each request cost the kernel a
         spurious wake-up and a second sleep. A ``poll`` for input is not woken by that.
         """
-        if self._request_poll is None:
-            assert self.sock is not None
-            self._request_poll = select.poll()
-            self._request_poll.register(self.sock.fileno(), select.POLLIN)
         self._request_poll.poll()
 
     def _next_request(self) -> dict[str, Any]:
@@ -354,6 +349,7 @@ class Kernel:
         """Answer requests on ``sock`` until the host closes it. ``release``: a descriptor
         closed once ``ready`` is sent, before any request is read (``jail.enter``)."""
         self.sock = sock
+        self._request_poll.register(sock.fileno(), select.POLLIN)
         reseed_after_fork()
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -347,7 +347,9 @@ class Zygote:
             # Written as host root before the jail: with CAP_SYS_RESOURCE 1000 is also the
             # kernel's floor for it, and the jail's /proc is read-only besides.
             self.linux.set_oom_score_adj(self.linux.OOM_SCORE_ADJ_MAX)
-            left = -1  # the mount namespace the jail left, closed once ready is sent
+            # the mount namespace the jail left: closed once ready is sent (close-on-exec, so
+            # an exec'd kernel drops it as it starts)
+            left = -1
             if self.jail:
                 spec = self.jail_module.JailSpec(**msg["jail"])
                 spec.seccomp_bpf = self.seccomp_bpf
@@ -362,8 +364,6 @@ class Zygote:
             if argv:
                 # another language's kernel: it inherits the session socket, its fd last in argv
                 os.set_inheritable(sock.fileno(), True)
-                if left >= 0:
-                    os.close(left)
                 os.execve(argv[0], [*argv, str(sock.fileno())], os.environ)
         except BaseException:
             try:
