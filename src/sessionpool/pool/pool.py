@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 
@@ -35,12 +36,16 @@ SPARE_DELAY_SECONDS = 0.01
 REFILL_WAIT_SECONDS = 30.0
 
 
+#: the characters an identifier may not hold (one regex search on every request, not a loop)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def validate_identifier(pool: str, identifier: str) -> None:
     if not identifier or len(identifier) > MAX_IDENTIFIER:
         raise errors.InvalidIdentifier(
             pool, identifier[:64], f"identifiers are 1 to {MAX_IDENTIFIER} characters long"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in identifier):
+    if _CONTROL.search(identifier) is not None:
         raise errors.InvalidIdentifier(
             pool, identifier[:64].encode("unicode_escape").decode(), "control characters"
         )

@@ -38,6 +38,10 @@ INTERPRETER_PORT = 49999
 _HOST_FORM = re.compile(r"(\d{1,5})-(i[a-z0-9]{19})")
 
 
+#: the headers that name a request's sandbox (``sandbox_target``)
+_TARGET_HEADERS = (b"e2b-sandbox-id", b"e2b-sandbox-port", b"host")
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -50,11 +54,17 @@ def sandbox_target(scope: Scope) -> tuple[str, int] | None:
     not sandbox traffic."""
     if scope.get("type") != "http":
         return None
-    sandbox_id = _header(scope, b"e2b-sandbox-id")
-    port = _header(scope, b"e2b-sandbox-port")
+    # one pass over the headers (every request of every face comes here, twice), the first of
+    # each name kept, as ``_header`` keeps it
+    named: dict[bytes, str] = {}
+    for key, value in scope.get("headers", ()):
+        if key in _TARGET_HEADERS and key not in named:
+            named[key] = value.decode("latin-1").strip()
+    sandbox_id = named.get(b"e2b-sandbox-id")
+    port = named.get(b"e2b-sandbox-port")
     if sandbox_id is not None and port is not None:
         return (sandbox_id, int(port)) if port.isdigit() else (sandbox_id, -1)
-    host = _header(scope, b"host")
+    host = named.get(b"host")
     if host:
         label = host.split(".", 1)[0]
         found = _HOST_FORM.fullmatch(label)
