@@ -172,6 +172,11 @@ CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
     ("abs(-3)", SLOW, {}),
     ("%autocall 0", SLOW, {}),
     ("abs(-4)", FAST, {}),
+    # automagic off: a magic's bare name is a plain name (the fast path must see the change)
+    ("%automagic 0", SLOW, {}),
+    ("pwd", FAST, {}),
+    ("%automagic 1", SLOW, {}),
+    ("pwd", SLOW, {}),
     # extensions to the transforms: afterwards every cell goes through IPython
     (
         "import ast\nclass Neg(ast.NodeTransformer):\n"

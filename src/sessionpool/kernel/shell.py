@@ -442,6 +442,47 @@ _MAYBE_WARNS = re.compile(
 )
 
 
+class _Watched:
+    """The shell's traits that ``PlainCells`` reads on every cell, as plain attributes kept
+    current by a traitlets observer: a trait read is two Python calls (``__get__``, ``get``),
+    and these were 13 of them a cell, a sixth of the kernel's calls for ``x += 1``. An observer
+    sees every assignment (``%autocall 1`` included); a list trait changed in place
+    (``ast_transformers.append``) is the same list here."""
+
+    NAMES = (
+        "input_transformer_manager",
+        "input_transformers_post",
+        "ast_transformers",
+        "prefilter_manager",
+        "autocall",
+        "automagic",
+        "history_manager",
+        "builtin_trap",
+        "display_trap",
+        "ast_node_interactivity",
+        "autoawait",
+    )
+    input_transformer_manager: Any
+    input_transformers_post: list[Any]
+    ast_transformers: list[Any]
+    prefilter_manager: Any
+    autocall: int
+    automagic: bool
+    history_manager: HistoryManager
+    builtin_trap: Any
+    display_trap: Any
+    ast_node_interactivity: str
+    autoawait: bool
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        for name in self.NAMES:
+            setattr(self, name, getattr(shell, name))
+        shell.observe(self._changed, names=list(self.NAMES))
+
+    def _changed(self, change: Any) -> None:
+        setattr(self, change["name"], change["new"])
+
+
 class PlainCells:
     """Runs plain cells of one shell without ``transform_cell`` and ``should_run_async``.
 
@@ -452,6 +493,7 @@ class PlainCells:
 
     def __init__(self, shell: InteractiveShell) -> None:
         self.shell = shell
+        self.traits = _Watched(shell)
         itm = shell.input_transformer_manager
         self._transforms = (
             list(itm.cleanup_transforms),
@@ -468,10 +510,11 @@ class PlainCells:
     def _unchanged(self) -> bool:
         """The shell is configured as it was when snapshotted: nothing extends the transforms."""
         shell = self.shell
-        itm = shell.input_transformer_manager
+        traits = self.traits
+        itm = traits.input_transformer_manager
         return (
-            not shell.input_transformers_post
-            and not shell.ast_transformers
+            not traits.input_transformers_post
+            and not traits.ast_transformers
             and not shell.custom_exceptions
             and shell.trio_runner is None
             # a __future__ import changes how later cells compile: IPython's second compile of
@@ -489,9 +532,9 @@ class PlainCells:
         back, and so does any change to the checkers (disabling one only makes IPython
         transform less, and the checks below do not depend on which are enabled)."""
         shell = self.shell
-        pm = shell.prefilter_manager
-        assert pm is not None
-        if pm.transformers or shell.autocall or pm.checkers != self._checkers:
+        traits = self.traits
+        pm = traits.prefilter_manager
+        if pm.transformers or traits.autocall or pm.checkers != self._checkers:
             return False
         if line.endswith("# PYTHON-MODE"):
             return False
@@ -501,7 +544,7 @@ class PlainCells:
         obj = shell.user_ns.get(ifun)
         if isinstance(obj, (Macro, IPyAutocall)):
             return False
-        return not (shell.automagic and shell.find_magic(ifun.split(".", 1)[0]))
+        return not (traits.automagic and shell.find_magic(ifun.split(".", 1)[0]))
 
     def transformed(self, raw: str) -> str | None:
         """The cell as ``transform_cell`` would return it, if that is provably the cell itself
@@ -594,8 +637,8 @@ class PlainCells:
         execution_count = result.execution_count = shell.execution_count
         if store_history:
             shell.execution_count += 1
-        history = shell.history_manager
-        assert history is not None
+        traits = self.traits
+        history = traits.history_manager
 
         def error_before_exec(value: BaseException) -> ExecutionResult:
             if store_history:
@@ -613,9 +656,9 @@ class PlainCells:
             history.store_inputs(execution_count, cell, raw)
         shell.logger.log(cell, raw)
         compiler = shell.compile
-        with shell.builtin_trap:
+        with traits.builtin_trap:
             cell_name = compiler.cache(cell, execution_count, raw_code=raw)
-            with shell.display_trap:
+            with traits.display_trap:
                 try:
                     code_ast = compiler.ast_parse(cell, filename=cell_name)
                 except IndentationError as e:
@@ -644,7 +687,7 @@ class PlainCells:
         shell = self.shell
         if not nodes:
             return False
-        interactivity = shell.ast_node_interactivity
+        interactivity = self.traits.ast_node_interactivity
         if interactivity != "last_expr":  # the other modes: IPython's own, as a coroutine
             return bool(
                 _pseudo_sync_runner(
@@ -659,13 +702,19 @@ class PlainCells:
             )
         last = nodes[-1] if isinstance(nodes[-1], ast.Expr) else None
         compiler = shell.compile
-        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if shell.autoawait else 0
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.traits.autoawait else 0
         try:
             for node in nodes:
                 mod: ast.mod = ast.Interactive([node]) if node is last else ast.Module([node], [])
-                with compiler.extra_flags(flags):
+                # ``with compiler.extra_flags(flags)`` as plain statements (a context manager
+                # is five calls a statement): the bits it turns on, off again after
+                turn_on = ~compiler.flags & flags
+                compiler.flags |= flags
+                try:
                     # an AST, as IPython passes it (the stub knows only source text)
                     code = compiler(mod, cell_name, "single" if node is last else "exec")  # type: ignore[arg-type]
+                finally:
+                    compiler.flags &= ~turn_on
                 coroutine = bool(code.co_flags & inspect.CO_COROUTINE)  # never, for plain cells
                 if _pseudo_sync_runner(shell.run_code(code, result, async_=coroutine)):
                     return True
