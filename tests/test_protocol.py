@@ -26,6 +26,18 @@ async def test_round_trip_with_blobs() -> None:
     assert protocol.resolve_blobs(header["displays"], blobs) == [{"image/png": png}]
 
 
+async def test_text_travels_as_utf_8_both_ways() -> None:
+    text = "héllo ✓ 日本 \U0001f600"
+    data = protocol.encode({"op": "chunk", "text": text})
+    assert text.encode() in data  # raw UTF-8, not \\u escapes
+    header, _ = await protocol.read_message(_reader_for(data), 1024, 1024, 4096)
+    assert header == {"op": "chunk", "text": text}
+    a, b = socket.socketpair()
+    with a, b:
+        protocol.send_message(a, {"op": "chunk", "text": text})
+        assert protocol.recv_message(b)[0]["text"] == text
+
+
 def test_blocking_side_round_trip() -> None:
     a, b = socket.socketpair()
     with a, b:
@@ -48,7 +60,15 @@ async def test_oversized_blob_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"not json", b"[1, 2]", b'{"nblobs": -1}', b'{"nblobs": 1000}', b"\xff\xfe"]
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"nblobs": -1}',
+        b'{"nblobs": 1000}',
+        b"\xff\xfe",
+        '{"op": "x"}'.encode("utf-16"),  # JSON, but the frames are UTF-8
+    ],
 )
 async def test_malformed_headers_are_frame_errors(body: bytes) -> None:
     data = struct.pack(">I", len(body)) + body

@@ -26,6 +26,12 @@ MAX_BLOBS = 64
 WARMUP_CELL = "1 + 1"
 
 
+#: one encoder and one decoder for every message (``json.dumps`` with arguments builds an
+#: encoder per call; ``json.loads`` of bytes first guesses their encoding: the spec says UTF-8)
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
+
+
 class FrameError(Exception):
     """The peer sent something that is not a valid message."""
 
@@ -38,7 +44,7 @@ def encode(header: Message, blobs: list[bytes] | None = None) -> bytes:
     blobs = blobs or []
     if blobs:
         header = {**header, "nblobs": len(blobs)}
-    body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    body = _encode_json(header).encode()
     parts = [_LEN.pack(len(body)), body]
     for blob in blobs:
         parts.append(_LEN.pack(len(blob)))
@@ -48,7 +54,8 @@ def encode(header: Message, blobs: list[bytes] | None = None) -> bytes:
 
 def _decode_header(body: bytes) -> Message:
     try:
-        header = json.loads(body)
+        # what json.loads does with UTF-8 bytes (lone surrogates kept, as it keeps them)
+        header = _decode_json(body.decode("utf-8", "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FrameError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
