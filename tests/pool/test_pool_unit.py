@@ -98,7 +98,9 @@ async def test_delete_is_idempotent_and_destroys_files(tmp_path: Path) -> None:
         assert await (await pool.acquire("doomed")).list_files() == []
 
 
-@pytest.mark.parametrize("ident", ["", "x" * 257, "bad\x00id", "tab\there", "us\x1fid", "del\x7fid"])
+@pytest.mark.parametrize(
+    "ident", ["", "x" * 257, "bad\x00id", "tab\there", "us\x1fid", "del\x7fid"]
+)
 async def test_invalid_identifiers_are_refused(tmp_path: Path, ident: str) -> None:
     async with fake_engine(tmp_path) as engine:
         with pytest.raises(errors.InvalidIdentifier):
