@@ -62,7 +62,9 @@ def query(request: Request) -> dict[str, str]:
         if not item:
             continue
         key, _, value = item.partition("=")
-        params.setdefault(unquote(key), unquote(value))
+        if "%" in item:  # most requests have nothing to unquote: no call for them
+            key, value = unquote(key), unquote(value)
+        params.setdefault(key, value)
     request.scope["sessionpool.query"] = params
     return params
 
