@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import linecache
 import re
 import signal
 import sys
@@ -53,6 +54,22 @@ def execution_result(result: Any) -> dict[str, Any] | None:
         "result": type(result.result).__name__,
         "raw_cell": result.info.raw_cell,
         "store_history": result.info.store_history,
+    }
+
+
+def history_state(ip: Any) -> dict[str, Any]:
+    """Everything a cell counted in the history leaves behind."""
+    history = ip.history_manager
+    return {
+        "execution_count": ip.execution_count,
+        "ns": namespace(ip.user_ns),
+        "hidden": sorted(ip.user_ns_hidden),
+        "inputs": [list(history.input_hist_parsed), list(history.input_hist_raw)],
+        "aliases": [history._i00, history._i, history._ii, history._iii],
+        "outputs": [sorted(history.output_hist), sorted(history.output_hist_reprs)],
+        "exceptions": sorted(history.exceptions),
+        "cell_names": sorted(ip.compile._filename_map),
+        "linecache": sorted(n for n in linecache.cache if n.startswith("<ipython-input-")),
     }
 
 
@@ -137,7 +154,18 @@ def main() -> None:
     cells = json.load(sys.stdin)
     shell = SessionShell(fast_path=mode == "fast")
     shell.enable_matplotlib()
+    counted: list[bool] = []
+
+    def note(result: Any) -> None:
+        counted.append(result.info.store_history)
+
+    shell.shell.events.register("post_run_cell", note)
+    before = history_state(shell.shell)
     shell.warm_up()
+    after = history_state(shell.shell)
+    shell.shell.events.unregister("post_run_cell", note)
+    with open(path + ".warm_up", "w") as f:
+        json.dump({"before": before, "after": after, "counted": counted}, f)
 
     def on_sigint(signum: int, frame: Any) -> None:  # the kernel's deadline interrupt
         raise KeyboardInterrupt

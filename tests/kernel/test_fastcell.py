@@ -215,10 +215,30 @@ def _drive(mode: str, tmp: Path) -> tuple[list[dict[str, Any]], str]:
     return records, proc.stdout
 
 
+@pytest.mark.parametrize("mode", ["fast", "ipython"])
+def test_the_warm_up_cells_are_counted_and_leave_no_trace(
+    runs: dict[str, tuple[list[dict[str, Any]], str]], driven: Path, mode: str
+) -> None:
+    """The zygote's warm-up runs its cells as counted ones (so a session's first cell finds
+    the history's path already run) and then puts the history back: the shell looks as if
+    they had never run."""
+    assert runs[mode][0]  # the driver ran
+    warm = json.loads((driven / f"{mode}.json.warm_up").read_text())
+    assert warm["counted"] and all(warm["counted"])
+    assert warm["after"] == warm["before"]
+    assert warm["before"]["execution_count"] == 1
+    assert warm["before"]["inputs"] == [[""], [""]]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[dict[str, Any]], str]]:
-    tmp = tmp_path_factory.mktemp("fastcell")
-    return {mode: _drive(mode, tmp) for mode in ("fast", "ipython")}
+def driven(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the driver's records are written (``runs``)."""
+    return tmp_path_factory.mktemp("fastcell")
+
+
+@pytest.fixture(scope="module")
+def runs(driven: Path) -> dict[str, tuple[list[dict[str, Any]], str]]:
+    return {mode: _drive(mode, driven) for mode in ("fast", "ipython")}
 
 
 def _same(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, Any]:

@@ -407,18 +407,24 @@ class Kernel:
             def sink(name: str, text: str) -> None:
                 put((rid, name, text))
 
+        # A silent cell (the pool's warm-up) runs as a counted one and then leaves no trace:
+        # the first user cell then finds the history's pages already private (copy-on-write).
+        # In a named context it is simply not counted.
+        silent = bool(request.get("silent", False))
+        trace = self.shell.no_trace() if silent and not context else contextlib.nullcontext()
         self.busy = True
         try:
-            return self.shell.run(
-                code,
-                output_limit=int(request.get("output_limit", 1 << 20)),
-                image_limit=int(request.get("image_limit", 16 << 20)),
-                max_images=int(request.get("max_images", 32)),
-                after=self._drain_once,
-                store_history=not request.get("silent", False),
-                sink=sink,
-                context=context,
-            )
+            with trace:
+                return self.shell.run(
+                    code,
+                    output_limit=int(request.get("output_limit", 1 << 20)),
+                    image_limit=int(request.get("image_limit", 16 << 20)),
+                    max_images=int(request.get("max_images", 32)),
+                    after=self._drain_once,
+                    store_history=not (silent and context),
+                    sink=sink,
+                    context=context,
+                )
         finally:
             self.busy = False
 

@@ -13,6 +13,7 @@ import ctypes.util
 import gc
 import inspect
 import io
+import linecache
 import os
 import re
 import sys
@@ -44,6 +45,8 @@ from IPython.core.interactiveshell import (
 from IPython.core.macro import Macro
 from IPython.core.splitinput import split_user_input
 from traitlets import Type
+
+from sessionpool.protocol import WARMUP_CELL
 
 try:  # an extension module of CPython's own; absent from some builds
     from _sha1 import sha1 as _sha1  # type: ignore[import-not-found]  # no stub
@@ -727,6 +730,19 @@ class PlainCells:
         return False
 
 
+#: what a counted cell adds to in the history manager (``SessionShell.no_trace``)
+_HISTORY_CONTAINERS = (
+    "input_hist_parsed",
+    "input_hist_raw",
+    "output_hist",
+    "output_hist_reprs",
+    "outputs",
+    "exceptions",
+    "db_input_cache",
+    "db_output_cache",
+)
+
+
 class SessionShell:
     """One IPython shell plus the glue that captures a cell's stdout, stderr, result and figures.
 
@@ -782,10 +798,13 @@ class SessionShell:
         png.for_type(Figure, render)
 
     def warm_up(self) -> None:
-        """Touch the code paths of a typical first cell so the zygote pays for them once. Out of
-        the history, as the host's own warm-up cell is: a session's first cell is ``In[1]``."""
+        """Touch the code paths of a typical first cell so the zygote pays for them once.
+
+        The cells run as counted cells, so that the history's path is run too (a child's first
+        counted cell took 86 copy-on-write faults when it was not, 35 since), and leave no
+        trace (``no_trace``): a session's first cell is ``In[1]``."""
         cells = [
-            "1 + 1",
+            WARMUP_CELL,
             "import pandas as _pd\n"
             "_df = _pd.DataFrame({'a': range(3), 'b': [0.5, 1.5, 2.5]})\n"
             "repr(_df); _df.describe(); _df._repr_html_()\n"
@@ -793,8 +812,46 @@ class SessionShell:
         ]
         if self._pyplot is not None:
             cells.append("import matplotlib.pyplot as _plt\n_plt.plot([1, 2, 3])\ndel _plt\n")
-        for code in cells:
-            self.run(code, 1 << 20, 1 << 24, 4, store_history=False)
+        with self.no_trace():
+            for code in cells:
+                self.run(code, 1 << 20, 1 << 24, 4)
+
+    @contextlib.contextmanager
+    def no_trace(self) -> Iterator[None]:
+        """Counted cells run inside leave no trace in the history: the execution count,
+        ``In``/``Out`` and the rest of the history, the ``_i`` names and the cells' names (in
+        tracebacks and ``linecache``) are put back as they were, in place (``In`` is the same
+        list). What the cells did otherwise (their imports, say) stays."""
+        shell = self.shell
+        history = shell.history_manager
+        assert history is not None
+        count = shell.execution_count
+        namespaces = [(ns, dict(ns)) for ns in (shell.user_ns, shell.user_ns_hidden)]
+        kept = [(c, c.copy()) for c in (getattr(history, n) for n in _HISTORY_CONTAINERS)]
+        inputs = (history._i00, history._i, history._ii, history._iii)
+        names = shell.compile._filename_map
+        known = set(names)
+        try:
+            yield
+        finally:
+            shell.execution_count = count
+            for ns, before in namespaces:
+                for key in [k for k in ns if k not in before]:
+                    del ns[key]
+                ns.update(before)
+            # in place, and without clear(), which would free what the cells just made
+            # private: the next counted cell writes to the same memory again
+            for container, before in kept:
+                if isinstance(container, dict):
+                    for key in [k for k in container if k not in before]:
+                        del container[key]
+                    container.update(before)
+                else:
+                    container[:] = before
+            history._i00, history._i, history._ii, history._iii = inputs
+            for name in [n for n in names if n not in known]:
+                del names[name]
+                linecache.cache.pop(name, None)
 
     # -- execution -----------------------------------------------------------------------------
 
