@@ -12,7 +12,13 @@ For scale, ``GET /healthz`` is also measured on two servers with nothing of ours
 function and a bare Starlette app with one route, each under the same uvicorn (httptools,
 uvloop): the floor under what the server's own layers add.
 
+Then what a session's first cell still pays: the suite's time-to-interactive cell on a new
+identifier, and the same cell again in that session, each after a second of quiet, with the
+minor page faults of its kernel (a ready session forked from the zygote: the pages the first
+cell writes to are copied then).
+
     .venv/bin/python -m benchmarks.idle [--samples 40] [--pause 0.3] [--code 'x += 1']
+        [--first-samples 16]
 
 Prints the medians and writes ``benchmarks/results/idle-<time>.json`` (or ``--json``).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import http.client
 import json
 import socket
@@ -29,14 +36,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import RESULTS, machine
-from benchmarks.http_api import process_cpu_seconds
+from benchmarks.http_api import descendants, process_cpu_seconds
 from benchmarks.paired import Side
 
+#: the suite's time-to-interactive cell, for ``first_cells``
+FIRST_CELL = "import numpy, pandas; print(1)"
+#: quiet before each first or second cell: the pool's refill is done by then
+FIRST_CELL_SETTLE_S = 1.0
 #: the two bare servers' apps (module ``bareapp``), each answering ``GET /healthz`` as ours does
 BARE_APPS = {
     "bare uvicorn": (
@@ -113,11 +124,37 @@ def timed(server: int, kernel: int, call: Callable[[], None]) -> tuple[float, fl
     return wall * 1e6, used * 1e6, (process_cpu_seconds(kernel) - kernel0) * 1e6 if kernel else 0.0
 
 
-def medians(rows: list[tuple[float, float, float]]) -> dict[str, float]:
-    return {
-        name: round(statistics.median(r[i] for r in rows), 1)
-        for i, name in enumerate(("wall_us", "server_cpu_us", "kernel_cpu_us"))
-    }
+def medians(rows: Sequence[tuple[float, ...]]) -> dict[str, float]:
+    names = ("wall_us", "server_cpu_us", "kernel_cpu_us", "kernel_minor_faults")[: len(rows[0])]
+    return {name: round(statistics.median(r[i] for r in rows), 1) for i, name in enumerate(names)}
+
+
+def minor_faults(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def first_cells(side: Side, samples: int) -> dict[str, dict[str, float]]:
+    """A new session's first cell (the suite's time-to-interactive cell), and the same cell
+    again in that session, each after ``FIRST_CELL_SETTLE_S`` of quiet: wall, CPU, and the
+    kernel's minor page faults (copies of the zygote's pages, mostly, that the cell writes
+    to). The kernel is the ready session the call was given: of the server's descendants
+    before the call, the one whose CPU grew most (the refill that follows is a new one)."""
+    rows: dict[str, list[tuple[float, ...]]] = {"first cell": [], "second cell": []}
+    for i in range(samples):
+        identifier = f"first-{i}"
+        kernel = 0
+        for name in rows:
+            time.sleep(FIRST_CELL_SETTLE_S)
+            side.connect()
+            before = {p: process_cpu_seconds(p) for p in descendants(side.pid)}
+            faults = {p: minor_faults(p) for p in before}
+            row = timed(side.pid, kernel, functools.partial(side.call, FIRST_CELL, identifier))
+            if not kernel:  # the first cell: find its kernel, and its CPU, afterwards
+                kernel = max(before, key=lambda p: process_cpu_seconds(p) - before[p])
+                row = (row[0], row[1], (process_cpu_seconds(kernel) - before[kernel]) * 1e6)
+            rows[name].append((*row, minor_faults(kernel) - faults[kernel]))
+    return {f"{name}, new identifier each sample": medians(got) for name, got in rows.items()}
 
 
 def main() -> None:
@@ -125,6 +162,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--pause", type=float, default=0.3, help="seconds of quiet before")
     parser.add_argument("--code", default="x += 1", help="the cell (after x = 0)")
+    parser.add_argument("--first-samples", type=int, default=16, help="new sessions' first cells")
     parser.add_argument("--json", type=Path, help="where to write the result")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="idle-") as tmp:
@@ -157,15 +195,18 @@ def main() -> None:
                     kernel = side.kernel if with_kernel else 0
                     rows[f"{name} after pause"].append(timed(side.pid, kernel, call))
                     rows[f"{name} at once"].append(timed(side.pid, kernel, call))
+            first = first_cells(side, opts.first_samples)
         finally:
             side.server.stop()
         figures = {key: medians(value) for key, value in rows.items()}
+        figures.update(first)
         for name in BARE_APPS:
             figures.update(bare_healthz(name, Path(tmp), opts.samples, opts.pause))
     for key, got in figures.items():
+        faults = f", kernel faults {got['kernel_minor_faults']:4.0f}" if key in first else ""
         print(
             f"{key:38s} wall {got['wall_us']:7.0f} us, server CPU {got['server_cpu_us']:6.0f} us,"
-            f" kernel CPU {got['kernel_cpu_us']:6.0f} us (medians of {opts.samples})"
+            f" kernel CPU {got['kernel_cpu_us']:6.0f} us{faults} (medians)"
         )
     stamp = dt.datetime.now(dt.UTC)
     doc = {
@@ -173,6 +214,7 @@ def main() -> None:
         "code": opts.code,
         "pause_s": opts.pause,
         "samples": opts.samples,
+        "first_cell": {"code": FIRST_CELL, "samples": opts.first_samples},
         "medians": figures,
         "machine": machine(),
     }
