@@ -2,14 +2,16 @@
 
 A real uvicorn server on loopback with ``HttpProtocol``, read with raw sockets. Each app waits
 between starting its response and sending the body, so what the first read returns tells
-whether the head was held (it arrives with the body) or sent at once (it arrives alone).
+whether the head was held (it arrives with the body) or sent at once (it arrives alone). The
+access line, written by the protocol once the response is complete, is read off the logger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -34,7 +36,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"application/json")]
     if not streamed:
         headers.append((b"content-length", str(len(BODY) + len(body)).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    status = 404 if scope["path"] == "/missing" else 200
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await asyncio.sleep(DELAY)
     await send({"type": "http.response.body", "body": BODY + body, "more_body": streamed})
     if streamed:
@@ -112,3 +115,57 @@ async def test_a_head_request_is_not_held(port: int) -> None:
     data, _ = await first_read(port, b"HEAD /json HTTP/1.1\r\nhost: t\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"content-length: 11" in data
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[str]]:
+    """The access lines the server writes (uvicorn's logger), as their text."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("uvicorn.access")
+    keep, level = Keep(), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(keep)
+    logger.setLevel(level)
+
+
+async def test_the_access_line_is_written_once_the_response_is_complete(
+    access_lines: list[str], port: int
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stream?a=1 HTTP/1.1\r\nhost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert access_lines == []  # the head is out, the body not yet
+    await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    writer.close()
+    assert len(access_lines) == 1
+    assert access_lines[0].startswith("127.0.0.1:")
+    assert access_lines[0].endswith(' - "GET /stream?a=1 HTTP/1.1" 200')
+
+
+async def test_the_access_line_has_the_status_the_app_answered(
+    access_lines: list[str], port: int
+) -> None:
+    data, _ = await first_read(port, b"GET /missing HTTP/1.1\r\nhost: t\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 404 Not Found")
+    assert len(access_lines) == 1
+    assert access_lines[0].endswith(' - "GET /missing HTTP/1.1" 404')
+
+
+async def test_a_response_the_client_cuts_short_is_logged_once(
+    access_lines: list[str], port: int
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()  # before the body
+    await asyncio.sleep(DELAY * 2)  # the app sends its body into the closed connection
+    assert len(access_lines) == 1
+    assert access_lines[0].endswith(' - "GET /stream HTTP/1.1" 200')

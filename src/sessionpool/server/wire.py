@@ -5,6 +5,11 @@ body in a second write: two sends, two TCP segments, and a client woken twice fo
 Here the head of a response whose length is known (``content-length``, every JSON answer) waits
 for the body's first write and leaves with it in one send. Streamed responses (chunked: Server-
 Sent Events, downloads) keep their head going out at once, so a client sees them start.
+
+The access line is written once the response is complete, not before its head as uvicorn
+writes it: the same logger, arguments and text, but made while the client already reads its
+answer (a log record is a few dozen calls, with the caches cold after a quiet moment). A
+response cut short by the client is logged when the connection goes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 
 class _HeadWithBody:
@@ -20,15 +26,20 @@ class _HeadWithBody:
     after the response started, when its length is known) until the next write or close.
     ``100 Continue`` is written only before the response starts, so it is never held."""
 
-    __slots__ = ("_cycle", "_held", "_holding", "_transport")
+    __slots__ = ("_cycle", "_held", "_holding", "_transport", "logged", "status")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
         self._cycle = cycle
         self._held = b""
         self._holding = True  # until the head went by
+        #: the response's status, read off its head (``HTTP/1.1 200 OK``); 0 until then
+        self.status = 0
+        self.logged = False
 
     def write(self, data: bytes) -> None:
+        if not self.status and self._cycle.response_started:
+            self.status = int(data[9:12])
         if self._held:
             data, self._held = self._held + data, b""
         elif (
@@ -59,7 +70,8 @@ class _HeadWithBody:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each request's cycle writing through ``_HeadWithBody``."""
+    """uvicorn's httptools protocol, each request's cycle writing through ``_HeadWithBody``
+    and its access line written when the response is complete."""
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
@@ -67,9 +79,32 @@ class HttpProtocol(HttpToolsProtocol):
         # the cycle was just made (its task has not run yet); an upgrade makes none
         if cycle is not None and cycle.scope is self.scope and not cycle.response_started:
             cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
+            cycle.access_log = False  # this protocol writes it: _log_access
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
             cycle.transport.flush()  # a head with nothing after it (never held past the end)
+            self._log_access(cycle, cycle.transport)
         super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
+            self._log_access(cycle, cycle.transport)  # a response the client cut short
+        super().connection_lost(exc)
+
+    def _log_access(self, cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
+        """uvicorn's access line, as its cycle would have written it before the head."""
+        if not self.access_log or not wire.status or wire.logged:
+            return
+        wire.logged = True
+        scope = cycle.scope
+        self.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            scope["method"],
+            get_path_with_query_string(scope),
+            scope["http_version"],
+            wire.status,
+        )
