@@ -800,9 +800,10 @@ class SessionShell:
     def warm_up(self) -> None:
         """Touch the code paths of a typical first cell so the zygote pays for them once.
 
-        The cells run as counted cells, so that the history's path is run too (a child's first
-        counted cell took 86 copy-on-write faults when it was not, 35 since), and leave no
-        trace (``no_trace``): a session's first cell is ``In[1]``."""
+        The cells run as counted cells, so that the history's path is run too: otherwise a
+        child's first counted cell writes to the history's objects for the first time since
+        the fork, and copies each of their pages then (``make bench-idle`` counts the faults).
+        They leave no trace (``no_trace``): a session's first cell is ``In[1]``."""
         cells = [
             WARMUP_CELL,
             "import pandas as _pd\n"
