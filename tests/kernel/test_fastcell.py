@@ -77,6 +77,22 @@ CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
     ("z", FAST, {}),
     ("_, __, ___", FAST, {}),
     ("_i, _ii, _iii", FAST, {}),
+    # the history's input lists replaced: later cells are stored in the new ones
+    (
+        "hm = get_ipython().history_manager\n"
+        "hm.input_hist_parsed = list(hm.input_hist_parsed)\n"
+        "hm.input_hist_raw = list(hm.input_hist_raw)\n"
+        "del hm",  # its class is the lean one on the fast path
+        FAST,
+        {},
+    ),
+    (
+        "(len(get_ipython().history_manager.input_hist_parsed),\n"
+        " get_ipython().history_manager.input_hist_raw[-1],\n"
+        " In is get_ipython().history_manager.input_hist_parsed)",
+        FAST,
+        {},
+    ),
     ("len(In), In[-1], _i3", FAST, {}),
     ("sorted(Out), type(_oh).__name__", FAST, {}),
     ("_5 if '_5' in dir() else 'no _5'", FAST, {}),
@@ -189,6 +205,12 @@ CORPUS: list[tuple[str, bool | None, dict[str, Any]]] = [
     ("5", SLOW, {}),
     ("get_ipython().ast_transformers.clear()", SLOW, {}),
     ("5", FAST, {}),
+    # an equal list assigned (traitlets says nothing), then extended: seen all the same
+    ("get_ipython().ast_transformers = []", FAST, {}),
+    ("get_ipython().ast_transformers.append(Neg())", FAST, {}),
+    ("7", SLOW, {}),
+    ("get_ipython().ast_transformers.clear()", SLOW, {}),
+    ("7", FAST, {}),
     ("get_ipython().input_transformers_cleanup.append(lambda lines: lines)", FAST, {}),
     ("6", SLOW, {}),
     ("get_ipython().input_transformers_cleanup.pop()", SLOW, {}),

@@ -364,17 +364,42 @@ class _LeanDisplayHook(_DisplayHook):
 
 
 class _LeanHistory(HistoryManager):
-    """IPython's history manager with plain input aliases, and no database write cache while
-    history is off: nothing ever writes it out then, so every cell's source was kept there a
-    second time (besides ``In``) for the life of the session."""
+    """IPython's history manager with plain input aliases and, while history is off (as it
+    always is here), IPython's ``store_inputs`` without its database write cache: nothing ever
+    writes that out then, so every cell's source was kept there a second time (besides ``In``)
+    for the life of the session. Without the cache it reads five traits a cell fewer (two
+    calls each), and the shell from a plain reference that an observer keeps current (the
+    input lists are read each time: traitlets does not notify an assignment of an equal list,
+    so a copy of one would go stale)."""
 
     _i00 = _i = _ii = _iii = ""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._off = not self.enabled
+        self._shell = self.shell
+        self.observe(self._moved, names=["shell"])
+
+    def _moved(self, change: Any) -> None:
+        self._shell = change["new"]
+
     def store_inputs(self, line_num: int, source: str, source_raw: str | None = None) -> None:
-        super().store_inputs(line_num, source, source_raw)
-        if not self.enabled:
-            with self.db_input_cache_lock:
-                self.db_input_cache.clear()
+        if not self._off:
+            super().store_inputs(line_num, source, source_raw)
+            return
+        # HistoryManager.store_inputs (IPython 9), step for step, less the write cache
+        if source_raw is None:
+            source_raw = source
+        source = source.rstrip("\n")
+        source_raw = source_raw.rstrip("\n")
+        if self._exit_re.match(source_raw.strip()):  # exit and quit are not stored
+            return
+        self.input_hist_parsed.append(source)
+        self.input_hist_raw.append(source_raw)
+        self._iii, self._ii, self._i, self._i00 = self._ii, self._i, self._i00, source_raw
+        to_main = {"_i": self._i, "_ii": self._ii, "_iii": self._iii, f"_i{line_num}": source_raw}
+        if self._shell is not None:
+            self._shell.push(to_main, interactive=False)
 
 
 class _LeanCompiler(CachingCompiler):
@@ -448,14 +473,13 @@ _MAYBE_WARNS = re.compile(
 class _Watched:
     """The shell's traits that ``PlainCells`` reads on every cell, as plain attributes kept
     current by a traitlets observer: a trait read is two Python calls (``__get__``, ``get``),
-    and these were 13 of them a cell, a sixth of the kernel's calls for ``x += 1``. An observer
-    sees every assignment (``%autocall 1`` included); a list trait changed in place
-    (``ast_transformers.append``) is the same list here."""
+    and these were 11 of them a cell. An observer sees every assignment that changes a value
+    (``%autocall 1`` included). Only values and objects are copied: traitlets does not notify
+    the assignment of an equal list (``ast_transformers = []`` when it is empty), so a copy
+    of a list trait would go stale; those are read from the shell each time."""
 
     NAMES = (
         "input_transformer_manager",
-        "input_transformers_post",
-        "ast_transformers",
         "prefilter_manager",
         "autocall",
         "automagic",
@@ -466,8 +490,6 @@ class _Watched:
         "autoawait",
     )
     input_transformer_manager: Any
-    input_transformers_post: list[Any]
-    ast_transformers: list[Any]
     prefilter_manager: Any
     autocall: int
     automagic: bool
@@ -516,8 +538,8 @@ class PlainCells:
         traits = self.traits
         itm = traits.input_transformer_manager
         return (
-            not traits.input_transformers_post
-            and not traits.ast_transformers
+            not shell.input_transformers_post
+            and not shell.ast_transformers
             and not shell.custom_exceptions
             and shell.trio_runner is None
             # a __future__ import changes how later cells compile: IPython's second compile of
