@@ -214,6 +214,27 @@ execution_timeout_seconds = 1
 
 
 @pytest.mark.jail
+@pytest.mark.parametrize("access_log", [True, False])
+def test_the_access_line_is_written_only_when_the_access_log_is_on(
+    tmp_path: Path, access_log: bool
+) -> None:
+    """The server's protocol writes uvicorn's access line itself (after the response): the
+    ``access_log`` setting still turns it off."""
+    config = f"[server]\naccess_log = {str(access_log).lower()}\n{CONFIG}"
+    with (
+        ServerProcess(tmp_path, config=config) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        assert client.get("/healthz?probe=1").status_code == 200
+    lines = [
+        line for line in server.log().splitlines() if '"GET /healthz?probe=1 HTTP/1.1"' in line
+    ]
+    assert len(lines) == (1 if access_log else 0), server.log()
+    if access_log:
+        assert re.search(r'127\.0\.0\.1:\d+ - "GET /healthz\?probe=1 HTTP/1\.1" 200', lines[0])
+
+
+@pytest.mark.jail
 def test_a_served_request_in_json_logs_and_the_audit_file(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     args = ["--log-format", "json", "--audit-log", str(audit)]
