@@ -849,8 +849,8 @@ class SessionShell:
         history = shell.history_manager
         assert history is not None
         count = shell.execution_count
-        namespaces = [(ns, dict(ns)) for ns in (shell.user_ns, shell.user_ns_hidden)]
-        kept = [(c, c.copy()) for c in (getattr(history, n) for n in _HISTORY_CONTAINERS)]
+        containers = [getattr(history, n) for n in _HISTORY_CONTAINERS]
+        kept = [(c, c.copy()) for c in (shell.user_ns, shell.user_ns_hidden, *containers)]
         inputs = (history._i00, history._i, history._ii, history._iii)
         names = shell.compile._filename_map
         known = set(names)
@@ -858,12 +858,8 @@ class SessionShell:
             yield
         finally:
             shell.execution_count = count
-            for ns, before in namespaces:
-                for key in [k for k in ns if k not in before]:
-                    del ns[key]
-                ns.update(before)
-            # in place, and without clear(), which would free what the cells just made
-            # private: the next counted cell writes to the same memory again
+            # the namespaces and the history, in place, and without clear(), which would free
+            # what the cells just made private: the next counted cell writes to the same memory
             for container, before in kept:
                 if isinstance(container, dict):
                     for key in [k for k in container if k not in before]:
