@@ -13,6 +13,15 @@ here.
     .venv/bin/python -m benchmarks.paired --base dc2b3dc
     .venv/bin/python -m benchmarks.paired --base HEAD~2 --tree HEAD --code 'print(1)'
     .venv/bin/python -m benchmarks.paired --base HEAD --wrk 5 --access-log
+    .venv/bin/python -m benchmarks.paired --base HEAD~1 --new-identifier --requests 300 \
+        --code 'import numpy, pandas; print(1)'
+
+``--new-identifier`` times what the suite's time to interactive does instead: each request
+names a new identifier (the pool hands out one of its 16 ready sessions, as the suite's), after
+``/readyz`` says the refill of the last one is done, and the session is deleted afterwards. It
+reports the wall time and the server's CPU over the request, and the CPU of all the server's
+descendants per new identifier (its first cell, its refill, its teardown). ``--requests 300``
+is enough here; each takes a refill.
 
 ``--wrk SECONDS`` measures under load instead: each round runs wrk for that long against one
 server and then the other (50 sessions, ``x += 1``, as the suite's throughput figure), and
@@ -39,12 +48,21 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import API_KEY, API_VERSION, RESULTS, machine, nearest_rank
+from benchmarks._common import (
+    API_KEY,
+    API_VERSION,
+    RESULTS,
+    SESSION_API_VERSION,
+    machine,
+    nearest_rank,
+)
 from benchmarks.http_api import check_answer, descendants, execute_body, process_cpu_seconds
+from benchmarks.suite_drivers import MAIN_READY
 from benchmarks.suite_measures import WRK_SCRIPT
 from sessionpool.server.testing import ServerProcess
 
@@ -54,9 +72,10 @@ WRK_SESSIONS = 50
 Row = dict[str, int]
 
 
-def config(access_log: bool) -> str:
+def config(access_log: bool, ready: int) -> str:
     return (
-        f"[server]\naccess_log = {str(access_log).lower()}\n\n[pools.main]\nready_sessions = 2\n"
+        f"[server]\naccess_log = {str(access_log).lower()}\n\n[pools.main]\n"
+        f"ready_sessions = {ready}\n"
         f"max_sessions = {WRK_SESSIONS + 8}\ncooldown_seconds = 3600\n"
     )
 
@@ -64,11 +83,13 @@ def config(access_log: bool) -> str:
 class Side:
     """One server, its keep-alive connection and the kernel of its session."""
 
-    def __init__(self, name: str, workdir: Path, env: dict[str, str], access_log: bool) -> None:
+    def __init__(
+        self, name: str, workdir: Path, env: dict[str, str], access_log: bool, ready: int = 2
+    ) -> None:
         self.name = name
         self.server = ServerProcess(
             workdir / name,
-            config=config(access_log),
+            config=config(access_log, ready),
             api_key=API_KEY,
             startup_timeout=180.0,
             env=env,
@@ -107,6 +128,29 @@ class Side:
         self.conn.request("POST", path, body, headers)
         answer = self.conn.getresponse()
         check_answer(answer.status, answer.read(), f"{self.name}: {code!r}")
+
+    def settle(self) -> None:
+        """Until ``/readyz`` answers 200: the pool's refill is done."""
+        assert self.conn is not None
+        end = time.monotonic() + 60
+        while True:
+            self.conn.request("GET", "/readyz")
+            answer = self.conn.getresponse()
+            answer.read()
+            if answer.status == 200:
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"{self.name}: the pool did not refill in 60 s")
+            time.sleep(0.002)
+
+    def delete(self, identifier: str) -> None:
+        assert self.conn is not None
+        path = f"/pools/main/session?api-version={SESSION_API_VERSION}&identifier={identifier}"
+        self.conn.request("DELETE", path, headers=self.server.auth)
+        answer = self.conn.getresponse()
+        body = answer.read()
+        if answer.status != 204:
+            raise RuntimeError(f"{self.name}: delete {identifier}: HTTP {answer.status}: {body!r}")
 
     def find_kernel(self, code: str) -> None:
         """The session's kernel: of the server's descendants, the one whose CPU grows with
@@ -172,6 +216,7 @@ class Options:
     code: str
     wrk_s: float  # 0: sequential requests
     access_log: bool
+    new_identifier: bool = False  # each request a new identifier (a ready session)
 
 
 def run(opts: Options, tree_first: bool) -> dict[str, Any]:
@@ -190,9 +235,10 @@ def run(opts: Options, tree_first: bool) -> dict[str, Any]:
         else:
             tree_src = export(opts.tree, copies / "tree")
         base_env = {"PYTHONPATH": str(export(opts.base, copies / "base"))}
+        ready = MAIN_READY if opts.new_identifier else 2
         sides = [
-            Side("base", work, base_env, opts.access_log),
-            Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log),
+            Side("base", work, base_env, opts.access_log, ready),
+            Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log, ready),
         ]
         try:
             for side in sides[::-1] if tree_first else sides:
@@ -200,6 +246,8 @@ def run(opts: Options, tree_first: bool) -> dict[str, Any]:
                 side.call("x = 0")
             if opts.wrk_s:
                 return {"tree_first": tree_first, **under_wrk(sides, opts)}
+            if opts.new_identifier:
+                return {"tree_first": tree_first, **new_identifiers(sides, opts)}
             return {"tree_first": tree_first, **sequential(sides, opts)}
         finally:
             for side in sides:
@@ -228,9 +276,14 @@ def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
             row[side.name] = side.charge(start[side.name], side.cpu(), per_round)
         table.append(row)
         say(row, sides, "kernel")
-    done = per_round * opts.rounds
+    return {"requests": per_round * opts.rounds, "rounds": table, "totals": totals_of(sides)}
+
+
+def totals_of(sides: list[Side]) -> dict[str, dict[str, float]]:
+    """Each side's CPU per request and latency percentiles over the measured rounds."""
     totals = {}
     for side in sides:
+        done = len(side.latencies)
         lat = sorted(side.latencies)
         totals[side.name] = {
             "server_us_per_request": round(side.server_s * 1e6 / done, 1),
@@ -238,7 +291,48 @@ def sequential(sides: list[Side], opts: Options) -> dict[str, Any]:
             "p50_ms": round(nearest_rank(lat, 50) * 1000, 3),
             "p99_ms": round(nearest_rank(lat, 99) * 1000, 3),
         }
-    return {"requests": done, "rounds": table, "totals": totals}
+    return totals
+
+
+def new_identifiers(sides: list[Side], opts: Options) -> dict[str, Any]:
+    """One new identifier at a time, alternating between the sides, each after its pool has
+    refilled. The server's CPU is read over each request alone (one read of ``/proc``); its
+    descendants' over the whole round (the first cells, the refills, the teardowns), as the
+    scan of every descendant between refill and request would stand in the timed path."""
+    for side in sides:
+        side.connect()
+
+    def sample(side: Side, measured: bool) -> float:
+        side.settle()
+        identifier = f"new-{uuid.uuid4().hex[:12]}"
+        before = process_cpu_seconds(side.pid)
+        t0 = time.perf_counter()
+        side.call(opts.code, identifier)
+        took = time.perf_counter() - t0
+        server = process_cpu_seconds(side.pid) - before
+        side.delete(identifier)
+        if measured:
+            side.latencies.append(took)
+        return server
+
+    for _ in range(10):  # both warmed alike
+        for side in sides:
+            sample(side, measured=False)
+    per_round = opts.requests // opts.rounds
+    table = []
+    for r in range(opts.rounds):
+        server = {side.name: 0.0 for side in sides}
+        start = {side.name: side.all_cpu()[1] for side in sides}
+        for i in range(per_round):
+            for side in sides if i % 2 else sides[::-1]:
+                server[side.name] += sample(side, measured=True)
+        row: dict[str, Any] = {"round": r}
+        for side in sides:
+            rest = side.all_cpu()[1] - start[side.name]
+            row[side.name] = side.charge((0.0, 0.0), (server[side.name], rest), per_round)
+        table.append(row)
+        say(row, sides, "descendants")
+    return {"requests": per_round * opts.rounds, "rounds": table, "totals": totals_of(sides)}
 
 
 def say(row: dict[str, Any], sides: list[Side], rest: str) -> None:
@@ -295,9 +389,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="where to write the result")
     parser.add_argument("--wrk", type=float, default=0.0, help="seconds of wrk per round")
     parser.add_argument("--access-log", action="store_true", help="the servers' access log on")
+    parser.add_argument(
+        "--new-identifier", action="store_true", help="each request a new identifier"
+    )
     args = parser.parse_args()
     opts = Options(
-        args.base, args.tree, args.requests, args.rounds, args.code, args.wrk, args.access_log
+        args.base,
+        args.tree,
+        args.requests,
+        args.rounds,
+        args.code,
+        args.wrk,
+        args.access_log,
+        args.new_identifier,
     )
 
     def commit(rev: str) -> str:
@@ -324,10 +428,11 @@ def main() -> None:
                 "(both orders)"
             )
             continue
+        rest = "descendants" if opts.new_identifier else "kernel"
         print(
-            f"{name}: server {t['server_us_per_request']:.0f} us, kernel "
-            f"{t['kernel_us_per_request']:.0f} us of CPU per request; p50 {t['p50_ms']} ms "
-            "(both orders)"
+            f"{name}: server {t['server_us_per_request']:.0f} us, {rest} "
+            f"{t['kernel_us_per_request']:.0f} us of CPU per request; p50 {t['p50_ms']} ms, "
+            f"p99 {t['p99_ms']} ms (both orders)"
         )
     doc = {
         "base": args.base,
@@ -337,6 +442,7 @@ def main() -> None:
         "code": args.code,
         "wrk_s": args.wrk,
         "access_log": args.access_log,
+        "new_identifier": args.new_identifier,
         "runs": runs,
         "totals": totals,
         "machine": machine(),
