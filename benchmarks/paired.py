@@ -21,7 +21,8 @@ names a new identifier (the pool hands out one of its 16 ready sessions, as the 
 ``/readyz`` says the refill of the last one is done, and the session is deleted afterwards. It
 reports the wall time and the server's CPU over the request, and the CPU of all the server's
 descendants per new identifier (its first cell, its refill, its teardown). ``--requests 300``
-is enough here; each takes a refill.
+is enough here; each takes a refill. ``--ready 0`` keeps no ready sessions: each new
+identifier is forked on demand, in the request's path.
 
 ``--wrk SECONDS`` measures under load instead: each round runs wrk for that long against one
 server and then the other (50 sessions, ``x += 1``, as the suite's throughput figure), and
@@ -217,6 +218,7 @@ class Options:
     wrk_s: float  # 0: sequential requests
     access_log: bool
     new_identifier: bool = False  # each request a new identifier (a ready session)
+    ready: int = MAIN_READY  # the pool's ready sessions with new_identifier (0: on demand)
 
 
 def run(opts: Options, tree_first: bool) -> dict[str, Any]:
@@ -235,7 +237,7 @@ def run(opts: Options, tree_first: bool) -> dict[str, Any]:
         else:
             tree_src = export(opts.tree, copies / "tree")
         base_env = {"PYTHONPATH": str(export(opts.base, copies / "base"))}
-        ready = MAIN_READY if opts.new_identifier else 2
+        ready = opts.ready if opts.new_identifier else 2
         sides = [
             Side("base", work, base_env, opts.access_log, ready),
             Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log, ready),
@@ -392,6 +394,12 @@ def main() -> None:
     parser.add_argument(
         "--new-identifier", action="store_true", help="each request a new identifier"
     )
+    parser.add_argument(
+        "--ready",
+        type=int,
+        default=MAIN_READY,
+        help="the pool's ready sessions with --new-identifier (0: each forked on demand)",
+    )
     args = parser.parse_args()
     opts = Options(
         args.base,
@@ -402,6 +410,7 @@ def main() -> None:
         args.wrk,
         args.access_log,
         args.new_identifier,
+        args.ready,
     )
 
     def commit(rev: str) -> str:
@@ -443,6 +452,7 @@ def main() -> None:
         "wrk_s": args.wrk,
         "access_log": args.access_log,
         "new_identifier": args.new_identifier,
+        "ready": args.ready if args.new_identifier else None,
         "runs": runs,
         "totals": totals,
         "machine": machine(),
