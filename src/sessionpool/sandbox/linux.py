@@ -56,6 +56,11 @@ PR_SET_MEMORY_MERGE = 67
 PR_GET_MEMORY_MERGE = 68
 #: madvise: let KSM merge this mapping's pages (a flag of the mapping, kept across fork)
 MADV_MERGEABLE = 12
+#: madvise: make this range's pages transparent huge pages now, whatever the THP mode short of
+#: ``never`` (Linux 6.1)
+MADV_COLLAPSE = 25
+#: the x86-64 PMD size: the span of one transparent huge page
+HUGE_PAGE = 2 << 20
 SECCOMP_MODE_FILTER = 2
 
 # securebits: root gets no implicit capabilities, and the setting cannot be undone
