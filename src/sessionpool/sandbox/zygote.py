@@ -405,7 +405,7 @@ def collapse_huge_pages(linux: Any) -> int:
     merges 4 KiB pages and would split them again. Best effort: THP ``never``, or memory too
     fragmented for a huge page, leaves the pages as they are. Paired runs of new identifiers
     (``benchmarks/paired.py --new-identifier``): the CPU of the server's descendants per new
-    session 15-22 % lower, its latency unchanged."""
+    session 14-22 % lower, its latency unchanged."""
     collapsed = 0
     with open("/proc/self/maps") as f:
         spans = [line.split() for line in f]
