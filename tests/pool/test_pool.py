@@ -139,6 +139,8 @@ async def test_zygote_is_rotated_after_max_children(small: Engine) -> None:
     sessions = [await pool.acquire(f"rot-{i}") for i in range(3)]
     zygotes = small.backend.zygote_set(pool.config)
     assert len(zygotes.retired) == 1  # the first zygote forked 2 live sessions, then retired
+    # the retired zygote's sessions say so (a ready one of them is handed out first)
+    assert [s.kernel is not None and s.kernel.outdated() for s in sessions] == [True, True, False]
     for s in sessions:
         r = await s.execute("6 * 7")
         assert r.result is not None and r.result.data["text/plain"] == "42"

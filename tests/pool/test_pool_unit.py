@@ -63,6 +63,19 @@ async def test_warm_sessions_are_taken_and_refilled(tmp_path: Path) -> None:
         assert len(fake(engine).kernels) == 3
 
 
+async def test_a_ready_session_of_a_retired_zygote_goes_first(tmp_path: Path) -> None:
+    """The newest ready session is handed out first, except when the oldest's zygote has
+    retired: that zygote exits only once its last session has, and would wait on it."""
+    async with fake_engine(tmp_path, PoolConfig(ready_sessions=3)) as engine:
+        pool = engine.pool("default")
+        await wait_ready(pool, 3)
+        kernels = fake(engine).kernels
+        kernels[0].maker_retired = True
+        assert (await pool.acquire("first")).kernel is kernels[0]
+        newest = kernels[-1]  # the refill's, if it has made one since
+        assert (await pool.acquire("second")).kernel is newest is not kernels[1]
+
+
 async def test_a_ready_session_that_died_is_skipped(tmp_path: Path) -> None:
     async with fake_engine(tmp_path, PoolConfig(ready_sessions=1)) as engine:
         pool = engine.pool("default")

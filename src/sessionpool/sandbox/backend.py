@@ -50,6 +50,10 @@ class Kernel(Protocol):
 
     def alive(self) -> bool: ...
 
+    def outdated(self) -> bool:
+        """Made by a process that has since retired and stays until its last kernel exits
+        (a zygote past ``zygote_max_children``): a ready session to hand out first."""
+
     async def wait_exit(self, timeout: float) -> int | None:
         """The exit status (negative: killed by that signal), or None if not known in time."""
 

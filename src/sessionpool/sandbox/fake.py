@@ -84,6 +84,8 @@ class FakeKernel:
         self._thread: int | None = None  # ident of the thread running a cell
         self._cell = threading.Lock()  # guards _thread against a racing interrupt
         self._proc: asyncio.subprocess.Process | None = None  # a shell command running
+        #: what ``outdated`` answers (a test retires the kernel's maker by setting it)
+        self.maker_retired = False
 
     # -- the Kernel interface -------------------------------------------------------------------
 
@@ -119,6 +121,9 @@ class FakeKernel:
 
     def alive(self) -> bool:
         return not self._exit.done()
+
+    def outdated(self) -> bool:
+        return self.maker_retired
 
     async def wait_exit(self, timeout: float) -> int | None:
         try:

@@ -35,10 +35,14 @@ class KernelProcess:
     """One running kernel (a ``backend.Kernel``): its pid, a pidfd for signals, and the framed
     socket to it."""
 
-    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+    def __init__(
+        self, pid: int, pidfd: int, sock: socket.socket, zygote: ZygoteHandle | None = None
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.sock = sock
+        #: the zygote that forked it (it exits only after its last child, retired or not)
+        self.zygote = zygote
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -88,6 +92,10 @@ class KernelProcess:
             return not poller.poll(0)
         except (OSError, ValueError):
             return False
+
+    def outdated(self) -> bool:
+        zygote = self.zygote
+        return zygote is not None and (zygote.retired or zygote.retiring)
 
     async def wait_exit(self, timeout: float) -> int | None:
         """Exit status (negative: killed by that signal) once the zygote reports it."""
@@ -271,7 +279,7 @@ class ZygoteHandle:
             finally:
                 self._pending.pop(req, None)
         self.spawned += 1
-        kernel = KernelProcess(pid, pidfd, sock)
+        kernel = KernelProcess(pid, pidfd, sock, self)
         self.live[pid] = kernel
         return kernel
 
