@@ -9,6 +9,7 @@ access line, written by the protocol once the response is complete, is read off 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,9 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from sessionpool.server.wire import HttpProtocol
+from sessionpool.server.wire import HttpProtocol, _HeadWithBody
 
 DELAY = 0.3
 BODY = b'{"ok":true}'
@@ -108,6 +110,29 @@ async def test_keep_alive_requests_each_get_a_whole_answer(port: int) -> None:
         assert head.startswith(b"HTTP/1.1 200 OK")
         assert await asyncio.wait_for(reader.readexactly(len(BODY)), 5) == BODY
     writer.close()
+
+
+async def test_a_finished_request_leaves_no_garbage_cycle(port: int) -> None:
+    """A request's cycle is freed when it is done with: left in a reference cycle, each one
+    (its scope and headers with it) waited for the garbage collector, whose pauses grew with
+    the load."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays in gc.garbage
+    try:
+        for _ in range(3):  # each request's cycle replaces the one before on the connection
+            writer.write(b"GET /json HTTP/1.1\r\nhost: t\r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            await asyncio.wait_for(reader.readexactly(len(BODY)), 5)
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, RequestResponseCycle | _HeadWithBody)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        writer.close()
+    assert left == []
 
 
 async def test_a_head_request_is_not_held(port: int) -> None:

@@ -84,15 +84,27 @@ class HttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
-            cycle.transport.flush()  # a head with nothing after it (never held past the end)
-            self._log_access(cycle, cycle.transport)
+            wire = cycle.transport
+            wire.flush()  # a head with nothing after it (never held past the end)
+            self._log_access(cycle, wire)
+            self._unwrap(cycle, wire)
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
         if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
-            self._log_access(cycle, cycle.transport)  # a response the client cut short
+            wire = cycle.transport
+            self._log_access(cycle, wire)  # a response the client cut short
+            self._unwrap(cycle, wire)
         super().connection_lost(exc)
+
+    @staticmethod
+    def _unwrap(cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
+        """The cycle and its view refer to each other: give the cycle the connection back,
+        so that it (its scope, its headers, its event) is freed as soon as it is done with,
+        not left for the garbage collector. Under load that garbage made a full collection
+        every few seconds, each a pause of tens of milliseconds for every request in flight."""
+        cycle.transport = wire._transport
 
     def _log_access(self, cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
         """uvicorn's access line, as its cycle would have written it before the head."""
