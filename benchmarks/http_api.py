@@ -202,6 +202,15 @@ def process_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def reaped_cpu_seconds(pid: int) -> float:
+    """CPU time of the children ``pid`` has waited for (theirs and their reaped children's), in
+    seconds: a zygote's sessions that have exited. The kernel sums it exactly; /proc gives it
+    in clock ticks (10 ms here), so it is for totals over many children."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (its children, theirs, ...), from /proc/*/task/*/children."""
     found: list[int] = []

@@ -20,9 +20,9 @@ here.
 names a new identifier (the pool hands out one of its 16 ready sessions, as the suite's), after
 ``/readyz`` says the refill of the last one is done, and the session is deleted afterwards. It
 reports the wall time and the server's CPU over the request, and the CPU of all the server's
-descendants per new identifier (its first cell, its refill, its teardown). ``--requests 300``
-is enough here; each takes a refill. ``--ready 0`` keeps no ready sessions: each new
-identifier is forked on demand, in the request's path.
+descendants per new identifier (the fork, the session's jail, warm-up, first cell and exit).
+``--requests 300`` is enough here; each takes a refill. ``--ready 0`` keeps no ready
+sessions: each new identifier is forked on demand, in the request's path.
 
 ``--wrk SECONDS`` measures under load instead: each round runs wrk for that long against one
 server and then the other (50 sessions, ``x += 1``, as the suite's throughput figure), and
@@ -41,6 +41,7 @@ round and the totals of both orders; writes ``benchmarks/results/paired-<time>.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -62,7 +63,13 @@ from benchmarks._common import (
     machine,
     nearest_rank,
 )
-from benchmarks.http_api import check_answer, descendants, execute_body, process_cpu_seconds
+from benchmarks.http_api import (
+    check_answer,
+    descendants,
+    execute_body,
+    process_cpu_seconds,
+    reaped_cpu_seconds,
+)
 from benchmarks.suite_drivers import MAIN_READY
 from benchmarks.suite_measures import WRK_SCRIPT
 from sessionpool.server.testing import ServerProcess
@@ -171,8 +178,14 @@ class Side:
         return {"server_us": round(server * 1e6 / n), "kernel_us": round(rest * 1e6 / n)}
 
     def all_cpu(self) -> tuple[float, float]:
-        """CPU seconds so far of the server and of all its descendants together."""
-        return process_cpu_seconds(self.pid), sum(map(process_cpu_seconds, descendants(self.pid)))
+        """CPU seconds so far of the server and of all its descendants together, those that
+        have exited and been waited for included (a deleted session's through its zygote, a
+        retired zygote's through the server)."""
+        rest = reaped_cpu_seconds(self.pid)
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError):  # exited since the listing
+                rest += process_cpu_seconds(pid) + reaped_cpu_seconds(pid)
+        return process_cpu_seconds(self.pid), rest
 
     def wrk(self, seconds: float) -> int:
         """wrk for ``seconds`` against this server's ``WRK_SESSIONS`` sessions, as the suite
@@ -299,8 +312,9 @@ def totals_of(sides: list[Side]) -> dict[str, dict[str, float]]:
 def new_identifiers(sides: list[Side], opts: Options) -> dict[str, Any]:
     """One new identifier at a time, alternating between the sides, each after its pool has
     refilled. The server's CPU is read over each request alone (one read of ``/proc``); its
-    descendants' over the whole round (the first cells, the refills, the teardowns), as the
-    scan of every descendant between refill and request would stand in the timed path."""
+    descendants' over the whole round (the forks, each session's jail, warm-up, first cell and
+    exit, counted through the zygote once it has waited for the session), as the scan of every
+    descendant between refill and request would stand in the timed path."""
     for side in sides:
         side.connect()
 

@@ -229,7 +229,7 @@ class Pool:
     async def _take(self) -> Session:
         while self._ready:
             # the newest first: its warm-up ran last, so more of its pages and page tables are
-            # still in the CPU's caches (a first cell ~0.2 ms sooner here); the oldest wait,
+            # still in the CPU's caches (a first result ~0.1 ms sooner, paired); the oldest wait,
             # and are the ones page merging has had time to share. But the oldest goes first
             # when its zygote has retired: that zygote exits only after its last session
             oldest = self._ready[0].kernel

@@ -102,8 +102,9 @@ class HttpProtocol(HttpToolsProtocol):
     def _unwrap(cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
         """The cycle and its view refer to each other: give the cycle the connection back,
         so that it (its scope, its headers, its event) is freed as soon as it is done with,
-        not left for the garbage collector. Under load that garbage made a full collection
-        every few seconds, each a pause of tens of milliseconds for every request in flight."""
+        not left for the garbage collector. Under load that garbage set off a young
+        collection every few dozen requests, each finding thousands of dead objects to free
+        while every request in flight waited."""
         cycle.transport = wire._transport
 
     def _log_access(self, cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
