@@ -404,8 +404,8 @@ def collapse_huge_pages(linux: Any) -> int:
     kernel splits the huge page's mapping in that process). Not for a merging pool: ksmd
     merges 4 KiB pages and would split them again. Best effort: THP ``never``, or memory too
     fragmented for a huge page, leaves the pages as they are. Paired runs of new identifiers
-    (``benchmarks/paired.py --new-identifier``): the CPU of the server's descendants per new
-    session 14-22 % lower, its latency unchanged."""
+    (``benchmarks/paired.py --new-identifier``): the sandbox's CPU per new session (fork,
+    jail, warm-up, first cell, exit: 14-20 ms) 7-11 % lower, its latency unchanged."""
     collapsed = 0
     with open("/proc/self/maps") as f:
         spans = [line.split() for line in f]
