@@ -58,5 +58,5 @@ def test_an_anonymous_mapping_of_small_pages_becomes_huge_pages_with_its_content
     # 16 MiB hold at least 7 aligned huge pages whatever the mapping's alignment; memory too
     # fragmented for one would leave some small, so at least one is asked, not all
     assert got["after"] >= 2048, got
-    assert got["collapsed"] >= got["after"] * 1024
+    assert got["collapsed"] >= 2 << 20  # the bytes of the ranges collapsed whole
     assert got["intact"]
