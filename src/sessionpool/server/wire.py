@@ -26,7 +26,7 @@ class _HeadWithBody:
     after the response started, when its length is known) until the next write or close.
     ``100 Continue`` is written only before the response starts, so it is never held."""
 
-    __slots__ = ("_cycle", "_held", "_holding", "_transport", "logged", "status")
+    __slots__ = ("_cycle", "_held", "_holding", "_transport", "status")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
@@ -35,7 +35,6 @@ class _HeadWithBody:
         self._holding = True  # until the head went by
         #: the response's status, read off its head (``HTTP/1.1 200 OK``); 0 until then
         self.status = 0
-        self.logged = False
 
     def write(self, data: bytes) -> None:
         if not self.status and self._cycle.response_started:
@@ -108,10 +107,10 @@ class HttpProtocol(HttpToolsProtocol):
         cycle.transport = wire._transport
 
     def _log_access(self, cycle: RequestResponseCycle, wire: _HeadWithBody) -> None:
-        """uvicorn's access line, as its cycle would have written it before the head."""
-        if not self.access_log or not wire.status or wire.logged:
+        """uvicorn's access line, as its cycle would have written it before the head. Once a
+        cycle: both callers unwrap the cycle after it, and act only on a wrapped one."""
+        if not self.access_log or not wire.status:
             return
-        wire.logged = True
         scope = cycle.scope
         self.access_logger.info(
             '%s - "%s %s HTTP/%s" %d',
