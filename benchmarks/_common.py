@@ -157,6 +157,14 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 # -- machine --------------------------------------------------------------------------------------
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses): 0 is the state, 1 the parent's pid, 7 the minor faults, 11-14 utime, stime,
+    and the waited-for children's cutime, cstime (in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies over all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:

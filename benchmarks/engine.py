@@ -51,7 +51,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common
-from benchmarks._common import MB, Bench, Check, Figure, PhaseMeter, Target, ms_since, nearest_rank
+from benchmarks._common import (
+    MB,
+    Bench,
+    Check,
+    Figure,
+    PhaseMeter,
+    Target,
+    ms_since,
+    nearest_rank,
+    proc_stat,
+)
 from sessionpool.config import EngineConfig, PoolConfig
 from sessionpool.engine import Engine
 from sessionpool.pool import Pool
@@ -166,8 +176,7 @@ def smaps_rollup(pid: int) -> dict[str, int]:
 
 
 def parent_pid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    return int(proc_stat(pid)[1])
 
 
 def uss_pss(pid: int) -> tuple[float, float]:

@@ -69,6 +69,7 @@ from benchmarks._common import (
     cpu_times,
     loop_factory,
     ms_since,
+    proc_stat,
 )
 from sessionpool.server.testing import ServerProcess
 
@@ -206,9 +207,12 @@ def reaped_cpu_seconds(pid: int) -> float:
     """CPU time of the children ``pid`` has waited for (theirs and their reaped children's), in
     seconds: a zygote's sessions that have exited. The kernel sums it exactly; /proc gives it
     in clock ticks (10 ms here), so it is for totals over many children."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int) -> int:
+    return int(proc_stat(pid)[7])
 
 
 def descendants(pid: int) -> list[int]:

@@ -41,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import RESULTS, machine
-from benchmarks.http_api import descendants, process_cpu_seconds
+from benchmarks.http_api import descendants, minor_faults, process_cpu_seconds
 from benchmarks.paired import Side
+from benchmarks.suite_drivers import TTI_CELL
 
-#: the suite's time-to-interactive cell, for ``first_cells``
-FIRST_CELL = "import numpy, pandas; print(1)"
 #: quiet before each first or second cell: the pool's refill is done by then
 FIRST_CELL_SETTLE_S = 1.0
 #: the two bare servers' apps (module ``bareapp``), each answering ``GET /healthz`` as ours does
@@ -129,11 +128,6 @@ def medians(rows: Sequence[tuple[float, ...]]) -> dict[str, float]:
     return {name: round(statistics.median(r[i] for r in rows), 1) for i, name in enumerate(names)}
 
 
-def minor_faults(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[7])
-
-
 def first_cells(side: Side, samples: int) -> dict[str, dict[str, float]]:
     """A new session's first cell (the suite's time-to-interactive cell), and the same cell
     again in that session, each after ``FIRST_CELL_SETTLE_S`` of quiet: wall, CPU, and the
@@ -149,7 +143,7 @@ def first_cells(side: Side, samples: int) -> dict[str, dict[str, float]]:
             side.connect()
             before = {p: process_cpu_seconds(p) for p in descendants(side.pid)}
             faults = {p: minor_faults(p) for p in before}
-            row = timed(side.pid, kernel, functools.partial(side.call, FIRST_CELL, identifier))
+            row = timed(side.pid, kernel, functools.partial(side.call, TTI_CELL, identifier))
             if not kernel:  # the first cell: find its kernel, and its CPU, afterwards
                 kernel = max(before, key=lambda p: process_cpu_seconds(p) - before[p])
                 row = (row[0], row[1], (process_cpu_seconds(kernel) - before[kernel]) * 1e6)
@@ -214,7 +208,7 @@ def main() -> None:
         "code": opts.code,
         "pause_s": opts.pause,
         "samples": opts.samples,
-        "first_cell": {"code": FIRST_CELL, "samples": opts.first_samples},
+        "first_cell": {"code": TTI_CELL, "samples": opts.first_samples},
         "medians": figures,
         "machine": machine(),
     }

@@ -47,6 +47,7 @@ from benchmarks._common import (
     machine,
     ms_since,
     nearest_rank,
+    proc_stat,
 )
 from benchmarks.engine import meminfo
 from benchmarks.http_api import descendants
@@ -101,8 +102,7 @@ def ksmd_pid() -> int | None:
 def ksmd_cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
