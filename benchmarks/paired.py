@@ -13,8 +13,7 @@ here.
     .venv/bin/python -m benchmarks.paired --base dc2b3dc
     .venv/bin/python -m benchmarks.paired --base HEAD~2 --tree HEAD --code 'print(1)'
     .venv/bin/python -m benchmarks.paired --base HEAD --wrk 5 --access-log
-    .venv/bin/python -m benchmarks.paired --base HEAD~1 --new-identifier --requests 300 \
-        --code 'import numpy, pandas; print(1)'
+    .venv/bin/python -m benchmarks.paired --base HEAD~1 --new-identifier --requests 300
 
 ``--new-identifier`` times what the suite's time to interactive does instead: each request
 names a new identifier (the pool hands out one of its 16 ready sessions, as the suite's), after
@@ -70,7 +69,7 @@ from benchmarks.http_api import (
     process_cpu_seconds,
     reaped_cpu_seconds,
 )
-from benchmarks.suite_drivers import MAIN_READY
+from benchmarks.suite_drivers import MAIN_READY, TTI_CELL, X_CELL
 from benchmarks.suite_measures import WRK_SCRIPT
 from sessionpool.server.testing import ServerProcess
 
@@ -401,7 +400,11 @@ def main() -> None:
     parser.add_argument("--tree", help="a revision instead of the working tree")
     parser.add_argument("--requests", type=int, default=3000, help="per server and order")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--code", default="x += 1", help="the cell (after x = 0)")
+    parser.add_argument(
+        "--code",
+        help="the cell (after x = 0); default x += 1, or with --new-identifier the suite's "
+        "time-to-interactive cell (a new session has no x)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the result")
     parser.add_argument("--wrk", type=float, default=0.0, help="seconds of wrk per round")
     parser.add_argument("--access-log", action="store_true", help="the servers' access log on")
@@ -415,6 +418,8 @@ def main() -> None:
         help="the pool's ready sessions with --new-identifier (0: each forked on demand)",
     )
     args = parser.parse_args()
+    if args.code is None:
+        args.code = TTI_CELL if args.new_identifier else X_CELL
     opts = Options(
         args.base,
         args.tree,
