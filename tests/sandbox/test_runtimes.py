@@ -187,6 +187,28 @@ async def test_a_pool_on_cpython_3_13(rt_engine: Engine) -> None:
     assert "Cell In[" in r.error.traceback and "return 1 / 0" in r.error.traceback
 
 
+#: whether the preloaded objects (a module, a function, a type, the shell's namespace) are
+#: immortal: a negative low half of the reference count
+PRELOADED_IMMORTAL = """
+import ctypes, numpy, pandas
+def immortal(obj):
+    return ctypes.c_int32.from_address(id(obj)).value < 0
+[immortal(o) for o in (numpy, pandas.DataFrame.describe, pandas.DataFrame, get_ipython().user_ns)]
+"""
+
+
+@needs_313
+async def test_the_zygotes_objects_are_immortal_on_cpython_3_13(rt_engine: Engine) -> None:
+    """So that reading them does not copy their pages into the session; what the session
+    makes stays mortal, and the default runtime's CPython 3.11 has no immortal objects."""
+    session = await acquire(rt_engine, "py313", "immortal")
+    assert await value(session, PRELOADED_IMMORTAL) == [True] * 4
+    made = "class Mine:\n    pass\nmine = Mine()\n[immortal(mine), immortal(Mine)]"
+    assert await value(session, made) == [False, False]
+    session = await acquire(rt_engine, "py", "mortal")
+    assert await value(session, PRELOADED_IMMORTAL) == [False] * 4
+
+
 # -- Node.js ----------------------------------------------------------------------------------
 
 

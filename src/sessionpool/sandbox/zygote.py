@@ -2,7 +2,8 @@
 
 Started by the host with exec and a scrubbed environment (it never holds the server's secrets),
 with the runtime's interpreter (``launch`` sets up its neutral paths), it imports the template's
-modules, builds the IPython shell, warms up and freezes the GC so pages stay shared after fork.
+modules, builds the IPython shell, warms up, makes its objects immortal where the interpreter has
+immortal objects (``immortalize``) and freezes the GC, so pages stay shared after fork.
 Then it serves requests on a SOCK_SEQPACKET control socket (its fd number is argv[1]; the first
 message from the host is the configuration, with the host-built seccomp filter). With
 ``"exec": true`` in the configuration it preloads nothing: each child builds its jail and execs
@@ -137,8 +138,10 @@ class Zygote:
         # here, not in each child: a child that popped them copied 1.7 MB of shared pages
         _hide_kernel_modules()
         # Every allocation from here on would be copied into each child on first write; the
-        # freeze keeps the collector from touching (and so copying) the preloaded objects.
+        # freeze keeps the collector from touching (and so copying) the preloaded objects, and
+        # on a CPython with immortal objects, reference counting from writing to them.
         gc.collect()
+        immortalize()
         gc.freeze()
         merge = config.get("memory_merge", "off")
         if merge == "off":
@@ -392,6 +395,43 @@ class Zygote:
 
 #: mappings the kernel provides (madvise refuses them or they hold no anonymous pages)
 KERNEL_MAPPINGS = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]")
+
+
+def immortalize() -> int:
+    """Make every object this process holds immortal, where the interpreter has immortal
+    objects (CPython 3.12 and later); how many objects changed.
+
+    Reference counting writes to every object a cell touches, a function it calls, a module
+    it reads, a type it looks up, and each write copies a 4 KiB page a session shared with the
+    zygote. The interpreter never writes the count of an immortal object (PEP 683), so those
+    pages stay shared. An immortal object is never freed, which costs nothing here: the
+    zygote's objects live as long as it does, and a session's would be freed at its exit.
+    The counts are written with the representation the interpreter gives ``None``."""
+    if sys.version_info < (3, 12) or sys.byteorder != "little":
+        return 0  # no immortal objects (every Py_INCREF writes), or a layout not handled here
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return 0  # the free-threaded build counts references in two fields
+    import ctypes
+
+    # every object's first word is its reference count; an object is immortal when the count's
+    # low 32 bits, as a signed number, are negative. Indexing one pointer reads and writes any
+    # address without making an object per address.
+    words = ctypes.cast(ctypes.c_void_p(8), ctypes.POINTER(ctypes.c_ssize_t))
+    immortal = words[(id(None) - 8) >> 3]
+    # the collector's objects, then layer by layer what they hold that it does not track
+    # (strings, numbers); an object already immortal was seen before, or was from the start
+    layer = gc.get_objects()
+    changed = 0
+    while layer:
+        fresh = []
+        for obj in layer:
+            word = (id(obj) - 8) >> 3
+            if not words[word] & 0x80000000:
+                words[word] = immortal
+                fresh.append(obj)
+        changed += len(fresh)
+        layer = [r for r in gc.get_referents(*fresh) if not gc.is_tracked(r)]
+    return changed
 
 
 def collapse_huge_pages(linux: Any) -> int:
