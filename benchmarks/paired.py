@@ -14,6 +14,7 @@ here.
     .venv/bin/python -m benchmarks.paired --base HEAD~2 --tree HEAD --code 'print(1)'
     .venv/bin/python -m benchmarks.paired --base HEAD --wrk 5 --access-log
     .venv/bin/python -m benchmarks.paired --base HEAD~1 --new-identifier --requests 300
+    .venv/bin/python -m benchmarks.paired --base HEAD~1 --runtime python-3.13
 
 ``--new-identifier`` times what the suite's time to interactive does instead: each request
 names a new identifier (the pool hands out one of its 16 ready sessions, as the suite's), after
@@ -79,10 +80,10 @@ WRK_SESSIONS = 50
 Row = dict[str, int]
 
 
-def config(access_log: bool, ready: int) -> str:
+def config(access_log: bool, ready: int, runtime: str = "python") -> str:
     return (
         f"[server]\naccess_log = {str(access_log).lower()}\n\n[pools.main]\n"
-        f"ready_sessions = {ready}\n"
+        f'ready_sessions = {ready}\nruntime = "{runtime}"\n'
         f"max_sessions = {WRK_SESSIONS + 8}\ncooldown_seconds = 3600\n"
     )
 
@@ -91,12 +92,18 @@ class Side:
     """One server, its keep-alive connection and the kernel of its session."""
 
     def __init__(
-        self, name: str, workdir: Path, env: dict[str, str], access_log: bool, ready: int = 2
+        self,
+        name: str,
+        workdir: Path,
+        env: dict[str, str],
+        access_log: bool,
+        ready: int = 2,
+        runtime: str = "python",
     ) -> None:
         self.name = name
         self.server = ServerProcess(
             workdir / name,
-            config=config(access_log, ready),
+            config=config(access_log, ready, runtime),
             api_key=API_KEY,
             startup_timeout=180.0,
             env=env,
@@ -231,6 +238,7 @@ class Options:
     access_log: bool
     new_identifier: bool = False  # each request a new identifier (a ready session)
     ready: int = MAIN_READY  # the pool's ready sessions with new_identifier (0: on demand)
+    runtime: str = "python"  # the pool's runtime on both sides
 
 
 def run(opts: Options, tree_first: bool) -> dict[str, Any]:
@@ -251,8 +259,8 @@ def run(opts: Options, tree_first: bool) -> dict[str, Any]:
         base_env = {"PYTHONPATH": str(export(opts.base, copies / "base"))}
         ready = opts.ready if opts.new_identifier else 2
         sides = [
-            Side("base", work, base_env, opts.access_log, ready),
-            Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log, ready),
+            Side("base", work, base_env, opts.access_log, ready, opts.runtime),
+            Side("tree", work, {"PYTHONPATH": str(tree_src)}, opts.access_log, ready, opts.runtime),
         ]
         try:
             for side in sides[::-1] if tree_first else sides:
@@ -417,6 +425,7 @@ def main() -> None:
         default=MAIN_READY,
         help="the pool's ready sessions with --new-identifier (0: each forked on demand)",
     )
+    parser.add_argument("--runtime", default="python", help="the pool's runtime on both sides")
     args = parser.parse_args()
     if args.code is None:
         args.code = TTI_CELL if args.new_identifier else X_CELL
@@ -430,6 +439,7 @@ def main() -> None:
         args.access_log,
         args.new_identifier,
         args.ready,
+        args.runtime,
     )
 
     def commit(rev: str) -> str:
@@ -472,6 +482,7 @@ def main() -> None:
         "access_log": args.access_log,
         "new_identifier": args.new_identifier,
         "ready": args.ready if args.new_identifier else None,
+        "runtime": args.runtime,
         "runs": runs,
         "totals": totals,
         "machine": machine(),

@@ -111,6 +111,7 @@ def server_config(
     *,
     scale: bool = False,
     ksm_pages: int | None = None,
+    runtime: str | None = None,
 ) -> str:
     """The main server's pools, or (``scale``) the scaling ramp's server: its pool alone, with
     the memory merging the density figure asks for. Apart because ksmd rescans mergeable
@@ -140,6 +141,8 @@ def server_config(
         )
         if name == SCALE and memory_merge != "off":  # the density figure's pool
             text += f'memory_merge = "{memory_merge}"\n'
+        if runtime:
+            text += f'runtime = "{runtime}"\n'
         text += "\n"
     return text
 
@@ -190,6 +193,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
             args.memory_merge,
             scale=scale,
             ksm_pages=args.ksm_pages_to_scan,
+            runtime=args.runtime,
         )
         server = ServerProcess(
             workdir / name, config=config, api_key=API_KEY, startup_timeout=180.0
@@ -296,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="the scale server's ksm_pages_to_scan (default: the server's; 20000 with --ramp)",
     )
+    parser.add_argument(
+        "--runtime",
+        help="the runtime of every sessionpool pool (default: the shipped default, python); "
+        "the peers are unchanged",
+    )
     args = parser.parse_args(argv)
     if args.ramp:
         args.quick, args.skip_peers = False, True
@@ -331,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_reserve": args.memory_reserve,
         "memory_reserve_gb": parse_size(args.memory_reserve, "--memory-reserve") / 2**30,
         "memory_merge": args.memory_merge,
+        "runtime": args.runtime or "python",
         "ksm_pages_to_scan": args.ksm_pages_to_scan,
         "zygote_max_children": args.zygote_max_children,
         "total_seconds": round(time.perf_counter() - t0, 1),

@@ -194,7 +194,9 @@ def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> 
         f"{meta['cpus']} CPUs, {meta['mem_total_gib']} GiB, kernel {meta['kernel']}, "
         f"cgroup favordynmods {meta['cgroup_favordynmods']}, cpuidle "
         f"{meta.get('cpuidle', 'not recorded')}; machine "
-        f"{meta['cpu_busy_before']:.0%} busy before the run; {meta['total_seconds']:.0f} s in all.",
+        f"{meta['cpu_busy_before']:.0%} busy before the run; {meta['total_seconds']:.0f} s in all. "
+        f"Sessions on the {meta.get('runtime', 'python')} runtime; the density pool's "
+        f"memory_merge {meta.get('memory_merge', 'not recorded')}.",
         "",
         "| metric | system | mode | n | success | p50 | p95 | p99 | unit |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
