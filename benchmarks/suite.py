@@ -210,7 +210,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, res: Results, workdir:
     t_scale = time.perf_counter()
     scale = SessionpoolDriver(server, SCALE)
     try:
-        await scaling(res, scale, sizes)
+        await scaling(res, scale, sizes, merging=args.memory_merge != "off")
     except BaseException:
         log(f"server log:\n{server.log()[-3000:]}")
         raise

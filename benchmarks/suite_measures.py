@@ -778,9 +778,10 @@ def used_memory_gb() -> float:
     return (info["MemTotal"] - info["MemAvailable"]) / 1e9
 
 
-async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
+async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes, merging: bool = True) -> None:
     """Idle sessions (each ran the pandas cell) added step by step until refused or out of
-    time; at each step allocation latency, x += 1 latency and memory."""
+    time; at each step allocation latency, x += 1 latency and memory. ``merging``: the pool
+    merges memory (otherwise a ksmd left running by other work is not waited for)."""
     server = sp.server
     live: list[Any] = []
     points: list[dict[str, Any]] = []
@@ -791,7 +792,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
     await sp.run(probe, "x = 0")
     # the pool's ready sessions and zygote merge too: let that happen before the baseline, or
     # the ramp's sessions would be credited with it
-    await until_merged(sizes.merge_settle_s)
+    await until_merged(sizes.merge_settle_s, merging)
     baseline_gb = await steady_used_memory_gb()
     deadline = time.monotonic() + sizes.ramp_budget_s
     steps = list(sizes.steps)
@@ -833,7 +834,7 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
                 await asyncio.gather(*(limited(k) for k in range(need)))
             await asyncio.sleep(1.0)
             if sizes.merge_each_step and live:  # with none, nothing merges: no wait
-                await until_merged(sizes.merge_settle_s)
+                await until_merged(sizes.merge_settle_s, merging)
             point = await scale_point(sp, probe, len(live), sizes, refused=refusal is not None)
             point["newest_kept_state"] = await kept_state(sp, live[-1]) if live else None
             point["used_memory_gb"] = round(used_memory_gb(), 3)
@@ -852,7 +853,9 @@ async def scaling(res: Results, sp: SessionpoolDriver, sizes: Sizes) -> None:
             if not steps and sizes.step_after == 0:
                 break
         if refusal is None and live:
-            res.extra["scaling_settled"] = await merge_settled(len(live), baseline_gb, sizes)
+            res.extra["scaling_settled"] = await merge_settled(
+                len(live), baseline_gb, sizes, merging
+            )
         if refusal is None and sizes.scale_cap is not None:  # show the refusal at the cap
             await asyncio.gather(*(add_one(k) for k in range(sizes.scale_cap - len(live) + 2)))
         alive = (await sp.control.get(server.url + "/healthz")).status_code == 200
@@ -905,7 +908,7 @@ async def steady_used_memory_gb(longest_s: float = 30.0) -> float:
     return last
 
 
-async def until_merged(longest_s: float) -> None:
+async def until_merged(longest_s: float, merging: bool = True) -> None:
     """While ksmd runs, wait until it has merged what there is to merge now, or ``longest_s``;
     at once where it does not run. ksmd merges a page on its second look, a pass after the
     first (its content must hold still between them), so the pages there are now are all
@@ -913,7 +916,7 @@ async def until_merged(longest_s: float) -> None:
     had passed, and the next. The merged count alone says nothing: it stays flat through most
     of a pass and jumps at its end (a pass over 1,000 sessions takes minutes here)."""
     ksm = ksm_status()
-    if ksm is None or ksm.run != RUN_RUNNING:
+    if not merging or ksm is None or ksm.run != RUN_RUNNING:
         return
     log(f"sessionpool scaling: page merging is on; waiting up to {longest_s:g} s for it")
     start = time.monotonic()
@@ -941,12 +944,14 @@ def ksm_figures(ksm: KsmStatus | None = None) -> dict[str, Any]:
     }
 
 
-async def merge_settled(live: int, baseline_gb: float, sizes: Sizes) -> dict[str, Any]:
+async def merge_settled(
+    live: int, baseline_gb: float, sizes: Sizes, merging: bool = True
+) -> dict[str, Any]:
     """With page merging running (a pool with ``memory_merge``), the idle sessions' memory
     falls for a while after they were made: wait until the merged page count stops growing
     (or ``merge_settle_s``) and read the machine's memory again. Without it, one reading."""
     start = time.monotonic()
-    await until_merged(sizes.merge_settle_s)
+    await until_merged(sizes.merge_settle_s, merging)
     ksm = ksm_status()
     used = used_memory_gb()
     settled = {
