@@ -972,13 +972,20 @@ async def merge_settled(
 
 async def kept_state(sp: SessionpoolDriver, session: Any) -> bool:
     """The newest session still has the DataFrame its first cell made: a session that lost its
-    interpreter (it was replaced) would answer quickly too, so latency alone proves nothing."""
-    try:
-        out = await sp.run(session, "print(len(df))")
-    except Exception as exc:
-        log(f"  the newest session lost its state: {exc}")
-        return False
-    return out.stdout.strip() == "1000"
+    interpreter (it was replaced) would answer quickly too, so latency alone proves nothing.
+    Its client's connection has often been idle past uvicorn's 5 s by now, and a request can
+    race the server's close of it: such a failure to send is tried again."""
+    for attempt in range(3):
+        try:
+            out = await sp.run(session, "print(len(df))")
+            return out.stdout.strip() == "1000"
+        except aiohttp.ClientConnectionError as exc:
+            if attempt == 2:
+                log(f"  the newest session could not be reached: {exc}")
+        except Exception as exc:
+            log(f"  the newest session lost its state: {exc}")
+            break
+    return False
 
 
 async def scale_point(
