@@ -177,13 +177,18 @@ def targets(res: Results, reserve_gb: float = RESERVE_GB) -> list[dict[str, Any]
     return out
 
 
-def ksmd_line(ksmd: dict[str, float] | None) -> str:
+def ksmd_line(ksmd: dict[str, float] | None, memory_merge: str = "zygote") -> str:
     if not ksmd:
         return "ksmd: no figure (no KSM on this kernel)."
+    why = (
+        "its pool merges nothing either"
+        if memory_merge == "off"
+        else "its pool merges, for the memory figure"
+    )
     return (
         f"ksmd CPU: {ksmd['main_server']:.1f} s while the main server ran (its pools merge "
         f"nothing); {ksmd['scaling_server']:.1f} s in the scaling ramp's "
-        f"{ksmd['scaling_wall_s']:.0f} s (its pool merges, for the memory figure)."
+        f"{ksmd['scaling_wall_s']:.0f} s ({why})."
     )
 
 
@@ -235,7 +240,7 @@ def markdown(res: Results, meta: dict[str, Any], tgts: list[dict[str, Any]]) -> 
         "",
         f"Admission control: {json.dumps(ref) if ref else 'not reached'}.",
         f"Density (largest step with x += 1 p99 <= 10 ms): {res.extra.get('density_x_p99_10ms')}.",
-        ksmd_line(res.extra.get("ksmd_cpu_s")),
+        ksmd_line(res.extra.get("ksmd_cpu_s"), meta.get("memory_merge", "zygote")),
         "",
         "| target | result | detail |",
         "|---|---|---|",
