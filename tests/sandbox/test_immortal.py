@@ -20,10 +20,10 @@ from sessionpool.sandbox import zygote
 SRC = Path(zygote.__file__).resolve().parents[2]
 PYTHON_313 = default_runtimes_dir() / "python-3.13" / "root" / "bin" / "python3.13"
 
-#: builds ~200,000 objects (floats in tuples in a list), makes them immortal or not, freezes
-#: the collector as the zygote does, forks, and has the child read every object (each read
-#: takes and drops a reference); reports the child's new private pages, and what became of
-#: objects made before and after
+#: builds ~200,000 objects (floats in tuples in a list), makes them immortal or not (or tries,
+#: with ctypes hidden), freezes the collector as the zygote does, forks, and has the child read
+#: every object (each read takes and drops a reference); reports the child's new private
+#: pages, and what became of objects made before and after
 CHILD = """
 import ctypes, gc, json, os, sys, weakref
 from sessionpool.sandbox import zygote
@@ -41,8 +41,12 @@ class Before:
 objects = [(float(i), float(-i)) for i in range(70_000)]
 before = Before()
 gc.collect()
-changed = zygote.immortalize() if sys.argv[1] == "immortal" else 0
-again = zygote.immortalize() if sys.argv[1] == "immortal" else 0
+mode = sys.argv[1]
+if mode == "no-ctypes":
+    sys.modules["ctypes"] = None  # as in an interpreter built without it
+changed = zygote.immortalize() if mode != "mortal" else 0
+again = zygote.immortalize() if mode != "mortal" else 0
+sys.modules["ctypes"] = ctypes
 gc.freeze()
 after = Before()
 died = []
@@ -74,6 +78,7 @@ print(json.dumps({
 
 
 def run_child(python: Path | str, mode: str) -> dict[str, object]:
+    """Run ``CHILD`` under ``python`` in ``mode``: mortal, immortal or no-ctypes."""
     done = subprocess.run(
         [str(python), "-c", CHILD, mode],
         capture_output=True,
@@ -103,6 +108,18 @@ def test_a_forked_child_reads_immortal_objects_without_copying_their_pages() -> 
     assert immortal["objects_immortal"] and immortal["class_immortal"], immortal
     assert immortal["freed_after"], "an object made after the zygote's objects was not freed"
     assert not mortal["objects_immortal"]
+
+
+@pytest.mark.skipif(
+    not PYTHON_313.is_file(),
+    reason="no python-3.13 runtime built (no CPython 3.13 on this host)",
+)
+def test_an_interpreter_without_ctypes_still_starts_its_zygote() -> None:
+    """A runtime whose CPython was built without ``_ctypes``: nothing is made immortal, and
+    nothing fails (the zygote must start all the same)."""
+    got = run_child(PYTHON_313, "no-ctypes")
+    assert got["changed"] == 0 and got["again"] == 0
+    assert not got["objects_immortal"] and got["freed_after"]
 
 
 def test_on_a_cpython_without_immortal_objects_nothing_changes() -> None:

@@ -411,7 +411,10 @@ def immortalize() -> int:
         return 0  # no immortal objects (every Py_INCREF writes), or a layout not handled here
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         return 0  # the free-threaded build counts references in two fields
-    import ctypes
+    try:
+        import ctypes
+    except ImportError:  # an interpreter built without it: its sessions copy, as on 3.11
+        return 0
 
     # every object's first word is its reference count; an object is immortal when the count's
     # low 32 bits, as a signed number, are negative. Indexing one pointer reads and writes any
