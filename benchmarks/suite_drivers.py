@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
@@ -138,13 +139,8 @@ class SessionpoolDriver(Driver):
         url = self.server.url + "/healthz"
 
         async def warm(client: aiohttp.ClientSession) -> None:
-            # uvicorn closes a connection idle for 5 s; a request can race that close
-            for _ in range(3):
-                try:
-                    await self.get(client, url)
-                    return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.01)
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                await past_stale_connection(lambda: self.get(client, url))
 
         await asyncio.gather(*(warm(c) for c in self.idle[-n:]))
 
@@ -185,6 +181,20 @@ class SessionpoolDriver(Driver):
             if time.monotonic() > end:
                 raise RuntimeError("the pools did not refill in 60 s")
             await asyncio.sleep(0.002)
+
+
+_T = TypeVar("_T")
+
+
+async def past_stale_connection(call: Callable[[], Awaitable[_T]], tries: int = 3) -> _T:
+    """``call()``, tried again when it fails to reach the server: uvicorn closes a connection
+    idle for 5 s, and a request sent on it can race that close. The last failure is raised."""
+    for _ in range(tries - 1):
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.01)
+    return await call()
 
 
 def _jmsg(code: str, session: str) -> dict[str, Any]:

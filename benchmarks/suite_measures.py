@@ -41,6 +41,7 @@ from benchmarks.suite_drivers import (
     IpykernelDriver,
     SessionpoolDriver,
     log,
+    past_stale_connection,
 )
 from sessionpool.sandbox.ksm import PAGE_SIZE, RUN_RUNNING, KsmStatus
 from sessionpool.sandbox.ksm import status as ksm_status
@@ -975,17 +976,15 @@ async def kept_state(sp: SessionpoolDriver, session: Any) -> bool:
     interpreter (it was replaced) would answer quickly too, so latency alone proves nothing.
     Its client's connection has often been idle past uvicorn's 5 s by now, and a request can
     race the server's close of it: such a failure to send is tried again."""
-    for attempt in range(3):
-        try:
-            out = await sp.run(session, "print(len(df))")
-            return out.stdout.strip() == "1000"
-        except aiohttp.ClientConnectionError as exc:
-            if attempt == 2:
-                log(f"  the newest session could not be reached: {exc}")
-        except Exception as exc:
-            log(f"  the newest session lost its state: {exc}")
-            break
-    return False
+    try:
+        out = await past_stale_connection(lambda: sp.run(session, "print(len(df))"))
+    except aiohttp.ClientConnectionError as exc:
+        log(f"  the newest session could not be reached: {exc}")
+        return False
+    except Exception as exc:
+        log(f"  the newest session lost its state: {exc}")
+        return False
+    return out.stdout.strip() == "1000"
 
 
 async def scale_point(
